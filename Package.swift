@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "swift-ipip",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "IPIPCore", targets: ["IPIPCore"]),
+        .library(name: "Pcap", targets: ["Pcap"]),
+        .library(name: "IPIPResources", targets: ["IPIPResources"]),
+        .library(name: "IPIPDataplane", targets: ["IPIPDataplane"]),
+        .executable(name: "ipipd", targets: ["ipipd"]),
+        .executable(name: "ipipctl", targets: ["ipipctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // Pure core: addresses, headers, checksums, LPM trie, topology, engine. Stdlib only.
+        .target(name: "IPIPCore"),
+        // libpcap, as a system library.
+        .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
+        .target(name: "Pcap", dependencies: ["IPIPCore", "CPcap"]),
+        // Calico resources: decoding with file:line:column errors, defaults, validation.
+        .target(name: "IPIPResources", dependencies: ["IPIPCore", .product(name: "Yams", package: "Yams")]),
+        // Wiring: topology compilation from resources, the replay driver.
+        .target(name: "IPIPDataplane", dependencies: ["IPIPCore", "Pcap", "IPIPResources"]),
+        .executableTarget(
+            name: "ipipd",
+            dependencies: ["IPIPDataplane", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "ipipctl",
+            dependencies: [
+                "IPIPResources", "IPIPDataplane", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore"]),
+        .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
+        .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
+        .testTarget(
+            name: "IPIPDataplaneTests",
+            dependencies: ["IPIPDataplane", "IPIPCore", "Pcap", "IPIPResources"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,3 @@
+import IPIPCore
+import IPIPResources
+import Pcap

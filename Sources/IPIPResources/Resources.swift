@@ -1,0 +1,2 @@
+import IPIPCore
+import Yams

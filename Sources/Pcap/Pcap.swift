@@ -1,0 +1,2 @@
+import CPcap
+import IPIPCore
