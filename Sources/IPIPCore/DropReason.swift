@@ -1,0 +1,106 @@
+/// Every reason the engine drops a packet. Each has a counter and a stable name that logs,
+/// verdict files and metrics use; never rename a case's `name`, add new ones at the end.
+public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
+    /// The version nibble is not 4 (IPv6 and anything else from the TUN).
+    case notIPv4 = 1
+    /// IHL below 5, total length below the header or beyond the bytes received.
+    case malformedHeader
+    /// The IPv4 header checksum does not verify.
+    case badHeaderChecksum
+    /// TTL 0 on arrival: the host already used the last hop (DESIGN.md §3, RFC 2003 §3.1).
+    case ttlExpired
+    /// The source is 0.0.0.0/8, 127.0.0.0/8, multicast or reserved: never forwarded (RFC 1812 §5.3.7).
+    case invalidSource
+    /// The destination is 0.0.0.0/8, 127.0.0.0/8, multicast or reserved/broadcast.
+    case invalidDestination
+    /// The destination is inside a pool but in no known block: nowhere to send it (ICMP 3/1 sent).
+    case noRoute
+    /// The destination's block belongs to a node without an IPv4 address.
+    case peerWithoutAddress
+    /// The destination is in a pool with VXLAN enabled, which this dataplane does not route.
+    case vxlanPool
+    /// A workload sent IP protocol 4 itself; nesting is refused (ENC-21, SEC-T10).
+    case nestedEncapsulation
+    /// The source is this node's or the chosen peer's endpoint address (RFC 2003 §3.2, ENC-19).
+    case sourceIsTunnelEndpoint
+    /// The peer's own address routes through the tunnel (ENC-20).
+    case peerRouteThroughTunnel
+    /// Too big for the tunnel with DF set: dropped, ICMP 3/4 with the tunnel MTU sent (ENC-15).
+    case fragmentationNeeded
+    /// Too big with DF clear, but the header leaves no room for 8 bytes of data per fragment.
+    case cannotFragment
+    /// The buffer for generated packets (fragments, ICMP) was full.
+    case outputFull
+
+    /// The stable snake_case name used in verdicts, logs and metrics.
+    public var name: String {
+        switch self {
+        case .notIPv4: "not_ipv4"
+        case .malformedHeader: "malformed_header"
+        case .badHeaderChecksum: "bad_header_checksum"
+        case .ttlExpired: "ttl_expired"
+        case .invalidSource: "invalid_source"
+        case .invalidDestination: "invalid_destination"
+        case .noRoute: "no_route"
+        case .peerWithoutAddress: "peer_without_address"
+        case .vxlanPool: "vxlan_pool"
+        case .nestedEncapsulation: "nested_encapsulation"
+        case .sourceIsTunnelEndpoint: "source_is_tunnel_endpoint"
+        case .peerRouteThroughTunnel: "peer_route_through_tunnel"
+        case .fragmentationNeeded: "fragmentation_needed"
+        case .cannotFragment: "cannot_fragment"
+        case .outputFull: "output_full"
+        }
+    }
+
+    public var description: String { name }
+}
+
+/// What happened to one input packet.
+public enum VerdictAction: UInt8, CaseIterable, Sendable, CustomStringConvertible {
+    /// Dropped; `PacketVerdict.dropReason` says why.
+    case dropped = 0
+    /// Wrapped in an outer IPv4 header (protocol 4) and sent to a peer on the underlay.
+    case encapsulated
+    /// Sent on natively, without encapsulation (CrossSubnet same subnet, Never, outside all pools).
+    case forwarded
+
+    /// The stable name used in verdicts and metrics.
+    public var name: String {
+        switch self {
+        case .dropped: "dropped"
+        case .encapsulated: "encapsulated"
+        case .forwarded: "forwarded"
+        }
+    }
+
+    public var description: String { name }
+}
+
+/// The engine's decision about one input packet.
+public struct PacketVerdict: Sendable, Equatable {
+    /// What happened.
+    public var action: VerdictAction
+    /// Why it was dropped (`nil` unless `action == .dropped`).
+    public var dropReason: DropReason?
+    /// The outer destination (the peer node IP) when encapsulated, else 0.0.0.0.
+    public var peer: IPv4Address
+    /// Number of packets emitted for this input (fragments count one each; ICMP errors included).
+    public var outputCount: UInt16
+    /// The ICMP error generated toward the sender, as (type, code), if any.
+    public var icmpType: UInt8?
+    /// ICMP code, meaningful when `icmpType` is set.
+    public var icmpCode: UInt8
+
+    /// A verdict with the given action and nothing emitted.
+    @inlinable
+    public init(action: VerdictAction, dropReason: DropReason? = nil, peer: IPv4Address = .any,
+                outputCount: UInt16 = 0, icmpType: UInt8? = nil, icmpCode: UInt8 = 0) {
+        self.action = action
+        self.dropReason = dropReason
+        self.peer = peer
+        self.outputCount = outputCount
+        self.icmpType = icmpType
+        self.icmpCode = icmpCode
+    }
+}

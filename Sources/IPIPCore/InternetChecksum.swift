@@ -1,0 +1,86 @@
+/// The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+///
+/// The full sum runs over 8-byte words with end-around carry folding, which is the same ones'
+/// complement sum as the 16-bit loop of RFC 1071 §4.1 (RFC 1071 §2(B): the sum is independent of
+/// byte order and can be computed on wider words, then folded).
+public enum InternetChecksum {
+    /// The ones' complement sum of `bytes` (not yet complemented), folded to 16 bits.
+    ///
+    /// - Parameters:
+    ///   - bytes: the data; an odd trailing byte is padded with a zero byte, as RFC 1071 says.
+    ///   - initial: a partial sum to continue from (for pseudo-headers), in network byte order.
+    /// - Returns: the folded 16-bit sum in network order semantics (big-endian value).
+    @inlinable
+    public static func sum(_ bytes: UnsafeRawBufferPointer, initial: UInt32 = 0) -> UInt16 {
+        var acc = UInt64(initial)
+        var i = 0
+        let n = bytes.count
+        // Sum big-endian 32-bit words into a 64-bit accumulator: no carry can be lost before
+        // 2^32 words, far above any IPv4 datagram.
+        while i &+ 4 <= n {
+            // Safe: i + 4 <= n was checked just above.
+            acc &+= UInt64(UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt32.self)))
+            i &+= 4
+        }
+        if i &+ 2 <= n {
+            acc &+= UInt64(UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt16.self)))
+            i &+= 2
+        }
+        if i < n {
+            acc &+= UInt64(bytes[i]) << 8
+        }
+        return fold(acc)
+    }
+
+    /// Folds a wide ones' complement accumulator to 16 bits with end-around carries.
+    @inlinable
+    public static func fold(_ value: UInt64) -> UInt16 {
+        var v = value
+        // Safe: each step strictly shrinks the value until it fits 16 bits.
+        v = (v & 0xFFFF_FFFF) &+ (v >> 32)
+        v = (v & 0xFFFF_FFFF) &+ (v >> 32)
+        v = (v & 0xFFFF) &+ (v >> 16)
+        v = (v & 0xFFFF) &+ (v >> 16)
+        return UInt16(truncatingIfNeeded: v)
+    }
+
+    /// The checksum field value for `bytes`: the complement of their sum.
+    @inlinable
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, initial: UInt32 = 0) -> UInt16 {
+        ~sum(bytes, initial: initial)
+    }
+
+    /// RFC 1624 eqn. 3: the new checksum after a 16-bit field changes from `old` to `new`.
+    ///
+    /// `HC' = ~(~HC + ~m + m')`. Unlike eqn. 2 it never produces 0xFFFF from a correct header
+    /// whose true sum is not zero (RFC 1624 §3 and §5).
+    @inlinable
+    public static func update(_ checksum: UInt16, old: UInt16, new: UInt16) -> UInt16 {
+        let sum = UInt32(~checksum) &+ UInt32(~old) &+ UInt32(new)
+        return ~fold(UInt64(sum))
+    }
+
+    /// RFC 1624 update for a 32-bit field (two 16-bit words), such as an IPv4 address.
+    @inlinable
+    public static func update(_ checksum: UInt16, old: UInt32, new: UInt32) -> UInt16 {
+        let sum = UInt64(~checksum) &+ UInt64(~UInt16(truncatingIfNeeded: old >> 16))
+            &+ UInt64(~UInt16(truncatingIfNeeded: old)) &+ UInt64(new >> 16) &+ UInt64(new & 0xFFFF)
+        return ~fold(sum)
+    }
+
+    /// The straightforward RFC 1071 §4.1 reference: 16-bit words, one at a time. Tests only.
+    public static func referenceChecksum(_ bytes: UnsafeRawBufferPointer) -> UInt16 {
+        var sum: UInt32 = 0
+        var i = 0
+        while i + 1 < bytes.count {
+            sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1])
+            while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
+            i += 2
+        }
+        if i < bytes.count {
+            sum += UInt32(bytes[i]) << 8
+            while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
+        }
+        return ~UInt16(sum)
+    }
+}
