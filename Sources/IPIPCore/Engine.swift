@@ -95,14 +95,14 @@ public final class Engine {
     ///   - batch: input packets (at least 20 bytes of headroom each); rewritten in place.
     ///   - generated: receives fragments and ICMP errors; emptied first.
     ///   - verdicts: receives one verdict per input slot; capacity ≥ `batch.count`.
-    ///   - now: the time of the batch (capture time in replay).
+    ///   The engine's clock is each packet's arrival time in the batch (`PacketBatch.time(of:)`).
     public func processEgress(_ batch: inout PacketBatch, generated: inout PacketBatch,
-                              verdicts: inout VerdictBatch, now: Timestamp) {
+                              verdicts: inout VerdictBatch) {
         precondition(verdicts.capacity >= batch.count, "verdict batch smaller than the packet batch")
         generated.removeAll()
         let topology = self.topology
         for i in 0..<batch.count {
-            let v = egress(i, in: &batch, generated: &generated, topology: topology, now: now)
+            let v = egress(i, in: &batch, generated: &generated, topology: topology, now: batch.time(of: i))
             verdicts[i] = v
         }
     }
@@ -195,7 +195,7 @@ public final class Engine {
                         icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.fragmentationNeeded) : nil)
         }
         return fragmentAndEncapsulate(header: header, totalLength: totalLength, mtu: mtu, origin: i,
-                                      template: template, into: &generated)
+                                      template: template, into: &generated, now: now)
     }
 
     @inline(__always)
@@ -252,7 +252,8 @@ public final class Engine {
     /// flag is set), then encapsulates each one. An inner packet that is itself a fragment keeps
     /// its offset base and its MF bit on the last piece.
     func fragmentAndEncapsulate(header: IPv4Header, totalLength: Int, mtu: Int, origin: Int,
-                                template: OuterHeaderTemplate, into generated: inout PacketBatch) -> PacketVerdict {
+                                template: OuterHeaderTemplate, into generated: inout PacketBatch,
+                                now: Timestamp) -> PacketVerdict {
         let headerLength = header.headerLength
         let laterHeaderLength = Self.copiedOptionsHeaderLength(header)
         let firstData = (mtu &- headerLength) & ~7
@@ -270,7 +271,7 @@ public final class Engine {
             let h = first ? headerLength : laterHeaderLength
             let n = min(first ? firstData : laterData, payloadLength &- offset)
             let last = offset &+ n == payloadLength
-            guard let dst = generated.appendSlot(length: h &+ n, origin: origin) else {
+            guard let dst = generated.appendSlot(length: h &+ n, origin: origin, time: now) else {
                 generated.truncate(to: start)
                 return drop(.outputFull, length: totalLength)
             }
@@ -388,7 +389,7 @@ public final class Engine {
         }
         let quote = min(length, 576 &- 28)
         let total = 28 &+ quote
-        guard let p = generated.appendSlot(length: total, origin: origin) else { return false }
+        guard let p = generated.appendSlot(length: total, origin: origin, time: now) else { return false }
         // Safe: the slot holds `total` bytes: 20 (IP) + 8 (ICMP) + quote.
         let ip = IPv4Header(unchecked: p)
         p.storeBytes(of: 0x45, as: UInt8.self)

@@ -23,8 +23,9 @@ public enum PacketSide: UInt8, Sendable, CaseIterable, CustomStringConvertible {
 /// `headroom`, which leaves room to write an outer header in front of a packet without moving it
 /// (the encapsulation path moves the start back by 20 bytes).
 ///
-/// Per slot the batch also records the side the packet leaves on (`PacketSide`) and the index of
-/// the input packet it came from (`origin`), so a batch of packets the engine generated
+/// Per slot the batch also records the side the packet leaves on (`PacketSide`), its arrival
+/// time (the engine's clock: capture time in replay) and the index of the input packet it came
+/// from (`origin`), so a batch of packets the engine generated
 /// (fragments, ICMP errors) can be merged back in input order.
 ///
 /// Memory is allocated once in `init` and freed in `deinit`; nothing here allocates afterwards.
@@ -46,6 +47,7 @@ public struct PacketBatch: ~Copyable {
     @usableFromInline let lengths: UnsafeMutablePointer<Int32>
     @usableFromInline let sides: UnsafeMutablePointer<PacketSide>
     @usableFromInline let origins: UnsafeMutablePointer<Int32>
+    @usableFromInline let times: UnsafeMutablePointer<Timestamp>
 
     /// Default space in front of each packet: enough for an outer IPv4 header with options.
     public static let defaultHeadroom = 64
@@ -73,6 +75,8 @@ public struct PacketBatch: ~Copyable {
         sides.initialize(repeating: .none, count: capacity)
         origins = .allocate(capacity: capacity)
         origins.initialize(repeating: 0, count: capacity)
+        times = .allocate(capacity: capacity)
+        times.initialize(repeating: .zero, count: capacity)
     }
 
     deinit {
@@ -81,6 +85,7 @@ public struct PacketBatch: ~Copyable {
         lengths.deallocate()
         sides.deallocate()
         origins.deallocate()
+        times.deallocate()
     }
 
     /// The largest packet a slot holds when it starts at the headroom.
@@ -102,7 +107,7 @@ public struct PacketBatch: ~Copyable {
     /// where to write it; nil when the batch is full or the packet does not fit a slot.
     /// The slot's side is reset to `.none` and its origin set to `origin`.
     @inlinable
-    public mutating func appendSlot(length: Int, origin: Int = 0) -> UnsafeMutableRawPointer? {
+    public mutating func appendSlot(length: Int, origin: Int = 0, time: Timestamp = .zero) -> UnsafeMutableRawPointer? {
         guard _count < capacity, length >= 0, length <= slotByteCount - headroom else { return nil }
         let i = _count
         _count &+= 1
@@ -110,13 +115,14 @@ public struct PacketBatch: ~Copyable {
         lengths[i] = Int32(truncatingIfNeeded: length)
         sides[i] = .none
         origins[i] = Int32(truncatingIfNeeded: origin)
+        times[i] = time
         return memory + (i &* slotByteCount &+ headroom)
     }
 
     /// Copies `bytes` into the next slot; false when full or too big.
     @inlinable @discardableResult
-    public mutating func append(copying bytes: UnsafeRawBufferPointer, origin: Int = 0) -> Bool {
-        guard let p = appendSlot(length: bytes.count, origin: origin) else { return false }
+    public mutating func append(copying bytes: UnsafeRawBufferPointer, origin: Int = 0, time: Timestamp = .zero) -> Bool {
+        guard let p = appendSlot(length: bytes.count, origin: origin, time: time) else { return false }
         if let b = bytes.baseAddress, !bytes.isEmpty { p.copyMemory(from: b, byteCount: bytes.count) }
         return true
     }
@@ -154,4 +160,8 @@ public struct PacketBatch: ~Copyable {
     @inlinable public func setSide(_ side: PacketSide, of i: Int) { sides[i] = side }
     /// The input index packet `i` came from.
     @inlinable public func origin(of i: Int) -> Int { Int(origins[i]) }
+    /// When packet `i` arrived (the engine's clock for it).
+    @inlinable public func time(of i: Int) -> Timestamp { times[i] }
+    /// Sets the arrival time of packet `i`.
+    @inlinable public func setTime(_ time: Timestamp, of i: Int) { times[i] = time }
 }

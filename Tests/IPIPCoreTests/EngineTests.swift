@@ -18,8 +18,8 @@ struct EgressRun {
         var batch = PacketBatch(capacity: max(packets.count, 1))
         var generated = PacketBatch(capacity: 256, maximumPacketByteCount: 2048)
         var v = VerdictBatch(capacity: max(packets.count, 1))
-        for p in packets { p.withUnsafeBytes { _ = batch.append(copying: $0) } }
-        engine.processEgress(&batch, generated: &generated, verdicts: &v, now: now)
+        for p in packets { p.withUnsafeBytes { _ = batch.append(copying: $0, time: now) } }
+        engine.processEgress(&batch, generated: &generated, verdicts: &v)
         var g = 0
         for i in 0..<batch.count {
             verdicts.append(v[i])

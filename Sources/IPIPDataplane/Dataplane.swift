@@ -1,3 +1,0 @@
-import IPIPCore
-import IPIPResources
-import Pcap

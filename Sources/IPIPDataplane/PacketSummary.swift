@@ -1,0 +1,88 @@
+import IPIPCore
+
+/// One-line, tcpdump-like descriptions of IPv4 packets for verdict files and test diffs.
+/// Control-plane and tooling code: allocates strings freely.
+public enum PacketSummary {
+    /// Describes an IPv4 datagram: `src > dst proto details`, recursing once into IP-in-IP.
+    public static func describe(_ bytes: UnsafeRawBufferPointer) -> String {
+        guard case .valid(let hl, let total) = IPv4Header.validate(bytes) else {
+            return bytes.isEmpty ? "empty" : "not a valid IPv4 header (\(bytes.count) bytes)"
+        }
+        // Safe: validate() proved `hl` and `total` lie within `bytes`.
+        let h = IPv4Header(unchecked: UnsafeMutableRawPointer(mutating: bytes.baseAddress!))
+        var s = "\(h.sourceAddress) > \(h.destinationAddress)"
+        var flags: [String] = []
+        if h.dontFragment { flags.append("DF") }
+        if h.moreFragments { flags.append("MF") }
+        if h.fragmentOffset != 0 { flags.append("off \(Int(h.fragmentOffset) * 8)") }
+        let payload = UnsafeRawBufferPointer(rebasing: bytes[hl..<total])
+        let fragmentTail = h.fragmentOffset != 0
+        switch h.protocolNumber {
+        case IPProtocolNumber.ipInIP where !fragmentTail:
+            s += " ipip [\(describe(payload))]"
+        case IPProtocolNumber.icmp where !fragmentTail && payload.count >= 4:
+            let type = payload[0], code = payload[1]
+            s += " icmp " + icmpName(type: type, code: code)
+            if type == ICMPType.destinationUnreachable && code == ICMPUnreachableCode.fragmentationNeeded && payload.count >= 8 {
+                s += " mtu \(UInt16(payload[6]) << 8 | UInt16(payload[7]))"
+            }
+        case IPProtocolNumber.udp where !fragmentTail && payload.count >= 8:
+            s += " udp \(u16(payload, 0)) > \(u16(payload, 2))"
+        case IPProtocolNumber.tcp where !fragmentTail && payload.count >= 14:
+            s += " tcp \(u16(payload, 0)) > \(u16(payload, 2)) [\(tcpFlags(payload[13]))]"
+        default:
+            s += " proto \(h.protocolNumber)"
+        }
+        s += " len \(total) ttl \(h.timeToLive) tos 0x\(String(h.typeOfService, radix: 16))"
+        if !flags.isEmpty { s += " " + flags.joined(separator: ",") }
+        return s
+    }
+
+    static func u16(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt16 { UInt16(b[o]) << 8 | UInt16(b[o + 1]) }
+
+    static func icmpName(type: UInt8, code: UInt8) -> String {
+        switch (type, code) {
+        case (0, _): "echo-reply"
+        case (8, _): "echo-request"
+        case (3, 0): "net-unreachable"
+        case (3, 1): "host-unreachable"
+        case (3, 3): "port-unreachable"
+        case (3, 4): "frag-needed"
+        case (3, 13): "admin-prohibited"
+        case (11, _): "time-exceeded"
+        default: "type \(type) code \(code)"
+        }
+    }
+
+    static func tcpFlags(_ f: UInt8) -> String {
+        var s = ""
+        if f & 0x02 != 0 { s += "S" }
+        if f & 0x01 != 0 { s += "F" }
+        if f & 0x04 != 0 { s += "R" }
+        if f & 0x08 != 0 { s += "P" }
+        if f & 0x10 != 0 { s += "." }
+        return s.isEmpty ? "none" : s
+    }
+}
+
+/// Minimal JSON string escaping for the verdict files.
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 {
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}

@@ -1,0 +1,38 @@
+import ArgumentParser
+import IPIPDataplane
+import IPIPResources
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct IPIPCtl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ipipctl",
+        abstract: "Manage swift-ipip's Calico resources (projectcalico.org/v3).",
+        subcommands: [Validate.self]
+    )
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Decode and validate manifests the way Calico does, without storing anything.",
+        discussion: "Prints one line per resource, or every problem as file:line:column and exits 1."
+    )
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("A manifest file or directory, or - for standard input (repeatable).", valueName: "path"))
+    var filename: [String] = []
+
+    func run() throws {
+        guard !filename.isEmpty else { throw ValidationError("give -f FILE (or -f - for standard input)") }
+        do {
+            let set = try ClusterLoader.resources(paths: filename)
+            for line in ClusterLoader.describe(set) { print(line) }
+        } catch {
+            var text = "\(error)\n"
+            text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,2 +1,0 @@
-import IPIPDataplane
-print("ipipctl")

@@ -1,0 +1,114 @@
+import ArgumentParser
+import IPIPCore
+import IPIPDataplane
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct IPIPD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ipipd",
+        abstract: "A userspace IP-in-IP dataplane with Calico's IPPool semantics.",
+        subcommands: [Replay.self]
+    )
+}
+
+/// Options shared by every command that compiles a topology.
+struct TopologyOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Calico manifests (file or directory; repeatable).", valueName: "path"))
+    var manifests: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("The name of the node this dataplane runs as (a Node resource).", valueName: "name"))
+    var node: String
+
+    @Option(name: .customLong("underlay-mtu"), help: "MTU of the underlay; the tunnel MTU is this − 20 unless FelixConfiguration ipipMTU says otherwise.")
+    var underlayMTU: Int = 1500
+
+    @Option(name: .customLong("outer-ttl"), help: ArgumentHelp("TTL of the outer header: 1…255, or 'inherit' to copy the inner TTL.", valueName: "ttl"))
+    var outerTTL: String = "64"
+
+    func validate() throws {
+        guard !manifests.isEmpty else { throw ValidationError("give at least one --manifests path") }
+        guard outerTTL == "inherit" || (UInt8(outerTTL).map { $0 > 0 } ?? false) else {
+            throw ValidationError("--outer-ttl must be 1…255 or 'inherit', not '\(outerTTL)'")
+        }
+    }
+
+    func engineConfiguration() -> EngineConfiguration {
+        EngineConfiguration(outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!)
+    }
+
+    /// Loads, validates and compiles; prints every problem and exits 1 on failure.
+    func compile() throws -> Topology {
+        do {
+            let topology = try ClusterLoader.topology(manifests: manifests, node: node, underlayMTU: underlayMTU)
+            for w in topology.warnings { printError("warning: \(w)") }
+            return topology
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+func printError(_ s: String) {
+    var line = s + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a capture of workload traffic through the engine.",
+        discussion: """
+            Every IPv4 packet of --in is handled as if a local workload had sent it into the TUN \
+            device of --node. What the engine emits is written with the input packet's timestamp: \
+            all of it to --out, the underlay part to --underlay-out, what goes back into the TUN \
+            (ICMP errors) to --tun-out. --verdicts gets one JSON object per input packet. \
+            Non-IPv4 packets are counted and skipped.
+            """
+    )
+
+    @OptionGroup var topology: TopologyOptions
+
+    @Option(name: .customLong("in"), help: ArgumentHelp("Input capture (pcap or pcapng).", valueName: "capture"))
+    var input: String
+
+    @Option(name: .customLong("out"), help: ArgumentHelp("Everything emitted (pcap, raw IPv4).", valueName: "capture"))
+    var output: String?
+
+    @Option(name: .customLong("underlay-out"), help: ArgumentHelp("What goes to the underlay.", valueName: "capture"))
+    var underlayOutput: String?
+
+    @Option(name: .customLong("tun-out"), help: ArgumentHelp("What goes back into the TUN.", valueName: "capture"))
+    var tunOutput: String?
+
+    @Option(name: .long, help: ArgumentHelp("One JSON object per input packet.", valueName: "file"))
+    var verdicts: String?
+
+    @Option(name: .long, help: "Packets per engine batch.")
+    var batch: Int = 64
+
+    @Flag(name: .shortAndLong, help: "Print no summary.")
+    var quiet = false
+
+    func validate() throws {
+        guard batch >= 1 && batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
+    }
+
+    func run() throws {
+        let topo = try topology.compile()
+        let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
+        let options = ReplayOptions(input: input, output: output, underlayOutput: underlayOutput, tunOutput: tunOutput,
+                                    verdicts: verdicts, batchSize: batch)
+        let replay = IPIPDataplane.Replay(engine: engine, options: options, progress: ProgressReporter(label: "replay"))
+        do {
+            let summary = try replay.run()
+            if !quiet { print(summary.report(input: input, node: topology.node, topology: topo)) }
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
