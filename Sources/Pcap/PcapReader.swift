@@ -66,7 +66,10 @@ public final class PcapReader {
             guard fd >= 0 else {
                 throw PcapError(.open, path: path, message: "cannot open: \(String(cString: strerror(errno)))")
             }
+            var status = stat()
+            let isDirectory = fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR
             Glibc.close(fd)
+            guard !isDirectory else { throw PcapError(.open, path: path, message: "cannot open: is a directory") }
         }
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         let opened = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
