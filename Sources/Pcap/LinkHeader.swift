@@ -68,7 +68,8 @@ enum LinkFraming: Sendable, Equatable {
             guard record.count >= 4 else {
                 return .tooShort(needed: 4, header: networkOrder ? "OpenBSD loopback header" : "BSD loopback header")
             }
-            let bigEndian = UInt32(record[0]) << 24 | UInt32(record[1]) << 16 | UInt32(record[2]) << 8 | UInt32(record[3])
+            let bigEndian =
+                UInt32(record[0]) << 24 | UInt32(record[1]) << 16 | UInt32(record[2]) << 8 | UInt32(record[3])
             let littleEndian = bigEndian.byteSwapped
             // Families are small numbers, so the order in which the value is small is the writer's.
             let preferred = networkOrder ? bigEndian : littleEndian
@@ -85,7 +86,11 @@ enum LinkFraming: Sendable, Equatable {
 
     /// Skips up to ``maximumVLANTagCount`` tags (TCI (2) + inner EtherType (2) each) after an
     /// EtherType field that ends at `headerByteCount`.
-    private static func peelVLANTags(_ record: UnsafeRawBufferPointer, etherType: UInt16, headerByteCount: Int) -> Parsed {
+    private static func peelVLANTags(
+        _ record: UnsafeRawBufferPointer,
+        etherType: UInt16,
+        headerByteCount: Int
+    ) -> Parsed {
         var etherType = etherType
         var headerByteCount = headerByteCount
         var tagCount = 0

@@ -72,7 +72,10 @@ public final class PcapWriter {
     public func write(_ bytes: UnsafeRawBufferPointer, timestamp: Timestamp) {
         guard let dumper else { preconditionFailure("PcapWriter.write after close(): \(path)") }
         var header = pcap_pkthdr()
-        header.ts = timeval(tv_sec: Int(truncatingIfNeeded: timestamp.seconds), tv_usec: Int(timestamp.nanoseconds / 1000))
+        header.ts = timeval(
+            tv_sec: Int(truncatingIfNeeded: timestamp.seconds),
+            tv_usec: Int(timestamp.nanoseconds / 1000)
+        )
         header.caplen = UInt32(min(bytes.count, snapshotLength))
         header.len = UInt32(truncatingIfNeeded: bytes.count)
         withUnsafePointer(to: header) { headerPointer in

@@ -18,9 +18,19 @@ import Testing
 
     static let openCases: [OpenCase] = [
         OpenCase(name: "missing file", contents: nil, code: .open, messageParts: ["No such file"]),
-        OpenCase(name: "garbage", contents: Array("this is not a capture file at all".utf8), code: .corrupt, messageParts: ["not a readable pcap"]),
+        OpenCase(
+            name: "garbage",
+            contents: Array("this is not a capture file at all".utf8),
+            code: .corrupt,
+            messageParts: ["not a readable pcap"]
+        ),
         OpenCase(name: "empty file", contents: [], code: .corrupt, messageParts: ["not a readable pcap"]),
-        OpenCase(name: "half a header", contents: Array(CaptureFiles.classic(linkType: 1).prefix(12)), code: .corrupt, messageParts: ["not a readable pcap"]),
+        OpenCase(
+            name: "half a header",
+            contents: Array(CaptureFiles.classic(linkType: 1).prefix(12)),
+            code: .corrupt,
+            messageParts: ["not a readable pcap"]
+        ),
         OpenCase(
             name: "802.11 link type",
             contents: CaptureFiles.classic(linkType: 105),
@@ -81,8 +91,19 @@ import Testing
     static let damageCases: [DamageCase] = [
         DamageCase(name: "last record cut in half", keptByteCount: 216 - 24, goodRecords: 2, code: .truncated),
         DamageCase(name: "last record header cut", keptByteCount: 24 + 2 * 64 + 8, goodRecords: 2, code: .truncated),
-        DamageCase(name: "second record cut after its header", keptByteCount: 24 + 64 + 16 + 1, goodRecords: 1, code: .truncated),
-        DamageCase(name: "second record length absurd", keptByteCount: 216, corruptIndex: 1, goodRecords: 1, code: .corrupt),
+        DamageCase(
+            name: "second record cut after its header",
+            keptByteCount: 24 + 64 + 16 + 1,
+            goodRecords: 1,
+            code: .truncated
+        ),
+        DamageCase(
+            name: "second record length absurd",
+            keptByteCount: 216,
+            corruptIndex: 1,
+            goodRecords: 1,
+            code: .corrupt
+        ),
     ]
 
     @Test(arguments: damageCases)
@@ -126,13 +147,55 @@ import Testing
     }
 
     static let shortCases: [ShortCase] = [
-        ShortCase(name: "Ethernet of 10 bytes", fileLinkType: 1, good: Packets.ethernet([0x0800], v4), short: Array(Packets.macs.prefix(10)), messageParts: ["10 bytes", "Ethernet header (14 bytes)"]),
-        ShortCase(name: "Ethernet VLAN tag cut", fileLinkType: 1, good: Packets.ethernet([0x8100, 0x0800], v4), short: Packets.ethernet([0x8100], [0, 100]), messageParts: ["16 bytes", "VLAN tag (18 bytes)"]),
-        ShortCase(name: "Ethernet second VLAN tag cut", fileLinkType: 1, good: Packets.ethernet([0x0800], v4), short: Packets.ethernet([0x88A8, 0x8100], [0, 100, 8]), messageParts: ["VLAN tag (22 bytes)"]),
-        ShortCase(name: "SLL of 12 bytes", fileLinkType: 113, good: Packets.linuxSLL(0x0800, v4), short: [UInt8](repeating: 0, count: 12), messageParts: ["Linux SLL header (16 bytes)"]),
-        ShortCase(name: "SLL2 of 19 bytes", fileLinkType: 276, good: Packets.linuxSLL2(0x0800, v4), short: [UInt8](repeating: 0, count: 19), messageParts: ["Linux SLL2 header (20 bytes)"]),
-        ShortCase(name: "NULL of 3 bytes", fileLinkType: 0, good: Packets.littleEndian32(2) + v4, short: [2, 0, 0], messageParts: ["BSD loopback header (4 bytes)"]),
-        ShortCase(name: "LOOP of 0 bytes", fileLinkType: 108, good: Packets.bigEndian32(2) + v4, short: [], messageParts: ["0 bytes", "OpenBSD loopback header"]),
+        ShortCase(
+            name: "Ethernet of 10 bytes",
+            fileLinkType: 1,
+            good: Packets.ethernet([0x0800], v4),
+            short: Array(Packets.macs.prefix(10)),
+            messageParts: ["10 bytes", "Ethernet header (14 bytes)"]
+        ),
+        ShortCase(
+            name: "Ethernet VLAN tag cut",
+            fileLinkType: 1,
+            good: Packets.ethernet([0x8100, 0x0800], v4),
+            short: Packets.ethernet([0x8100], [0, 100]),
+            messageParts: ["16 bytes", "VLAN tag (18 bytes)"]
+        ),
+        ShortCase(
+            name: "Ethernet second VLAN tag cut",
+            fileLinkType: 1,
+            good: Packets.ethernet([0x0800], v4),
+            short: Packets.ethernet([0x88A8, 0x8100], [0, 100, 8]),
+            messageParts: ["VLAN tag (22 bytes)"]
+        ),
+        ShortCase(
+            name: "SLL of 12 bytes",
+            fileLinkType: 113,
+            good: Packets.linuxSLL(0x0800, v4),
+            short: [UInt8](repeating: 0, count: 12),
+            messageParts: ["Linux SLL header (16 bytes)"]
+        ),
+        ShortCase(
+            name: "SLL2 of 19 bytes",
+            fileLinkType: 276,
+            good: Packets.linuxSLL2(0x0800, v4),
+            short: [UInt8](repeating: 0, count: 19),
+            messageParts: ["Linux SLL2 header (20 bytes)"]
+        ),
+        ShortCase(
+            name: "NULL of 3 bytes",
+            fileLinkType: 0,
+            good: Packets.littleEndian32(2) + v4,
+            short: [2, 0, 0],
+            messageParts: ["BSD loopback header (4 bytes)"]
+        ),
+        ShortCase(
+            name: "LOOP of 0 bytes",
+            fileLinkType: 108,
+            good: Packets.bigEndian32(2) + v4,
+            short: [],
+            messageParts: ["0 bytes", "OpenBSD loopback header"]
+        ),
     ]
 
     /// A short record is an error naming its index, and reading goes on after it.

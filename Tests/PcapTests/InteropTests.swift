@@ -19,7 +19,10 @@ import Testing
         let writer = try PcapWriter(path: path, linkType: linkType)
         for (i, source) in sources.enumerated() {
             Packets.ipv4(source: source).withUnsafeBytes {
-                writer.writeIPv4Packet($0, timestamp: Timestamp(seconds: 1_700_000_000 + Int64(i), nanoseconds: 250_000_500))
+                writer.writeIPv4Packet(
+                    $0,
+                    timestamp: Timestamp(seconds: 1_700_000_000 + Int64(i), nanoseconds: 250_000_500)
+                )
             }
         }
         try writer.close()
@@ -31,7 +34,10 @@ import Testing
         defer { directory.removeDirectory() }
         let path = directory.path("out.pcap")
         try Self.writeCapture(path, linkType: c.linkType)
-        let (status, output) = try Tool.run(Tool.tshark!, ["-n", "-r", path, "-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"])
+        let (status, output) = try Tool.run(
+            Tool.tshark!,
+            ["-n", "-r", path, "-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"]
+        )
         #expect(status == 0)
         let lines = output.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
         #expect(lines.map { $0.first ?? "" } == Self.expectedSources, "tshark printed: \(output)")

@@ -29,8 +29,14 @@ import Testing
 
     /// Written with nanoseconds; read back rounded down to the microsecond.
     static let timestamps: [(written: Timestamp, read: Timestamp)] = [
-        (Timestamp(seconds: 1_700_000_000, nanoseconds: 123_456_789), Timestamp(seconds: 1_700_000_000, nanoseconds: 123_456_000)),
-        (Timestamp(seconds: 1_700_000_000, nanoseconds: 999_999_999), Timestamp(seconds: 1_700_000_000, nanoseconds: 999_999_000)),
+        (
+            Timestamp(seconds: 1_700_000_000, nanoseconds: 123_456_789),
+            Timestamp(seconds: 1_700_000_000, nanoseconds: 123_456_000)
+        ),
+        (
+            Timestamp(seconds: 1_700_000_000, nanoseconds: 999_999_999),
+            Timestamp(seconds: 1_700_000_000, nanoseconds: 999_999_000)
+        ),
         (Timestamp(seconds: 1_700_000_001, nanoseconds: 0), Timestamp(seconds: 1_700_000_001, nanoseconds: 0)),
         (Timestamp(seconds: 0, nanoseconds: 999), Timestamp(seconds: 0, nanoseconds: 0)),
     ]
@@ -53,7 +59,11 @@ import Testing
             if c.networkProtocol == .ipv4 {
                 Self.packet(.ipv4, i).withUnsafeBytes { writer.writeIPv4Packet($0, timestamp: time.written) }
             } else {
-                writer.writePacket(Self.packet(c.networkProtocol, i), networkProtocol: c.networkProtocol, timestamp: time.written)
+                writer.writePacket(
+                    Self.packet(c.networkProtocol, i),
+                    networkProtocol: c.networkProtocol,
+                    timestamp: time.written
+                )
             }
         }
         try writer.close()
@@ -111,7 +121,13 @@ import Testing
             networkProtocol: .ipv4,
             headerByteCount: 4
         ),
-        VerbatimCase(name: "raw, empty record", linkType: .raw, frame: [], networkProtocol: .other(0), headerByteCount: 0),
+        VerbatimCase(
+            name: "raw, empty record",
+            linkType: .raw,
+            frame: [],
+            networkProtocol: .other(0),
+            headerByteCount: 0
+        ),
     ]
 
     @Test(arguments: verbatimCases)

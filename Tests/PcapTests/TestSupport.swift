@@ -104,7 +104,9 @@ enum Packets {
     ]
 
     static func bigEndian16(_ value: UInt16) -> [UInt8] { [UInt8(value >> 8), UInt8(value & 0xFF)] }
-    static func littleEndian32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
+    static func littleEndian32(_ value: UInt32) -> [UInt8] {
+        (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
+    }
     static func bigEndian32(_ value: UInt32) -> [UInt8] { littleEndian32(value).reversed() }
 
     static let macs = [UInt8](repeating: 0xFF, count: 6) + [0x02, 0, 0, 0, 0, 1]
