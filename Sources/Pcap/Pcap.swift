@@ -1,2 +1,0 @@
-import CPcap
-import IPIPCore
