@@ -1,2 +1,0 @@
-import IPIPCore
-import Yams
