@@ -83,7 +83,7 @@ def mode_case(remote_same, remote_other):
     return [
         ipv4(w, remote_same, 1, icmp_echo(seq=1)),
         ipv4(w, remote_other, 1, icmp_echo(seq=2)),
-        ipv4(w, remote_same, 17, udp(w, remote_same, 40000, 53, b"udp to the same subnet")),
+        ipv4(w, remote_same, 17, udp(w, remote_same, 40000, 7000, b"udp to the same subnet")),
         ipv4(w, remote_other, 6, tcp(w, remote_other, 40001, 80, 0x02), tos=0x2A),  # AF11|ECT(0)
         ipv4(w, remote_other, 6, tcp(w, remote_other, 40001, 80, 0x10, data=b"x" * 100), tos=0xBB),  # EF|CE
     ]

@@ -127,6 +127,9 @@ public final class Replay {
         var verdicts = VerdictBatch(capacity: batchSize)
         // Capture index of each batch slot, so verdicts name the packet's place in the file.
         var captureIndex = [Int](repeating: 0, count: batchSize)
+        // Verdict lines of skipped (non-IPv4) records, keyed by the batch slot they precede, so the
+        // verdict file stays in capture order.
+        var skippedLines: [(beforeSlot: Int, line: String)] = []
         var fileBytesSeen = 0
         let fileSize = Self.fileSize(options.input)
 
@@ -151,10 +154,15 @@ public final class Replay {
         }
 
         func flush() {
-            guard batch.count > 0 else { return }
             engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
             var g = 0
-            for i in 0..<batch.count {
+            var s = 0
+            for i in 0...batch.count {
+                while s < skippedLines.count && skippedLines[s].beforeSlot == i {
+                    writeLine(skippedLines[s].line)
+                    s += 1
+                }
+                guard i < batch.count else { break }
                 let time = batch.time(of: i)
                 var outputs: [String] = []
                 if batch.side(of: i) != .none {
@@ -173,6 +181,7 @@ public final class Replay {
                 }
             }
             batch.removeAll()
+            skippedLines.removeAll(keepingCapacity: true)
         }
 
         var failure: ReplayError?
@@ -197,7 +206,10 @@ public final class Replay {
                         default: name = record.networkProtocol.description
                         }
                         summary.skipped[name, default: 0] += 1
-                        writeLine("{\"index\":\(record.index),\"time\":\"\(record.timestamp)\",\"verdict\":\"skipped\",\"reason\":\(jsonString(name))}")
+                        if verdictFile != nil {
+                            skippedLines.append((batch.count, "{\"index\":\(record.index),\"time\":\"\(record.timestamp)\","
+                                + "\"verdict\":\"skipped\",\"reason\":\(jsonString(name))}"))
+                        }
                         return false
                     }
                 }
@@ -211,8 +223,16 @@ public final class Replay {
         }
         flush()
         progress?.finish(packets: summary.packetsIn)
-        for w in [all, underlay, tun] { w?.flush() }
         summary.counters = engine.counterSnapshot
+        for w in [all, underlay, tun] {
+            do { try w?.close() } catch { failure = failure ?? ReplayError(error.description) }
+        }
+        if let f = verdictFile {
+            verdictFile = nil
+            if fclose(f) != 0 {
+                failure = failure ?? ReplayError("cannot write \(options.verdicts ?? ""): \(String(cString: strerror(errno)))")
+            }
+        }
         if let failure { throw failure }
         return summary
     }

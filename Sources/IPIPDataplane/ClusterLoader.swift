@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import IPIPCore
+import IPIPResources
+
+/// From Calico resources to a compiled topology: the control-plane path that `ipipd` commands
+/// share. Reading, decoding and validation are IPIPResources'; this file decides which resources
+/// count for the dataplane (DESIGN.md §1, §3) and hands plain values to `Topology.compile`.
+public enum ClusterLoader {
+    /// Loads manifests from paths (files or directories) or `-` for standard input (alone).
+    /// - Throws: `ResourceErrors` naming file:line:column and field for every problem.
+    public static func resources(paths: [String]) throws -> ResourceSet {
+        if paths.contains("-") {
+            guard paths.count == 1 else {
+                throw ReplayError("standard input (-) cannot be combined with other manifest paths")
+            }
+            return try ResourceLoader.load(text: readStandardInput(), file: "<stdin>")
+        }
+        return try ResourceLoader.load(paths: paths)
+    }
+
+    /// Loads, validates and compiles the topology for `node`.
+    public static func topology(manifests: [String], node: String, underlayMTU: Int = 1500) throws -> Topology {
+        let set = try resources(paths: manifests)
+        return try Topology.compile(spec(from: set, node: node, underlayMTU: underlayMTU))
+    }
+
+    /// The dataplane's reading of a resource set:
+    /// - IPv4 pools only (IPv6 pools are valid Calico resources but this is an IPv4 dataplane);
+    ///   disabled pools still route and NAT (disabled only stops IPAM, calico.md §5.6);
+    /// - blocks from BlockAffinity resources in state `confirmed` and not marked deleted;
+    /// - FelixConfiguration `default`, then `node.<name>` for this node on top (Calico's order).
+    public static func spec(from set: ResourceSet, node: String, underlayMTU: Int) -> TopologySpec {
+        let pools: [TopologySpec.Pool] = set.pools.compactMap { p in
+            guard let prefix = p.ipv4Prefix else { return nil }
+            let mode: EncapsulationMode
+            switch p.spec.ipipMode {
+            case .always: mode = .always
+            case .crossSubnet: mode = .crossSubnet
+            case .never: mode = .never
+            }
+            return TopologySpec.Pool(name: p.metadata.name, prefix: prefix, ipipMode: mode,
+                                     vxlanEnabled: p.spec.vxlanMode.isEnabled, natOutgoing: p.spec.natOutgoing,
+                                     disabled: p.spec.disabled)
+        }
+        let nodes = set.nodes.map { n in
+            TopologySpec.Node(name: n.metadata.name, address: n.spec.bgp?.ipv4Address,
+                              tunnelAddress: n.spec.bgp?.ipv4IPIPTunnelAddr)
+        }
+        let blocks: [TopologySpec.Block] = set.blockAffinities.compactMap { b in
+            guard b.spec.state == .confirmed, !b.spec.deleted, let prefix = b.ipv4Prefix else { return nil }
+            return TopologySpec.Block(prefix: prefix, node: b.spec.node)
+        }
+        var ipipMTU: Int?
+        var external: [IPv4Prefix] = []
+        for name in ["default", "node.\(node)"] {
+            guard let f = set.felixConfigurations.first(where: { $0.metadata.name == name }) else { continue }
+            if let m = f.spec.ipipMTU, m > 0 { ipipMTU = m }
+            if !f.spec.externalNodesCIDRList.isEmpty { external = f.spec.externalNodesIPv4 }
+        }
+        return TopologySpec(localNodeName: node, pools: pools, nodes: nodes, blocks: blocks, ipipMTU: ipipMTU,
+                            underlayMTU: underlayMTU, externalNodes: external)
+    }
+
+    /// One line per resource, for `ipipctl validate`.
+    public static func describe(_ set: ResourceSet) -> [String] {
+        var lines: [String] = []
+        for p in set.pools {
+            var s = "IPPool \(p.metadata.name): cidr \(p.spec.cidr) ipipMode \(p.spec.ipipMode.rawValue)"
+                + " vxlanMode \(p.spec.vxlanMode.rawValue) natOutgoing \(p.spec.natOutgoing) disabled \(p.spec.disabled)"
+                + " blockSize \(p.spec.blockSize)"
+            if p.spec.vxlanMode.isEnabled { s += " (VXLAN: stored, not routed by this dataplane)" }
+            if p.ipv4Prefix == nil { s += " (IPv6: stored, not routed by this dataplane)" }
+            lines.append(s)
+        }
+        for n in set.nodes {
+            let a = n.spec.bgp?.ipv4Address.map { "\($0)" } ?? "-"
+            let t = n.spec.bgp?.ipv4IPIPTunnelAddr.map { "\($0)" } ?? "-"
+            lines.append("Node \(n.metadata.name): ipv4Address \(a) ipv4IPIPTunnelAddr \(t)")
+        }
+        for b in set.blockAffinities {
+            lines.append("BlockAffinity \(b.metadata.name): \(b.spec.cidr) -> \(b.spec.node) (\(b.spec.state.rawValue))")
+        }
+        for f in set.felixConfigurations {
+            lines.append("FelixConfiguration \(f.metadata.name)")
+        }
+        lines.append("\(set.pools.count) pools, \(set.nodes.count) nodes, \(set.blockAffinities.count) block affinities, "
+            + "\(set.felixConfigurations.count) felix configurations: valid")
+        return lines
+    }
+
+    static func readStandardInput() -> String {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if n > 0 {
+                bytes += buffer[0..<n]
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

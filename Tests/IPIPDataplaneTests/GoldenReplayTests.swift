@@ -1,0 +1,223 @@
+import Foundation
+import IPIPCore
+import Testing
+
+@testable import IPIPDataplane
+@testable import Pcap
+
+/// Where the committed fixtures live.
+let fixturesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Fixtures")
+let repositoryRoot = fixturesDirectory.deletingLastPathComponent().deletingLastPathComponent()
+
+struct GoldenCase: CustomTestStringConvertible, Sendable {
+    let name: String
+    let directory: URL
+    let manifests: URL
+    let input: URL
+    var testDescription: String { name }
+
+    static func named(_ name: String) -> GoldenCase {
+        let d = fixturesDirectory.appendingPathComponent("golden").appendingPathComponent(name)
+        return GoldenCase(name: name, directory: d, manifests: d.appendingPathComponent("manifests.yaml"),
+                          input: d.appendingPathComponent("input.pcap"))
+    }
+
+    /// The README example: examples/cluster.yaml and examples/workload-traffic.pcap.
+    static let example = GoldenCase(
+        name: "readme-example", directory: fixturesDirectory.appendingPathComponent("golden/readme-example"),
+        manifests: repositoryRoot.appendingPathComponent("examples/cluster.yaml"),
+        input: repositoryRoot.appendingPathComponent("examples/workload-traffic.pcap"))
+
+    static let all: [GoldenCase] = ["always", "crosssubnet", "never", "edge-cases"].map(named) + [example]
+}
+
+/// A captured packet read back for comparison.
+struct CapturedPacket: Equatable {
+    var time: Timestamp
+    var bytes: [UInt8]
+}
+
+func readCapture(_ path: String) throws -> [CapturedPacket] {
+    let reader = try PcapReader(path: path)
+    var out: [CapturedPacket] = []
+    while let p = try reader.readNext({ CapturedPacket(time: $0.timestamp, bytes: Array($0.networkBytes)) }) {
+        out.append(p)
+    }
+    return out
+}
+
+/// Field-by-field description of an IPv4 packet (and its inner packet), for golden diffs.
+func decodeFields(_ b: [UInt8]) -> [String] {
+    guard b.count >= 20 else { return ["\(b.count) bytes: " + hex(b)] }
+    func u16(_ o: Int) -> Int { Int(b[o]) << 8 | Int(b[o + 1]) }
+    var lines = [
+        "version \(b[0] >> 4) ihl \(b[0] & 0x0F)", "tos 0x\(String(b[1], radix: 16))", "total length \(u16(2))",
+        "id 0x\(String(u16(4), radix: 16))", "flags/offset 0x\(String(u16(6), radix: 16))", "ttl \(b[8])",
+        "protocol \(b[9])", "checksum 0x\(String(u16(10), radix: 16))",
+        "source \(b[12]).\(b[13]).\(b[14]).\(b[15])", "destination \(b[16]).\(b[17]).\(b[18]).\(b[19])",
+    ]
+    let hl = Int(b[0] & 0x0F) * 4
+    if b[9] == 4, b.count > hl { lines += decodeFields(Array(b[hl...])).map { "inner " + $0 } }
+    lines.append("summary: " + b.withUnsafeBytes { PacketSummary.describe($0) })
+    return lines
+}
+
+func hex(_ b: [UInt8]) -> String { b.prefix(96).map { String(format: "%02x", $0) }.joined(separator: " ") }
+
+/// Describes the first difference between two captures, or nil when they are equal.
+func firstDifference(expected: [CapturedPacket], actual: [CapturedPacket]) -> String? {
+    for i in 0..<max(expected.count, actual.count) {
+        guard i < expected.count else { return "packet \(i): unexpected extra packet\n" + decodeFields(actual[i].bytes).joined(separator: "\n") }
+        guard i < actual.count else { return "packet \(i): missing\n" + decodeFields(expected[i].bytes).joined(separator: "\n") }
+        if expected[i] != actual[i] {
+            let e = decodeFields(expected[i].bytes), a = decodeFields(actual[i].bytes)
+            var s = "packet \(i) differs (time \(expected[i].time) vs \(actual[i].time)):\n"
+            for k in 0..<max(e.count, a.count) {
+                let l = k < e.count ? e[k] : "-", r = k < a.count ? a[k] : "-"
+                s += (l == r ? "    " : "  ≠ ") + "expected \(l)" + (l == r ? "" : "\n      actual   \(r)") + "\n"
+            }
+            s += "  expected hex: \(hex(expected[i].bytes))\n  actual hex:   \(hex(actual[i].bytes))"
+            return s
+        }
+    }
+    return nil
+}
+
+/// Runs a golden case; returns the paths of what it wrote.
+func runReplay(_ c: GoldenCase, into dir: URL) throws -> (out: String, underlay: String, tun: String, verdicts: String, summary: ReplaySummary) {
+    let out = dir.appendingPathComponent("out.pcap").path
+    let underlay = dir.appendingPathComponent("underlay.pcap").path
+    let tun = dir.appendingPathComponent("tun.pcap").path
+    let verdicts = dir.appendingPathComponent("verdicts.jsonl").path
+    let topology = try ClusterLoader.topology(manifests: [c.manifests.path], node: "node-a")
+    let engine = Engine(topology: topology)
+    let replay = Replay(engine: engine, options: ReplayOptions(input: c.input.path, output: out, underlayOutput: underlay,
+                                                               tunOutput: tun, verdicts: verdicts, batchSize: 4))
+    let summary = try replay.run()
+    return (out, underlay, tun, verdicts, summary)
+}
+
+func temporaryDirectory(_ name: String) throws -> URL {
+    let d = FileManager.default.temporaryDirectory.appendingPathComponent("ipip-\(name)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+    return d
+}
+
+@Suite("Golden replays")
+struct GoldenReplayTests {
+    @Test("replay output matches the committed expected capture and verdicts", arguments: GoldenCase.all)
+    func golden(_ c: GoldenCase) throws {
+        let dir = try temporaryDirectory(c.name)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try runReplay(c, into: dir)
+        let expectedPcap = c.directory.appendingPathComponent("expected.pcap")
+        let expectedVerdicts = c.directory.appendingPathComponent("expected-verdicts.jsonl")
+        if ProcessInfo.processInfo.environment["RECORD_GOLDEN"] == "1" {
+            try FileManager.default.createDirectory(at: c.directory, withIntermediateDirectories: true)
+            _ = try? FileManager.default.removeItem(at: expectedPcap)
+            _ = try? FileManager.default.removeItem(at: expectedVerdicts)
+            try FileManager.default.copyItem(atPath: r.out, toPath: expectedPcap.path)
+            try FileManager.default.copyItem(atPath: r.verdicts, toPath: expectedVerdicts.path)
+            Issue.record("RECORD_GOLDEN=1: rewrote \(expectedPcap.path) and its verdicts; review them and run again without it")
+            return
+        }
+        let expected = try readCapture(expectedPcap.path)
+        let actual = try readCapture(r.out)
+        if let d = firstDifference(expected: expected, actual: actual) {
+            Issue.record("\(c.name): \(d)")
+        }
+        let ev = try String(contentsOf: expectedVerdicts, encoding: .utf8).split(separator: "\n")
+        let av = try String(contentsOfFile: r.verdicts, encoding: .utf8).split(separator: "\n")
+        #expect(ev.count == av.count)
+        for (k, (e, a)) in zip(ev, av).enumerated() where e != a {
+            Issue.record("\(c.name): verdict line \(k + 1) differs\n  expected \(e)\n  actual   \(a)")
+            break
+        }
+        // The per-side captures partition the combined one.
+        let u = try readCapture(r.underlay), t = try readCapture(r.tun)
+        #expect(u.count + t.count == actual.count)
+        #expect(u.count == r.summary.emittedUnderlay && t.count == r.summary.emittedTUN)
+    }
+
+    /// What the golden files say, checked directly (so a wrong recording cannot pass unnoticed).
+    @Test("golden expectations per scenario")
+    func expectations() throws {
+        func verdicts(_ name: String) throws -> [[String: Any]] {
+            let c = name == "readme-example" ? GoldenCase.example : GoldenCase.named(name)
+            let text = try String(contentsOf: c.directory.appendingPathComponent("expected-verdicts.jsonl"), encoding: .utf8)
+            return try text.split(separator: "\n").map {
+                try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+            }
+        }
+        func actions(_ v: [[String: Any]]) -> [String] { v.map { ($0["verdict"] as! String) + (($0["reason"] as? String).map { ":" + $0 } ?? "") } }
+        // mode cases: [same-subnet icmp, other-subnet icmp, same-subnet udp, other-subnet tcp, other-subnet tcp]
+        #expect(actions(try verdicts("always")) == Array(repeating: "encapsulated", count: 5))
+        #expect(actions(try verdicts("crosssubnet")) == ["forwarded", "encapsulated", "forwarded", "encapsulated", "encapsulated"])
+        #expect(actions(try verdicts("never")) == Array(repeating: "forwarded", count: 5))
+        #expect(actions(try verdicts("edge-cases")) == [
+            "dropped:no_route", "dropped:ttl_expired", "dropped:fragmentation_needed", "encapsulated", "encapsulated",
+            "skipped:ipv6", "dropped:nested_encapsulation", "dropped:source_is_tunnel_endpoint", "forwarded",
+            "forwarded", "encapsulated", "encapsulated", "dropped:fragmentation_needed", "encapsulated",
+            "dropped:invalid_destination",
+        ])
+        let edge = try verdicts("edge-cases")
+        #expect((edge[2]["icmp"] as? [String: Int]) == ["type": 3, "code": 4])
+        #expect(((edge[4]["outputs"] as? [Any])?.count) == 3)   // 3100-byte DF=0 packet → 3 fragments
+        #expect((edge[0]["icmp"] as? [String: Int]) == ["type": 3, "code": 1])
+    }
+
+    @Test("tshark decodes every golden capture: no malformed packets, valid IPv4 checksums inner and outer")
+    func tsharkDecodes() throws {
+        guard let tshark = findExecutable("tshark") else {
+            print("SKIP tshark check: tshark is not installed (apt-get install tshark)")
+            return
+        }
+        let dir = try temporaryDirectory("tshark")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for c in GoldenCase.all {
+            let r = try runReplay(c, into: dir)
+            let count = try readCapture(r.out).count
+            let fields = try runProcess(tshark, ["-r", r.out, "-o", "ip.check_checksum:TRUE", "-T", "fields",
+                                                 "-e", "frame.number", "-e", "ip.checksum.status", "-e", "_ws.malformed",
+                                                 "-e", "_ws.expert.severity"])
+            let lines = fields.split(separator: "\n", omittingEmptySubsequences: true)
+            #expect(lines.count == count, "\(c.name): tshark saw \(lines.count) frames, we wrote \(count)")
+            for line in lines {
+                let cols = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+                // ip.checksum.status: 1 = good for every IPv4 header tshark verified (outer, inner, quoted).
+                let statuses = cols.count > 1 ? cols[1].split(separator: ",").map(String.init) : []
+                #expect(!statuses.isEmpty && statuses.allSatisfy { $0 == "1" }, "\(c.name) frame \(cols[0]): checksum status \(statuses)")
+                #expect(cols.count < 3 || cols[2].isEmpty, "\(c.name) frame \(cols[0]): malformed")
+            }
+            // The outer headers of encapsulated packets, decoded independently.
+            let outer = try runProcess(tshark, ["-r", r.underlay, "-Y", "ip.proto == 4", "-T", "fields",
+                                                "-e", "ip.version", "-e", "ip.hdr_len", "-e", "ip.flags.df", "-e", "ip.ttl"])
+            for line in outer.split(separator: "\n") {
+                let f = line.split(separator: "\t").map { $0.split(separator: ",").first.map(String.init) ?? "" }
+                #expect(f == ["4", "20", "1", "64"] || f == ["4", "20", "True", "64"], "\(c.name): outer header \(line)")
+            }
+        }
+    }
+}
+
+func findExecutable(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let p = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    return nil
+}
+
+func runProcess(_ path: String, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
