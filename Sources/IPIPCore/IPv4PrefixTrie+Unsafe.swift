@@ -1,0 +1,39 @@
+// The lookup walk of IPv4PrefixTrie: the only per-packet code of the trie, and the only place it
+// skips bounds checks. The structural invariants it relies on are kept by the mutating methods in
+// IPv4PrefixTrie.swift and checked by `invariantViolation()` in the tests.
+
+extension IPv4PrefixTrie {
+    /// The leaf entry (or 0) holding the longest prefix that contains `address` (host order).
+    ///
+    /// Constants are spelled out rather than read from the `static let`s so that the inlined code
+    /// in other modules carries no lazy-global access.
+    @inlinable
+    @inline(__always)
+    func leafEntry(for address: UInt32) -> UInt32 {
+        table.withUnsafeBufferPointer { table in
+            // Safe: the table always holds the 65536-slot root (init) and `address >> 16 < 65536`.
+            var entry = table[Int(address >> 16)]
+            if entry & 0x8000_0000 != 0 {
+                // Safe: a chunk entry c is only written after slots c·256 ..< c·256 + 256 were
+                // appended (`chunk(at:)`), the table never shrinks, and the octet is < 256.
+                entry = table[Int(entry & 0x7FFF_FFFF) << 8 | Int((address >> 8) & 0xFF)]
+                if entry & 0x8000_0000 != 0 {
+                    // Safe: as above.
+                    entry = table[Int(entry & 0x7FFF_FFFF) << 8 | Int(address & 0xFF)]
+                }
+            }
+            return entry
+        }
+    }
+
+    /// The payload of a non-empty leaf entry.
+    @inlinable
+    @inline(__always)
+    func payload(ofLeaf entry: UInt32) -> UInt32 {
+        payloads.withUnsafeBufferPointer { payloads in
+            // Safe: a leaf entry (s, L) is written only for a payload slot s - 1 < payloads.count
+            // (`insert`), payloads never shrinks, and entry ≥ 64 so s ≥ 1.
+            payloads[Int(entry >> 6) &- 1]
+        }
+    }
+}
