@@ -268,6 +268,22 @@ struct IPv4PrefixTrieTests {
         #expect(highWater > baseline)
     }
 
+    @Test("batch lookup of an empty batch and of absent addresses")
+    func batchLookupEdges() {
+        var trie = IPv4PrefixTrie()
+        trie.insert(prefix("10.1.2.0/26"), value: 3)
+        var values: [UInt32] = [9, 9]
+        let addresses = [address("10.1.2.63"), address("10.1.2.64")]
+        addresses.withUnsafeBufferPointer { a in
+            values.withUnsafeMutableBufferPointer { v in
+                trie.lookup(UnsafeBufferPointer(rebasing: a[0..<0]), into: v, absent: 0)
+            }
+        }
+        #expect(values == [9, 9])
+        addresses.withUnsafeBufferPointer { a in values.withUnsafeMutableBufferPointer { trie.lookup(a, into: $0, absent: 0) } }
+        #expect(values == [3, 0])
+    }
+
     @Test("a copy is unaffected by mutations of the original")
     func valueSemantics() {
         var trie = IPv4PrefixTrie()
@@ -352,13 +368,26 @@ struct IPv4PrefixTrieTests {
                 for a in [first, last, first &- 1, last &+ 1] { check(IPv4Address(rawValue: a), "boundary round \(round)") }
             }
             // Random addresses: half near the anchors (inside the populated regions), half anywhere.
+            var batch: [IPv4Address] = []
             for _ in 0..<4_000 {
                 let a =
                     rng.next(below: 2) == 0
                     ? anchors[rng.next(below: anchors.count)] ^ (rng.nextUInt32() & 0x00FF_FFFF) : rng.nextUInt32()
                 check(IPv4Address(rawValue: a), "random round \(round)")
+                batch.append(IPv4Address(rawValue: a))
                 randomLookups += 1
             }
+            // The batch lookup agrees with the reference on the same addresses.
+            let absent: UInt32 = 0xDEAD_BEEF
+            var batchValues = [UInt32](repeating: 0, count: batch.count + 3)
+            batch.withUnsafeBufferPointer { addresses in
+                batchValues.withUnsafeMutableBufferPointer { trie.lookup(addresses, into: $0, absent: absent) }
+            }
+            for (i, a) in batch.enumerated() where batchValues[i] != reference.longestMatch(a)?.value ?? absent {
+                failures += 1
+                if failures <= 5 { Issue.record("seed \(seed) batch round \(round): \(a) → \(batchValues[i])") }
+            }
+            #expect(batchValues.suffix(3) == [0, 0, 0], "batch lookup wrote past the batch")
             if failures > 0 { break }
         }
         #expect(randomLookups >= 100_000 || failures > 0)
