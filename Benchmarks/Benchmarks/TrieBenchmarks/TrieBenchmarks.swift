@@ -94,6 +94,25 @@ func runLookups(_ benchmark: Benchmark, _ workload: LookupWorkload) {
     }
 }
 
+/// The timed loop for the batch API: the same addresses in batches of `batchSize`; each scaled
+/// iteration is still one address. The output buffer is allocated before the timed region.
+func runBatchLookups(_ benchmark: Benchmark, _ workload: LookupWorkload, batchSize: Int) {
+    let trie = workload.trie
+    let values = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: batchSize)
+    defer { values.deallocate() }
+    workload.addresses.withUnsafeBufferPointer { addresses in
+        benchmark.startMeasurement()
+        var start = 0
+        while start < lookupsPerIteration {
+            let end = min(start + batchSize, lookupsPerIteration)
+            trie.lookup(UnsafeBufferPointer(rebasing: addresses[start..<end]), into: values, absent: .max)
+            blackHole(values)
+            start = end
+        }
+        benchmark.stopMeasurement()
+    }
+}
+
 // MARK: - Benchmarks
 
 let benchmarks: @Sendable () -> Void = {
@@ -109,6 +128,11 @@ let benchmarks: @Sendable () -> Void = {
         let label = "\(prefixCount / 1_000)k"
         Benchmark("LPM lookup random, \(label) prefixes") { benchmark, workload in
             runLookups(benchmark, workload)
+        } setup: {
+            LookupWorkload(prefixCount: prefixCount, sequential: false)
+        }
+        Benchmark("LPM lookup random, batch of 64, \(label) prefixes") { benchmark, workload in
+            runBatchLookups(benchmark, workload, batchSize: 64)
         } setup: {
             LookupWorkload(prefixCount: prefixCount, sequential: false)
         }
