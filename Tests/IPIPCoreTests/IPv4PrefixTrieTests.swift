@@ -4,31 +4,9 @@ import Testing
 
 // MARK: - Helpers
 
-private func prefix(_ text: String) -> IPv4Prefix {
-    guard let p = IPv4Prefix(text) else { fatalError("bad prefix literal \(text)") }
-    return p
-}
-
 private func address(_ text: String) -> IPv4Address {
     guard let a = IPv4Address(text) else { fatalError("bad address literal \(text)") }
     return a
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fully specified here, so a seed means the
-/// same sequence on every toolchain (the stdlib's `random(in:using:)` reduction is not promised).
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform enough in 0..<bound for tests (modulo bias is irrelevant here).
-    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    mutating func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: next() >> 32) }
 }
 
 /// The slow obvious reference: scan every prefix, keep the longest that contains the address.

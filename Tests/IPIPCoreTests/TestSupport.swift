@@ -1,6 +1,7 @@
 @testable import IPIPCore
 
-/// Deterministic PRNG for reproducible property tests (SplitMix64).
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny and fully specified here, so a seed means the same
+/// sequence on every toolchain. Used for every seeded property test.
 struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
@@ -11,6 +12,9 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+    /// Uniform enough in 0..<bound for tests (modulo bias is irrelevant here).
+    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    mutating func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: next() >> 32) }
 }
 
 func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
