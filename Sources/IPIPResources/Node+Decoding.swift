@@ -105,7 +105,12 @@ extension KindDecoder {
         if let asNode = fields["asNumber"], !ObjectReader.isNull(asNode) {
             bgp.asNumber = decodeASNumber(asNode)
         }
-        if bgp == Node.BGP() {
+        let written = fields.values.contains { node in
+            if ObjectReader.isNull(node) { return false }
+            if case .scalar(let scalar) = node, ObjectReader.tagName(node) == .str { return !scalar.string.isEmpty }
+            return true
+        }
+        if !written {
             reader.fail("spec.bgp", CalicoMessage.field("BGP", "{}", CalicoMessage.emptyBGP))
         }
         return bgp

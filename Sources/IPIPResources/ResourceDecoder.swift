@@ -158,7 +158,8 @@ public enum ResourceDecoder {
         reader.name = peekName(objectFields)
         var decoder = KindDecoder(reader: reader)
         let resource = decoder.decode(node)
-        errors += decoder.reader.errors
+        // Decoding and validation run in separate passes; report in source order.
+        errors += decoder.reader.errors.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
         if let resource, decoder.reader.errors.isEmpty { resources.append(resource) }
     }
 
