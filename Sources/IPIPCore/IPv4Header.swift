@@ -52,6 +52,13 @@ public struct IPv4Header {
     @inlinable
     public init(unchecked base: UnsafeMutableRawPointer) { self.base = base }
 
+    /// Wraps `bytes` when `validate` finds a well-formed IPv4 header.
+    @inlinable
+    public init?(validating bytes: UnsafeMutableRawBufferPointer) {
+        guard case .valid = Self.validate(UnsafeRawBufferPointer(bytes)), let b = bytes.baseAddress else { return nil }
+        base = b
+    }
+
     /// The outcome of validating the bytes in front of a header.
     public enum Validation: Equatable, Sendable {
         /// A well-formed header; `totalLength` bytes of the buffer belong to the datagram.

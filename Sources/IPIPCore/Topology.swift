@@ -134,6 +134,13 @@ public final class Topology: Sendable {
         public var outerTemplate: OuterHeaderTemplate?
     }
 
+    /// Who may send us IP-in-IP: every other node's IP (/32, value = its index in `nodes`) and
+    /// FelixConfiguration `externalNodesCIDRList` (value `Topology.externalPeer`), as Calico's
+    /// `cali40all-hosts-net` set (calico.md §5.7).
+    public let peers: IPv4PrefixTrie
+    /// The `peers` value of an external-nodes CIDR.
+    public static let externalPeer = UInt32.max
+
     /// The LPM table; values index `routes`.
     public let table: IPv4PrefixTrie
     /// Route entries referenced by `table`.
@@ -162,9 +169,10 @@ public final class Topology: Sendable {
     /// The outer header size.
     public static let encapsulationOverhead = 20
 
-    init(table: IPv4PrefixTrie, routes: [Route], nodes: [CompiledNode], localNodeIndex: Int,
+    init(peers: IPv4PrefixTrie, table: IPv4PrefixTrie, routes: [Route], nodes: [CompiledNode], localNodeIndex: Int,
          pools: [TopologySpec.Pool], localAddress: IPv4Address, localSubnet: IPv4Prefix?,
          icmpSourceAddress: IPv4Address, tunnelMTU: Int, warnings: [String], spec: TopologySpec) {
+        self.peers = peers
         self.table = table
         self.routes = routes
         self.nodes = nodes
@@ -184,6 +192,10 @@ public final class Topology: Sendable {
         guard let i = table.lookup(address) else { return nil }
         return routes[Int(i)]
     }
+
+    /// Whether `address` may send us IP-in-IP (a known node or an external-nodes CIDR).
+    @inlinable
+    public func isKnownPeer(_ address: IPv4Address) -> Bool { peers.lookup(address) != nil }
 
     /// Compiles a spec.
     /// - Throws: `TopologyError` when the local node is unknown or has no IPv4 address, or the MTU
@@ -310,7 +322,13 @@ public final class Topology: Sendable {
             nodes[i].outerTemplate = OuterHeaderTemplate(source: localAddress, destination: a)
         }
 
-        return Topology(table: table, routes: routes, nodes: nodes, localNodeIndex: localNodeIndex, pools: pools,
+        var peers = IPv4PrefixTrie()
+        for p in spec.externalNodes { peers.insert(p, value: externalPeer) }
+        for (i, n) in nodes.enumerated() where i != localNodeIndex {
+            if let a = n.address { peers.insert(IPv4Prefix(address: a, length: 32), value: UInt32(i)) }
+        }
+
+        return Topology(peers: peers, table: table, routes: routes, nodes: nodes, localNodeIndex: localNodeIndex, pools: pools,
                         localAddress: localAddress, localSubnet: localSubnet,
                         icmpSourceAddress: spec.nodes[localIndex].tunnelAddress ?? localAddress,
                         tunnelMTU: mtu, warnings: warnings, spec: spec)

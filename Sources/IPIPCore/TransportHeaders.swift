@@ -11,6 +11,12 @@ public struct ICMPHeader {
     /// Wraps `base` without any check.
     @inlinable public init(unchecked base: UnsafeMutableRawPointer) { self.base = base }
 
+    /// Wraps `bytes` when they hold at least the 8-byte ICMP header.
+    @inlinable public init?(validating bytes: UnsafeMutableRawBufferPointer) {
+        guard bytes.count >= Self.minimumByteCount, let b = bytes.baseAddress else { return nil }
+        base = b
+    }
+
     /// ICMP type.
     @inlinable public var type: UInt8 {
         get { base.load(as: UInt8.self) }
@@ -77,6 +83,13 @@ public struct UDPHeader {
     public let base: UnsafeMutableRawPointer
     /// Wraps `base` without any check.
     @inlinable public init(unchecked base: UnsafeMutableRawPointer) { self.base = base }
+    /// Wraps `bytes` when they hold the 8-byte header and its length field fits them.
+    @inlinable public init?(validating bytes: UnsafeMutableRawBufferPointer) {
+        guard bytes.count >= Self.minimumByteCount, let b = bytes.baseAddress else { return nil }
+        let length = Int(UInt16(bigEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+        guard length >= Self.minimumByteCount, length <= bytes.count else { return nil }
+        base = b
+    }
     @inlinable func load16(_ o: Int) -> UInt16 { UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
     @inlinable func store16(_ v: UInt16, _ o: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self) }
     /// Source port.
@@ -97,6 +110,13 @@ public struct TCPHeader {
     public let base: UnsafeMutableRawPointer
     /// Wraps `base` without any check.
     @inlinable public init(unchecked base: UnsafeMutableRawPointer) { self.base = base }
+    /// Wraps `bytes` when they hold a TCP header whose data offset is 20…60 and fits them.
+    @inlinable public init?(validating bytes: UnsafeMutableRawBufferPointer) {
+        guard bytes.count >= Self.minimumByteCount, let b = bytes.baseAddress else { return nil }
+        let headerLength = Int(b.load(fromByteOffset: 12, as: UInt8.self) >> 4) &* 4
+        guard headerLength >= Self.minimumByteCount, headerLength <= bytes.count else { return nil }
+        base = b
+    }
     @inlinable func load16(_ o: Int) -> UInt16 { UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
     @inlinable func store16(_ v: UInt16, _ o: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self) }
     /// Source port.

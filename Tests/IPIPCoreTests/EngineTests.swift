@@ -336,6 +336,18 @@ struct EngineTests {
         #expect(throws: TopologyError.self) { try Topology.compile(spec) }
     }
 
+    @Test("topology: the peer set holds other nodes' IPs and externalNodesCIDRList, not ourselves")
+    func peerSet() throws {
+        var spec = exampleSpec()
+        spec.externalNodes = [prefix("172.31.0.0/16")]
+        let t = try Topology.compile(spec)
+        #expect(t.isKnownPeer(ip("10.0.0.2")) && t.isKnownPeer(ip("10.0.1.3")))
+        #expect(t.isKnownPeer(ip("172.31.9.9")))
+        #expect(!t.isKnownPeer(ip("10.0.0.1")))   // the local node
+        #expect(!t.isKnownPeer(ip("10.0.0.3")))   // same subnet, but no node
+        #expect(t.peers.lookup(ip("10.0.0.2")) == 1)
+    }
+
     @Test("topology: VXLAN pools are not routed, and say so")
     func vxlan() throws {
         var spec = exampleSpec()
