@@ -31,6 +31,40 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case cannotFragment
     /// The buffer for generated packets (fragments, ICMP) was full.
     case outputFull
+    /// Underlay: IP-in-IP whose outer destination is not this node's IP (DEC-02).
+    case ipipNotForUs
+    /// Underlay: IP-in-IP from a source outside the peer set (DEC-03, CVE-2020-10136).
+    case ipipUnknownPeer
+    /// Underlay: a fragmented outer packet (we and Linux always send DF; DEC-04).
+    case outerFragment
+    /// Underlay: the inner packet is shorter than an IPv4 header, has a bad IHL or total length (DEC-05).
+    case innerMalformed
+    /// Underlay: the inner IPv4 header checksum does not verify (DEC-05).
+    case innerBadChecksum
+    /// Underlay: the inner packet is not IPv4 (DEC-05).
+    case innerNotIPv4
+    /// Underlay: the inner source is martian or one of this node's own addresses (DEC-05).
+    case innerSourceInvalid
+    /// Underlay: the inner source does not belong to the sending peer (DEC-10, spoofing).
+    case innerSourceNotFromPeer
+    /// Underlay: the inner destination is not a local workload (DEC-09, the open-relay case).
+    case innerDestinationNotLocal
+    /// Underlay: the inner packet carries a loose or strict source route option (DEC-11).
+    case sourceRouted
+    /// Underlay: Not-ECT inner with CE outer: RFC 6040 §4.2 says drop (DEC-07).
+    case ecnNotECTWithCE
+    /// Underlay: not IP-in-IP and not addressed to this node's IP.
+    case notForUs
+    /// Underlay: addressed to this node but matching no NAT session or tunnel (unsolicited).
+    case unsolicited
+    /// Underlay: an ICMP error about a tunnel packet we did not send (ENC-18, forged PTB).
+    case icmpNotAboutOurTunnel
+    /// SNAT: the session table is full (NAT-16); ICMP 3/13 sent.
+    case natTableFull
+    /// SNAT: no external port is free (NAT-16); ICMP 3/13 sent.
+    case natPortsExhausted
+    /// SNAT: a protocol or packet the NAT cannot translate (not TCP, UDP or ICMP echo; a fragment).
+    case natUntranslatable
 
     /// The stable snake_case name used in verdicts, logs and metrics.
     public var name: String {
@@ -50,6 +84,23 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .fragmentationNeeded: "fragmentation_needed"
         case .cannotFragment: "cannot_fragment"
         case .outputFull: "output_full"
+        case .ipipNotForUs: "ipip_not_for_us"
+        case .ipipUnknownPeer: "ipip_unknown_peer"
+        case .outerFragment: "outer_fragment"
+        case .innerMalformed: "inner_malformed"
+        case .innerBadChecksum: "inner_bad_checksum"
+        case .innerNotIPv4: "inner_not_ipv4"
+        case .innerSourceInvalid: "inner_source_invalid"
+        case .innerSourceNotFromPeer: "inner_source_not_from_peer"
+        case .innerDestinationNotLocal: "inner_destination_not_local"
+        case .sourceRouted: "source_routed"
+        case .ecnNotECTWithCE: "ecn_not_ect_with_ce"
+        case .notForUs: "not_for_us"
+        case .unsolicited: "unsolicited"
+        case .icmpNotAboutOurTunnel: "icmp_not_about_our_tunnel"
+        case .natTableFull: "nat_table_full"
+        case .natPortsExhausted: "nat_ports_exhausted"
+        case .natUntranslatable: "nat_untranslatable"
         }
     }
 
@@ -64,6 +115,14 @@ public enum VerdictAction: UInt8, CaseIterable, Sendable, CustomStringConvertibl
     case encapsulated
     /// Sent on natively, without encapsulation (CrossSubnet same subnet, Never, outside all pools).
     case forwarded
+    /// Underlay: IP-in-IP from a peer, unwrapped and delivered into the TUN.
+    case decapsulated
+    /// Egress: source-NATed to the node IP (natOutgoing) and sent on natively.
+    case translated
+    /// Underlay: a reply to a NATed flow, translated back and delivered into the TUN.
+    case untranslated
+    /// Underlay: control information taken in (a valid ICMP frag-needed about our tunnel); nothing emitted.
+    case consumed
 
     /// The stable name used in verdicts and metrics.
     public var name: String {
@@ -71,6 +130,10 @@ public enum VerdictAction: UInt8, CaseIterable, Sendable, CustomStringConvertibl
         case .dropped: "dropped"
         case .encapsulated: "encapsulated"
         case .forwarded: "forwarded"
+        case .decapsulated: "decapsulated"
+        case .translated: "translated"
+        case .untranslated: "untranslated"
+        case .consumed: "consumed"
         }
     }
 

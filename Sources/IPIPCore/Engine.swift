@@ -8,13 +8,20 @@ public struct EngineConfiguration: Sendable, Equatable {
     public var icmpBurst: Int
     /// Verify the IPv4 header checksum of every input packet.
     public var verifyHeaderChecksums: Bool
+    /// The smallest path MTU an ICMP frag-needed may teach us; lower values are raised to it
+    /// (ENC-18, RFC 4459 §5; Linux's `min_pmtu` default).
+    public var minimumPathMTU: Int
+    /// How long a learned path MTU holds before the tunnel MTU applies again (Linux `mtu_expires`).
+    public var pathMTUExpirySeconds: Int64
 
     public init(outerTimeToLive: UInt8 = 64, icmpRatePerSecond: Int = 1000, icmpBurst: Int = 50,
-                verifyHeaderChecksums: Bool = true) {
+                verifyHeaderChecksums: Bool = true, minimumPathMTU: Int = 552, pathMTUExpirySeconds: Int64 = 600) {
         self.outerTimeToLive = outerTimeToLive
         self.icmpRatePerSecond = icmpRatePerSecond
         self.icmpBurst = icmpBurst
         self.verifyHeaderChecksums = verifyHeaderChecksums
+        self.minimumPathMTU = minimumPathMTU
+        self.pathMTUExpirySeconds = pathMTUExpirySeconds
     }
 }
 
@@ -45,11 +52,31 @@ public struct EngineConfiguration: Sendable, Equatable {
 public final class Engine {
     /// The compiled view of the cluster in use.
     public private(set) var topology: Topology
+    /// Path MTU soft state per peer (ENC-17), indexed like `topology.nodes`.
+    var pathMTUs: PathMTUTable
     /// The engine's own knobs.
     public let configuration: EngineConfiguration
 
     @usableFromInline let counters: UnsafeMutablePointer<UInt64>
     @usableFromInline let state: UnsafeMutablePointer<MutableState>
+
+    /// Per-peer path MTU soft state: the learned outer MTU (0 = none) and when it expires (ns).
+    final class PathMTUTable {
+        let count: Int
+        let mtu: UnsafeMutablePointer<UInt16>
+        let expiry: UnsafeMutablePointer<Int64>
+        init(nodeCount: Int) {
+            count = max(1, nodeCount)
+            mtu = .allocate(capacity: count)
+            mtu.initialize(repeating: 0, count: count)
+            expiry = .allocate(capacity: count)
+            expiry.initialize(repeating: 0, count: count)
+        }
+        deinit {
+            mtu.deallocate()
+            expiry.deallocate()
+        }
+    }
 
     @usableFromInline
     struct MutableState {
@@ -65,6 +92,7 @@ public final class Engine {
     public init(topology: Topology, configuration: EngineConfiguration = EngineConfiguration()) {
         self.topology = topology
         self.configuration = configuration
+        pathMTUs = PathMTUTable(nodeCount: topology.nodes.count)
         counters = .allocate(capacity: CounterSlot.totalCount)
         counters.initialize(repeating: 0, count: CounterSlot.totalCount)
         state = .allocate(capacity: 1)
@@ -77,8 +105,25 @@ public final class Engine {
         state.deallocate()
     }
 
-    /// Installs a new topology; takes effect from the next batch.
-    public func replaceTopology(_ topology: Topology) { self.topology = topology }
+    /// Installs a new topology; takes effect from the next batch. Learned path MTUs carry over
+    /// for peers that keep their address.
+    public func replaceTopology(_ topology: Topology) {
+        let old = self.topology
+        let table = PathMTUTable(nodeCount: topology.nodes.count)
+        for (i, n) in topology.nodes.enumerated() {
+            guard let a = n.address, let j = old.nodes.firstIndex(where: { $0.address == a }) else { continue }
+            table.mtu[i] = pathMTUs.mtu[j]
+            table.expiry[i] = pathMTUs.expiry[j]
+        }
+        pathMTUs = table
+        self.topology = topology
+    }
+
+    /// The learned path MTU to node `index` (outer packet size), if one holds at `now`.
+    public func learnedPathMTU(toNode index: Int, now: Timestamp) -> Int? {
+        let m = pathMTUs.mtu[index]
+        return m != 0 && now.totalNanoseconds < pathMTUs.expiry[index] ? Int(m) : nil
+    }
 
     /// A snapshot of all counters.
     public var counterSnapshot: EngineCounters { EngineCounters(counters) }
@@ -88,124 +133,28 @@ public final class Engine {
         counters[slot.rawValue] &+= UInt64(truncatingIfNeeded: n)
     }
 
-    // MARK: Egress
+    // MARK: Shared helpers
 
-    /// Runs every packet of `batch` through the egress path.
-    /// - Parameters:
-    ///   - batch: input packets (at least 20 bytes of headroom each); rewritten in place.
-    ///   - generated: receives fragments and ICMP errors; emptied first.
-    ///   - verdicts: receives one verdict per input slot; capacity ≥ `batch.count`.
-    ///   The engine's clock is each packet's arrival time in the batch (`PacketBatch.time(of:)`).
-    public func processEgress(_ batch: inout PacketBatch, generated: inout PacketBatch,
-                              verdicts: inout VerdictBatch) {
-        precondition(verdicts.capacity >= batch.count, "verdict batch smaller than the packet batch")
-        generated.removeAll()
-        let topology = self.topology
-        for i in 0..<batch.count {
-            let v = egress(i, in: &batch, generated: &generated, topology: topology, now: batch.time(of: i))
-            verdicts[i] = v
-        }
+    @inline(__always)
+    func countAction(_ action: VerdictAction, bytes: Int) {
+        let base = CounterSlot.actionBase.rawValue &+ 2 &* Int(action.rawValue)
+        counters[base] &+= 1
+        counters[base &+ 1] &+= UInt64(truncatingIfNeeded: bytes)
     }
 
     @inline(__always)
     func drop(_ reason: DropReason, length: Int, icmp: (UInt8, UInt8)? = nil) -> PacketVerdict {
-        count(.droppedPackets)
-        count(.droppedBytes, length)
+        countAction(.dropped, bytes: length)
         counters[CounterSlot.dropBase.rawValue &+ Int(reason.rawValue)] &+= 1
         return PacketVerdict(action: .dropped, dropReason: reason, outputCount: icmp == nil ? 0 : 1,
                              icmpType: icmp?.0, icmpCode: icmp?.1 ?? 0)
     }
 
+    /// 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4 (broadcast included): never a
+    /// forwardable source or unicast destination (RFC 1812 §5.3.7).
     @inline(__always)
     static func isMartian(_ a: IPv4Address) -> Bool {
         a.isThisNetwork || a.isLoopback || a.isMulticast || a.isReserved
-    }
-
-    func egress(_ i: Int, in batch: inout PacketBatch, generated: inout PacketBatch,
-                topology: Topology, now: Timestamp) -> PacketVerdict {
-        batch.setSide(.none, of: i)
-        let bytes = batch.packet(i)
-        count(.egressPacketsIn)
-        count(.egressBytesIn, bytes.count)
-
-        let totalLength: Int
-        switch IPv4Header.validate(UnsafeRawBufferPointer(bytes)) {
-        case .notIPv4: return drop(.notIPv4, length: bytes.count)
-        case .malformed: return drop(.malformedHeader, length: bytes.count)
-        case .valid(_, let t): totalLength = t
-        }
-        if totalLength < bytes.count { batch.setLength(totalLength, of: i) }
-        // Safe: validate() proved at least 20 bytes and a consistent IHL and total length.
-        let header = IPv4Header(unchecked: bytes.baseAddress!)
-        if configuration.verifyHeaderChecksums && !header.hasValidChecksum {
-            return drop(.badHeaderChecksum, length: totalLength)
-        }
-        if header.timeToLive == 0 { return drop(.ttlExpired, length: totalLength) }
-        let source = header.sourceAddress
-        let destination = header.destinationAddress
-        if Self.isMartian(source) { return drop(.invalidSource, length: totalLength) }
-        if Self.isMartian(destination) { return drop(.invalidDestination, length: totalLength) }
-        if header.protocolNumber == IPProtocolNumber.ipInIP { return drop(.nestedEncapsulation, length: totalLength) }
-
-        guard let route = topology.route(for: destination) else {
-            return forward(i, in: batch, length: totalLength)
-        }
-        switch route.kind {
-        case .local:
-            return forward(i, in: batch, length: totalLength)
-        case .poolWithoutRoute:
-            let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
-                                     code: ICMPUnreachableCode.host, mtu: 0, origin: i, into: &generated,
-                                     topology: topology, now: now)
-            return drop(.noRoute, length: totalLength, icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.host) : nil)
-        case .remoteWithoutAddress:
-            let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
-                                     code: ICMPUnreachableCode.host, mtu: 0, origin: i, into: &generated,
-                                     topology: topology, now: now)
-            return drop(.peerWithoutAddress, length: totalLength,
-                        icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.host) : nil)
-        case .vxlanPool:
-            return drop(.vxlanPool, length: totalLength)
-        case .remote:
-            if !route.encapsulate { return forward(i, in: batch, length: totalLength) }
-        }
-
-        // Encapsulation.
-        let node = topology.nodes[Int(route.nodeIndex)]
-        guard let template = node.outerTemplate else { return drop(.peerWithoutAddress, length: totalLength) }
-        if node.routeLoopsThroughTunnel { return drop(.peerRouteThroughTunnel, length: totalLength) }
-        if source == topology.localAddress || source == template.destination {
-            return drop(.sourceIsTunnelEndpoint, length: totalLength)
-        }
-        let mtu = topology.tunnelMTU
-        if totalLength <= mtu {
-            encapsulate(slot: i, of: batch, innerLength: totalLength, template: template, header: header)
-            batch.setSide(.underlay, of: i)
-            count(.encapsulatedPackets)
-            count(.encapsulatedBytes, totalLength)
-            count(.underlayPacketsOut)
-            count(.underlayBytesOut, totalLength &+ 20)
-            return PacketVerdict(action: .encapsulated, peer: template.destination, outputCount: 1)
-        }
-        if header.dontFragment {
-            let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
-                                     code: ICMPUnreachableCode.fragmentationNeeded, mtu: UInt16(truncatingIfNeeded: mtu),
-                                     origin: i, into: &generated, topology: topology, now: now)
-            return drop(.fragmentationNeeded, length: totalLength,
-                        icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.fragmentationNeeded) : nil)
-        }
-        return fragmentAndEncapsulate(header: header, totalLength: totalLength, mtu: mtu, origin: i,
-                                      template: template, into: &generated, now: now)
-    }
-
-    @inline(__always)
-    func forward(_ i: Int, in batch: borrowing PacketBatch, length: Int) -> PacketVerdict {
-        batch.setSide(.underlay, of: i)
-        count(.forwardedPackets)
-        count(.forwardedBytes, length)
-        count(.underlayPacketsOut)
-        count(.underlayBytesOut, length)
-        return PacketVerdict(action: .forwarded, outputCount: 1)
     }
 
     @inline(__always)
@@ -215,135 +164,6 @@ public final class Engine {
         return id
     }
 
-    /// Writes the outer header in front of the packet in slot `slot` (RFC 2003 §3.1, DESIGN.md §3):
-    /// version 4, IHL 5, TOS copied whole from the inner header (DSCP copied; ECN copied, CE
-    /// included: RFC 6040 normal mode), DF set, a fresh ID, TTL per configuration, protocol 4.
-    @inline(__always)
-    func encapsulate(slot: Int, of batch: borrowing PacketBatch, innerLength: Int, template: OuterHeaderTemplate,
-                     header inner: IPv4Header) {
-        let tos = inner.typeOfService
-        let ttl = configuration.outerTimeToLive == 0 ? inner.timeToLive : configuration.outerTimeToLive
-        let outerLength = UInt16(truncatingIfNeeded: innerLength &+ 20)
-        let id = takeIdentification()
-        let p = batch.prepend(20, to: slot)
-        writeOuterHeader(at: p, template: template, tos: tos, ttl: ttl, totalLength: outerLength, identification: id)
-    }
-
-    @inline(__always)
-    func writeOuterHeader(at p: UnsafeMutableRawPointer, template: OuterHeaderTemplate, tos: UInt8, ttl: UInt8,
-                          totalLength: UInt16, identification: UInt16) {
-        // Safe: the caller moved the packet start back by 20 bytes inside the slot's headroom.
-        p.storeBytes(of: 0x45, as: UInt8.self)
-        p.storeBytes(of: tos, toByteOffset: 1, as: UInt8.self)
-        p.storeBytes(of: totalLength.bigEndian, toByteOffset: 2, as: UInt16.self)
-        p.storeBytes(of: identification.bigEndian, toByteOffset: 4, as: UInt16.self)
-        p.storeBytes(of: IPv4Header.dontFragmentFlag.bigEndian, toByteOffset: 6, as: UInt16.self)
-        p.storeBytes(of: ttl, toByteOffset: 8, as: UInt8.self)
-        p.storeBytes(of: IPProtocolNumber.ipInIP, toByteOffset: 9, as: UInt8.self)
-        p.storeBytes(of: template.source.rawValue.bigEndian, toByteOffset: 12, as: UInt32.self)
-        p.storeBytes(of: template.destination.rawValue.bigEndian, toByteOffset: 16, as: UInt32.self)
-        let sum = template.constantSum &+ UInt32(tos) &+ UInt32(totalLength) &+ UInt32(identification)
-            &+ UInt32(ttl) << 8
-        p.storeBytes(of: (~InternetChecksum.fold(UInt64(sum))).bigEndian, toByteOffset: 10, as: UInt16.self)
-    }
-
-    /// ENC-16: splits the inner datagram into fragments that fit `mtu` (RFC 791 §3.2: offsets in
-    /// 8-byte units, the first fragment keeps every option, later ones only options whose copy
-    /// flag is set), then encapsulates each one. An inner packet that is itself a fragment keeps
-    /// its offset base and its MF bit on the last piece.
-    func fragmentAndEncapsulate(header: IPv4Header, totalLength: Int, mtu: Int, origin: Int,
-                                template: OuterHeaderTemplate, into generated: inout PacketBatch,
-                                now: Timestamp) -> PacketVerdict {
-        let headerLength = header.headerLength
-        let laterHeaderLength = Self.copiedOptionsHeaderLength(header)
-        let firstData = (mtu &- headerLength) & ~7
-        let laterData = (mtu &- laterHeaderLength) & ~7
-        guard firstData >= 8, laterData >= 8 else { return drop(.cannotFragment, length: totalLength) }
-        let payloadLength = totalLength &- headerLength
-        let baseOffset = Int(header.fragmentOffset) &* 8
-        let originalMoreFragments = header.moreFragments
-        let start = generated.count
-        var offset = 0
-        var pieces = 0
-        var outBytes = 0
-        while offset < payloadLength {
-            let first = offset == 0
-            let h = first ? headerLength : laterHeaderLength
-            let n = min(first ? firstData : laterData, payloadLength &- offset)
-            let last = offset &+ n == payloadLength
-            guard let dst = generated.appendSlot(length: h &+ n, origin: origin, time: now) else {
-                generated.truncate(to: start)
-                return drop(.outputFull, length: totalLength)
-            }
-            // Safe: the slot holds h + n bytes; the source ranges lie inside the validated datagram.
-            if first {
-                dst.copyMemory(from: header.base, byteCount: h)
-            } else {
-                Self.writeCopiedOptionsHeader(from: header, to: dst, headerLength: h)
-            }
-            dst.advanced(by: h).copyMemory(from: header.base.advanced(by: headerLength &+ offset), byteCount: n)
-            let f = IPv4Header(unchecked: dst)
-            f.totalLength = UInt16(truncatingIfNeeded: h &+ n)
-            var flags = UInt16(truncatingIfNeeded: (baseOffset &+ offset) >> 3) & IPv4Header.fragmentOffsetMask
-            if !last || originalMoreFragments { flags |= IPv4Header.moreFragmentsFlag }
-            f.flagsAndFragmentOffset = flags
-            f.updateChecksum()
-            let slot = generated.count &- 1
-            encapsulate(slot: slot, of: generated, innerLength: h &+ n, template: template, header: f)
-            generated.setSide(.underlay, of: slot)
-            pieces &+= 1
-            outBytes &+= h &+ n &+ 20
-            offset &+= n
-        }
-        count(.fragmentsCreated, pieces)
-        count(.encapsulatedPackets)
-        count(.encapsulatedBytes, totalLength)
-        count(.underlayPacketsOut, pieces)
-        count(.underlayBytesOut, outBytes)
-        return PacketVerdict(action: .encapsulated, peer: template.destination,
-                             outputCount: UInt16(truncatingIfNeeded: pieces))
-    }
-
-    /// The header length of non-first fragments: 20 plus the options whose copy flag is set,
-    /// padded to 4 bytes.
-    static func copiedOptionsHeaderLength(_ header: IPv4Header) -> Int {
-        var n = 0
-        forEachCopiedOption(header) { _, length in n &+= length }
-        return 20 &+ ((n &+ 3) & ~3)
-    }
-
-    static func writeCopiedOptionsHeader(from header: IPv4Header, to dst: UnsafeMutableRawPointer, headerLength: Int) {
-        dst.copyMemory(from: header.base, byteCount: 20)
-        var at = 20
-        forEachCopiedOption(header) { offset, length in
-            dst.advanced(by: at).copyMemory(from: header.base.advanced(by: offset), byteCount: length)
-            at &+= length
-        }
-        // Pad with End of Option List.
-        while at < headerLength {
-            dst.storeBytes(of: 0, toByteOffset: at, as: UInt8.self)
-            at &+= 1
-        }
-        dst.storeBytes(of: 0x40 | UInt8(truncatingIfNeeded: headerLength >> 2), as: UInt8.self)
-    }
-
-    /// Calls `body(offset, length)` for each option with the copy flag (RFC 791 §3.1). Malformed
-    /// option lists end the walk (the packet is still forwarded; only copies are affected).
-    @inline(__always)
-    static func forEachCopiedOption(_ header: IPv4Header, _ body: (Int, Int) -> Void) {
-        let end = header.headerLength
-        var at = 20
-        while at < end {
-            let type = header.base.load(fromByteOffset: at, as: UInt8.self)
-            if type == 0 { break }  // End of Option List
-            if type == 1 { at &+= 1; continue }  // No Operation, never copied
-            guard at &+ 1 < end else { break }
-            let length = Int(header.base.load(fromByteOffset: at &+ 1, as: UInt8.self))
-            guard length >= 2, at &+ length <= end else { break }
-            if type & 0x80 != 0 { body(at, length) }
-            at &+= length
-        }
-    }
 
     // MARK: ICMP errors
 

@@ -2,16 +2,17 @@
 @usableFromInline
 enum CounterSlot: Int {
     case egressPacketsIn = 0, egressBytesIn
-    case encapsulatedPackets, encapsulatedBytes
-    case forwardedPackets, forwardedBytes
-    case droppedPackets, droppedBytes
+    case ingressPacketsIn, ingressBytesIn
     case underlayPacketsOut, underlayBytesOut
     case tunPacketsOut, tunBytesOut
     case fragmentsCreated, icmpErrorsSent, icmpRateLimited
+    case pathMTUUpdates, ecnUnusedCombinations
+    /// Packets and bytes per verdict action follow at `actionBase + 2 × action.rawValue`.
+    case actionBase = 16
     /// Drop reasons follow at `dropBase + reason.rawValue`.
-    case dropBase = 32
+    case dropBase = 48
 
-    @usableFromInline static let totalCount = 32 + 256
+    @usableFromInline static let totalCount = 48 + 256
 }
 
 /// A snapshot of the engine's counters.
@@ -19,16 +20,13 @@ public struct EngineCounters: Sendable, Equatable {
     /// Packets handed to the egress path (from workloads / the TUN).
     public var egressPacketsIn: UInt64
     public var egressBytesIn: UInt64
-    public var encapsulatedPackets: UInt64
-    public var encapsulatedBytes: UInt64
-    public var forwardedPackets: UInt64
-    public var forwardedBytes: UInt64
-    public var droppedPackets: UInt64
-    public var droppedBytes: UInt64
+    /// Packets handed to the ingress path (from the underlay).
+    public var ingressPacketsIn: UInt64
+    public var ingressBytesIn: UInt64
     /// Packets emitted toward the underlay (raw socket), fragments counted one each.
     public var underlayPacketsOut: UInt64
     public var underlayBytesOut: UInt64
-    /// Packets emitted into the TUN (ICMP errors to workloads).
+    /// Packets emitted into the TUN (decapsulated, untranslated, ICMP errors to workloads).
     public var tunPacketsOut: UInt64
     public var tunBytesOut: UInt64
     /// Inner fragments created before encapsulation (ENC-16).
@@ -37,6 +35,12 @@ public struct EngineCounters: Sendable, Equatable {
     public var icmpErrorsSent: UInt64
     /// ICMP errors suppressed by the rate limit.
     public var icmpRateLimited: UInt64
+    /// Valid ICMP frag-needed messages that lowered a peer's path MTU (ENC-17).
+    public var pathMTUUpdates: UInt64
+    /// Decapsulations with an ECN combination RFC 6040 calls currently unused (logged, not dropped).
+    public var ecnUnusedCombinations: UInt64
+    /// Input packets and bytes per verdict action; every action is present.
+    public var actions: [VerdictAction: (packets: UInt64, bytes: UInt64)]
     /// Drops per reason; every reason is present, zero included.
     public var drops: [DropReason: UInt64]
 
@@ -44,12 +48,8 @@ public struct EngineCounters: Sendable, Equatable {
         func v(_ s: CounterSlot) -> UInt64 { c[s.rawValue] }
         egressPacketsIn = v(.egressPacketsIn)
         egressBytesIn = v(.egressBytesIn)
-        encapsulatedPackets = v(.encapsulatedPackets)
-        encapsulatedBytes = v(.encapsulatedBytes)
-        forwardedPackets = v(.forwardedPackets)
-        forwardedBytes = v(.forwardedBytes)
-        droppedPackets = v(.droppedPackets)
-        droppedBytes = v(.droppedBytes)
+        ingressPacketsIn = v(.ingressPacketsIn)
+        ingressBytesIn = v(.ingressBytesIn)
         underlayPacketsOut = v(.underlayPacketsOut)
         underlayBytesOut = v(.underlayBytesOut)
         tunPacketsOut = v(.tunPacketsOut)
@@ -57,18 +57,33 @@ public struct EngineCounters: Sendable, Equatable {
         fragmentsCreated = v(.fragmentsCreated)
         icmpErrorsSent = v(.icmpErrorsSent)
         icmpRateLimited = v(.icmpRateLimited)
+        pathMTUUpdates = v(.pathMTUUpdates)
+        ecnUnusedCombinations = v(.ecnUnusedCombinations)
+        var a: [VerdictAction: (packets: UInt64, bytes: UInt64)] = [:]
+        for x in VerdictAction.allCases {
+            let base = CounterSlot.actionBase.rawValue + 2 * Int(x.rawValue)
+            a[x] = (c[base], c[base + 1])
+        }
+        actions = a
         var d: [DropReason: UInt64] = [:]
         for r in DropReason.allCases { d[r] = c[CounterSlot.dropBase.rawValue + Int(r.rawValue)] }
         drops = d
     }
 
-    /// Packets per verdict action.
-    public func packets(_ action: VerdictAction) -> UInt64 {
-        switch action {
-        case .dropped: droppedPackets
-        case .encapsulated: encapsulatedPackets
-        case .forwarded: forwardedPackets
-        }
+    /// Input packets with the given verdict.
+    public func packets(_ action: VerdictAction) -> UInt64 { actions[action]?.packets ?? 0 }
+    /// Input bytes with the given verdict.
+    public func bytes(_ action: VerdictAction) -> UInt64 { actions[action]?.bytes ?? 0 }
+
+    public static func == (l: EngineCounters, r: EngineCounters) -> Bool {
+        l.egressPacketsIn == r.egressPacketsIn && l.egressBytesIn == r.egressBytesIn
+            && l.ingressPacketsIn == r.ingressPacketsIn && l.ingressBytesIn == r.ingressBytesIn
+            && l.underlayPacketsOut == r.underlayPacketsOut && l.underlayBytesOut == r.underlayBytesOut
+            && l.tunPacketsOut == r.tunPacketsOut && l.tunBytesOut == r.tunBytesOut
+            && l.fragmentsCreated == r.fragmentsCreated && l.icmpErrorsSent == r.icmpErrorsSent
+            && l.icmpRateLimited == r.icmpRateLimited && l.pathMTUUpdates == r.pathMTUUpdates
+            && l.ecnUnusedCombinations == r.ecnUnusedCombinations && l.drops == r.drops
+            && VerdictAction.allCases.allSatisfy { l.packets($0) == r.packets($0) && l.bytes($0) == r.bytes($0) }
     }
 }
 

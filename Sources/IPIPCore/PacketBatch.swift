@@ -147,6 +147,15 @@ public struct PacketBatch: ~Copyable {
         return memory + (i &* slotByteCount &+ Int(offsets[i]))
     }
 
+    /// Drops the first `byteCount` bytes of packet `i` (to strip an outer header); they become
+    /// headroom. - Precondition: the packet is at least that long.
+    @inlinable
+    public func removeFront(_ byteCount: Int, of i: Int) {
+        precondition(byteCount >= 0 && Int(lengths[i]) >= byteCount, "cannot strip more than the packet")
+        offsets[i] &+= Int32(truncatingIfNeeded: byteCount)
+        lengths[i] &-= Int32(truncatingIfNeeded: byteCount)
+    }
+
     /// Shortens packet `i` to `length` bytes (e.g. trailing link-layer padding).
     @inlinable
     public func setLength(_ length: Int, of i: Int) {
