@@ -12,9 +12,9 @@ struct EgressRun {
     var outputs: [Output] = []
     var counters: EngineCounters
 
-    init(_ packets: [[UInt8]], spec: TopologySpec = exampleSpec(), configuration: EngineConfiguration = .init(),
-         now: Timestamp = Timestamp(seconds: 1000)) throws {
-        let engine = Engine(topology: try Topology.compile(spec), configuration: configuration)
+    init(engine: Engine? = nil, _ packets: [[UInt8]], spec: TopologySpec = exampleSpec(),
+         configuration: EngineConfiguration = .init(), now: Timestamp = Timestamp(seconds: 1000)) throws {
+        let engine = try engine ?? Engine(topology: Topology.compile(spec), configuration: configuration)
         var batch = PacketBatch(capacity: max(packets.count, 1))
         var generated = PacketBatch(capacity: 256, maximumPacketByteCount: 2048)
         var v = VerdictBatch(capacity: max(packets.count, 1))

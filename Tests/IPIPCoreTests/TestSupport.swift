@@ -74,3 +74,18 @@ func exampleSpec(mode: EncapsulationMode = .always, local: String = "node-a") ->
             .init(prefix: prefix("192.168.2.0/26"), node: "node-c"),
         ])
 }
+
+/// Wraps an inner datagram in an outer IPv4 header (as a peer would send it).
+func encapsulated(_ inner: [UInt8], from source: String, to destination: String, tos: UInt8 = 0,
+                  dontFragment: Bool = true, moreFragments: Bool = false) -> [UInt8] {
+    var o = PacketBuilder()
+    o.source = ip(source)
+    o.destination = ip(destination)
+    o.protocolNumber = IPProtocolNumber.ipInIP
+    o.tos = tos
+    o.ttl = 64
+    o.dontFragment = dontFragment
+    o.moreFragments = moreFragments
+    o.payload = inner
+    return o.bytes()
+}

@@ -1,0 +1,259 @@
+import Testing
+@testable import IPIPCore
+
+/// Runs underlay packets through a fresh (or given) engine's ingress path.
+struct IngressRun {
+    var verdicts: [PacketVerdict] = []
+    var outputs: [EgressRun.Output] = []
+    var counters: EngineCounters
+
+    init(_ packets: [[UInt8]], engine: Engine? = nil, spec: TopologySpec = exampleSpec(),
+         now: Timestamp = Timestamp(seconds: 1000)) throws {
+        let engine = try engine ?? Engine(topology: Topology.compile(spec))
+        var batch = PacketBatch(capacity: max(packets.count, 1))
+        var generated = PacketBatch(capacity: 64, maximumPacketByteCount: 2048)
+        var v = VerdictBatch(capacity: max(packets.count, 1))
+        for p in packets { p.withUnsafeBytes { _ = batch.append(copying: $0, time: now) } }
+        engine.processIngress(&batch, generated: &generated, verdicts: &v)
+        for i in 0..<batch.count {
+            verdicts.append(v[i])
+            if batch.side(of: i) != .none {
+                outputs.append(.init(side: batch.side(of: i), origin: i, bytes: Array(batch.packet(i))))
+            }
+        }
+        for g in 0..<generated.count {
+            outputs.append(.init(side: generated.side(of: g), origin: generated.origin(of: g), bytes: Array(generated.packet(g))))
+        }
+        counters = engine.counterSnapshot
+    }
+}
+
+/// An inner packet from node-b's workload to node-a's workload.
+func innerFromB(source: String = "192.168.1.20", destination: String = "192.168.0.10", ttl: UInt8 = 63,
+                tos: UInt8 = 0, protocolNumber: UInt8 = IPProtocolNumber.udp, options: [UInt8] = []) -> PacketBuilder {
+    var b = PacketBuilder()
+    b.source = ip(source)
+    b.destination = ip(destination)
+    b.ttl = ttl
+    b.tos = tos
+    b.protocolNumber = protocolNumber
+    b.options = options
+    return b
+}
+
+struct IngressCase: CustomTestStringConvertible, Sendable {
+    let name: String
+    let packet: [UInt8]
+    let reason: DropReason?
+    var testDescription: String { name }
+}
+
+@Suite("Engine ingress (decapsulation, SEC-T1…T13)")
+struct IngressTests {
+    static let b = "10.0.0.2"
+    static let a = "10.0.0.1"
+    static var good: [UInt8] { innerFromB().bytes() }
+
+    static let cases: [IngressCase] = [
+        .init(name: "from peer node-b, workload to workload: delivered", packet: encapsulated(good, from: b, to: a), reason: nil),
+        .init(name: "from node-b's tunnel address: delivered", packet: encapsulated(innerFromB(source: "192.168.1.1").bytes(), from: b, to: a), reason: nil),
+        .init(name: "from node-b's node IP as inner source: delivered", packet: encapsulated(innerFromB(source: b).bytes(), from: b, to: a), reason: nil),
+        .init(name: "to our tunnel address: delivered", packet: encapsulated(innerFromB(destination: "192.168.0.1").bytes(), from: b, to: a), reason: nil),
+        .init(name: "SEC-T1 unknown outer source", packet: encapsulated(good, from: "10.0.0.99", to: a), reason: .ipipUnknownPeer),
+        .init(name: "SEC-T1 unknown outer source, outer fragment", packet: encapsulated(good, from: "10.0.0.99", to: a, dontFragment: false, moreFragments: true), reason: .ipipUnknownPeer),
+        .init(name: "SEC-T2 outer destination not ours", packet: encapsulated(good, from: b, to: "10.0.0.3"), reason: .ipipNotForUs),
+        .init(name: "SEC-T3 inner destination external (open relay)", packet: encapsulated(innerFromB(destination: "8.8.8.8").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
+        .init(name: "SEC-T3 inner destination a workload on a third node", packet: encapsulated(innerFromB(destination: "192.168.2.30").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
+        .init(name: "SEC-T3 inner destination the uplink gateway", packet: encapsulated(innerFromB(destination: "10.0.0.254").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
+        .init(name: "SEC-T3 inner destination in the pool, no block", packet: encapsulated(innerFromB(destination: "192.168.200.5").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
+        .init(name: "SEC-T4 inner source in another node's block", packet: encapsulated(innerFromB(source: "192.168.2.30").bytes(), from: b, to: a), reason: .innerSourceNotFromPeer),
+        .init(name: "SEC-T4 inner source outside all pools", packet: encapsulated(innerFromB(source: "203.0.113.7").bytes(), from: b, to: a), reason: .innerSourceNotFromPeer),
+        .init(name: "SEC-T4 inner source equal to our workload", packet: encapsulated(innerFromB(source: "192.168.0.10", destination: "192.168.0.11").bytes(), from: b, to: a), reason: .innerSourceInvalid),
+        .init(name: "SEC-T4 inner source equal to our node IP", packet: encapsulated(innerFromB(source: a).bytes(), from: b, to: a), reason: .innerSourceInvalid),
+        .init(name: "SEC-T4 inner source 127.0.0.1", packet: encapsulated(innerFromB(source: "127.0.0.1").bytes(), from: b, to: a), reason: .innerSourceInvalid),
+        .init(name: "SEC-T4 inner source 0.0.0.0", packet: encapsulated(innerFromB(source: "0.0.0.0").bytes(), from: b, to: a), reason: .innerSourceInvalid),
+        .init(name: "SEC-T5 ping to our node IP from an unknown source", packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: "198.51.100.1", to: a), reason: .ipipUnknownPeer),
+        .init(name: "SEC-T5 ping to our node IP from a peer", packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
+        .init(name: "SEC-T6 inner TTL 1 to an external address", packet: encapsulated(innerFromB(destination: "8.8.8.8", ttl: 1).bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
+        .init(name: "SEC-T6 inner TTL 0 to a local workload", packet: encapsulated(innerFromB(ttl: 0).bytes(), from: b, to: a), reason: .ttlExpired),
+        .init(name: "SEC-T7 two nested layers", packet: encapsulated(encapsulated(good, from: b, to: a), from: b, to: a), reason: .nestedEncapsulation),
+        .init(name: "SEC-T12 inner LSRR", packet: encapsulated(innerFromB(options: [0x83, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a), reason: .sourceRouted),
+        .init(name: "SEC-T12 inner SSRR", packet: encapsulated(innerFromB(options: [0x89, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a), reason: .sourceRouted),
+        .init(name: "SEC-T13 inner version 6", packet: encapsulated([0x65] + Array(good.dropFirst()), from: b, to: a), reason: .innerNotIPv4),
+        .init(name: "SEC-T13 inner IHL 4", packet: encapsulated([0x44] + Array(good.dropFirst()), from: b, to: a), reason: .innerMalformed),
+        .init(name: "SEC-T13 inner bad checksum", packet: encapsulated({ var g = good; g[10] ^= 1; return g }(), from: b, to: a), reason: .innerBadChecksum),
+        .init(name: "SEC-T13 inner total length beyond payload", packet: encapsulated({ var g = good; g[2] = 0x7F; return g }(), from: b, to: a), reason: .innerMalformed),
+        .init(name: "SEC-T13 truncated inner header", packet: encapsulated(Array(good.prefix(12)), from: b, to: a), reason: .innerMalformed),
+        .init(name: "DEC-01 outer bad checksum", packet: { var p = encapsulated(good, from: b, to: a); p[10] ^= 1; return p }(), reason: .badHeaderChecksum),
+        .init(name: "DEC-04 outer fragment from a peer", packet: encapsulated(good, from: b, to: a, dontFragment: false, moreFragments: true), reason: .outerFragment),
+        .init(name: "not IP-in-IP, not to us", packet: innerFromB(destination: "10.0.0.7").bytes(), reason: .notForUs),
+        .init(name: "not IP-in-IP to us, no session", packet: innerFromB(destination: a).bytes(), reason: .unsolicited),
+    ]
+
+    @Test("one verdict per crafted packet", arguments: cases)
+    func ingressCase(_ c: IngressCase) throws {
+        let run = try IngressRun([c.packet])
+        #expect(run.verdicts[0].dropReason == c.reason)
+        if let r = c.reason {
+            #expect(run.outputs.isEmpty, "no output, no ICMP for a rejected underlay packet")
+            #expect(run.counters.drops[r] == 1)
+        } else {
+            #expect(run.verdicts[0].action == .decapsulated)
+            #expect(run.outputs.count == 1 && run.outputs[0].side == .tun)
+            // The inner packet is delivered byte for byte (TTL untouched: the host forwards it next).
+            let inner = Array(c.packet[20...])
+            #expect(run.outputs[0].bytes == inner)
+        }
+    }
+
+    @Test("SEC-T7 nesting depth 2, 10 and 70 costs one check, and nothing is emitted")
+    func deepNesting() throws {
+        for depth in [2, 10, 70] {
+            var p = innerFromB().bytes()
+            for _ in 0..<depth { p = encapsulated(p, from: Self.b, to: Self.a) }
+            let run = try IngressRun([p])
+            #expect(run.verdicts[0].dropReason == .nestedEncapsulation, "depth \(depth)")
+            #expect(run.outputs.isEmpty)
+        }
+    }
+
+    @Test("SEC-T8/T9: nothing decapsulated leaves toward the underlay; a non-peer flood emits nothing")
+    func noAmplification() throws {
+        var packets: [[UInt8]] = []
+        var rng = SplitMix64(seed: 0x5EC9)
+        for _ in 0..<2000 {
+            let src = IPv4Address(rawValue: UInt32(truncatingIfNeeded: rng.next()))
+            let dst = ["192.168.0.10", "8.8.8.8", "192.168.2.30", "10.0.0.1"][rng.next(below: 4)]
+            packets.append(encapsulated(innerFromB(destination: dst).bytes(), from: src == ip("10.0.0.2") ? "10.9.9.9" : "\(src)", to: Self.a))
+        }
+        // A ping-pong packet: node-b wraps a packet for node-a that is itself IP-in-IP back to node-b.
+        packets.append(encapsulated(encapsulated(innerFromB().bytes(), from: Self.a, to: Self.b), from: Self.b, to: Self.a))
+        let run = try IngressRun(packets)
+        #expect(run.outputs.allSatisfy { $0.side == .tun })
+        #expect(run.counters.underlayPacketsOut == 0)
+        #expect(run.outputs.count <= 1)
+    }
+
+    @Test("DEC-07: all 16 RFC 6040 ECN combinations, checksum valid after every rewrite")
+    func ecnTable() throws {
+        let expected: [ECN: [ECN: ECN?]] = [
+            .notECT: [.notECT: .notECT, .ect0: .notECT, .ect1: .notECT, .ce: nil],
+            .ect0: [.notECT: .ect0, .ect0: .ect0, .ect1: .ect1, .ce: .ce],
+            .ect1: [.notECT: .ect1, .ect0: .ect1, .ect1: .ect1, .ce: .ce],
+            .ce: [.notECT: .ce, .ect0: .ce, .ect1: .ce, .ce: .ce],
+        ]
+        for innerECN in ECN.allCases {
+            for outerECN in ECN.allCases {
+                let inner = innerFromB(tos: 0xB8 | innerECN.rawValue).bytes()
+                let run = try IngressRun([encapsulated(inner, from: Self.b, to: Self.a, tos: 0xB8 | outerECN.rawValue)])
+                let want = expected[innerECN]![outerECN]!
+                if let want {
+                    #expect(run.verdicts[0].action == .decapsulated)
+                    let out = run.outputs[0].bytes
+                    #expect(out[1] == 0xB8 | want.rawValue, "inner \(innerECN) outer \(outerECN)")
+                    #expect(out.headerChecksumValid, "inner \(innerECN) outer \(outerECN)")
+                } else {
+                    #expect(run.verdicts[0].dropReason == .ecnNotECTWithCE)
+                }
+                if want != nil {
+                    #expect((run.counters.ecnUnusedCombinations == 1) == Engine.isCurrentlyUnusedECN(inner: innerECN, outer: outerECN))
+                }
+            }
+        }
+    }
+
+    @Test("external nodes may send IP-in-IP, but only as themselves")
+    func externalNodes() throws {
+        var spec = exampleSpec()
+        spec.externalNodes = [prefix("172.31.0.0/16")]
+        let ok = encapsulated(innerFromB(source: "172.31.0.5").bytes(), from: "172.31.0.5", to: Self.a)
+        let spoof = encapsulated(innerFromB(source: "192.168.1.20").bytes(), from: "172.31.0.5", to: Self.a)
+        let run = try IngressRun([ok, spoof], spec: spec)
+        #expect(run.verdicts.map(\.action) == [.decapsulated, .dropped])
+        #expect(run.verdicts[1].dropReason == .innerSourceNotFromPeer)
+    }
+
+    /// An ICMP frag-needed from a router on the path to node-b, quoting our outer header.
+    func fragNeeded(mtu: UInt16, quotedSource: String = "10.0.0.1", quotedDestination: String = "10.0.0.2",
+                    quotedProtocol: UInt8 = 4, from router: String = "10.0.0.254") -> [UInt8] {
+        var quoted = PacketBuilder()
+        quoted.source = ip(quotedSource)
+        quoted.destination = ip(quotedDestination)
+        quoted.protocolNumber = quotedProtocol
+        quoted.payload = Array(innerFromB().bytes().prefix(28))
+        let q = quoted.bytes()
+        var icmp: [UInt8] = [3, 4, 0, 0, 0, 0, UInt8(mtu >> 8), UInt8(mtu & 0xFF)] + q
+        let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
+        icmp[2] = UInt8(c >> 8); icmp[3] = UInt8(c & 0xFF)
+        var p = PacketBuilder()
+        p.source = ip(router)
+        p.destination = ip("10.0.0.1")
+        p.protocolNumber = 1
+        p.payload = icmp
+        return p.bytes()
+    }
+
+    @Test("ENC-17: a valid frag-needed lowers node-b's path MTU; the next DF packet gets ICMP 3/4 with learned − 20")
+    func pathMTU() throws {
+        let engine = Engine(topology: try Topology.compile(exampleSpec()))
+        let run = try IngressRun([fragNeeded(mtu: 1400)], engine: engine)
+        #expect(run.verdicts[0].action == .consumed)
+        #expect(run.counters.pathMTUUpdates == 1)
+        #expect(engine.learnedPathMTU(toNode: 1, now: Timestamp(seconds: 1000)) == 1400)
+        var big = PacketBuilder(); big.payload = Array(repeating: 0, count: 1380)   // 1400 bytes inner
+        let egress = try EgressRun(engine: engine, [big.bytes()])
+        #expect(egress.verdicts[0].dropReason == .fragmentationNeeded)
+        #expect(egress.outputs[0].bytes.u16(26) == 1380)
+        // Other peers are unaffected; the learned value expires.
+        var toC = big; toC.destination = ip("192.168.2.30")
+        #expect(try EgressRun(engine: engine, [toC.bytes()]).verdicts[0].action == .encapsulated)
+        let later = try EgressRun(engine: engine, [big.bytes()], now: Timestamp(seconds: 1000 + 600))
+        #expect(later.verdicts[0].action == .encapsulated)
+    }
+
+    @Test("ENC-18 / SEC-T11: forged frag-needed changes nothing; a tiny MTU is raised to the floor")
+    func forgedPTB() throws {
+        let engine = Engine(topology: try Topology.compile(exampleSpec()))
+        let forged = [
+            fragNeeded(mtu: 68, quotedSource: "10.0.0.9"),                 // not our source
+            fragNeeded(mtu: 40, quotedDestination: "10.0.0.77"),           // not a peer
+            fragNeeded(mtu: 68, quotedProtocol: 17),                       // not a tunnel packet
+        ]
+        let run = try IngressRun(forged, engine: engine)
+        #expect(run.verdicts.map(\.dropReason) == [.icmpNotAboutOurTunnel, .icmpNotAboutOurTunnel, .unsolicited])
+        #expect(engine.learnedPathMTU(toNode: 1, now: Timestamp(seconds: 1000)) == nil)
+        _ = try IngressRun([fragNeeded(mtu: 40)], engine: engine)
+        #expect(engine.learnedPathMTU(toNode: 1, now: Timestamp(seconds: 1000)) == 552)
+        // A larger MTU never raises the learned one.
+        _ = try IngressRun([fragNeeded(mtu: 1450)], engine: engine)
+        #expect(engine.learnedPathMTU(toNode: 1, now: Timestamp(seconds: 1000)) == 552)
+    }
+
+    @Test("property: encapsulate on node-a, decapsulate on node-b gives the original packet byte for byte")
+    func roundTrip() throws {
+        let seed: UInt64 = 0xE2E
+        var rng = SplitMix64(seed: seed)
+        let nodeA = Engine(topology: try Topology.compile(exampleSpec(local: "node-a")))
+        let nodeB = Engine(topology: try Topology.compile(exampleSpec(local: "node-b")))
+        for round in 0..<500 {
+            var p = PacketBuilder()
+            p.source = IPv4Address(rawValue: 0xC0A8_0002 + UInt32(rng.next(below: 60)))        // node-a's block
+            p.destination = IPv4Address(rawValue: 0xC0A8_0102 + UInt32(rng.next(below: 60)))   // node-b's block
+            p.tos = UInt8(truncatingIfNeeded: rng.next())
+            p.ttl = UInt8(1 + rng.next(below: 255))
+            p.protocolNumber = [1, 6, 17, 47][rng.next(below: 4)]
+            p.dontFragment = true
+            p.identification = UInt16(truncatingIfNeeded: rng.next())
+            p.payload = (0..<rng.next(below: 1400)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let original = p.bytes()
+            let sent = try EgressRun(engine: nodeA, [original])
+            guard sent.outputs.count == 1 else { Issue.record("round \(round): not encapsulated (seed \(seed))"); return }
+            let received = try IngressRun([sent.outputs[0].bytes], engine: nodeB)
+            guard received.outputs.count == 1 else {
+                Issue.record("round \(round): not decapsulated: \(received.verdicts[0]) (seed \(seed))")
+                return
+            }
+            #expect(received.outputs[0].bytes == original, "round \(round) (seed \(seed))")
+        }
+    }
+}
