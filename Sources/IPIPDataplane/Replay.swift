@@ -8,6 +8,9 @@ import Pcap
 public struct ReplayOptions: Sendable {
     /// Capture of packets from local workloads (what the TUN would deliver).
     public var input: String
+    /// Capture of packets arriving on the underlay (what the uplink would deliver), merged with
+    /// `input` by timestamp.
+    public var underlayInput: String?
     /// Every packet the engine emits, whichever side it leaves on (raw-IP pcap).
     public var output: String?
     /// Only what goes to the underlay (the raw socket).
@@ -19,9 +22,10 @@ public struct ReplayOptions: Sendable {
     /// Packets per engine batch.
     public var batchSize: Int
 
-    public init(input: String, output: String? = nil, underlayOutput: String? = nil, tunOutput: String? = nil,
+    public init(input: String, underlayInput: String? = nil, output: String? = nil, underlayOutput: String? = nil, tunOutput: String? = nil,
                 verdicts: String? = nil, batchSize: Int = 64) {
         self.input = input
+        self.underlayInput = underlayInput
         self.output = output
         self.underlayOutput = underlayOutput
         self.tunOutput = tunOutput
@@ -39,8 +43,10 @@ public struct ReplayError: Error, Sendable, CustomStringConvertible {
 
 /// Totals of one replay.
 public struct ReplaySummary: Sendable {
-    /// Records read from the capture.
+    /// Records read from the captures.
     public var packetsIn = 0
+    /// Of which from the underlay capture.
+    public var underlayPacketsIn = 0
     /// Records that were not IPv4, by protocol name (`ipv6`, `arp`, `ethertype 0x…`).
     public var skipped: [String: Int] = [:]
     /// The engine's counters at the end.
@@ -53,20 +59,23 @@ public struct ReplaySummary: Sendable {
     public func report(input: String, node: String, topology: Topology) -> String {
         var lines: [String] = []
         let skippedTotal = skipped.values.reduce(0, +)
-        lines.append("replay of \(input) as \(node): \(packetsIn) packets in "
-            + "(tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools)")
+        lines.append("replay of \(input) as \(node): \(packetsIn) packets in"
+            + (underlayPacketsIn > 0 ? " (\(underlayPacketsIn) from the underlay)" : "")
+            + " (tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools)")
         if skippedTotal > 0 {
             let detail = skipped.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             lines.append("  skipped, not IPv4:  \(skippedTotal) (\(detail))")
         }
         if let c = counters {
-            for a in [VerdictAction.encapsulated, .forwarded, .dropped] {
-                lines.append("  " + pad(a.name + ":", 20) + "\(c.packets(a))")
-                if a == .dropped {
-                    for r in DropReason.allCases where (c.drops[r] ?? 0) > 0 {
-                        lines.append("    " + pad(r.name, 28) + "\(c.drops[r]!)")
-                    }
+            // Egress actions always, the others when they happened.
+            for a in VerdictAction.allCases where a != .dropped {
+                if a == .encapsulated || a == .forwarded || c.packets(a) > 0 {
+                    lines.append("  " + pad(a.name + ":", 20) + "\(c.packets(a))")
                 }
+            }
+            lines.append("  " + pad("dropped:", 20) + "\(c.packets(.dropped))")
+            for r in DropReason.allCases where (c.drops[r] ?? 0) > 0 {
+                lines.append("    " + pad(r.name, 28) + "\(c.drops[r]!)")
             }
             lines.append("  emitted:            \(emittedUnderlay) to the underlay, \(emittedTUN) into the TUN "
                 + "(\(c.fragmentsCreated) fragments, \(c.icmpErrorsSent) ICMP errors, \(c.icmpRateLimited) rate-limited)")
@@ -77,15 +86,71 @@ public struct ReplaySummary: Sendable {
     func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
 }
 
-/// `ipipd replay`: runs a capture through the engine as traffic from local workloads.
+
+/// One capture, read one record ahead so two captures can be merged by timestamp.
+final class LookaheadCapture {
+    struct Record {
+        var index: Int
+        var timestamp: Timestamp
+        var networkProtocol: NetworkProtocol
+        var capturedLength: Int
+        var bytes: [UInt8]
+    }
+
+    let reader: PcapReader
+    let direction: PacketDirection
+    private(set) var next: Record?
+    /// The error that ended reading, reported after everything before it was processed.
+    private(set) var failure: PcapError?
+
+    init(path: String, direction: PacketDirection) throws {
+        do { reader = try PcapReader(path: path) } catch { throw ReplayError(error.description) }
+        self.direction = direction
+        advance()
+    }
+
+    /// Takes the pending record and reads the one after it.
+    func take() -> Record? {
+        let r = next
+        advance()
+        return r
+    }
+
+    private func advance() {
+        next = nil
+        guard failure == nil else { return }
+        do {
+            next = try reader.readNext { r in
+                Record(index: r.index, timestamp: r.timestamp, networkProtocol: r.networkProtocol,
+                       capturedLength: r.capturedLength, bytes: Array(r.networkBytes))
+            }
+        } catch {
+            failure = error
+        }
+    }
+}
+
+/// Which side of the node a packet arrives on.
+public enum PacketDirection: String, Sendable {
+    /// From local workloads, through the TUN (egress processing).
+    case tun
+    /// From the network, on the uplink (ingress processing).
+    case underlay
+}
+
+/// `ipipd replay`: runs captures through the engine: `--in` as traffic from local workloads (the
+/// TUN side), `--underlay-in` as traffic arriving on the uplink, merged by timestamp (a tie goes
+/// to the TUN side first).
 ///
-/// Pipeline: libpcap reader → copy into a `PacketBatch` (non-IPv4 records are counted and
-/// skipped) → `Engine.processEgress` → for each input in order, its in-place output and then the
-/// packets generated for it → pcap writers and the verdict file. Each output carries the input
-/// packet's timestamp; the engine's clock is the capture's.
+/// Pipeline: libpcap readers → the next record by time → copy into a `PacketBatch` for its
+/// direction (a batch holds one direction; it is processed when full or when the direction
+/// changes, so state such as NAT sessions sees packets in capture order) → `Engine.processEgress`
+/// or `processIngress` → for each input in order, its in-place output and then the packets
+/// generated for it → pcap writers and the verdict file. Non-IPv4 records are counted and skipped.
+/// Each output carries its input packet's timestamp; the engine's clock is the captures'.
 ///
-/// A truncated or corrupt capture stops the replay with an error naming the packet index, after
-/// everything before it has been processed and written.
+/// A truncated or corrupt capture stops the replay with an error naming the file and packet
+/// index, after everything before it (in time order) has been processed and written.
 public final class Replay {
     let engine: Engine
     let options: ReplayOptions
@@ -98,8 +163,8 @@ public final class Replay {
     }
 
     public func run() throws -> ReplaySummary {
-        let reader: PcapReader
-        do { reader = try PcapReader(path: options.input) } catch { throw ReplayError(error.description) }
+        var sources = [try LookaheadCapture(path: options.input, direction: .tun)]
+        if let u = options.underlayInput { sources.append(try LookaheadCapture(path: u, direction: .underlay)) }
         func open(_ path: String?) throws -> PcapWriter? {
             guard let path else { return nil }
             do { return try PcapWriter(path: path, linkType: .raw) } catch { throw ReplayError(error.description) }
@@ -121,17 +186,18 @@ public final class Replay {
         var summary = ReplaySummary()
         let batchSize = max(1, options.batchSize)
         var batch = PacketBatch(capacity: batchSize)
+        var direction = PacketDirection.tun
         var generated = PacketBatch(capacity: batchSize * 48,
                                     maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount,
                                                                 engine.topology.tunnelMTU + 20))
         var verdicts = VerdictBatch(capacity: batchSize)
-        // Capture index of each batch slot, so verdicts name the packet's place in the file.
+        // Capture index of each batch slot, so verdicts name the packet's place in its file.
         var captureIndex = [Int](repeating: 0, count: batchSize)
         // Verdict lines of skipped (non-IPv4) records, keyed by the batch slot they precede, so the
-        // verdict file stays in capture order.
+        // verdict file stays in time order.
         var skippedLines: [(beforeSlot: Int, line: String)] = []
         var fileBytesSeen = 0
-        let fileSize = Self.fileSize(options.input)
+        let fileSize = sources.reduce(0) { $0 + Self.fileSize($1.reader.path) }
 
         func writeLine(_ s: String) {
             guard let f = verdictFile else { return }
@@ -154,7 +220,10 @@ public final class Replay {
         }
 
         func flush() {
-            engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+            switch direction {
+            case .tun: engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+            case .underlay: engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
+            }
             var g = 0
             var s = 0
             for i in 0...batch.count {
@@ -177,53 +246,54 @@ public final class Replay {
                     g += 1
                 }
                 if verdictFile != nil {
-                    writeLine(Self.verdictJSON(index: captureIndex[i], time: time, verdict: verdicts[i], outputs: outputs))
+                    writeLine(Self.verdictJSON(input: direction, index: captureIndex[i], time: time,
+                                               verdict: verdicts[i], outputs: outputs))
                 }
             }
             batch.removeAll()
             skippedLines.removeAll(keepingCapacity: true)
         }
 
-        var failure: ReplayError?
         while true {
-            let more: Bool?
-            do {
-                more = try reader.readNext { record -> Bool in
-                    summary.packetsIn += 1
-                    fileBytesSeen += 16 + record.capturedLength
-                    switch record.networkProtocol {
-                    case .ipv4:
-                        captureIndex[batch.count] = record.index
-                        // A record longer than a slot cannot be IPv4 (65535 max); its header check fails.
-                        let bytes = UnsafeRawBufferPointer(rebasing: record.networkBytes.prefix(batch.maximumPacketByteCount))
-                        batch.append(copying: bytes, origin: record.index, time: record.timestamp)
-                        return batch.isFull
-                    default:
-                        let name: String
-                        switch record.networkProtocol {
-                        case .ipv6: name = "ipv6"
-                        case .arp: name = "arp"
-                        default: name = record.networkProtocol.description
-                        }
-                        summary.skipped[name, default: 0] += 1
-                        if verdictFile != nil {
-                            skippedLines.append((batch.count, "{\"index\":\(record.index),\"time\":\"\(record.timestamp)\","
-                                + "\"verdict\":\"skipped\",\"reason\":\(jsonString(name))}"))
-                        }
-                        return false
-                    }
-                }
-            } catch {
-                failure = ReplayError(error.description)
-                more = nil
+            // The earliest pending record; a tie goes to the TUN side (listed first).
+            var pick: LookaheadCapture?
+            for source in sources {
+                guard let r = source.next else { continue }
+                if pick == nil || r.timestamp < pick!.next!.timestamp { pick = source }
             }
-            guard let full = more else { break }
-            if full { flush() }
+            guard let source = pick, let record = source.take() else { break }
+            summary.packetsIn += 1
+            if source.direction == .underlay { summary.underlayPacketsIn += 1 }
+            fileBytesSeen += 16 + record.capturedLength
+            if record.networkProtocol == .ipv4 {
+                if source.direction != direction && batch.count > 0 { flush() }
+                direction = source.direction
+                captureIndex[batch.count] = record.index
+                // A record longer than a slot cannot be a valid IPv4 datagram; its header check fails.
+                _ = record.bytes.withUnsafeBytes { b in
+                    batch.append(copying: UnsafeRawBufferPointer(rebasing: b.prefix(batch.maximumPacketByteCount)),
+                                 origin: record.index, time: record.timestamp)
+                }
+                if batch.isFull { flush() }
+            } else {
+                let name: String
+                switch record.networkProtocol {
+                case .ipv6: name = "ipv6"
+                case .arp: name = "arp"
+                default: name = record.networkProtocol.description
+                }
+                summary.skipped[name, default: 0] += 1
+                if verdictFile != nil {
+                    skippedLines.append((batch.count, "{\"input\":\"\(source.direction.rawValue)\",\"index\":\(record.index),"
+                        + "\"time\":\"\(record.timestamp)\",\"verdict\":\"skipped\",\"reason\":\(jsonString(name))}"))
+                }
+            }
             progress?.update(done: fileBytesSeen, total: fileSize, packets: summary.packetsIn)
         }
         flush()
         progress?.finish(packets: summary.packetsIn)
         summary.counters = engine.counterSnapshot
+        var failure: ReplayError? = sources.lazy.compactMap { $0.failure.map { ReplayError($0.description) } }.first
         for w in [all, underlay, tun] {
             do { try w?.close() } catch { failure = failure ?? ReplayError(error.description) }
         }
@@ -246,10 +316,11 @@ public final class Replay {
         "{\"side\":\"\(side)\",\"length\":\(p.count),\"summary\":\(jsonString(PacketSummary.describe(p)))}"
     }
 
-    static func verdictJSON(index: Int, time: Timestamp, verdict v: PacketVerdict, outputs: [String]) -> String {
-        var s = "{\"index\":\(index),\"time\":\"\(time)\",\"verdict\":\"\(v.action.name)\""
+    static func verdictJSON(input: PacketDirection, index: Int, time: Timestamp, verdict v: PacketVerdict,
+                            outputs: [String]) -> String {
+        var s = "{\"input\":\"\(input.rawValue)\",\"index\":\(index),\"time\":\"\(time)\",\"verdict\":\"\(v.action.name)\""
         if let r = v.dropReason { s += ",\"reason\":\"\(r.name)\"" }
-        if v.action == .encapsulated { s += ",\"peer\":\"\(v.peer)\"" }
+        if v.action == .encapsulated || v.action == .decapsulated { s += ",\"peer\":\"\(v.peer)\"" }
         if let t = v.icmpType { s += ",\"icmp\":{\"type\":\(t),\"code\":\(v.icmpCode)}" }
         s += ",\"outputs\":[" + outputs.joined(separator: ",") + "]}"
         return s

@@ -63,9 +63,10 @@ struct Replay: ParsableCommand {
         abstract: "Run a capture of workload traffic through the engine.",
         discussion: """
             Every IPv4 packet of --in is handled as if a local workload had sent it into the TUN \
-            device of --node. What the engine emits is written with the input packet's timestamp: \
+            device of --node; every IPv4 packet of --underlay-in as if it had arrived on the node's \
+            uplink. The two are merged by timestamp. What the engine emits is written with the input packet's timestamp: \
             all of it to --out, the underlay part to --underlay-out, what goes back into the TUN \
-            (ICMP errors) to --tun-out. --verdicts gets one JSON object per input packet. \
+            (decapsulated packets, translated replies, ICMP errors) to --tun-out. --verdicts gets one JSON object per input packet. \
             Non-IPv4 packets are counted and skipped.
             """
     )
@@ -74,6 +75,9 @@ struct Replay: ParsableCommand {
 
     @Option(name: .customLong("in"), help: ArgumentHelp("Input capture (pcap or pcapng).", valueName: "capture"))
     var input: String
+
+    @Option(name: .customLong("underlay-in"), help: ArgumentHelp("Capture of packets arriving on the underlay, merged with --in by timestamp.", valueName: "capture"))
+    var underlayInput: String?
 
     @Option(name: .customLong("out"), help: ArgumentHelp("Everything emitted (pcap, raw IPv4).", valueName: "capture"))
     var output: String?
@@ -100,7 +104,7 @@ struct Replay: ParsableCommand {
     func run() throws {
         let topo = try topology.compile()
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
-        let options = ReplayOptions(input: input, output: output, underlayOutput: underlayOutput, tunOutput: tunOutput,
+        let options = ReplayOptions(input: input, underlayInput: underlayInput, output: output, underlayOutput: underlayOutput, tunOutput: tunOutput,
                                     verdicts: verdicts, batchSize: batch)
         let replay = IPIPDataplane.Replay(engine: engine, options: options, progress: ProgressReporter(label: "replay"))
         do {
