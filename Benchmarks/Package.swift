@@ -26,7 +26,8 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
-        benchmarkTarget("TrieBenchmarks")
+        benchmarkTarget("TrieBenchmarks"),
+        benchmarkTarget("EngineBenchmarks"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,460 @@
+// Egress dataplane and checksum benchmarks for IPIPCore.
+//
+// Unit: ONE packet (or one checksum). Every benchmark uses `scalingFactor: .kilo`: one iteration
+// pushes 1,000 packets through `Engine.processEgress` in batches of 64 (15 full batches and one
+// of 40), so the reported wall clock is nanoseconds per packet, throughput is packets per second
+// (in K or M), and `Malloc (total)` is per 1,000 packets: it must be 0.
+//
+// The engine rewrites its input in place (the encapsulation moves each packet's start back by 20
+// bytes into the headroom), so before every batch the input is restored: `removeAll()` and one
+// `append(copying:)` per packet from a pristine pool built in `setup:`. The copy is part of the
+// timed region; every engine benchmark has a "restore only" twin (same pool, same loop, no
+// engine), and the engine's own cost is the difference of the two.
+//
+// The pristine pool holds about 1 MiB of distinct packets (at least 64), cycled in order, so
+// consecutive batches look up different destinations, as a busy node would; the pool is larger
+// than L1 and smaller than L2 (2 MiB per core on the reference machine).
+//
+// Each workload runs one batch in `setup:` and checks the verdicts and counters, so a benchmark
+// cannot silently measure a different path (a drop instead of an encapsulation, say).
+
+import Benchmark
+import IPIPCore
+
+// MARK: - Deterministic randomness
+
+/// SplitMix64: a fixed, seeded sequence, so every run benchmarks the same routes and packets.
+/// (The same generator as TrieBenchmarks; each executable target needs its own copy.)
+struct SplitMix64 {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    mutating func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: next() >> 32) }
+}
+
+// MARK: - Topology
+
+/// The workload pool: every block lies in 10.0.0.0/8, IP-in-IP Always.
+let poolPrefix = IPv4Prefix(address: IPv4Address(10, 0, 0, 0), length: 8)
+/// The source of every inner packet: a workload of the local node (its own block, 10.255.255.0/26).
+let localWorkload = IPv4Address(10, 255, 255, 10)
+
+/// A Calico-like cluster seen from `node-0`: `blockCount` remote /26 blocks spread round-robin
+/// over `nodeCount` remote nodes (underlay 172.16.0.0/16, one subnet), drawn without repetition
+/// from the first 2·blockCount blocks of the pool (a half-used pool, clustered but not
+/// contiguous), plus one local block. Routes in the LPM table: blocks + local block + pool.
+struct Cluster {
+    var spec: TopologySpec
+    /// The remote blocks, for choosing destinations.
+    var blocks: [IPv4Prefix]
+
+    init(blockCount: Int, nodeCount: Int = 100, underlayMTU: Int, seed: UInt64 = 0xB10C_2026) {
+        precondition(2 * blockCount < 1 << 18 - 4, "the /8 pool holds 2^18 /26 blocks")
+        var rng = SplitMix64(state: seed)
+        var nodes: [TopologySpec.Node] = [
+            .init(name: "node-0", address: IPv4Prefix(address: IPv4Address(172, 16, 0, 1), length: 16))
+        ]
+        for n in 1...nodeCount {
+            nodes.append(.init(name: "node-\(n)",
+                               address: IPv4Prefix(address: IPv4Address(172, 16, UInt8(n >> 8), UInt8(n & 0xFF) &+ 1),
+                                                   length: 16)))
+        }
+        var indices = Set<Int>()
+        while indices.count < blockCount { indices.insert(rng.next(below: 2 * blockCount)) }
+        blocks = indices.sorted().map {
+            IPv4Prefix(address: IPv4Address(rawValue: poolPrefix.first.rawValue | UInt32($0) << 6), length: 26)
+        }
+        var specBlocks = blocks.enumerated().map { i, b in TopologySpec.Block(prefix: b, node: "node-\(1 + i % nodeCount)") }
+        specBlocks.append(.init(prefix: IPv4Prefix(address: IPv4Address(10, 255, 255, 0), length: 26), node: "node-0"))
+        spec = TopologySpec(
+            localNodeName: "node-0",
+            pools: [.init(name: "default-ipv4-ippool", prefix: poolPrefix, ipipMode: .always)],
+            nodes: nodes,
+            blocks: specBlocks,
+            underlayMTU: underlayMTU)
+    }
+
+    /// Route count of the compiled LPM table (blocks, the local block and the pool).
+    var routeCount: Int { blocks.count + 2 }
+
+    /// A random address inside a random remote block.
+    func randomRemoteAddress(_ rng: inout SplitMix64) -> IPv4Address {
+        let b = blocks[rng.next(below: blocks.count)]
+        return IPv4Address(rawValue: b.first.rawValue | rng.nextUInt32() & ~b.mask)
+    }
+}
+
+// MARK: - Packets
+
+/// An IPv4/UDP datagram of exactly `size` bytes (IHL 5), header checksum filled in. The payload
+/// is left as zeros (the engine never reads it except to copy it).
+func writeDatagram(into p: UnsafeMutableRawPointer, size: Int, source: IPv4Address, destination: IPv4Address,
+                   dontFragment: Bool, identification: UInt16) {
+    precondition(size >= 28 && size <= 65535)
+    p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+    p.storeBytes(of: 0x45, as: UInt8.self)
+    p.storeBytes(of: UInt16(size).bigEndian, toByteOffset: 2, as: UInt16.self)
+    p.storeBytes(of: identification.bigEndian, toByteOffset: 4, as: UInt16.self)
+    p.storeBytes(of: UInt16(dontFragment ? 0x4000 : 0).bigEndian, toByteOffset: 6, as: UInt16.self)
+    p.storeBytes(of: 63, toByteOffset: 8, as: UInt8.self)
+    p.storeBytes(of: 17, toByteOffset: 9, as: UInt8.self)  // UDP
+    p.storeBytes(of: source.rawValue.bigEndian, toByteOffset: 12, as: UInt32.self)
+    p.storeBytes(of: destination.rawValue.bigEndian, toByteOffset: 16, as: UInt32.self)
+    let c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: p, count: 20))
+    p.storeBytes(of: c.bigEndian, toByteOffset: 10, as: UInt16.self)
+    // UDP header: ports and length; checksum 0 (none), which IPv4 allows.
+    p.storeBytes(of: UInt16(40000).bigEndian, toByteOffset: 20, as: UInt16.self)
+    p.storeBytes(of: UInt16(8080).bigEndian, toByteOffset: 22, as: UInt16.self)
+    p.storeBytes(of: UInt16(size - 20).bigEndian, toByteOffset: 24, as: UInt16.self)
+}
+
+/// Pristine input packets in one contiguous allocation, cycled through by the restore loop.
+/// Immutable after `init`; freed by `deinit`.
+final class PacketPool {
+    let storage: UnsafeMutableRawPointer
+    /// Start offset and length of each packet in `storage`.
+    let starts: UnsafeMutablePointer<Int>
+    let lengths: UnsafeMutablePointer<Int>
+    let count: Int
+    let totalBytes: Int
+
+    /// - Parameters:
+    ///   - sizes: the packet sizes, one per packet.
+    ///   - destination: called once per packet, in order.
+    init(sizes: [Int], dontFragment: Bool, destination: (Int) -> IPv4Address) {
+        count = sizes.count
+        totalBytes = sizes.reduce(0) { $0 + ($1 + 63) & ~63 }
+        storage = .allocate(byteCount: totalBytes, alignment: 64)
+        starts = .allocate(capacity: count)
+        lengths = .allocate(capacity: count)
+        var at = 0
+        for (i, size) in sizes.enumerated() {
+            starts[i] = at
+            lengths[i] = size
+            writeDatagram(into: storage + at, size: size, source: localWorkload, destination: destination(i),
+                          dontFragment: dontFragment, identification: UInt16(truncatingIfNeeded: i))
+            at += (size + 63) & ~63
+        }
+    }
+
+    deinit {
+        storage.deallocate()
+        starts.deallocate()
+        lengths.deallocate()
+    }
+
+    @inline(__always)
+    func packet(_ i: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: storage + starts[i], count: lengths[i])
+    }
+}
+
+/// How many packets of these sizes make about 1 MiB (at least 64, a whole number of `sizes`
+/// cycles so a mix keeps its ratio).
+func poolPacketCount(cycle sizes: [Int], budget: Int = 1 << 20) -> Int {
+    let cycleBytes = sizes.reduce(0) { $0 + ($1 + 63) & ~63 }
+    let cycles = max(1, budget / cycleBytes, (64 + sizes.count - 1) / sizes.count)
+    return cycles * sizes.count
+}
+
+// MARK: - Engine workload
+
+/// Packets per batch (the dataplane's batch size).
+let batchSize = 64
+/// Packets per benchmark iteration (the scaling factor).
+let packetsPerIteration = BenchmarkScalingFactor.kilo.rawValue
+
+/// What a workload's check in `setup:` expects of every input packet.
+enum ExpectedPath {
+    case encapsulated
+    case forwarded
+    /// Encapsulated as this many fragments.
+    case fragmented(Int)
+    /// Dropped with fragmentation needed, and an ICMP error generated.
+    case icmpFragmentationNeeded
+}
+
+/// An engine, its batches and a pristine packet pool, built in `setup:`. A class because the
+/// batches are `~Copyable` and the benchmark closure receives the workload by value.
+final class EngineWorkload {
+    let engine: Engine
+    let pool: PacketPool
+    var batch: PacketBatch
+    var generated: PacketBatch
+    var verdicts: VerdictBatch
+    /// Next pool packet to restore.
+    var next = 0
+    /// The engine's clock: packet arrival times, advanced by 1 ms per batch.
+    var now = Timestamp(seconds: 1_700_000_000)
+
+    init(cluster: Cluster, configuration: EngineConfiguration = .init(), pool: PacketPool,
+         generatedPerInput: Int, maximumGeneratedByteCount: Int, expected: ExpectedPath) {
+        let topology: Topology
+        do { topology = try Topology.compile(cluster.spec) } catch { fatalError("topology: \(error)") }
+        precondition(topology.warnings.isEmpty, "unexpected topology warnings: \(topology.warnings)")
+        engine = Engine(topology: topology, configuration: configuration)
+        self.pool = pool
+        var largest = 0
+        for i in 0..<pool.count { largest = max(largest, pool.lengths[i]) }
+        batch = PacketBatch(capacity: batchSize, maximumPacketByteCount: largest)
+        generated = PacketBatch(capacity: batchSize * generatedPerInput, maximumPacketByteCount: maximumGeneratedByteCount)
+        verdicts = VerdictBatch(capacity: batchSize)
+        check(expected)
+    }
+
+    /// Runs one batch and verifies every packet took the expected path; then rewinds the pool.
+    func check(_ expected: ExpectedPath) {
+        restore(batchSize)
+        engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+        for i in 0..<batchSize {
+            let v = verdicts[i]
+            switch expected {
+            case .encapsulated:
+                precondition(v.action == .encapsulated && v.outputCount == 1 && batch.side(of: i) == .underlay,
+                             "packet \(i): \(v)")
+                precondition(batch.packet(i).count == pool.lengths[i] + 20)
+            case .forwarded:
+                precondition(v.action == .forwarded && batch.side(of: i) == .underlay, "packet \(i): \(v)")
+            case .fragmented(let n):
+                precondition(v.action == .encapsulated && Int(v.outputCount) == n, "packet \(i): \(v)")
+            case .icmpFragmentationNeeded:
+                precondition(v.action == .dropped && v.dropReason == .fragmentationNeeded && v.icmpType == 3
+                             && v.outputCount == 1, "packet \(i): \(v)")
+            }
+        }
+        switch expected {
+        case .fragmented(let n): precondition(generated.count == batchSize * n)
+        case .icmpFragmentationNeeded: precondition(generated.count == batchSize)
+        default: precondition(generated.count == 0)
+        }
+        next = 0
+    }
+
+    /// Refills the input batch with the next `count` pristine packets (a copy of each), with the
+    /// clock advanced by 1 ms. One exclusive access to `batch` per call, not one per packet.
+    @inline(__always)
+    func restore(_ count: Int) {
+        var ns = now.nanoseconds &+ 1_000_000
+        var s = now.seconds
+        if ns >= 1_000_000_000 { ns &-= 1_000_000_000; s &+= 1 }
+        now = Timestamp(seconds: s, nanoseconds: ns)
+        next = Self.fill(&batch, from: pool, start: next, count: count, time: now)
+    }
+
+    /// `removeAll()`, then copies `count` packets from `pool` starting at `start` (wrapping);
+    /// returns the next start.
+    @inline(__always)
+    static func fill(_ batch: inout PacketBatch, from pool: PacketPool, start: Int, count: Int, time: Timestamp) -> Int {
+        batch.removeAll()
+        var n = start
+        for _ in 0..<count {
+            batch.append(copying: pool.packet(n), time: time)
+            n &+= 1
+            if n == pool.count { n = 0 }
+        }
+        return n
+    }
+
+    /// The timed loop: `packets` packets, restored and processed a batch at a time.
+    func run(packets: Int, engineToo: Bool) {
+        var left = packets
+        while left > 0 {
+            let n = min(batchSize, left)
+            restore(n)
+            if engineToo {
+                engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+                blackHole(verdicts[n - 1])
+            } else {
+                blackHole(batch.count)
+            }
+            left &-= n
+        }
+    }
+}
+
+// MARK: - Workloads
+
+let defaultUnderlayMTU = 1500
+/// For the encapsulation benchmarks: a jumbo underlay, so a 1500-byte inner packet fits whole
+/// (tunnel MTU 8980). With the default 1500 the tunnel MTU is 1480 and 1500-byte packets would
+/// take the fragmentation or ICMP path instead.
+let jumboUnderlayMTU = 9000
+
+/// Packets of the given size cycle to random addresses in remote blocks: the encapsulation path.
+func encapsulationWorkload(sizes: [Int], blockCount: Int, seed: UInt64 = 0xD57_0001) -> EngineWorkload {
+    let cluster = Cluster(blockCount: blockCount, underlayMTU: jumboUnderlayMTU)
+    var rng = SplitMix64(state: seed)
+    let count = poolPacketCount(cycle: sizes)
+    let all = (0..<count).map { sizes[$0 % sizes.count] }
+    var shuffled = all
+    // A mix is interleaved at random (seeded), not in runs.
+    if sizes.count > 1 {
+        for i in stride(from: shuffled.count - 1, to: 0, by: -1) { shuffled.swapAt(i, rng.next(below: i + 1)) }
+    }
+    let pool = PacketPool(sizes: shuffled, dontFragment: true) { _ in cluster.randomRemoteAddress(&rng) }
+    return EngineWorkload(cluster: cluster, pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 64,
+                          expected: .encapsulated)
+}
+
+/// 64-byte packets to 198.18.0.0/15 (benchmarking addresses, RFC 2544): outside every pool and
+/// block, so the lookup misses and the packet is forwarded natively.
+func nativeWorkload(blockCount: Int) -> EngineWorkload {
+    let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
+    var rng = SplitMix64(state: 0xD57_0002)
+    let sizes = [64]
+    let pool = PacketPool(sizes: Array(repeating: 64, count: poolPacketCount(cycle: sizes)), dontFragment: true) { _ in
+        IPv4Address(rawValue: 0xC612_0000 | rng.nextUInt32() >> 15)
+    }
+    return EngineWorkload(cluster: cluster, pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 64,
+                          expected: .forwarded)
+}
+
+/// 3000-byte packets without DF over a 1500-byte underlay (tunnel MTU 1480): each becomes 3
+/// fragments (1476 + 1476 + 88 bytes of inner datagram), each encapsulated, in `generated`.
+func fragmentWorkload(blockCount: Int) -> EngineWorkload {
+    let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
+    var rng = SplitMix64(state: 0xD57_0003)
+    let pool = PacketPool(sizes: Array(repeating: 3000, count: poolPacketCount(cycle: [3000])), dontFragment: false) { _ in
+        cluster.randomRemoteAddress(&rng)
+    }
+    return EngineWorkload(cluster: cluster, pool: pool, generatedPerInput: 3, maximumGeneratedByteCount: 1500,
+                          expected: .fragmented(3))
+}
+
+/// 1500-byte packets with DF over a 1500-byte underlay (tunnel MTU 1480): each is dropped and
+/// answered with ICMP 3/4 (576 bytes: 28 + 548 quoted). The ICMP token bucket is made large
+/// enough (10^9 tokens, refilled at 10^9/s of packet time) that it never runs dry, so every
+/// packet pays for building the error; with the default 1000/s almost all would be rate-limited.
+func icmpWorkload(blockCount: Int) -> EngineWorkload {
+    let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
+    var rng = SplitMix64(state: 0xD57_0004)
+    let pool = PacketPool(sizes: Array(repeating: 1500, count: poolPacketCount(cycle: [1500])), dontFragment: true) { _ in
+        cluster.randomRemoteAddress(&rng)
+    }
+    return EngineWorkload(cluster: cluster,
+                          configuration: .init(icmpRatePerSecond: 1_000_000_000, icmpBurst: 1_000_000_000),
+                          pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 576,
+                          expected: .icmpFragmentationNeeded)
+}
+
+// MARK: - Checksum workload
+
+/// `count` buffers of `size` bytes with distinct contents, so the compiler cannot hoist a
+/// checksum out of the loop; 16 × 9000 B fits L2, the smaller sizes fit L1.
+final class ChecksumBuffers {
+    let storage: UnsafeMutableRawPointer
+    let size: Int
+    let stride: Int
+    static let count = 16
+
+    init(size: Int) {
+        self.size = size
+        stride = (size + 63) & ~63
+        storage = .allocate(byteCount: stride * Self.count, alignment: 64)
+        var rng = SplitMix64(state: UInt64(size))
+        for i in 0..<(stride * Self.count) {
+            storage.storeBytes(of: UInt8(truncatingIfNeeded: rng.next()), toByteOffset: i, as: UInt8.self)
+        }
+    }
+
+    deinit { storage.deallocate() }
+
+    @inline(__always)
+    func buffer(_ i: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: storage + (i & (Self.count - 1)) * stride, count: size)
+    }
+}
+
+// MARK: - Benchmarks
+
+let benchmarks: @Sendable () -> Void = {
+    // Any allocation on these paths is a failure: the absolute tolerance is 0 at every
+    // percentile, for `baseline check`; `thresholds check` reads the p90 values (0) from
+    // Thresholds/EngineBenchmarks.<name>.p90.json (see Benchmarks/README.md).
+    let noAllocations: [BenchmarkMetric: BenchmarkThresholds] = [
+        .mallocCountTotal: .init(absolute: [.p0: 0, .p25: 0, .p50: 0, .p75: 0, .p90: 0, .p99: 0, .p100: 0])
+    ]
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
+        warmupIterations: 10,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(1),
+        maxIterations: 10_000,
+        thresholds: noAllocations
+    )
+
+    /// An engine benchmark and its "restore only" twin over the same workload.
+    func engineBenchmark(_ name: String, restoreName: String?, _ make: @escaping @Sendable () -> EngineWorkload) {
+        Benchmark(name) { benchmark, workload in
+            workload.run(packets: benchmark.scaledIterations.count, engineToo: true)
+        } setup: {
+            make()
+        }
+        if let restoreName {
+            Benchmark(restoreName) { benchmark, workload in
+                workload.run(packets: benchmark.scaledIterations.count, engineToo: false)
+            } setup: {
+                make()
+            }
+        }
+    }
+
+    // Encapsulation, by packet size, 10k routes.
+    for size in [64, 512, 1500] {
+        engineBenchmark("Egress encapsulate \(size)B, 10k routes", restoreName: "Restore only \(size)B") {
+            encapsulationWorkload(sizes: [size], blockCount: 10_000)
+        }
+    }
+    engineBenchmark("Egress encapsulate IMIX, 10k routes", restoreName: "Restore only IMIX") {
+        // 7:4:1 of 64, 576 and 1500 bytes (simple IMIX): 354 bytes on average.
+        encapsulationWorkload(sizes: Array(repeating: 64, count: 7) + Array(repeating: 576, count: 4) + [1500],
+                              blockCount: 10_000)
+    }
+    // The LPM effect: the same 64-byte workload with 1k and 100k routes (restore as for 64B).
+    for blockCount in [1_000, 100_000] {
+        engineBenchmark("Egress encapsulate 64B, \(blockCount / 1_000)k routes", restoreName: nil) {
+            encapsulationWorkload(sizes: [64], blockCount: blockCount)
+        }
+    }
+    engineBenchmark("Egress forward natively 64B, 10k routes", restoreName: nil) {
+        nativeWorkload(blockCount: 10_000)
+    }
+    engineBenchmark("Egress fragment DF=0 3000B, 10k routes", restoreName: "Restore only 3000B") {
+        fragmentWorkload(blockCount: 10_000)
+    }
+    engineBenchmark("Egress ICMP frag-needed 1500B DF=1, 10k routes", restoreName: nil) {
+        // Restore cost: "Restore only 1500B".
+        icmpWorkload(blockCount: 10_000)
+    }
+
+    // Checksums: one checksum per scaled iteration.
+    for size in [20, 64, 1500, 9000] {
+        Benchmark("Checksum RFC 1071 \(size)B") { benchmark, buffers in
+            for i in benchmark.scaledIterations {
+                blackHole(InternetChecksum.checksum(buffers.buffer(i)))
+            }
+        } setup: {
+            ChecksumBuffers(size: size)
+        }
+    }
+    Benchmark("Checksum RFC 1624 update 16-bit") { benchmark in
+        var c: UInt16 = 0xB1E6
+        for i in benchmark.scaledIterations {
+            c = InternetChecksum.update(c, old: UInt16(truncatingIfNeeded: i), new: UInt16(truncatingIfNeeded: i &* 7))
+        }
+        blackHole(c)
+    }
+    Benchmark("Checksum RFC 1624 update 32-bit") { benchmark in
+        var c: UInt16 = 0xB1E6
+        for i in benchmark.scaledIterations {
+            c = InternetChecksum.update(c, old: UInt32(truncatingIfNeeded: i), new: UInt32(truncatingIfNeeded: i &* 0x9E37))
+        }
+        blackHole(c)
+    }
+}
