@@ -59,6 +59,13 @@ public final class Engine {
 
     @usableFromInline let counters: UnsafeMutablePointer<UInt64>
     @usableFromInline let state: UnsafeMutablePointer<MutableState>
+    /// Scratch for the batched route lookup: destinations in, route indices out.
+    let lookupAddresses: UnsafeMutablePointer<IPv4Address>
+    let lookupRoutes: UnsafeMutablePointer<UInt32>
+    /// How many packets one batched lookup covers; larger batches are processed in chunks.
+    static let lookupChunk = 256
+    /// The route index meaning "no route" in `lookupRoutes`.
+    static let noRoute = UInt32.max
 
     /// Per-peer path MTU soft state: the learned outer MTU (0 = none) and when it expires (ns).
     final class PathMTUTable {
@@ -97,12 +104,18 @@ public final class Engine {
         counters.initialize(repeating: 0, count: CounterSlot.totalCount)
         state = .allocate(capacity: 1)
         state.initialize(to: MutableState())
+        lookupAddresses = .allocate(capacity: Self.lookupChunk)
+        lookupAddresses.initialize(repeating: .any, count: Self.lookupChunk)
+        lookupRoutes = .allocate(capacity: Self.lookupChunk)
+        lookupRoutes.initialize(repeating: Self.noRoute, count: Self.lookupChunk)
     }
 
     deinit {
         counters.deallocate()
         state.deinitialize(count: 1)
         state.deallocate()
+        lookupAddresses.deallocate()
+        lookupRoutes.deallocate()
     }
 
     /// Installs a new topology; takes effect from the next batch. Learned path MTUs carry over
