@@ -527,3 +527,251 @@ struct NATTableLimitTests {
         #expect(nat.count == 1)
     }
 }
+
+// MARK: - Differential test against a Dictionary model
+
+/// The slow obvious reference: Dictionaries, a full scan to expire, its own TCP rules.
+private struct NATModel {
+    struct MappingKey: Hashable { var proto: NATProtocol; var address: IPv4Address; var port: UInt16 }
+    struct SessionKey: Hashable {
+        var proto: NATProtocol; var externalPort: UInt16; var remote: IPv4Address; var remotePort: UInt16
+    }
+    struct Session { var mapping: MappingKey; var state: NATTCPState; var last: Int64 }
+
+    let capacity: Int
+    let range: ClosedRange<UInt16>
+    let timeouts: NATTimeouts
+    var mappings: [MappingKey: UInt16] = [:]
+    var sessions: [SessionKey: Session] = [:]
+    var clock = Int64.min
+    var counters = NATCounters()
+
+    func timeout(_ key: SessionKey, _ s: Session) -> Int64 {
+        let seconds: Int64
+        switch key.proto {
+        case .udp: seconds = timeouts.udp
+        case .icmp: seconds = timeouts.icmp
+        case .tcp: seconds = s.state == .established ? timeouts.tcpEstablished : timeouts.tcpTransitory
+        }
+        return seconds * 1_000_000_000
+    }
+
+    func isExpired(_ key: SessionKey, _ s: Session, at t: Int64) -> Bool { t - s.last >= timeout(key, s) }
+
+    mutating func advance(_ now: Timestamp) -> Int64 {
+        clock = max(clock, now.totalNanoseconds)
+        return clock
+    }
+
+    mutating func reap(_ t: Int64) -> Int {
+        let dead = sessions.filter { isExpired($0.key, $0.value, at: t) }
+        for key in dead.keys { sessions[key] = nil }
+        let liveMappings = Set(sessions.values.map(\.mapping))
+        mappings = mappings.filter { liveMappings.contains($0.key) }
+        counters.expired += UInt64(dead.count)
+        return dead.count
+    }
+
+    static func next(_ s: NATTCPState, _ f: UInt8, outbound: Bool) -> NATTCPState {
+        let rst = f & 0x04 != 0, syn = f & 0x02 != 0, fin = f & 0x01 != 0, ack = f & 0x10 != 0
+        if rst { return .reset }
+        switch s {
+        case .opening: return fin ? .closing : (!outbound && ack ? .established : .opening)
+        case .established: return fin ? .closing : .established
+        case .closing: return outbound && syn && !ack && !fin ? .opening : .closing
+        case .reset: return outbound && syn && !ack && !fin ? .opening : .reset
+        }
+    }
+
+    func portUsed(_ proto: NATProtocol, _ port: UInt16) -> Bool {
+        mappings.contains { $0.key.proto == proto && $0.value == port }
+    }
+
+    /// Applies an outbound packet given the table's answer; returns a complaint or nil.
+    mutating func outbound(
+        _ proto: NATProtocol, _ address: IPv4Address, _ port: UInt16, _ remote: IPv4Address, _ remotePort: UInt16,
+        _ flags: UInt8, _ now: Timestamp, actual: NATOutboundResult
+    ) -> String? {
+        let t = advance(now)
+        _ = reap(t)
+        let remotePort = proto == .icmp ? 0 : remotePort
+        let mk = MappingKey(proto: proto, address: address, port: port)
+        if let ext = mappings[mk] {
+            let sk = SessionKey(proto: proto, externalPort: ext, remote: remote, remotePort: remotePort)
+            if var s = sessions[sk] {
+                if proto == .tcp { s.state = NATModel.next(s.state, flags, outbound: true) }
+                s.last = t
+                sessions[sk] = s
+                let expected = NATOutboundResult(status: .existing, externalPort: ext)
+                return actual == expected ? nil : "outbound: expected \(expected), got \(actual)"
+            }
+        }
+        var state = NATTCPState.opening
+        if proto == .tcp {
+            if flags & 0x04 != 0 {
+                counters.refused += 1
+                return actual.status == .refused ? nil : "expected refused, got \(actual)"
+            }
+            if flags & 0x01 != 0 { state = .closing }
+        }
+        if sessions.count >= capacity {
+            counters.tableFull += 1
+            return actual.status == .tableFull ? nil : "expected tableFull, got \(actual)"
+        }
+        let ext: UInt16
+        if let e = mappings[mk] {
+            ext = e
+            guard actual == NATOutboundResult(status: .created, externalPort: e) else {
+                return "expected created on \(e), got \(actual)"
+            }
+        } else {
+            let free = range.filter { !portUsed(proto, $0) }
+            if free.isEmpty {
+                counters.portsExhausted += 1
+                return actual.status == .portsExhausted ? nil : "expected portsExhausted, got \(actual)"
+            }
+            guard actual.status == .created else { return "expected created, got \(actual)" }
+            if range.contains(port) && !portUsed(proto, port) {
+                guard actual.externalPort == port else { return "port \(port) not preserved: \(actual)" }
+            } else {
+                guard free.contains(actual.externalPort) else { return "port \(actual.externalPort) not free" }
+            }
+            ext = actual.externalPort
+            mappings[mk] = ext
+        }
+        let sk = SessionKey(proto: proto, externalPort: ext, remote: remote, remotePort: remotePort)
+        sessions[sk] = Session(mapping: mk, state: proto == .tcp ? state : .opening, last: t)
+        counters.created += 1
+        return nil
+    }
+
+    mutating func inbound(
+        _ proto: NATProtocol, _ ext: UInt16, _ remote: IPv4Address, _ remotePort: UInt16, _ flags: UInt8,
+        _ now: Timestamp
+    ) -> MappingKey? {
+        let t = advance(now)
+        _ = reap(t)
+        let sk = SessionKey(proto: proto, externalPort: ext, remote: remote, remotePort: proto == .icmp ? 0 : remotePort)
+        guard var s = sessions[sk] else { return nil }
+        if proto == .tcp { s.state = NATModel.next(s.state, flags, outbound: false) }
+        s.last = t
+        sessions[sk] = s
+        return s.mapping
+    }
+
+    func peekInbound(_ proto: NATProtocol, _ ext: UInt16, _ remote: IPv4Address, _ remotePort: UInt16, _ now: Timestamp)
+        -> MappingKey?
+    {
+        let sk = SessionKey(proto: proto, externalPort: ext, remote: remote, remotePort: proto == .icmp ? 0 : remotePort)
+        guard let s = sessions[sk], !isExpired(sk, s, at: max(clock, now.totalNanoseconds)) else { return nil }
+        return s.mapping
+    }
+
+    func peekOutbound(
+        _ proto: NATProtocol, _ address: IPv4Address, _ port: UInt16, _ remote: IPv4Address, _ remotePort: UInt16,
+        _ now: Timestamp
+    ) -> UInt16? {
+        guard let ext = mappings[MappingKey(proto: proto, address: address, port: port)] else { return nil }
+        return peekInbound(proto, ext, remote, remotePort, now) == nil ? nil : ext
+    }
+}
+
+@Suite("NATTable differential")
+struct NATTableDifferentialTests {
+    @Test("random operations agree with a Dictionary model", arguments: [UInt64(0x5EED), 0xC0FFEE, 0xDEAD_BEEF])
+    func differential(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        let timeouts = NATTimeouts(udp: 30, tcpEstablished: 100, tcpTransitory: 20, icmp: 10)
+        let range: ClosedRange<UInt16> = 61000...61015
+        let capacity = 40
+        let nat = NATTable(capacity: capacity, portRange: range, timeouts: timeouts, seed: seed)
+        var model = NATModel(capacity: capacity, range: range, timeouts: timeouts)
+        let internals = (0..<6).map { IPv4Address(rawValue: 0xC0A8_0000 + UInt32($0)) }
+        let internalPorts: [UInt16] = [1, 5000, 61000, 61001, 61007, 61015]
+        let remotes = [server1, server2, server3]
+        let remotePorts: [UInt16] = [53, 80, 443]
+        let protocols = NATProtocol.allCases
+        let flagChoices: [UInt8] = [SYN, SYN | ACK, ACK, ACK, FIN | ACK, FIN, RST, RST | ACK, ACK | 0x08]
+        let steps: [Int64] = [0, 1, 1_000_000, 999_999_999, 1_000_000_000, 5_000_000_000, 9_999_999_999,
+                              10_000_000_000, 19_999_999_999, 20_000_000_000]
+        var now: Int64 = 1_000_000_000_000
+
+        func stamp(_ ns: Int64) -> Timestamp { Timestamp(seconds: ns / 1_000_000_000, nanoseconds: UInt32(ns % 1_000_000_000)) }
+        func fail(_ step: Int, _ message: String) {
+            Issue.record("seed 0x\(String(seed, radix: 16)) step \(step): \(message)")
+        }
+
+        for step in 0..<50_000 {
+            let proto = protocols[rng.next(below: 3)]
+            let flags = flagChoices[rng.next(below: flagChoices.count)]
+            let remote = remotes[rng.next(below: remotes.count)]
+            let remotePort = remotePorts[rng.next(below: remotePorts.count)]
+            // Sometimes look backwards in time: the clock must not move back.
+            let t = rng.next(below: 50) == 0 ? stamp(now - 3_000_000_000) : stamp(now)
+            switch rng.next(below: 100) {
+            case 0..<45:
+                let a = internals[rng.next(below: internals.count)]
+                let p = internalPorts[rng.next(below: internalPorts.count)]
+                let r = nat.outbound(proto, internalAddress: a, internalPort: p, remoteAddress: remote,
+                                     remotePort: remotePort, tcpFlags: flags, now: t)
+                if let complaint = model.outbound(proto, a, p, remote, remotePort, flags, t, actual: r) {
+                    return fail(step, complaint)
+                }
+            case 45..<75:
+                // Mostly ports of live sessions, sometimes any port of the range.
+                let ext: UInt16
+                if rng.next(below: 4) != 0, !model.sessions.isEmpty {
+                    let keys = Array(model.sessions.keys)
+                    ext = keys[rng.next(below: keys.count)].externalPort
+                } else {
+                    ext = range.lowerBound + UInt16(rng.next(below: range.count))
+                }
+                let r = nat.inbound(proto, externalPort: ext, remoteAddress: remote, remotePort: remotePort,
+                                    tcpFlags: flags, now: t)
+                let m = model.inbound(proto, ext, remote, remotePort, flags, t)
+                if r?.internalAddress != m?.address || r?.internalPort != m?.port {
+                    return fail(step, "inbound \(proto) \(ext) from \(remote):\(remotePort): \(String(describing: r)) vs \(String(describing: m))")
+                }
+            case 75..<85:
+                let a = internals[rng.next(below: internals.count)]
+                let p = internalPorts[rng.next(below: internalPorts.count)]
+                let peekNow = stamp(now + steps[rng.next(below: steps.count)])
+                let r = nat.peekOutbound(proto, internalAddress: a, internalPort: p, remoteAddress: remote,
+                                         remotePort: remotePort, now: peekNow)
+                let m = model.peekOutbound(proto, a, p, remote, remotePort, peekNow)
+                if r != m { return fail(step, "peekOutbound: \(String(describing: r)) vs \(String(describing: m))") }
+                let ext = range.lowerBound + UInt16(rng.next(below: range.count))
+                let ri = nat.peekInbound(proto, externalPort: ext, remoteAddress: remote, remotePort: remotePort, now: peekNow)
+                let mi = model.peekInbound(proto, ext, remote, remotePort, peekNow)
+                if ri?.internalAddress != mi?.address || ri?.internalPort != mi?.port {
+                    return fail(step, "peekInbound differs")
+                }
+            case 85..<95:
+                now += steps[rng.next(below: steps.count)]
+            default:
+                let n = nat.expire(now: t)
+                let m = model.reap(model.advance(t))
+                if n != m { return fail(step, "expire removed \(n), model \(m)") }
+                if nat.count != model.sessions.count || nat.mappingCount != model.mappings.count {
+                    return fail(step, "counts \(nat.count)/\(nat.mappingCount) vs \(model.sessions.count)/\(model.mappings.count)")
+                }
+                for p in protocols {
+                    for port in range where nat.isExternalPortInUse(p, port) != model.portUsed(p, port) {
+                        return fail(step, "port \(p) \(port) in use differs")
+                    }
+                }
+                for (key, s) in model.sessions where key.proto == .tcp {
+                    let st = nat.tcpState(externalPort: key.externalPort, remoteAddress: key.remote, remotePort: key.remotePort)
+                    if st != s.state { return fail(step, "TCP state \(String(describing: st)) vs \(s.state)") }
+                }
+            }
+            if nat.counters != model.counters {
+                return fail(step, "counters \(nat.counters) vs \(model.counters)")
+            }
+            if step % 1000 == 0, let v = nat.invariantViolation() { return fail(step, v) }
+        }
+        #expect(nat.counters.created > 1000)
+        #expect(nat.counters.portsExhausted > 0 || nat.counters.tableFull > 0)
+        #expect(nat.invariantViolation() == nil)
+    }
+}
