@@ -1,0 +1,319 @@
+// The storage primitives of NATTable: hash tables, timeout lists, free stacks and the port
+// bitmap, all over the raw memory allocated in `NATTable.init`. The structural invariants they rely
+// on (checked by `invariantViolation()` in the tests):
+// - every index stored in a slot, a list link, a free stack or a session's `mapping` field is in
+//   0 ..< capacity;
+// - a slot holds `index + 1` of a live record, or 0; the tables are at most half full, so every
+//   probe loop meets an empty slot;
+// - each live session is in exactly one list (its timeout class), each free record in no list;
+// - a mapping's bit in `portBitmap` is set exactly while the mapping is live.
+
+extension NATTable {
+    // MARK: Clock and expiry
+
+    /// Advances the table clock to `now` unless it is older, and returns the clock.
+    @inline(__always)
+    func advanceClock(to now: Timestamp) -> Int64 {
+        let t = now.totalNanoseconds
+        if t > state.pointee.clock { state.pointee.clock = t }
+        return state.pointee.clock
+    }
+
+    /// The clock `advanceClock` would return, without advancing it.
+    @inline(__always)
+    func peekClock(_ now: Timestamp) -> Int64 {
+        max(now.totalNanoseconds, state.pointee.clock)
+    }
+
+    /// Whether session `s` is expired at clock `t` (`t − lastActivity ≥ timeout`).
+    @inline(__always)
+    func isExpired(_ s: Int32, at t: Int64) -> Bool {
+        // Safe: s is a live session index (< capacity) and its class < NATTimeoutClass.count.
+        let record = sessions[Int(s)]
+        let (idle, overflow) = t.subtractingReportingOverflow(record.lastActivity)
+        return overflow || idle >= timeoutNanoseconds[Int(record.timeoutClass)]
+    }
+
+    /// Pops expired heads off every timeout list; returns how many sessions were removed.
+    func reapExpired(at t: Int64) -> Int {
+        var removed = 0
+        for c in 0..<NATTimeoutClass.count {
+            while true {
+                // Safe: c < NATTimeoutClass.count and listEnds holds 2 entries per class.
+                let head = listEnds[2 * c]
+                guard head >= 0, isExpired(head, at: t) else { break }
+                removeSession(head)
+                removed &+= 1  // Safe: bounded by capacity.
+            }
+        }
+        state.pointee.counters.expired &+= UInt64(removed)
+        return removed
+    }
+
+    /// Sets the last activity of session `s` to `t` and moves it to the tail of the list of its
+    /// (possibly new) timeout class.
+    func touch(_ s: Int32, at t: Int64) {
+        unlink(s)
+        let record = sessions[Int(s)]
+        let proto = NATProtocol(rawValue: record.proto) ?? .udp
+        let tcp = NATTCPState(rawValue: record.tcpState) ?? .opening
+        sessions[Int(s)].timeoutClass = NATTable.timeoutClass(proto, tcp).rawValue
+        sessions[Int(s)].lastActivity = t
+        append(s)
+    }
+
+    // MARK: Timeout lists
+
+    /// Appends session `s` to the tail of the list of its timeout class.
+    @inline(__always)
+    func append(_ s: Int32) {
+        let c = Int(sessions[Int(s)].timeoutClass)
+        let tail = listEnds[2 * c + 1]
+        sessions[Int(s)].previous = tail
+        sessions[Int(s)].next = -1
+        if tail >= 0 { sessions[Int(tail)].next = s } else { listEnds[2 * c] = s }
+        listEnds[2 * c + 1] = s
+    }
+
+    /// Removes session `s` from the list of its timeout class.
+    @inline(__always)
+    func unlink(_ s: Int32) {
+        let c = Int(sessions[Int(s)].timeoutClass)
+        let previous = sessions[Int(s)].previous
+        let next = sessions[Int(s)].next
+        if previous >= 0 { sessions[Int(previous)].next = next } else { listEnds[2 * c] = next }
+        if next >= 0 { sessions[Int(next)].previous = previous } else { listEnds[2 * c + 1] = previous }
+        sessions[Int(s)].previous = -1
+        sessions[Int(s)].next = -1
+    }
+
+    // MARK: Hashing
+
+    /// wyhash-style mix: the folded 128-bit product of the key words xored with the secrets.
+    @inline(__always)
+    static func mix(_ a: UInt64, _ b: UInt64, _ k0: UInt64, _ k1: UInt64) -> UInt64 {
+        let p = (a ^ k0).multipliedFullWidth(by: b ^ k1)
+        let q = (p.high ^ p.low ^ k0).multipliedFullWidth(by: k1)
+        return q.high ^ q.low
+    }
+
+    @inline(__always)
+    func sessionHome(_ proto: UInt8, _ externalPort: UInt16, _ remoteAddress: UInt32, _ remotePort: UInt16) -> Int {
+        let a = UInt64(remoteAddress) << 32 | UInt64(remotePort) << 16 | UInt64(externalPort)
+        return Int(truncatingIfNeeded: NATTable.mix(a, UInt64(proto), sessionKey0, sessionKey1)) & slotMask
+    }
+
+    @inline(__always)
+    func mappingHome(_ proto: UInt8, _ internalAddress: UInt32, _ internalPort: UInt16) -> Int {
+        let a = UInt64(internalAddress) << 16 | UInt64(internalPort)
+        return Int(truncatingIfNeeded: NATTable.mix(a, UInt64(proto), mappingKey0, mappingKey1)) & slotMask
+    }
+
+    @inline(__always)
+    func sessionHome(of s: Int32) -> Int {
+        let r = sessions[Int(s)]
+        return sessionHome(r.proto, r.externalPort, r.remoteAddress, r.remotePort)
+    }
+
+    @inline(__always)
+    func mappingHome(of m: Int32) -> Int {
+        let r = mappings[Int(m)]
+        return mappingHome(r.proto, r.internalAddress, r.internalPort)
+    }
+
+    // MARK: Session hash
+
+    /// The index of the session with this key, or -1.
+    func findSession(_ proto: NATProtocol, _ externalPort: UInt16, _ remoteAddress: UInt32, _ remotePort: UInt16) -> Int32 {
+        let p = proto.rawValue
+        var i = sessionHome(p, externalPort, remoteAddress, remotePort)
+        while true {
+            // Safe: i ≤ slotMask; the table is at most half full, so the loop meets a 0.
+            let slot = sessionSlots[i]
+            if slot == 0 { return -1 }
+            let s = Int32(truncatingIfNeeded: slot &- 1)  // Safe: slot ≥ 1.
+            let r = sessions[Int(s)]
+            if r.remoteAddress == remoteAddress && r.externalPort == externalPort && r.remotePort == remotePort
+                && r.proto == p
+            {
+                return s
+            }
+            i = (i &+ 1) & slotMask
+        }
+    }
+
+    /// Creates a session (its key must be absent) and puts it at the tail of its list.
+    /// - Precondition: fewer than `capacity` sessions.
+    func insertSession(
+        mapping m: Int32, proto: NATProtocol, remoteAddress: UInt32, remotePort: UInt16, tcpState: NATTCPState,
+        at t: Int64
+    ) {
+        precondition(state.pointee.freeSessionCount > 0, "NAT session records exhausted")
+        state.pointee.freeSessionCount &-= 1  // Safe: > 0 checked above.
+        let s = freeSessions[state.pointee.freeSessionCount]
+        var r = NATSessionRecord()
+        r.lastActivity = t
+        r.remoteAddress = remoteAddress
+        r.remotePort = remotePort
+        r.mapping = m
+        r.externalPort = mappings[Int(m)].externalPort
+        r.proto = proto.rawValue
+        r.tcpState = proto == .tcp ? tcpState.rawValue : 0
+        r.timeoutClass = NATTable.timeoutClass(proto, tcpState).rawValue
+        sessions[Int(s)] = r
+        var i = sessionHome(of: s)
+        while sessionSlots[i] != 0 { i = (i &+ 1) & slotMask }
+        sessionSlots[i] = UInt32(s) &+ 1  // Safe: s < 2^28.
+        append(s)
+        mappings[Int(m)].sessionCount &+= 1
+        state.pointee.sessionCount &+= 1
+    }
+
+    /// Removes session `s` from its list and the hash; frees its mapping when it was the last.
+    func removeSession(_ s: Int32) {
+        unlink(s)
+        var i = sessionHome(of: s)
+        let target = UInt32(s) &+ 1
+        while sessionSlots[i] != target { i = (i &+ 1) & slotMask }
+        NATTable.backwardShiftDelete(at: i, slots: sessionSlots, mask: slotMask) { self.sessionHome(of: $0) }
+        let m = sessions[Int(s)].mapping
+        sessions[Int(s)].mapping = -1
+        freeSessions[state.pointee.freeSessionCount] = s
+        state.pointee.freeSessionCount &+= 1
+        state.pointee.sessionCount &-= 1
+        mappings[Int(m)].sessionCount &-= 1
+        if mappings[Int(m)].sessionCount == 0 { removeMapping(m) }
+    }
+
+    /// Empties slot `i` and moves later entries of its probe run back so that every entry stays
+    /// reachable from its home slot (Knuth 6.4 Algorithm R).
+    @inline(__always)
+    static func backwardShiftDelete(
+        at start: Int, slots: UnsafeMutablePointer<UInt32>, mask: Int, home: (Int32) -> Int
+    ) {
+        var hole = start
+        var j = start
+        while true {
+            j = (j &+ 1) & mask
+            let slot = slots[j]
+            if slot == 0 { break }
+            let k = home(Int32(truncatingIfNeeded: slot &- 1))
+            // The entry at j may fill the hole unless its home lies cyclically in (hole, j].
+            let stays = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j)
+            if !stays {
+                slots[hole] = slot
+                hole = j
+            }
+        }
+        slots[hole] = 0
+    }
+
+    // MARK: Mapping hash
+
+    /// The index of the mapping of this internal endpoint, or -1.
+    func findMapping(_ proto: NATProtocol, _ internalAddress: UInt32, _ internalPort: UInt16) -> Int32 {
+        let p = proto.rawValue
+        var i = mappingHome(p, internalAddress, internalPort)
+        while true {
+            // Safe: as in findSession.
+            let slot = mappingSlots[i]
+            if slot == 0 { return -1 }
+            let m = Int32(truncatingIfNeeded: slot &- 1)
+            let r = mappings[Int(m)]
+            if r.internalAddress == internalAddress && r.internalPort == internalPort && r.proto == p { return m }
+            i = (i &+ 1) & slotMask
+        }
+    }
+
+    /// Creates a mapping holding `externalPort` (already marked in the bitmap) with no sessions.
+    func insertMapping(_ proto: NATProtocol, _ internalAddress: UInt32, _ internalPort: UInt16, externalPort: UInt16)
+        -> Int32
+    {
+        precondition(state.pointee.freeMappingCount > 0, "NAT mapping records exhausted")
+        state.pointee.freeMappingCount &-= 1  // Safe: > 0 checked above.
+        let m = freeMappings[state.pointee.freeMappingCount]
+        var r = NATMappingRecord()
+        r.internalAddress = internalAddress
+        r.internalPort = internalPort
+        r.externalPort = externalPort
+        r.proto = proto.rawValue
+        r.sessionCount = 0
+        mappings[Int(m)] = r
+        var i = mappingHome(of: m)
+        while mappingSlots[i] != 0 { i = (i &+ 1) & slotMask }
+        mappingSlots[i] = UInt32(m) &+ 1  // Safe: m < 2^28.
+        state.pointee.mappingCount &+= 1
+        return m
+    }
+
+    /// Removes mapping `m` (no sessions left) and releases its port.
+    func removeMapping(_ m: Int32) {
+        var i = mappingHome(of: m)
+        let target = UInt32(m) &+ 1
+        while mappingSlots[i] != target { i = (i &+ 1) & slotMask }
+        NATTable.backwardShiftDelete(at: i, slots: mappingSlots, mask: slotMask) { self.mappingHome(of: $0) }
+        let r = mappings[Int(m)]
+        let proto = NATProtocol(rawValue: r.proto) ?? .udp
+        setPort(proto, r.externalPort, taken: false)
+        freeMappings[state.pointee.freeMappingCount] = m
+        state.pointee.freeMappingCount &+= 1
+        state.pointee.mappingCount &-= 1
+    }
+
+    // MARK: Ports
+
+    @inline(__always)
+    func isPortTaken(_ proto: NATProtocol, _ port: UInt16) -> Bool {
+        // Safe: space index < 3, port >> 6 < 1024.
+        portBitmap[proto.spaceIndex &* 1024 &+ Int(port >> 6)] & (1 << UInt64(port & 63)) != 0
+    }
+
+    @inline(__always)
+    func setPort(_ proto: NATProtocol, _ port: UInt16, taken: Bool) {
+        let w = proto.spaceIndex &* 1024 &+ Int(port >> 6)
+        let bit: UInt64 = 1 << UInt64(port & 63)
+        if taken { portBitmap[w] |= bit } else { portBitmap[w] &= ~bit }
+    }
+
+    /// The next PRNG output.
+    @inline(__always)
+    func nextRandom() -> UInt64 { NATTable.splitMix(&state.pointee.rng) }
+
+    /// Claims a free external port for a new mapping: `preferred` if it is in range and free,
+    /// otherwise a pseudo-random free port in range; nil when every port of the range is taken.
+    func allocatePort(_ proto: NATProtocol, preferring preferred: UInt16) -> UInt16? {
+        let lo = Int(portRange.lowerBound)
+        let hi = Int(portRange.upperBound)
+        if portRange.contains(preferred) && !isPortTaken(proto, preferred) {
+            setPort(proto, preferred, taken: true)
+            return preferred
+        }
+        // A random start in [lo, hi] (Lemire's multiply-shift, no modulo).
+        let span = UInt64(hi - lo + 1)
+        let start = lo + Int(truncatingIfNeeded: nextRandom().multipliedFullWidth(by: span).high)
+        let firstWord = lo >> 6
+        let lastWord = hi >> 6
+        let base = proto.spaceIndex &* 1024
+        var w = start >> 6
+        let startBit = UInt64(start & 63)
+        // The start word is visited twice: first its bits from `startBit` up, at the end the rest.
+        for step in 0...(lastWord - firstWord + 1) {
+            var free = ~portBitmap[base + w]
+            // Keep only the bits of ports inside the range.
+            if w == firstWord { free &= ~UInt64(0) << UInt64(lo & 63) }
+            if w == lastWord { free &= ~UInt64(0) >> UInt64(63 - (hi & 63)) }
+            if step == 0 {
+                free &= ~UInt64(0) << startBit
+            } else if w == start >> 6 {
+                free &= startBit == 0 ? 0 : ~(~UInt64(0) << startBit)
+            }
+            if free != 0 {
+                let port = UInt16(truncatingIfNeeded: w << 6 | free.trailingZeroBitCount)
+                setPort(proto, port, taken: true)
+                return port
+            }
+            w = w == lastWord ? firstWord : w + 1
+        }
+        return nil
+    }
+}
