@@ -84,3 +84,28 @@ public enum InternetChecksum {
         return ~UInt16(sum)
     }
 }
+
+/// Accumulates RFC 1624 field changes so several rewrites under one checksum are applied at once:
+/// `HC' = ~(~HC + Σ ~m + Σ m')` (eqn. 3, extended to many fields as RFC 1624 §3 allows).
+public struct ChecksumAdjustment: Sendable {
+    @usableFromInline var sum: UInt64 = 0
+
+    /// No change yet.
+    @inlinable public init() {}
+
+    /// Records that a 16-bit word changes from `old` to `new`.
+    @inlinable public mutating func replace(_ old: UInt16, with new: UInt16) {
+        sum &+= UInt64(~old) &+ UInt64(new)
+    }
+
+    /// Records that a 32-bit field (two words) changes from `old` to `new`.
+    @inlinable public mutating func replace(_ old: UInt32, with new: UInt32) {
+        replace(UInt16(truncatingIfNeeded: old >> 16), with: UInt16(truncatingIfNeeded: new >> 16))
+        replace(UInt16(truncatingIfNeeded: old), with: UInt16(truncatingIfNeeded: new))
+    }
+
+    /// The checksum after the recorded changes.
+    @inlinable public func applied(to checksum: UInt16) -> UInt16 {
+        ~InternetChecksum.fold(UInt64(~checksum) &+ sum)
+    }
+}
