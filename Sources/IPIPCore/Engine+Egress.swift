@@ -13,13 +13,15 @@ extension Engine {
         generated.removeAll()
         let topology = self.topology
         let pathMTUs = self.pathMTUs
+        let nat = self.nat
+        if batch.count > 0 { nat.expire(now: batch.time(of: 0)) }
         var start = 0
         while start < batch.count {
             let end = min(batch.count, start &+ Self.lookupChunk)
             lookUpDestinations(of: batch, from: start, to: end, in: topology)
             for i in start..<end {
                 verdicts[i] = egress(i, in: &batch, generated: &generated, topology: topology, pathMTUs: pathMTUs,
-                                     routeIndex: lookupRoutes[i &- start], now: batch.time(of: i))
+                                     nat: nat, routeIndex: lookupRoutes[i &- start], now: batch.time(of: i))
             }
             start = end
         }
@@ -44,7 +46,8 @@ extension Engine {
     }
 
     func egress(_ i: Int, in batch: inout PacketBatch, generated: inout PacketBatch,
-                topology: Topology, pathMTUs: PathMTUTable, routeIndex: UInt32, now: Timestamp) -> PacketVerdict {
+                topology: Topology, pathMTUs: PathMTUTable, nat: NATTable, routeIndex: UInt32,
+                now: Timestamp) -> PacketVerdict {
         batch.setSide(.none, of: i)
         let bytes = batch.packet(i)
         count(.egressPacketsIn)
@@ -70,6 +73,11 @@ extension Engine {
         if header.protocolNumber == IPProtocolNumber.ipInIP { return drop(.nestedEncapsulation, length: totalLength) }
 
         guard routeIndex != Self.noRoute else {
+            // Outside every pool and block: SNAT for natOutgoing sources, else native.
+            if sourceNeedsSNAT(source, topology: topology) {
+                return translateOutbound(i, in: batch, header: header, totalLength: totalLength, topology: topology,
+                                         nat: nat, generated: &generated, now: now)
+            }
             return forward(i, in: batch, length: totalLength)
         }
         let route = topology.routes[Int(routeIndex)]

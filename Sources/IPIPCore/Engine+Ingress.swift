@@ -17,7 +17,8 @@
 /// side a decapsulated packet can get is `.tun`.
 ///
 /// Other packets to this node's IP: ICMP errors quoting one of our outer headers feed the per-peer
-/// path MTU (ENC-17/18); everything else is `unsolicited`. Packets to other addresses: `not_for_us`.
+/// path MTU (ENC-17/18); replies to SNAT sessions are translated back (Engine+NAT.swift);
+/// everything else is `unsolicited`. Packets to other addresses: `not_for_us`.
 /// No ICMP is ever sent in answer to an underlay packet (DEC-12).
 extension Engine {
     /// Runs every packet of `batch` (from the underlay) through the ingress path.
@@ -31,12 +32,14 @@ extension Engine {
         generated.removeAll()
         let topology = self.topology
         let pathMTUs = self.pathMTUs
+        let nat = self.nat
+        if batch.count > 0 { nat.expire(now: batch.time(of: 0)) }
         for i in 0..<batch.count {
-            verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, now: batch.time(of: i))
+            verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat, now: batch.time(of: i))
         }
     }
 
-    func ingress(_ i: Int, in batch: inout PacketBatch, topology: Topology, pathMTUs: PathMTUTable,
+    func ingress(_ i: Int, in batch: inout PacketBatch, topology: Topology, pathMTUs: PathMTUTable, nat: NATTable,
                  now: Timestamp) -> PacketVerdict {
         batch.setSide(.none, of: i)
         let bytes = batch.packet(i)
@@ -73,10 +76,11 @@ extension Engine {
             if outer.isFragment { return drop(.outerFragment, length: totalLength) }
             return decapsulate(i, in: batch, outer: outer, totalLength: totalLength, peer: peer, topology: topology)
         }
-        if outer.protocolNumber == IPProtocolNumber.icmp {
+        if outer.protocolNumber == IPProtocolNumber.icmp && isTunnelFeedback(outer, totalLength: totalLength) {
             return icmpFromUnderlay(outer, totalLength: totalLength, topology: topology, pathMTUs: pathMTUs, now: now)
         }
-        return drop(.unsolicited, length: totalLength)
+        return translateInbound(i, in: batch, header: outer, totalLength: totalLength, topology: topology, nat: nat,
+                                now: now)
     }
 
     // MARK: Decapsulation
@@ -184,6 +188,18 @@ extension Engine {
     }
 
     // MARK: ICMP from the underlay
+
+    /// An ICMP error quoting an IP-in-IP packet: feedback about the tunnel, not about a NAT flow.
+    @inline(__always)
+    func isTunnelFeedback(_ ip: IPv4Header, totalLength: Int) -> Bool {
+        let hl = ip.headerLength
+        guard ip.fragmentOffset == 0,
+              totalLength &- hl >= ICMPHeader.minimumByteCount &+ IPv4Header.minimumByteCount else { return false }
+        let icmp = ICMPHeader(unchecked: ip.base.advanced(by: hl))
+        guard ICMPHeader.isError(type: icmp.type) else { return false }
+        let quoted = IPv4Header(unchecked: icmp.base.advanced(by: ICMPHeader.minimumByteCount))
+        return quoted.version == 4 && quoted.protocolNumber == IPProtocolNumber.ipInIP
+    }
 
     /// ICMP to this node's IP. An error quoting one of our outer headers (source us, protocol 4,
     /// destination a peer node) is tunnel feedback: frag-needed lowers that peer's path MTU

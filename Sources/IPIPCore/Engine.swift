@@ -14,8 +14,20 @@ public struct EngineConfiguration: Sendable, Equatable {
     /// How long a learned path MTU holds before the tunnel MTU applies again (Linux `mtu_expires`).
     public var pathMTUExpirySeconds: Int64
 
+    /// Most SNAT sessions the engine tracks at once (NAT-16: a bounded table).
+    public var natCapacity: Int
+    /// SNAT idle timeouts (NAT-09/10).
+    public var natTimeouts: NATTimeouts
+    /// Seeds SNAT port choice and hashing: fixed (the default) so replays reproduce; the live
+    /// daemon passes a random one.
+    public var natSeed: UInt64
+
     public init(outerTimeToLive: UInt8 = 64, icmpRatePerSecond: Int = 1000, icmpBurst: Int = 50,
-                verifyHeaderChecksums: Bool = true, minimumPathMTU: Int = 552, pathMTUExpirySeconds: Int64 = 600) {
+                verifyHeaderChecksums: Bool = true, minimumPathMTU: Int = 552, pathMTUExpirySeconds: Int64 = 600,
+                natCapacity: Int = 262_144, natTimeouts: NATTimeouts = NATTimeouts(), natSeed: UInt64 = 0x5EED) {
+        self.natCapacity = natCapacity
+        self.natTimeouts = natTimeouts
+        self.natSeed = natSeed
         self.outerTimeToLive = outerTimeToLive
         self.icmpRatePerSecond = icmpRatePerSecond
         self.icmpBurst = icmpBurst
@@ -54,6 +66,8 @@ public final class Engine {
     public private(set) var topology: Topology
     /// Path MTU soft state per peer (ENC-17), indexed like `topology.nodes`.
     var pathMTUs: PathMTUTable
+    /// SNAT sessions (natOutgoing).
+    public private(set) var nat: NATTable
     /// The engine's own knobs.
     public let configuration: EngineConfiguration
 
@@ -100,6 +114,8 @@ public final class Engine {
         self.topology = topology
         self.configuration = configuration
         pathMTUs = PathMTUTable(nodeCount: topology.nodes.count)
+        nat = NATTable(capacity: configuration.natCapacity, portRange: topology.natPortRange,
+                       timeouts: configuration.natTimeouts, seed: configuration.natSeed)
         counters = .allocate(capacity: CounterSlot.totalCount)
         counters.initialize(repeating: 0, count: CounterSlot.totalCount)
         state = .allocate(capacity: 1)
@@ -119,8 +135,13 @@ public final class Engine {
     }
 
     /// Installs a new topology; takes effect from the next batch. Learned path MTUs carry over
-    /// for peers that keep their address.
+    /// for peers that keep their address; NAT sessions carry over unless `natPortRange` or the
+    /// node IP changed (the sessions' external endpoint would no longer be ours).
     public func replaceTopology(_ topology: Topology) {
+        if topology.natPortRange != nat.portRange || topology.localAddress != self.topology.localAddress {
+            nat = NATTable(capacity: configuration.natCapacity, portRange: topology.natPortRange,
+                           timeouts: configuration.natTimeouts, seed: configuration.natSeed)
+        }
         let old = self.topology
         let table = PathMTUTable(nodeCount: topology.nodes.count)
         for (i, n) in topology.nodes.enumerated() {

@@ -66,9 +66,12 @@ public struct TopologySpec: Sendable {
     public var underlayMTU: Int
     /// FelixConfiguration `externalNodesCIDRList` (IPv4 entries): extra allowed IP-in-IP senders.
     public var externalNodes: [IPv4Prefix]
+    /// FelixConfiguration `natPortRange`; nil means `NATTable.defaultPortRange`.
+    public var natPortRange: ClosedRange<UInt16>?
 
     public init(localNodeName: String, pools: [Pool] = [], nodes: [Node] = [], blocks: [Block] = [],
-                ipipMTU: Int? = nil, underlayMTU: Int = 1500, externalNodes: [IPv4Prefix] = []) {
+                ipipMTU: Int? = nil, underlayMTU: Int = 1500, externalNodes: [IPv4Prefix] = [],
+                natPortRange: ClosedRange<UInt16>? = nil) {
         self.localNodeName = localNodeName
         self.pools = pools
         self.nodes = nodes
@@ -76,6 +79,7 @@ public struct TopologySpec: Sendable {
         self.ipipMTU = ipipMTU
         self.underlayMTU = underlayMTU
         self.externalNodes = externalNodes
+        self.natPortRange = natPortRange
     }
 }
 
@@ -159,6 +163,8 @@ public final class Topology: Sendable {
     public let icmpSourceAddress: IPv4Address
     /// Largest inner packet that is encapsulated whole.
     public let tunnelMTU: Int
+    /// External ports (and ICMP identifiers) SNAT hands out.
+    public var natPortRange: ClosedRange<UInt16> { spec.natPortRange ?? NATTable.defaultPortRange }
     /// Non-fatal findings worth one log line each (VXLAN pools, blocks outside pools, ...).
     public let warnings: [String]
     /// The spec this was compiled from.
@@ -216,6 +222,9 @@ public final class Topology: Sendable {
         let mtu = spec.ipipMTU ?? (spec.underlayMTU - encapsulationOverhead)
         guard mtu >= minimumMTU, mtu <= PacketBatch.maximumPacketByteCount - encapsulationOverhead else {
             throw TopologyError("tunnel MTU \(mtu) is out of range \(minimumMTU)…\(PacketBatch.maximumPacketByteCount - encapsulationOverhead)")
+        }
+        if let r = spec.natPortRange, r.lowerBound == 0 {
+            throw TopologyError("natPortRange \(r.lowerBound):\(r.upperBound) includes port 0")
         }
         if let i = spec.ipipMTU, i > spec.underlayMTU - encapsulationOverhead {
             warnings.append("ipipMTU \(i) is larger than the underlay MTU \(spec.underlayMTU) − 20: DF packets near that size will be dropped on the path")

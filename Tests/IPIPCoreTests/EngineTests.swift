@@ -71,8 +71,10 @@ struct EngineTests {
               expected: .encapsulated, reason: nil, peer: "10.0.0.2"),
         .init(name: "local block: native", mode: .always, destination: "192.168.0.20",
               expected: .forwarded, reason: nil, peer: nil),
-        .init(name: "outside every pool: native", mode: .always, destination: "203.0.113.10",
-              expected: .forwarded, reason: nil, peer: nil),
+        .init(name: "outside every pool, natOutgoing source: SNAT", mode: .always, destination: "203.0.113.10",
+              expected: .translated, reason: nil, peer: nil),
+        .init(name: "a node IP is outside every pool: SNAT", mode: .always, destination: "10.0.0.2",
+              expected: .translated, reason: nil, peer: nil),
         .init(name: "pool without block: no route", mode: .always, destination: "192.168.200.5",
               expected: .dropped, reason: .noRoute, peer: nil),
         .init(name: "multicast destination", mode: .always, destination: "224.0.0.5",
@@ -91,6 +93,16 @@ struct EngineTests {
         if let peer = c.peer { #expect(run.verdicts[0].peer == ip(peer)) }
         #expect(run.counters.packets(c.expected) == 1)
         if let r = c.reason { #expect(run.counters.drops[r] == 1) }
+    }
+
+    @Test("outside every pool from a pool without natOutgoing: native, untouched")
+    func noNATPool() throws {
+        var spec = exampleSpec()
+        spec.pools[0].natOutgoing = false
+        var b = PacketBuilder(); b.destination = ip("203.0.113.10")
+        let run = try EgressRun([b.bytes()], spec: spec)
+        #expect(run.verdicts[0].action == .forwarded)
+        #expect(run.outputs[0].bytes == b.bytes())
     }
 
     @Test("outer header fields (ENC-01…05, 07, 08, 10, 12)", arguments: [UInt8(0x00), 0xB8, 0x68, 0x6B, 0x03, 0x01, 0x02])

@@ -157,7 +157,7 @@ struct GoldenReplayTests {
         #expect(actions(try verdicts("never")) == Array(repeating: "forwarded", count: 5))
         #expect(actions(try verdicts("edge-cases")) == [
             "dropped:no_route", "dropped:ttl_expired", "dropped:fragmentation_needed", "encapsulated", "encapsulated",
-            "skipped:ipv6", "dropped:nested_encapsulation", "dropped:source_is_tunnel_endpoint", "forwarded",
+            "skipped:ipv6", "dropped:nested_encapsulation", "dropped:source_is_tunnel_endpoint", "translated",
             "forwarded", "encapsulated", "encapsulated", "dropped:fragmentation_needed", "encapsulated",
             "dropped:invalid_destination",
         ])
