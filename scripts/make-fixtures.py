@@ -67,14 +67,71 @@ def ipv6_packet():
                        b"\xff\x02" + b"\0" * 13 + b"\x02") + payload
 
 
-def write_pcap(path, packets):
+def write_pcap(path, packets, times=None):
+    """Writes raw-IPv4 packets; `times` gives each packet's offset in microseconds from BASE_TIME
+    (default: 100 ms apart)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 101))
         for i, p in enumerate(packets):
-            f.write(struct.pack("<IIII", BASE_TIME + i // 10, (i % 10) * 100_000, len(p), len(p)))
+            t = times[i] if times is not None else i * 100_000
+            f.write(struct.pack("<IIII", BASE_TIME + t // 1_000_000, t % 1_000_000, len(p), len(p)))
             f.write(p)
     print("wrote", os.path.relpath(path, ROOT), len(packets), "packets")
+
+
+def icmp_echo_reply(ident, seq, data=b"swift-ipip ping payload!"):
+    body = struct.pack("!BBHHH", 0, 0, 0, ident, seq) + data
+    c = csum(body)
+    return body[:2] + struct.pack("!H", c) + body[4:]
+
+
+def icmp_error(router, dst, type_, code, offending, mtu=0):
+    """An ICMP error from `router` to `dst` quoting the first 28 bytes of `offending` (RFC 792)."""
+    body = struct.pack("!BBHHH", type_, code, 0, 0, mtu) + offending[:28]
+    c = csum(body)
+    body = body[:2] + struct.pack("!H", c) + body[4:]
+    return ipv4(router, dst, 1, body, ttl=60, df=False)
+
+
+def snat_case():
+    """A workload (192.168.0.10, node-a) talks to an external server 203.0.113.10 through SNAT:
+    a TCP connection (handshake, request, response, FIN both ways), a ping, a UDP query that gets
+    an ICMP port unreachable, and one unsolicited packet from the outside. Source ports and the
+    echo identifier lie inside the default natPortRange (61000-65535), so SNAT keeps them and the
+    replies below can name them. Returns (workload side, underlay side), each as (times, packets)."""
+    w, srv, node = "192.168.0.10", "203.0.113.10", "10.0.0.1"
+    wport, sport = 61234, 443
+    req = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    c0, s0 = 1000, 5000
+    tun, und = [], []
+    ms = 1000
+    # workload -> server (as the workload sends it), server -> node (as it arrives on the uplink)
+    tun.append((0 * ms, ipv4(w, srv, 6, tcp(w, srv, wport, sport, 0x02, seq=c0))))
+    und.append((10 * ms, ipv4(srv, node, 6, tcp(srv, node, sport, wport, 0x12, seq=s0, ack=c0 + 1), ttl=50)))
+    tun.append((20 * ms, ipv4(w, srv, 6, tcp(w, srv, wport, sport, 0x10, seq=c0 + 1, ack=s0 + 1))))
+    tun.append((21 * ms, ipv4(w, srv, 6, tcp(w, srv, wport, sport, 0x18, seq=c0 + 1, ack=s0 + 1, data=req))))
+    und.append((30 * ms, ipv4(srv, node, 6, tcp(srv, node, sport, wport, 0x10, seq=s0 + 1, ack=c0 + 1 + len(req)), ttl=50)))
+    und.append((31 * ms, ipv4(srv, node, 6, tcp(srv, node, sport, wport, 0x18, seq=s0 + 1, ack=c0 + 1 + len(req), data=resp), ttl=50)))
+    tun.append((40 * ms, ipv4(w, srv, 6, tcp(w, srv, wport, sport, 0x10, seq=c0 + 1 + len(req), ack=s0 + 1 + len(resp)))))
+    tun.append((41 * ms, ipv4(w, srv, 6, tcp(w, srv, wport, sport, 0x11, seq=c0 + 1 + len(req), ack=s0 + 1 + len(resp)))))
+    und.append((50 * ms, ipv4(srv, node, 6, tcp(srv, node, sport, wport, 0x11, seq=s0 + 1 + len(resp), ack=c0 + 2 + len(req)), ttl=50)))
+    tun.append((60 * ms, ipv4(w, srv, 6, tcp(w, srv, wport, sport, 0x10, seq=c0 + 2 + len(req), ack=s0 + 2 + len(resp)))))
+    # ping
+    ident = 0xF00D
+    for n in (1, 2):
+        tun.append(((100 + 100 * n) * ms, ipv4(w, srv, 1, icmp_echo(ident=ident, seq=n))))
+        und.append(((110 + 100 * n) * ms, ipv4(srv, node, 1, icmp_echo_reply(ident, n), ttl=50)))
+    # a UDP query to a closed port: the server answers ICMP port unreachable quoting the
+    # translated packet (source node:61235)
+    query = ipv4(w, srv, 17, udp(w, srv, 61235, 7777, b"\x00\x01query"))
+    tun.append((400 * ms, query))
+    translated = ipv4(node, srv, 17, udp(node, srv, 61235, 7777, b"\x00\x01query"))
+    und.append((410 * ms, icmp_error(srv, node, 3, 3, translated)))
+    # unsolicited: a SYN to the node from the outside
+    und.append((500 * ms, ipv4("198.51.100.77", node, 6, tcp("198.51.100.77", node, 40000, 61234, 0x02), ttl=50)))
+    return tun, und
 
 
 def mode_case(remote_same, remote_other):
@@ -138,6 +195,9 @@ def main():
     write_pcap(os.path.join(fx, "never", "input.pcap"), mode_case("192.168.1.20", "192.168.2.30"))
     write_pcap(os.path.join(fx, "edge-cases", "input.pcap"), edge_case())
     write_pcap(os.path.join(ROOT, "examples", "workload-traffic.pcap"), example())
+    tun, und = snat_case()
+    write_pcap(os.path.join(fx, "snat", "input.pcap"), [p for _, p in tun], [t for t, _ in tun])
+    write_pcap(os.path.join(fx, "snat", "underlay-input.pcap"), [p for _, p in und], [t for t, _ in und])
     return 0
 
 

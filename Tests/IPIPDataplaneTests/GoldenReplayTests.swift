@@ -15,6 +15,11 @@ struct GoldenCase: CustomTestStringConvertible, Sendable {
     let directory: URL
     let manifests: URL
     let input: URL
+    /// Packets arriving on the underlay, when the case has them.
+    var underlayInput: URL? {
+        let u = directory.appendingPathComponent("underlay-input.pcap")
+        return FileManager.default.fileExists(atPath: u.path) ? u : nil
+    }
     var testDescription: String { name }
 
     static func named(_ name: String) -> GoldenCase {
@@ -29,7 +34,7 @@ struct GoldenCase: CustomTestStringConvertible, Sendable {
         manifests: repositoryRoot.appendingPathComponent("examples/cluster.yaml"),
         input: repositoryRoot.appendingPathComponent("examples/workload-traffic.pcap"))
 
-    static let all: [GoldenCase] = ["always", "crosssubnet", "never", "edge-cases"].map(named) + [example]
+    static let all: [GoldenCase] = ["always", "crosssubnet", "never", "edge-cases", "snat"].map(named) + [example]
 }
 
 /// A captured packet read back for comparison.
@@ -92,7 +97,8 @@ func runReplay(_ c: GoldenCase, into dir: URL) throws -> (out: String, underlay:
     let verdicts = dir.appendingPathComponent("verdicts.jsonl").path
     let topology = try ClusterLoader.topology(manifests: [c.manifests.path], node: "node-a")
     let engine = Engine(topology: topology)
-    let replay = Replay(engine: engine, options: ReplayOptions(input: c.input.path, output: out, underlayOutput: underlay,
+    let replay = Replay(engine: engine, options: ReplayOptions(input: c.input.path, underlayInput: c.underlayInput?.path,
+                                                               output: out, underlayOutput: underlay,
                                                                tunOutput: tun, verdicts: verdicts, batchSize: 4))
     let summary = try replay.run()
     return (out, underlay, tun, verdicts, summary)
@@ -178,9 +184,11 @@ struct GoldenReplayTests {
         for c in GoldenCase.all {
             let r = try runReplay(c, into: dir)
             let count = try readCapture(r.out).count
-            let fields = try runProcess(tshark, ["-r", r.out, "-o", "ip.check_checksum:TRUE", "-T", "fields",
+            let fields = try runProcess(tshark, ["-r", r.out, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+                                                 "-o", "udp.check_checksum:TRUE", "-T", "fields",
                                                  "-e", "frame.number", "-e", "ip.checksum.status", "-e", "_ws.malformed",
-                                                 "-e", "_ws.expert.severity"])
+                                                 "-e", "tcp.checksum.status", "-e", "udp.checksum.status",
+                                                 "-e", "icmp.checksum.status"])
             let lines = fields.split(separator: "\n", omittingEmptySubsequences: true)
             #expect(lines.count == count, "\(c.name): tshark saw \(lines.count) frames, we wrote \(count)")
             for line in lines {
@@ -189,6 +197,10 @@ struct GoldenReplayTests {
                 let statuses = cols.count > 1 ? cols[1].split(separator: ",").map(String.init) : []
                 #expect(!statuses.isEmpty && statuses.allSatisfy { $0 == "1" }, "\(c.name) frame \(cols[0]): checksum status \(statuses)")
                 #expect(cols.count < 3 || cols[2].isEmpty, "\(c.name) frame \(cols[0]): malformed")
+                // Transport checksums: never bad (0). Quoted, truncated ones are "unverified" (2).
+                for column in cols.dropFirst(3) {
+                    #expect(!column.split(separator: ",").contains("0"), "\(c.name) frame \(cols[0]): bad L4 checksum \(cols)")
+                }
             }
             // The outer headers of encapsulated packets, decoded independently.
             let outer = try runProcess(tshark, ["-r", r.underlay, "-Y", "ip.proto == 4", "-T", "fields",
@@ -198,6 +210,51 @@ struct GoldenReplayTests {
                 #expect(f == ["4", "20", "1", "64"] || f == ["4", "20", "True", "64"], "\(c.name): outer header \(line)")
             }
         }
+    }
+}
+
+extension GoldenReplayTests {
+    /// Writes the given captures merged by time into one pcap.
+    static func merge(_ captures: [[CapturedPacket]], into path: String) throws {
+        let all = captures.flatMap { $0 }.enumerated().sorted {
+            ($0.element.time, $0.offset) < ($1.element.time, $1.offset)
+        }.map(\.element)
+        let w = try PcapWriter(path: path, linkType: .raw)
+        for p in all { p.bytes.withUnsafeBytes { w.write($0, timestamp: p.time) } }
+        try w.close()
+    }
+
+    @Test("SNAT both ways: the outside sees one TCP stream from the node IP, the workload one stream from itself")
+    func snatStreams() throws {
+        guard let tshark = findExecutable("tshark") else {
+            print("SKIP SNAT stream check: tshark is not installed (apt-get install tshark)")
+            return
+        }
+        let c = GoldenCase.named("snat")
+        let dir = try temporaryDirectory("snat-streams")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try runReplay(c, into: dir)
+        // Outside view: what we sent on the underlay + what the server sent us.
+        let outside = dir.appendingPathComponent("outside.pcap").path
+        try Self.merge([try readCapture(r.underlay), try readCapture(c.underlayInput!.path)], into: outside)
+        // Workload view: what the workload sent + what we delivered into the TUN.
+        let inside = dir.appendingPathComponent("inside.pcap").path
+        try Self.merge([try readCapture(c.input.path), try readCapture(r.tun)], into: inside)
+        for (name, path, address) in [("outside", outside, "10.0.0.1"), ("workload", inside, "192.168.0.10")] {
+            let out = try runProcess(tshark, ["-r", path, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+                                              "-Y", "tcp", "-T", "fields", "-e", "tcp.stream", "-e", "ip.src", "-e", "ip.dst",
+                                              "-e", "tcp.checksum.status", "-e", "ip.checksum.status",
+                                              "-e", "tcp.analysis.flags"])
+            let rows = out.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
+            // The unsolicited SYN from 198.51.100.77 is in the outside view only, as its own stream.
+            let flow = rows.filter { ($0[1] == address && $0[2] == "203.0.113.10") || ($0[2] == address && $0[1] == "203.0.113.10") }
+            #expect(flow.count == 10, "\(name): \(rows)")
+            #expect(Set(flow.map { $0[0] }).count == 1, "\(name): more than one TCP stream: \(flow)")
+            #expect(flow.allSatisfy { $0[3] == "1" && $0[4] == "1" }, "\(name): checksums \(flow)")
+            #expect(flow.allSatisfy { $0.count < 6 || $0[5].isEmpty }, "\(name): tshark flags retransmissions or losses: \(flow)")
+        }
+        let verdicts = try String(contentsOfFile: r.verdicts, encoding: .utf8)
+        #expect(verdicts.contains("\"verdict\":\"dropped\",\"reason\":\"unsolicited\""))
     }
 }
 
