@@ -30,7 +30,8 @@ public enum ClusterLoader {
     /// - IPv4 pools only (IPv6 pools are valid Calico resources but this is an IPv4 dataplane);
     ///   disabled pools still route and NAT (disabled only stops IPAM, calico.md §5.6);
     /// - blocks from BlockAffinity resources in state `confirmed` and not marked deleted;
-    /// - FelixConfiguration `default`, then `node.<name>` for this node on top (Calico's order).
+    /// - FelixConfiguration `default`, then `node.<name>` for this node on top (Calico's order):
+    ///   `ipipMTU`, `externalNodesCIDRList`, `natPortRange`.
     public static func spec(from set: ResourceSet, node: String, underlayMTU: Int) -> TopologySpec {
         let pools: [TopologySpec.Pool] = set.pools.compactMap { p in
             guard let prefix = p.ipv4Prefix else { return nil }
@@ -54,13 +55,15 @@ public enum ClusterLoader {
         }
         var ipipMTU: Int?
         var external: [IPv4Prefix] = []
+        var natPortRange: ClosedRange<UInt16>?
         for name in ["default", "node.\(node)"] {
             guard let f = set.felixConfigurations.first(where: { $0.metadata.name == name }) else { continue }
             if let m = f.spec.ipipMTU, m > 0 { ipipMTU = m }
             if !f.spec.externalNodesCIDRList.isEmpty { external = f.spec.externalNodesIPv4 }
+            if let r = f.spec.natPortRange { natPortRange = r }
         }
         return TopologySpec(localNodeName: node, pools: pools, nodes: nodes, blocks: blocks, ipipMTU: ipipMTU,
-                            underlayMTU: underlayMTU, externalNodes: external)
+                            underlayMTU: underlayMTU, externalNodes: external, natPortRange: natPortRange)
     }
 
     /// One line per resource, for `ipipctl validate`.
