@@ -15,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // Pure core: addresses, headers, checksums, LPM trie, topology, engine. Stdlib only.
@@ -24,8 +25,16 @@ let package = Package(
         .target(name: "Pcap", dependencies: ["IPIPCore", "CPcap"]),
         // Calico resources: decoding with file:line:column errors, defaults, validation.
         .target(name: "IPIPResources", dependencies: ["IPIPCore", .product(name: "Yams", package: "Yams")]),
-        // Wiring: topology compilation from resources, the replay driver.
-        .target(name: "IPIPDataplane", dependencies: ["IPIPCore", "Pcap", "IPIPResources"]),
+        // Every kernel call: TUN, raw and packet sockets, batch I/O, rtnetlink, nftables, sysctl.
+        .target(name: "CIPIPLinux"),
+        .target(name: "IPIPLinux", dependencies: ["IPIPCore", "CIPIPLinux"]),
+        // Wiring: topology compilation from resources, the replay driver, the live daemon.
+        .target(
+            name: "IPIPDataplane",
+            dependencies: [
+                "IPIPCore", "Pcap", "IPIPResources", "IPIPLinux", .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "ipipd",
             dependencies: ["IPIPDataplane", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -39,6 +48,7 @@ let package = Package(
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
+        .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore"]),
         .testTarget(
             name: "IPIPDataplaneTests",
             dependencies: ["IPIPDataplane", "IPIPCore", "Pcap", "IPIPResources"]
