@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
-        .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore"]),
+        .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux"]),
         .testTarget(
             name: "IPIPDataplaneTests",
             dependencies: ["IPIPDataplane", "IPIPCore", "Pcap", "IPIPResources"]

@@ -3,9 +3,27 @@
 // What Swift imports badly from the kernel headers (swift-on-linux.md §2, §3): the _IOW ioctl
 // request numbers, mmsghdr (needs _GNU_SOURCE, which must stay out of Swift-imported headers).
 #include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <linux/if_tun.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/filter.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_link.h>
+#include <linux/if_addr.h>
+#include <linux/fib_rules.h>
 
 unsigned long cipl_tunsetiff(void);
 
