@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import IPIPCore
+
+/// Everything `/metrics` reports, captured at one moment (the packet loop publishes one every
+/// second, so the HTTP thread never reads the engine's counters while they change).
+public struct MetricsSnapshot: Sendable {
+    public var counters: EngineCounters?
+    public var natSessions = 0
+    public var natMappings = 0
+    public var natPortsInRange = 0
+    public var routesProgrammed = 0
+    public var rulesProgrammed = 0
+    public var reconcileErrors: UInt64 = 0
+    public var reconciles: UInt64 = 0
+    public var topologyReloads: UInt64 = 0
+    public var topologyReloadErrors: UInt64 = 0
+    public var ioDrops: [String: UInt64] = [:]
+
+    public init() {}
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    public func prometheusText() -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        func sample(_ name: String, _ labels: [(String, String)], _ value: UInt64) {
+            let l = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\($0.1)\"" }.joined(separator: ",") + "}"
+            out += "\(name)\(l) \(value)\n"
+        }
+        if let c = counters {
+            family("ipipd_packets_total", "counter", "Input packets by direction and verdict.")
+            family("ipipd_bytes_total", "counter", "Input bytes by verdict.")
+            for a in VerdictAction.allCases {
+                let direction: String
+                switch a {
+                case .encapsulated, .forwarded, .translated: direction = "egress"
+                case .decapsulated, .untranslated, .consumed: direction = "ingress"
+                case .dropped: direction = "any"
+                }
+                sample("ipipd_packets_total", [("direction", direction), ("verdict", a.name)], c.packets(a))
+                sample("ipipd_bytes_total", [("direction", direction), ("verdict", a.name)], c.bytes(a))
+            }
+            family("ipipd_input_packets_total", "counter", "Packets handed to the engine, by direction.")
+            sample("ipipd_input_packets_total", [("direction", "egress")], c.egressPacketsIn)
+            sample("ipipd_input_packets_total", [("direction", "ingress")], c.ingressPacketsIn)
+            family("ipipd_output_packets_total", "counter", "Packets the engine emitted, by side.")
+            sample("ipipd_output_packets_total", [("side", "underlay")], c.underlayPacketsOut)
+            sample("ipipd_output_packets_total", [("side", "tun")], c.tunPacketsOut)
+            family("ipipd_output_bytes_total", "counter", "Bytes the engine emitted, by side.")
+            sample("ipipd_output_bytes_total", [("side", "underlay")], c.underlayBytesOut)
+            sample("ipipd_output_bytes_total", [("side", "tun")], c.tunBytesOut)
+            family("ipipd_drops_total", "counter", "Dropped packets by reason.")
+            for r in DropReason.allCases { sample("ipipd_drops_total", [("reason", r.name)], c.drops[r] ?? 0) }
+            family("ipipd_fragments_created_total", "counter", "Inner fragments made before encapsulation.")
+            sample("ipipd_fragments_created_total", [], c.fragmentsCreated)
+            family("ipipd_icmp_errors_sent_total", "counter", "ICMP errors generated.")
+            sample("ipipd_icmp_errors_sent_total", [], c.icmpErrorsSent)
+            family("ipipd_icmp_rate_limited_total", "counter", "ICMP errors suppressed by the rate limit.")
+            sample("ipipd_icmp_rate_limited_total", [], c.icmpRateLimited)
+            family("ipipd_path_mtu_updates_total", "counter", "Valid frag-needed messages that lowered a peer's path MTU.")
+            sample("ipipd_path_mtu_updates_total", [], c.pathMTUUpdates)
+        }
+        family("ipipd_nat_sessions", "gauge", "Live SNAT sessions.")
+        sample("ipipd_nat_sessions", [], UInt64(natSessions))
+        family("ipipd_nat_ports_in_use", "gauge", "External ports held by SNAT mappings.")
+        sample("ipipd_nat_ports_in_use", [], UInt64(natMappings))
+        family("ipipd_nat_ports_available", "gauge", "Ports in natPortRange, per protocol.")
+        sample("ipipd_nat_ports_available", [], UInt64(natPortsInRange))
+        family("ipipd_routes_programmed", "gauge", "Routes of ours in the kernel after the last reconcile.")
+        sample("ipipd_routes_programmed", [], UInt64(routesProgrammed))
+        family("ipipd_rules_programmed", "gauge", "Policy rules of ours in the kernel after the last reconcile.")
+        sample("ipipd_rules_programmed", [], UInt64(rulesProgrammed))
+        family("ipipd_reconciles_total", "counter", "Reconcile passes.")
+        sample("ipipd_reconciles_total", [], reconciles)
+        family("ipipd_reconcile_errors_total", "counter", "Failed route, rule or nftables operations.")
+        sample("ipipd_reconcile_errors_total", [], reconcileErrors)
+        family("ipipd_topology_reloads_total", "counter", "Topologies compiled and swapped in.")
+        sample("ipipd_topology_reloads_total", [], topologyReloads)
+        family("ipipd_topology_reload_errors_total", "counter", "Reloads refused (invalid resources); the previous topology stays.")
+        sample("ipipd_topology_reload_errors_total", [], topologyReloadErrors)
+        if !ioDrops.isEmpty {
+            family("ipipd_io_drops_total", "counter", "Packets lost at the device or socket, by cause.")
+            for (k, v) in ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_drops_total", [("cause", k)], v) }
+        }
+        return out
+    }
+
+    /// One line for SIGUSR1 and exit.
+    public func summaryLine() -> String {
+        guard let c = counters else { return "no packets yet" }
+        var parts = VerdictAction.allCases.filter { c.packets($0) > 0 }.map { "\($0.name) \(c.packets($0))" }
+        let drops = DropReason.allCases.filter { (c.drops[$0] ?? 0) > 0 }.map { "\($0.name) \(c.drops[$0]!)" }
+        if !drops.isEmpty { parts.append("drops: " + drops.joined(separator: ", ")) }
+        parts.append("nat sessions \(natSessions)")
+        parts.append("routes \(routesProgrammed)")
+        return "in: egress \(c.egressPacketsIn), ingress \(c.ingressPacketsIn); " + parts.joined(separator: "; ")
+    }
+}
+
+/// A minimal HTTP/1.0 server for `GET /metrics` on one address (127.0.0.1:9091 by default,
+/// Felix's port). One thread, one connection at a time, a 2-second I/O timeout per client: it
+/// serves scrapes, not the public.
+public final class MetricsServer: @unchecked Sendable {
+    let fd: Int32
+    public let port: UInt16
+    let render: @Sendable () -> String
+    let stopped = Atomic<Bool>(false)
+
+    /// Binds and listens; `port` 0 picks a free one (see `port`).
+    public init(host: String = "127.0.0.1", port: UInt16 = 9091, render: @escaping @Sendable () -> String) throws {
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw ReplayError("metrics: socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
+            close(s)
+            throw ReplayError("metrics: '\(host)' is not an IPv4 address")
+        }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(s, 16) == 0 else {
+            let e = String(cString: strerror(errno))
+            close(s)
+            throw ReplayError("metrics: cannot listen on \(host):\(port): \(e)")
+        }
+        var actual = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) }
+        }
+        fd = s
+        self.port = UInt16(bigEndian: actual.sin_port)
+        self.render = render
+    }
+
+    /// Serves until `stop()`; run it on its own thread.
+    public func serve() {
+        while !stopped.load(ordering: .relaxed) {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 200) > 0 else { continue }
+            let c = accept(fd, nil, nil)
+            guard c >= 0 else { continue }
+            handle(c)
+            close(c)
+        }
+        close(fd)
+    }
+
+    public func stop() { stopped.store(true, ordering: .relaxed) }
+
+    func handle(_ c: Int32) {
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var request: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        while request.count < 16384 {
+            let n = buffer.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            request += buffer[0..<n]
+            if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
+        }
+        let line = String(decoding: request.prefix(while: { $0 != 13 && $0 != 10 }), as: UTF8.self)
+        let parts = line.split(separator: " ")
+        let response: String
+        if parts.count >= 2, parts[0] == "GET", parts[1] == "/metrics" || parts[1].hasPrefix("/metrics?") {
+            let body = render()
+            response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        } else {
+            let body = "only GET /metrics is served here\n"
+            response = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
+                + "Connection: close\r\n\r\n" + body
+        }
+        var bytes = Array(response.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { send(c, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break }
+            sent += n
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import Foundation
+import IPIPCore
+import Synchronization
+import Testing
+
+@testable import IPIPDataplane
+
+/// An in-memory DatapathIO: queues of packets to read, lists of what was sent.
+final class FakeDatapath: DatapathIO, @unchecked Sendable {
+    let lock = NSLock()
+    var tunQueue: [[UInt8]] = []
+    var uplinkQueue: [[UInt8]] = []
+    var underlaySent: [[UInt8]] = []
+    var tunWritten: [[UInt8]] = []
+    let woken = Atomic<Bool>(false)
+
+    func wait(timeoutMilliseconds: Int32) throws -> (tun: Bool, uplink: Bool) {
+        for _ in 0..<Int(timeoutMilliseconds) {
+            let r = lock.withLock { (!tunQueue.isEmpty, !uplinkQueue.isEmpty) }
+            if r.0 || r.1 || woken.exchange(false, ordering: .relaxed) { return r }
+            usleep(1000)
+        }
+        return (false, false)
+    }
+
+    func read(_ queue: inout [[UInt8]], into batch: inout PacketBatch, time: Timestamp) -> Int {
+        var n = 0
+        while !queue.isEmpty && !batch.isFull {
+            let p = queue.removeFirst()
+            p.withUnsafeBytes { _ = batch.append(copying: $0, time: time) }
+            n += 1
+        }
+        return n
+    }
+
+    func readTUN(into batch: inout PacketBatch, time: Timestamp) throws -> Int {
+        lock.lock(); defer { lock.unlock() }
+        return read(&tunQueue, into: &batch, time: time)
+    }
+
+    func readUplink(into batch: inout PacketBatch, time: Timestamp) throws -> Int {
+        lock.lock(); defer { lock.unlock() }
+        return read(&uplinkQueue, into: &batch, time: time)
+    }
+
+    func collect(_ batch: borrowing PacketBatch, _ side: PacketSide) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        for i in 0..<batch.count where batch.side(of: i) == side { out.append(Array(batch.packet(i))) }
+        return out
+    }
+
+    func sendUnderlay(_ batch: borrowing PacketBatch) -> Int {
+        let out = collect(batch, .underlay)
+        lock.withLock { underlaySent += out }
+        return 0
+    }
+
+    func writeTUN(_ batch: borrowing PacketBatch) -> Int {
+        let out = collect(batch, .tun)
+        lock.withLock { tunWritten += out }
+        return 0
+    }
+
+    func wake() { woken.store(true, ordering: .relaxed) }
+    var ioDrops: [String: UInt64] { [:] }
+}
+
+func examplePacket(to destination: String) -> [UInt8] {
+    var b: [UInt8] = [0x45, 0, 0, 28, 0, 1, 0x40, 0, 63, 17, 0, 0, 192, 168, 0, 10] + destination.split(separator: ".").map { UInt8($0)! }
+    b += [0x9C, 0x40, 0x1F, 0x90, 0, 8, 0, 0]
+    let c = b[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
+    b[10] = UInt8(c >> 8); b[11] = UInt8(c & 0xFF)
+    return b
+}
+
+func exampleTopology(mode: String) throws -> Topology {
+    let text = try String(contentsOf: repositoryRoot.appendingPathComponent("examples/cluster.yaml"), encoding: .utf8)
+        .replacingOccurrences(of: "ipipMode: Always", with: "ipipMode: \(mode)")
+    let set = try IPIPResources.ResourceLoader.load(text: text, file: "cluster.yaml")
+    return try Topology.compile(ClusterLoader.spec(from: set, node: "node-a", underlayMTU: 1500))
+}
+
+import IPIPResources
+
+@Suite("Packet loop")
+struct PacketLoopTests {
+    func until(_ timeout: Double = 5, _ condition: () -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if condition() { return true }
+            usleep(2000)
+        }
+        return false
+    }
+
+    @Test("batches flow both ways, and a published topology takes over without stopping the loop")
+    func flowAndSwap() throws {
+        let io = FakeDatapath()
+        let loop = PacketLoop(io: io, engine: Engine(topology: try exampleTopology(mode: "Always")))
+        let thread = Thread { loop.run() }
+        thread.start()
+        defer { loop.stop() }
+
+        io.lock.withLock { io.tunQueue.append(examplePacket(to: "192.168.1.20")) }
+        #expect(until { io.lock.withLock { io.underlaySent.count == 1 } })
+        #expect(io.lock.withLock { io.underlaySent[0][9] } == 4, "Always: IP-in-IP")
+
+        loop.publish(try exampleTopology(mode: "Never"))
+        // The loop keeps going: the next packet is routed natively under the new topology.
+        var sawNative = false
+        for _ in 0..<50 where !sawNative {
+            io.lock.withLock { io.tunQueue.append(examplePacket(to: "192.168.1.20")) }
+            usleep(20_000)
+            sawNative = io.lock.withLock { io.underlaySent.last?[9] == 17 }
+        }
+        #expect(sawNative)
+
+        // The way back: IP-in-IP from node-b arrives in the TUN without its outer header.
+        var inner = examplePacket(to: "192.168.0.10")
+        inner[12] = 192; inner[13] = 168; inner[14] = 1; inner[15] = 20
+        inner[16] = 192; inner[17] = 168; inner[18] = 0; inner[19] = 10
+        inner[10] = 0; inner[11] = 0
+        let c = inner[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
+        inner[10] = UInt8(c >> 8); inner[11] = UInt8(c & 0xFF)
+        var outer: [UInt8] = [0x45, 0, UInt8((inner.count + 20) >> 8), UInt8((inner.count + 20) & 0xFF), 0, 2, 0x40, 0, 64, 4, 0, 0,
+                              10, 0, 0, 2, 10, 0, 0, 1]
+        let oc = outer.withUnsafeBytes { InternetChecksum.checksum($0) }
+        outer[10] = UInt8(oc >> 8); outer[11] = UInt8(oc & 0xFF)
+        io.lock.withLock { io.uplinkQueue.append(outer + inner) }
+        #expect(until { io.lock.withLock { io.tunWritten.contains(inner) } })
+
+        loop.refreshSnapshot()
+        #expect(until { (loop.latestSnapshot().counters?.packets(.decapsulated) ?? 0) == 1 })
+        loop.stop()
+        #expect(until { thread.isFinished })
+    }
+}
+
+@Suite("Metrics and resource sources")
+struct MetricsTests {
+    @Test("GET /metrics serves the Prometheus text; other paths get 404")
+    func server() throws {
+        var snapshot = MetricsSnapshot()
+        snapshot.natSessions = 7
+        snapshot.routesProgrammed = 3
+        let text = snapshot.prometheusText()
+        #expect(text.contains("ipipd_nat_sessions 7\n") && text.contains("ipipd_routes_programmed 3\n"))
+        let server = try MetricsServer(host: "127.0.0.1", port: 0) { text }
+        let thread = Thread { server.serve() }
+        thread.start()
+        defer { server.stop() }
+        func get(_ path: String) throws -> String {
+            let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(s) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = server.port.bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let r = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard r == 0 else { return "connect failed" }
+            let req = Array("GET \(path) HTTP/1.0\r\nHost: x\r\n\r\n".utf8)
+            _ = req.withUnsafeBytes { send(s, $0.baseAddress, $0.count, 0) }
+            var out: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buf.withUnsafeMutableBytes { recv(s, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { break }
+                out += buf[0..<n]
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
+        let ok = try get("/metrics")
+        #expect(ok.hasPrefix("HTTP/1.0 200 OK") && ok.contains("ipipd_nat_sessions 7"))
+        #expect(try get("/").hasPrefix("HTTP/1.0 404"))
+    }
+
+    @Test("the manifest source's change token changes when a manifest changes")
+    func changeToken() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ipip-src-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("a.yaml")
+        try "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 10.1.0.0/16}\n"
+            .write(to: file, atomically: true, encoding: .utf8)
+        let source = ManifestSource(paths: [dir.path])
+        let t1 = source.changeToken()
+        #expect(try source.load().pools.count == 1)
+        try "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 10.2.0.0/16}\n"
+            .write(to: file, atomically: true, encoding: .utf8)
+        #expect(source.changeToken() != t1)
+        try "x: [".write(to: dir.appendingPathComponent("b.yaml"), atomically: true, encoding: .utf8)
+        #expect(throws: (any Error).self) { try source.load() }
+    }
+}
