@@ -20,43 +20,64 @@ public enum FuzzInvariants {
     public struct Violation: Sendable, CustomStringConvertible {
         /// The input slot concerned.
         public var slot: Int
+        /// A short stable name of the broken invariant (see `Kind`), for `IPIP_FUZZ_IGNORE`.
+        public var kind: String
         public var message: String
-        public var description: String { "slot \(slot): \(message)" }
+        public var description: String { "[\(kind)] slot \(slot): \(message)" }
+    }
+
+    /// The invariant names.
+    public enum Kind {
+        public static let outputCount = "output-count"
+        public static let verdict = "verdict"
+        public static let invalidDatagram = "invalid-datagram"
+        public static let outerHeader = "outer-header"
+        public static let tunnelMTU = "tunnel-mtu"
+        public static let fragments = "fragments"
+        public static let fragmentOffset = "fragment-offset"
+        public static let icmpError = "icmp-error"
+        public static let ingressUnderlay = "ingress-underlay"
+        public static let ingressGenerated = "ingress-generated"
+        public static let decapsulatedDestination = "decapsulated-destination"
+        public static let generatedSlots = "generated-slots"
+        public static let inputBatch = "input-batch"
     }
 
     public static func check(ingress: Bool, batch: borrowing PacketBatch, generated: borrowing PacketBatch,
                              verdicts: borrowing VerdictBatch, topology: Topology) -> [Violation] {
         var out: [Violation] = []
-        func fail(_ slot: Int, _ message: String) { out.append(Violation(slot: slot, message: message)) }
+        func fail(_ slot: Int, _ kind: String, _ message: String) {
+            out.append(Violation(slot: slot, kind: kind, message: message))
+        }
 
         let n = batch.count
         var generatedPerInput = [Int](repeating: 0, count: n)
         var lastOrigin = 0
-        if ingress && generated.count != 0 { fail(0, "ingress generated \(generated.count) packets") }
+        if ingress && generated.count != 0 { fail(0, Kind.ingressGenerated, "ingress generated \(generated.count) packets") }
         for g in 0..<generated.count {
             let o = generated.origin(of: g)
             guard o >= 0 && o < n else {
-                fail(0, "generated[\(g)] has origin \(o) outside 0..<\(n)")
+                fail(0, Kind.generatedSlots, "generated[\(g)] has origin \(o) outside 0..<\(n)")
                 continue
             }
-            if o < lastOrigin { fail(o, "generated[\(g)] origin \(o) after origin \(lastOrigin)") }
+            if o < lastOrigin { fail(o, Kind.generatedSlots, "generated[\(g)] origin \(o) after origin \(lastOrigin)") }
             lastOrigin = o
             generatedPerInput[o] += 1
             let side = generated.side(of: g)
             let p = UnsafeRawBufferPointer(generated.packet(g))
-            if side == .none { fail(o, "generated[\(g)] has no side") }
+            if side == .none { fail(o, Kind.generatedSlots, "generated[\(g)] has no side") }
             if let problem = datagramProblem(p) {
-                fail(o, "generated[\(g)] (\(side)) is not a valid datagram: \(problem)")
+                fail(o, Kind.invalidDatagram, "generated[\(g)] (\(side)) is not a valid datagram: \(problem)")
                 continue
             }
-            if ingress && side == .underlay { fail(o, "generated[\(g)] from the ingress path leaves on the underlay") }
+            if ingress && side == .underlay { fail(o, Kind.ingressUnderlay, "generated[\(g)] from the ingress path leaves on the underlay") }
             if side == .underlay {
                 checkEncapsulated(p, slot: o, what: "generated[\(g)]", peer: verdicts[o].peer, topology: topology, fail)
             } else if side == .tun {
-                if p[9] != IPProtocolNumber.icmp { fail(o, "generated[\(g)] to the TUN is protocol \(p[9]), not ICMP") }
-                if p.count > 576 { fail(o, "generated ICMP error of \(p.count) bytes > 576") }
+                if p[9] != IPProtocolNumber.icmp { fail(o, Kind.icmpError, "generated[\(g)] to the TUN is protocol \(p[9]), not ICMP") }
+                if p.count > 576 { fail(o, Kind.icmpError, "generated ICMP error of \(p.count) bytes > 576") }
                 if address(p, 12) != topology.icmpSourceAddress {
-                    fail(o, "generated ICMP error from \(address(p, 12)), not \(topology.icmpSourceAddress)")
+                    fail(o, Kind.icmpError, "generated ICMP error from \(address(p, 12)), not \(topology.icmpSourceAddress)")
                 }
             }
         }
@@ -66,22 +87,22 @@ public enum FuzzInvariants {
             let side = batch.side(of: i)
             let inPlace = side == .none ? 0 : 1
             if Int(v.outputCount) != inPlace + generatedPerInput[i] {
-                fail(i, "verdict \(v.action) outputCount \(v.outputCount) but \(inPlace) in place + \(generatedPerInput[i]) generated")
+                fail(i, Kind.outputCount, "verdict \(v.action) outputCount \(v.outputCount) but \(inPlace) in place + \(generatedPerInput[i]) generated")
             }
             if (v.action == .dropped) != (v.dropReason != nil) {
-                fail(i, "action \(v.action) with dropReason \(v.dropReason.map { "\($0)" } ?? "nil")")
+                fail(i, Kind.verdict, "action \(v.action) with dropReason \(v.dropReason.map { "\($0)" } ?? "nil")")
             }
-            if v.action == .dropped && side != .none { fail(i, "dropped (\(v.dropReason!)) but leaves on \(side)") }
+            if v.action == .dropped && side != .none { fail(i, Kind.verdict, "dropped (\(v.dropReason!)) but leaves on \(side)") }
             let p = UnsafeRawBufferPointer(batch.packet(i))
             if side != .none, let problem = datagramProblem(p) {
-                fail(i, "emitted (\(side), \(v.action)) packet is not a valid datagram: \(problem)")
+                fail(i, Kind.invalidDatagram, "emitted (\(side), \(v.action)) packet is not a valid datagram: \(problem)")
                 continue
             }
             if ingress {
-                if side == .underlay { fail(i, "ingress packet leaves on the underlay (\(v.action))") }
+                if side == .underlay { fail(i, Kind.ingressUnderlay, "ingress packet leaves on the underlay (\(v.action))") }
                 if side == .tun {
                     let d = address(p, 16)
-                    if topology.route(for: d)?.kind != .local { fail(i, "decapsulated packet to non-local \(d)") }
+                    if topology.route(for: d)?.kind != .local { fail(i, Kind.decapsulatedDestination, "decapsulated packet to non-local \(d)") }
                 }
             } else {
                 if side == .underlay && p[9] == IPProtocolNumber.ipInIP {
@@ -114,30 +135,30 @@ public enum FuzzInvariants {
     }
 
     static func checkEncapsulated(_ p: UnsafeRawBufferPointer, slot: Int, what: String, peer: IPv4Address,
-                                  topology: Topology, _ fail: (Int, String) -> Void) {
+                                  topology: Topology, _ fail: (Int, String, String) -> Void) {
         guard p[9] == IPProtocolNumber.ipInIP else {
-            fail(slot, "\(what) on the underlay is protocol \(p[9]), not IP-in-IP")
+            fail(slot, Kind.outerHeader, "\(what) on the underlay is protocol \(p[9]), not IP-in-IP")
             return
         }
         let source = address(p, 12), destination = address(p, 16)
-        if source != topology.localAddress { fail(slot, "\(what): outer source \(source) is not \(topology.localAddress)") }
+        if source != topology.localAddress { fail(slot, Kind.outerHeader, "\(what): outer source \(source) is not \(topology.localAddress)") }
         let isPeer = topology.nodes.indices.contains {
             $0 != topology.localNodeIndex && topology.nodes[$0].address == destination
         }
-        if !isPeer { fail(slot, "\(what): outer destination \(destination) is not a peer node") }
-        if destination != peer { fail(slot, "\(what): outer destination \(destination) but verdict peer \(peer)") }
+        if !isPeer { fail(slot, Kind.outerHeader, "\(what): outer destination \(destination) is not a peer node") }
+        if destination != peer { fail(slot, Kind.outerHeader, "\(what): outer destination \(destination) but verdict peer \(peer)") }
         if p.count > topology.tunnelMTU + 20 {
-            fail(slot, "\(what): \(p.count) bytes > tunnel MTU \(topology.tunnelMTU) + 20")
+            fail(slot, Kind.tunnelMTU, "\(what): \(p.count) bytes > tunnel MTU \(topology.tunnelMTU) + 20")
         }
         let hl = Int(p[0] & 0x0F) * 4
         if let problem = datagramProblem(UnsafeRawBufferPointer(rebasing: p[hl...])) {
-            fail(slot, "\(what): inner datagram invalid: \(problem)")
+            fail(slot, Kind.invalidDatagram, "\(what): inner datagram invalid: \(problem)")
         }
     }
 
     /// The fragments (generated, origin `slot`, each IP-in-IP) must rebuild `original` exactly.
     static func checkFragments(of original: UnsafeRawBufferPointer, slot: Int, generated: borrowing PacketBatch,
-                               _ fail: (Int, String) -> Void) {
+                               _ fail: (Int, String, String) -> Void) {
         guard original.count >= 20 else { return }
         let hl = Int(original[0] & 0x0F) * 4
         guard hl >= 20 && hl <= original.count else { return }
@@ -159,24 +180,24 @@ public enum FuzzInvariants {
             let mf = ff & IPv4Header.moreFragmentsFlag != 0
             let last = k == indices.count - 1
             if offset != base + covered {
-                fail(slot, "fragment \(k) of \(indices.count) has offset \(offset), expected \(base) + \(covered) = \(base + covered)")
+                fail(slot, base + covered > 65535 ? Kind.fragmentOffset : Kind.fragments, "fragment \(k) of \(indices.count) has offset \(offset), expected \(base) + \(covered) = \(base + covered)")
                 return
             }
             if mf != (last ? originalMF : true) {
-                fail(slot, "fragment \(k) of \(indices.count): MF \(mf), expected \(last ? originalMF : true)")
+                fail(slot, Kind.fragments, "fragment \(k) of \(indices.count): MF \(mf), expected \(last ? originalMF : true)")
                 return
             }
             let data = f.count - fhl
             guard covered + data <= payload else {
-                fail(slot, "fragments carry more than the \(payload)-byte payload")
+                fail(slot, Kind.fragments, "fragments carry more than the \(payload)-byte payload")
                 return
             }
             if !f[fhl...].elementsEqual(original[(hl + covered)..<(hl + covered + data)]) {
-                fail(slot, "fragment \(k) bytes differ from the original payload at \(covered)")
+                fail(slot, Kind.fragments, "fragment \(k) bytes differ from the original payload at \(covered)")
                 return
             }
             covered += data
         }
-        if covered != payload { fail(slot, "fragments carry \(covered) of \(payload) payload bytes") }
+        if covered != payload { fail(slot, Kind.fragments, "fragments carry \(covered) of \(payload) payload bytes") }
     }
 }

@@ -1,5 +1,35 @@
 import IPIPCore
 
+/// Runs programs one after the other, reusing the packet slabs between them (allocating about
+/// 1 MB per program under ASan cost more than the engine work). Each program still gets a fresh
+/// engine, clock and empty batches, so a result depends on the input alone. Not thread-safe: one
+/// session per thread (`ipip-fuzz` keeps one; `FuzzProgram.run` makes a fresh one per call).
+public final class FuzzSession {
+    /// Runners by `generated` capacity: [256 slots, 16 slots].
+    var runners: [FuzzProgram.Runner?] = [nil, nil]
+
+    public init() {}
+
+    /// Runs the program in `input`; see `FuzzProgram`.
+    public func run(_ input: UnsafeRawBufferPointer) -> [FuzzInvariants.Violation] {
+        run(input, trace: nil)
+    }
+
+    func run(_ input: UnsafeRawBufferPointer, trace: ((String) -> Void)?) -> [FuzzInvariants.Violation] {
+        guard let options = input.first else { return [] }
+        let k = options & 0x20 != 0 ? 1 : 0
+        let runner: FuzzProgram.Runner
+        if let r = runners[k] {
+            r.reset(options: options)
+            runner = r
+        } else {
+            runner = FuzzProgram.Runner(options: options)
+            runners[k] = runner
+        }
+        return FuzzProgram.run(input, runner: runner, trace: trace)
+    }
+}
+
 /// Reads fuzzer bytes as a small program that drives one fresh engine in both directions, and
 /// checks the invariants of `FuzzInvariants` after every batch.
 ///
@@ -23,21 +53,23 @@ public enum FuzzProgram {
     public static let batchSize = 8
 
     /// Runs the program in `input` and returns every invariant violation (empty when all hold).
-    public static func run(_ input: UnsafeRawBufferPointer) -> [String] {
-        run(input, trace: nil)
+    public static func run(_ input: UnsafeRawBufferPointer) -> [FuzzInvariants.Violation] {
+        FuzzSession().run(input)
     }
 
     /// Runs the program and also returns one line per input packet: its verdict and side.
-    public static func trace(_ input: UnsafeRawBufferPointer) -> (violations: [String], trace: [String]) {
+    public static func trace(_ input: UnsafeRawBufferPointer) -> (violations: [FuzzInvariants.Violation], trace: [String]) {
         var lines: [String] = []
-        let violations = run(input, trace: { lines.append($0) })
+        let violations = FuzzSession().run(input, trace: { lines.append($0) })
         return (violations, lines)
     }
 
-    static func run(_ input: UnsafeRawBufferPointer, trace: ((String) -> Void)?) -> [String] {
-        guard let options = input.first else { return [] }
-        let runner = Runner(options: options)
+    static func run(_ input: UnsafeRawBufferPointer, runner: Runner, trace: ((String) -> Void)?)
+        -> [FuzzInvariants.Violation]
+    {
+        let options = input[0]
         runner.trace = trace
+        defer { runner.trace = nil }
         var at = 1
         var packet: [UInt8] = []
         packet.reserveCapacity(2048)
@@ -92,16 +124,33 @@ public enum FuzzProgram {
         var batchNumber = 0
         /// Nanoseconds since the epoch; never negative.
         var clock: Int64 = 1_000_000_000_000
-        var violations: [String] = []
+        var violations: [FuzzInvariants.Violation] = []
         var trace: ((String) -> Void)?
 
         init(options: UInt8) {
+            engine = Self.engine(options: options)
+            generated = PacketBatch(capacity: options & 0x20 != 0 ? 16 : 256, maximumPacketByteCount: 2048)
+        }
+
+        static func engine(options: UInt8) -> Engine {
             let configuration = EngineConfiguration(
                 outerTimeToLive: options & 0x40 != 0 ? 0 : 64,
                 icmpRatePerSecond: options & 0x80 != 0 ? 5 : 1000,
                 icmpBurst: options & 0x80 != 0 ? 2 : 50)
-            engine = Engine(topology: FuzzTopologies.compiled[Int(options & 0x0F)], configuration: configuration)
-            generated = PacketBatch(capacity: options & 0x20 != 0 ? 16 : 256, maximumPacketByteCount: 2048)
+            return Engine(topology: FuzzTopologies.compiled[Int(options & 0x0F)], configuration: configuration)
+        }
+
+        /// Reset for a new program: a fresh engine and clock, empty batches. The slabs are kept:
+        /// allocating 1 MB per input (under ASan) cost more than the engine work.
+        func reset(options: UInt8) {
+            engine = Self.engine(options: options)
+            batch.removeAll()
+            generated.removeAll()
+            ingress = false
+            batchNumber = 0
+            clock = 1_000_000_000_000
+            violations = []
+            trace = nil
         }
 
         func advanceClock(_ step: UInt8) {
@@ -129,7 +178,8 @@ public enum FuzzProgram {
             let fits = packet.withUnsafeBytes { batch.append(copying: $0, time: time) }
             // A slot holds 65535 bytes; raw records are shorter than that, templates are clamped.
             guard fits else {
-                violations.append("record \(record): a \(packet.count)-byte packet did not fit the input batch")
+                violations.append(.init(slot: batch.count, kind: FuzzInvariants.Kind.inputBatch,
+                                        message: "record \(record): a \(packet.count)-byte packet did not fit the input batch"))
                 return
             }
             records[batch.count - 1] = record
@@ -156,10 +206,13 @@ public enum FuzzProgram {
                 }
             }
             for v in found {
-                violations.append("batch \(batchNumber) (\(ingress ? "ingress" : "egress")), slot \(v.slot) (record \(records[v.slot])): \(v.message)")
+                var v = v
+                v.message = "batch \(batchNumber) (\(ingress ? "ingress" : "egress")), record \(records[v.slot]): \(v.message)"
+                violations.append(v)
             }
             batchNumber += 1
             batch.removeAll()
         }
     }
 }
+

@@ -9,7 +9,8 @@ import IPIPCore
 ///     a body, UDP; bit 3 DF; bit 4 MF; bit 5 nonzero fragment offset ((d6 << 5) | 1);
 ///     bits 6-7 options: none, NOP NOP NOP EOL, router alert (copied), LSRR (copied, refused on ingress)
 /// d2  bits 0-1 ECN; bits 2-3 TTL 0, 1, 64, 255; bits 4-7 the top of the DSCP
-/// d3 d4  payload length, big endian (clamped so the whole datagram stays ≤ 65535)
+/// d3 d4  payload length: d3 < 0xF0: (d3 & 0x0F) << 8 | d4 (≤ 4095); d3 ≥ 0xF0: (d3 & 0x0F) << 12 | d4 << 4
+///     (clamped so the whole datagram stays ≤ 65535)
 /// d5  ingress only: bits 0-2 outer source (FuzzTopologies.outerSources); bits 3-4 kind:
 ///     0 IP-in-IP to this node, 1 IP-in-IP to node-b (not for us), 2 ICMP error to this node
 ///     quoting an outer header we might have sent, 3 the inner datagram alone;
@@ -51,7 +52,9 @@ public struct FuzzDescriptor {
         var inner = [UInt8](repeating: 0, count: 20)
         inner += options
         let headerLength = inner.count
-        let payloadLength = min(Int(d3) << 8 | Int(d4), 65535 - wrapping - headerLength)
+        // Mostly up to 4095 bytes; d3 ≥ 0xF0 reaches the 64 KiB limit in steps of 16.
+        let requested = d3 >= 0xF0 ? Int(d3 & 0x0F) << 12 | Int(d4) << 4 : Int(d3 & 0x0F) << 8 | Int(d4)
+        let payloadLength = min(requested, 65535 - wrapping - headerLength)
         let protocolNumber: UInt8
         switch d1 & 7 {
         case 0, 7: protocolNumber = IPProtocolNumber.udp
