@@ -96,16 +96,15 @@ public enum FuzzProgram {
                 let n = min(d.suppliedPayloadCount, input.count - at)
                 d.build(ingress: ingress, payload: UnsafeRawBufferPointer(rebasing: input[at..<(at + n)]), into: &packet)
                 at += n
+                packet.withUnsafeBytes { runner.add($0, ingress: ingress, record: record) }
             } else {
                 guard input.count - at >= 2 else { break }
                 let declared = Int(input[at]) << 8 | Int(input[at + 1])
                 at += 2
                 let n = min(declared, input.count - at)
-                packet.removeAll(keepingCapacity: true)
-                packet += UnsafeRawBufferPointer(rebasing: input[at..<(at + n)])
+                runner.add(UnsafeRawBufferPointer(rebasing: input[at..<(at + n)]), ingress: ingress, record: record)
                 at += n
             }
-            runner.add(packet, ingress: ingress, record: record)
             record += 1
         }
         runner.flush()
@@ -171,11 +170,10 @@ public enum FuzzProgram {
             engine.replaceTopology(FuzzTopologies.compiled[Int(variant & 0x0F)])
         }
 
-        func add(_ packet: [UInt8], ingress: Bool, record: Int) {
+        func add(_ packet: UnsafeRawBufferPointer, ingress: Bool, record: Int) {
             if batch.count > 0 && ingress != self.ingress { flush() }
             self.ingress = ingress
-            let time = now
-            let fits = packet.withUnsafeBytes { batch.append(copying: $0, time: time) }
+            let fits = batch.append(copying: packet, time: now)
             // A slot holds 65535 bytes; raw records are shorter than that, templates are clamped.
             guard fits else {
                 violations.append(.init(slot: batch.count, kind: FuzzInvariants.Kind.inputBatch,

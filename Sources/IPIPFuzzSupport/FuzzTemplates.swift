@@ -8,6 +8,7 @@ import IPIPCore
 /// d1  bits 0-2 inner protocol: UDP, TCP, ICMP echo, ICMP error (3/3), IP-in-IP, GRE, ICMP without
 ///     a body, UDP; bit 3 DF; bit 4 MF; bit 5 nonzero fragment offset ((d6 << 5) | 1);
 ///     bits 6-7 options: none, NOP NOP NOP EOL, router alert (copied), LSRR (copied, refused on ingress)
+///     (payload bytes not supplied by the program are 0xA5 ^ d7)
 /// d2  bits 0-1 ECN; bits 2-3 TTL 0, 1, 64, 255; bits 4-7 the top of the DSCP
 /// d3 d4  payload length: d3 < 0xF0: (d3 & 0x0F) << 8 | d4 (≤ 4095); d3 ≥ 0xF0: (d3 & 0x0F) << 12 | d4 << 4
 ///     (clamped so the whole datagram stays ≤ 65535)
@@ -63,13 +64,17 @@ public struct FuzzDescriptor {
         case 4: protocolNumber = IPProtocolNumber.ipInIP
         default: protocolNumber = 47
         }
-        var body = [UInt8](repeating: 0, count: d1 & 7 == 6 ? 0 : payloadLength)
-        for i in body.indices { body[i] = UInt8(truncatingIfNeeded: i &* 7 &+ 1) }
+        // A constant fill (Array(repeating:) is a memset even in debug builds; a per-byte pattern
+        // loop made the harness slower than the engine) under the supplied bytes.
+        var body = [UInt8](repeating: 0xA5 ^ d7, count: d1 & 7 == 6 ? 0 : payloadLength)
         if protocolNumber == IPProtocolNumber.icmp, body.count >= 8 {
             body[0] = d1 & 7 == 3 ? 3 : 8
             body[1] = d1 & 7 == 3 ? 3 : 0
         }
-        for (i, b) in payload.prefix(body.count).enumerated() { body[i] = b }
+        let supplied = min(payload.count, body.count)
+        if supplied > 0, let src = payload.baseAddress {
+            body.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: src, byteCount: supplied) }
+        }
         inner += body
 
         inner[0] = 0x40 | UInt8(headerLength / 4)
