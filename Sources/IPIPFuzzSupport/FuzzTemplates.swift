@@ -15,7 +15,7 @@ import IPIPCore
 /// d5  ingress only: bits 0-2 outer source (FuzzTopologies.outerSources); bits 3-4 kind:
 ///     0 IP-in-IP to this node, 1 IP-in-IP to node-b (not for us), 2 ICMP error to this node
 ///     quoting an outer header we might have sent, 3 the inner datagram alone;
-///     bits 5-6 outer ECN; bit 7 outer MF (an outer fragment)
+///     bits 5-6 outer ECN; bits 5-7 all set: outer MF too (an outer fragment)
 /// d6  ICMP (kind 2): bits 0-2 type/code: 3/4 ×4, 3/1, 11/0, 0/0 (not an error), 3/4 quoting a
 ///     header whose source is node-b; also the fragment offset source (d1 bit 5)
 /// d7  bits 0-5: how many payload bytes follow the descriptor in the program (the rest of the
@@ -97,7 +97,7 @@ public struct FuzzDescriptor {
             let destination = kind == 0 ? FuzzTopologies.a("10.0.0.1") : FuzzTopologies.a("10.0.0.2")
             var outer = Self.header(source: FuzzTopologies.outerSources[Int(d5 & 7)], destination: destination,
                                     protocolNumber: IPProtocolNumber.ipInIP, tos: (d5 >> 5) & 3,
-                                    flags: IPv4Header.dontFragmentFlag | (d5 & 0x80 != 0 ? IPv4Header.moreFragmentsFlag : 0))
+                                    flags: IPv4Header.dontFragmentFlag | (d5 & 0xE0 == 0xE0 ? IPv4Header.moreFragmentsFlag : 0))
             outer += inner
             Self.finishHeader(&outer, headerLength: 20)
             out = outer
@@ -123,7 +123,7 @@ public struct FuzzDescriptor {
             Self.store16(c, at: 2, in: &icmp)
             var ip = Self.header(source: FuzzTopologies.outerSources[Int(d5 & 7)], destination: FuzzTopologies.a("10.0.0.1"),
                                  protocolNumber: IPProtocolNumber.icmp, tos: 0xC0,
-                                 flags: d5 & 0x80 != 0 ? IPv4Header.moreFragmentsFlag : 0)
+                                 flags: d5 & 0xE0 == 0xE0 ? IPv4Header.moreFragmentsFlag : 0)
             ip += icmp
             Self.finishHeader(&ip, headerLength: 20)
             out = ip

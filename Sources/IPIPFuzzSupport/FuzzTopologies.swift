@@ -6,10 +6,11 @@ import IPIPCore
 /// node-b 10.0.0.2/24 (same subnet), node-c 10.0.1.3/24 (other subnet), one pool 192.168.0.0/16.
 /// Variant bits:
 /// - 0…1: pool mode: 0 Always, 1 CrossSubnet, 2 Never, 3 Always plus the odd corners (a VXLAN pool,
-///   a node without an address, a node whose address lies in an encapsulated block (ENC-20), a
+///   a node without an address, node-e whose address is its own encapsulated tunnel /32 (ENC-20), a
 ///   block outside every pool);
 /// - 2: `externalNodesCIDRList` = 203.0.113.0/24;
-/// - 3: `ipipMTU` 576 (else the underlay's 1500 − 20), so fragmentation and ICMP paths trigger early.
+/// - 3: `ipipMTU` 576 (else the underlay's 1500 − 20), so fragmentation and ICMP paths trigger early;
+///   with the odd corners, the minimum 68 instead (many tiny fragments, `output_full`).
 public enum FuzzTopologies {
     /// Number of variants (the low 4 bits of a selector).
     public static let count = 16
@@ -35,14 +36,16 @@ public enum FuzzTopologies {
         if rich {
             spec.pools.append(.init(name: "vxlan", prefix: p("172.16.0.0/16"), ipipMode: .never, vxlanEnabled: true))
             spec.nodes.append(.init(name: "node-d", address: nil))
-            spec.nodes.append(.init(name: "node-e", address: p("192.168.4.5/24")))
+            // node-e's tunnel address is its node IP: the /32 route to it is encapsulated, so
+            // tunnelling to node-e would loop (ENC-20, peer_route_through_tunnel).
+            spec.nodes.append(.init(name: "node-e", address: p("192.168.4.5/24"), tunnelAddress: a("192.168.4.5")))
             spec.blocks.append(.init(prefix: p("172.16.0.0/26"), node: "node-b"))
             spec.blocks.append(.init(prefix: p("192.168.3.0/26"), node: "node-d"))
             spec.blocks.append(.init(prefix: p("192.168.4.0/26"), node: "node-b"))
             spec.blocks.append(.init(prefix: p("10.99.0.0/26"), node: "node-c"))
         }
         if v & 4 != 0 { spec.externalNodes = [p("203.0.113.0/24")] }
-        if v & 8 != 0 { spec.ipipMTU = 576 }
+        if v & 8 != 0 { spec.ipipMTU = rich ? Topology.minimumMTU : 576 }
         return spec
     }
 
@@ -68,7 +71,7 @@ public enum FuzzTopologies {
         a("192.168.2.1"),  // 8 node-c tunnel address
         a("203.0.113.10"),  // 9 outside the cluster; an external node in variants with bit 2
         a("192.168.3.7"),  // 10 node-d's block (rich), else pool without a block
-        a("192.168.4.5"),  // 11 node-e's address inside node-b's block (rich)
+        a("192.168.4.5"),  // 11 node-e's address and tunnel /32 (rich: ENC-20 loop)
         a("172.16.0.9"),  // 12 VXLAN pool (rich)
         a("10.99.0.5"),  // 13 block outside every pool (rich)
         a("192.168.200.1"),  // 14 pool, no block
