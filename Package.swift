@@ -39,13 +39,18 @@ let package = Package(
             name: "ipipd",
             dependencies: ["IPIPDataplane", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // Fuzzing: the program interpreter and invariant checks (shared by ipip-fuzz and the
+        // regression test), the libFuzzer driver declaration, and the fuzz executable.
+        .target(name: "IPIPFuzzSupport", dependencies: ["IPIPCore"]),
+        .target(name: "CFuzz"),
+        .executableTarget(name: "ipip-fuzz", dependencies: ["IPIPCore", "IPIPFuzzSupport", "CFuzz"]),
         .executableTarget(
             name: "ipipctl",
             dependencies: [
                 "IPIPResources", "IPIPDataplane", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore"]),
+        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux"]),
