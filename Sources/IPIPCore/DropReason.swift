@@ -65,6 +65,9 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case natPortsExhausted
     /// SNAT: a protocol or packet the NAT cannot translate (not TCP, UDP or ICMP echo; a fragment).
     case natUntranslatable
+    /// A fragment whose offset plus payload passes 65,535 bytes: no datagram can be reassembled
+    /// from it (RFC 791), and re-fragmenting it would wrap the 13-bit offset (found by fuzzing).
+    case invalidFragment
 
     /// The stable snake_case name used in verdicts, logs and metrics.
     public var name: String {
@@ -101,6 +104,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .natTableFull: "nat_table_full"
         case .natPortsExhausted: "nat_ports_exhausted"
         case .natUntranslatable: "nat_untranslatable"
+        case .invalidFragment: "invalid_fragment"
         }
     }
 

@@ -66,6 +66,9 @@ extension Engine {
             return drop(.badHeaderChecksum, length: totalLength)
         }
         if header.timeToLive == 0 { return drop(.ttlExpired, length: totalLength) }
+        if Int(header.fragmentOffset) &* 8 &+ totalLength &- header.headerLength > 65535 {
+            return drop(.invalidFragment, length: totalLength)
+        }
         let source = header.sourceAddress
         let destination = header.destinationAddress
         if Self.isMartian(source) { return drop(.invalidSource, length: totalLength) }

@@ -15,11 +15,7 @@ struct FuzzRegressionTests {
         .deletingLastPathComponent().appendingPathComponent("Fixtures/fuzz")
 
     /// Crash files (under crashes/) of engine bugs not fixed yet: file name → where the bug is.
-    static let openEngineBugs: [String: String] = [
-        "egress-refragment-offset-wrap":
-            "Engine+Egress.swift:187 fragmentAndEncapsulate: (baseOffset + offset) >> 3 wraps in the 13-bit field "
-            + "when an inner fragment's offset + payload passes 65535",
-    ]
+    static let openEngineBugs: [String: String] = [:]
 
     struct Input: CustomTestStringConvertible, Sendable {
         let relativePath: String

@@ -223,11 +223,15 @@ struct NATTableMappingTests {
     func determinism() {
         func run(seed: UInt64) -> [UInt16] {
             let nat = NATTable(capacity: 1000, seed: seed)
-            return (0..<500).map { i in
-                nat.outbound(.tcp, internalAddress: IPv4Address(rawValue: 0xC0A8_0000 + UInt32(i % 50)),
-                             internalPort: UInt16(40000 + i / 50), remoteAddress: server1, remotePort: 443,
-                             tcpFlags: SYN, now: at(Int64(i))).externalPort
+            var ports: [UInt16] = []
+            for i in 0..<500 {
+                let address = IPv4Address(rawValue: 0xC0A8_0000 + UInt32(i % 50))
+                let port = UInt16(40000 + i / 50)
+                let result = nat.outbound(.tcp, internalAddress: address, internalPort: port, remoteAddress: server1,
+                                          remotePort: 443, tcpFlags: SYN, now: at(Int64(i)))
+                ports.append(result.externalPort)
             }
+            return ports
         }
         #expect(run(seed: 42) == run(seed: 42))
         #expect(run(seed: 42) != run(seed: 43))
