@@ -3,6 +3,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <linux/if_tun.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include "cipiplinux.h"
 
 _Static_assert(sizeof(cipl_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr size");
@@ -17,3 +19,5 @@ int cipl_recvmmsg(int fd, cipl_mmsghdr *vec, unsigned int vlen, int flags, struc
 int cipl_sendmmsg(int fd, cipl_mmsghdr *vec, unsigned int vlen, int flags) {
     return sendmmsg(fd, (struct mmsghdr *)vec, vlen, flags);
 }
+
+int cipl_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

@@ -36,4 +36,7 @@ typedef struct {
 int cipl_recvmmsg(int fd, cipl_mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout);
 int cipl_sendmmsg(int fd, cipl_mmsghdr *vec, unsigned int vlen, int flags);
 
+/// pipe2(fds, O_CLOEXEC) (pipe2 needs _GNU_SOURCE).
+int cipl_pipe_cloexec(int fds[2]);
+
 #endif
