@@ -62,9 +62,9 @@ public final class NetlinkSocket: Sendable {
     public func request(_ message: NetlinkMessageBuilder, detail: @autoclosure () -> String = "")
         throws(NetlinkError) -> [NetlinkMessage]
     {
+        // Only NLM_F_ACK is added: NLM_F_DUMP's bits (ROOT|MATCH) are REPLACE|EXCL on NEW requests.
         var m = message
         m.flags |= NL.ack
-        m.flags &= ~NL.dump
         do {
             return try exchange(m).messages
         } catch {
