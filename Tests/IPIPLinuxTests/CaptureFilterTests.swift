@@ -8,7 +8,7 @@ import Testing
 /// documentation (Documentation/networking/filter.rst) rather than from the assembler, so the
 /// test checks the program's meaning and not its encoding. Loads past the end return 0 (reject),
 /// as the kernel does.
-func runClassicBPF(_ program: [sock_filter], on packet: [UInt8]) -> UInt32 {
+func runClassicBPF(_ program: [sock_filter], on packet: [UInt8], etherType: UInt16 = 0x0800) -> UInt32 {
     var a: UInt32 = 0
     var x: UInt32 = 0
     var pc = 0
@@ -26,6 +26,9 @@ func runClassicBPF(_ program: [sock_filter], on packet: [UInt8]) -> UInt32 {
             let mode = i.code & 0xe0
             let offset: Int
             switch mode {
+            case 0x20 where i.k == UInt32(bitPattern: SKF_AD_OFF + SKF_AD_PROTOCOL):  // ancillary: skb->protocol
+                a = UInt32(etherType)
+                continue
             case 0x20: offset = Int(i.k)  // BPF_ABS
             case 0x40: offset = Int(x) + Int(i.k)  // BPF_IND
             default: Issue.record("unsupported ld mode \(mode)"); return 0
@@ -110,6 +113,7 @@ struct FilterCase: CustomTestStringConvertible, Sendable {
     var name: String
     var packet: [UInt8]
     var accepted: Bool
+    var etherType: UInt16 = 0x0800
     var testDescription: String { name }
 }
 
@@ -141,6 +145,8 @@ let filterCases: [FilterCase] = [
     .init(name: "ICMP non-first fragment", packet: ipv4(protocol: 1, payload: icmp(type: 3), fragmentField: 0x0003), accepted: false),
     .init(name: "GRE to the node", packet: ipv4(protocol: 47, payload: [0, 0, 8, 0]), accepted: false),
     .init(name: "empty packet", packet: [], accepted: false),
+    .init(name: "IPIP bytes in an IPv6 frame (EtherType 0x86dd)", packet: ipv4(protocol: 4, payload: [0]), accepted: false, etherType: 0x86DD),
+    .init(name: "IPIP bytes in an ARP frame", packet: ipv4(protocol: 4, payload: [0]), accepted: false, etherType: 0x0806),
     .init(name: "header cut at the destination", packet: Array(ipv4(protocol: 4, payload: []).prefix(18)), accepted: false),
 ]
 
@@ -149,7 +155,7 @@ struct CaptureFilterTests {
     @Test("accepts exactly the dataplane's packets", arguments: filterCases)
     func table(_ row: FilterCase) {
         let program = CaptureFilter(nodeAddress: node, natPortRange: natPorts).program()
-        let verdict = runClassicBPF(program, on: row.packet)
+        let verdict = runClassicBPF(program, on: row.packet, etherType: row.etherType)
         #expect((verdict != 0) == row.accepted)
         if row.accepted { #expect(verdict == CaptureFilter.acceptByteCount) }
     }
