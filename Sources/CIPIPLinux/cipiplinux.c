@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <linux/if_tun.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 #include "cipiplinux.h"
 
@@ -21,3 +22,5 @@ int cipl_sendmmsg(int fd, cipl_mmsghdr *vec, unsigned int vlen, int flags) {
 }
 
 int cipl_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int cipl_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }

@@ -3,8 +3,10 @@ import IPIPCore
 
 /// The classic BPF program that makes the uplink capture take exactly the dataplane's packets.
 ///
-/// The capture socket is `AF_PACKET`/`SOCK_DGRAM`, so the program sees the packet from its IPv4
-/// header on (offset 0 = version/IHL). It accepts, when the destination is `nodeAddress`:
+/// The capture socket is `AF_PACKET`/`SOCK_DGRAM`, so the program sees the packet from its
+/// network header on (offset 0 = version/IHL). The socket is bound to `ETH_P_ALL` (see
+/// `UplinkCapture` for why), so the program first checks the frame's protocol (the ancillary
+/// load `SKF_AD_PROTOCOL`, `skb->protocol`) is IPv4. It accepts, when the destination is `nodeAddress`:
 /// - (a) IP protocol 4 (IP-in-IP), fragments included (the engine counts and drops outer fragments);
 /// - (b) TCP or UDP, first fragment or unfragmented, with the destination port in `natPortRange`
 ///   (replies to SNATed flows);
@@ -16,6 +18,8 @@ import IPIPCore
 /// returns 0 for an out-of-bounds load). Accepted packets are kept whole (return 262144).
 ///
 /// ```
+///     ldh  [SKF_AD_OFF+SKF_AD_PROTOCOL]   ; EtherType of the frame
+///     jeq  #0x0800, , reject
 ///     ld   [16]                 ; destination address
 ///     jeq  #node, proto, reject
 /// proto:
@@ -75,11 +79,16 @@ public struct CaptureFilter: Sendable, Equatable {
     static let jsetK: UInt16 = 0x05 | 0x40  // BPF_JMP | BPF_JSET | BPF_K
     static let retK: UInt16 = 0x06 | 0x00  // BPF_RET | BPF_K
 
+    /// `SKF_AD_OFF + SKF_AD_PROTOCOL` (linux/filter.h): loads `skb->protocol` in host order.
+    static let ancillaryProtocol = UInt32(bitPattern: -0x1000 + 0)
+
     /// The program, ready for `SO_ATTACH_FILTER`.
     public func program() -> [sock_filter] {
         var a = Assembler()
         let low = UInt32(natPortRange.lowerBound)
         let high = UInt32(natPortRange.upperBound)
+        a.emit(Self.ldAbsH, k: Self.ancillaryProtocol)
+        a.emit(Self.jeqK, k: 0x0800, false: "reject")
         a.emit(Self.ldAbsW, k: 16)
         a.emit(Self.jeqK, k: nodeAddress.rawValue, true: "proto", false: "reject")
         a.label("proto")

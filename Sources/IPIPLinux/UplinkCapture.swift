@@ -5,16 +5,18 @@ import IPIPCore
 /// Takes the dataplane's packets off the uplink: IP-in-IP to the node, replies to NAT ports,
 /// ICMP errors (see `CaptureFilter`).
 ///
-/// An `AF_PACKET`/`SOCK_DGRAM` socket for `ETH_P_IP`, bound to the uplink's interface index, so a
-/// read returns the IPv4 packet without its link-layer header. `PACKET_IGNORE_OUTGOING` keeps
-/// the host's and the dataplane's own transmissions out. The socket is created with protocol 0
-/// (which receives nothing), gets its filter, and only then is bound to `ETH_P_IP`: no
-/// unfiltered packet is ever queued.
+/// An `AF_PACKET`/`SOCK_DGRAM` socket bound to the uplink's interface index, so a read returns
+/// the network-layer packet without its link-layer header; the BPF program (`CaptureFilter`)
+/// keeps only IPv4 packets for the dataplane. `PACKET_IGNORE_OUTGOING` keeps the host's and the
+/// dataplane's own transmissions out. The socket is created with protocol 0 (which receives
+/// nothing), gets its filter, and only then is bound: no unfiltered packet is ever queued.
 ///
-/// The capture receives a copy; the host stack still sees the original. The nftables
-/// netdev-ingress drop (`NFTables.apply`) removes the host's copy of everything except ICMP
-/// errors, and the `AF_PACKET` tap runs before that hook, so the capture still gets them
-/// (DESIGN.md §4).
+/// Why `ETH_P_ALL` and not `ETH_P_IP`: the kernel delivers received frames to `ETH_P_ALL`
+/// packet sockets (the "taps", as tcpdump uses) *before* the ingress hooks (tc, nftables
+/// netdev ingress), and to protocol-specific ones like `ETH_P_IP` only *after* them
+/// (`__netif_receive_skb_core`). The nftables drop (`NFTables.apply`) removes the host's copy
+/// of the dataplane's packets at netdev ingress; only a tap still receives them (DESIGN.md §4;
+/// checked by the nftables test: an `ETH_P_IP` socket saw nothing once the table was applied).
 ///
 /// Batching: `receiveBatch` claims the batch's free slots (up to `maximumBatchSize`), points the
 /// preallocated iovecs at them (at the headroom) and calls `recvmmsg(2)` once; nothing is
@@ -65,7 +67,7 @@ public final class UplinkCapture: @unchecked Sendable {
             try Self.attach(filter, to: fd)
             var address = sockaddr_ll()
             address.sll_family = UInt16(AF_PACKET)
-            address.sll_protocol = UInt16(ETH_P_IP).bigEndian
+            address.sll_protocol = UInt16(ETH_P_ALL).bigEndian
             address.sll_ifindex = interfaceIndex
             try withUnsafeBytes(of: &address) { (raw) throws(SystemCallError) in
                 try Syscall.bind(fd, raw.baseAddress!, raw.count)

@@ -39,4 +39,8 @@ int cipl_sendmmsg(int fd, cipl_mmsghdr *vec, unsigned int vlen, int flags);
 /// pipe2(fds, O_CLOEXEC) (pipe2 needs _GNU_SOURCE).
 int cipl_pipe_cloexec(int fds[2]);
 
+/// setns(fd, CLONE_NEWNET): moves the calling thread into the network namespace `fd` refers to
+/// (setns needs _GNU_SOURCE). Used by tests and tools that create devices inside a namespace.
+int cipl_setns_net(int fd);
+
 #endif
