@@ -1,6 +1,7 @@
 import ArgumentParser
 import IPIPCore
 import IPIPDataplane
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -11,7 +12,7 @@ struct IPIPD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ipipd",
         abstract: "A userspace IP-in-IP dataplane with Calico's IPPool semantics.",
-        subcommands: [Replay.self]
+        subcommands: [Run.self, Replay.self]
     )
 }
 
@@ -112,6 +113,104 @@ struct Replay: ParsableCommand {
             if !quiet { print(summary.report(input: input, node: topology.node, topology: topo)) }
         } catch {
             printError("error: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the dataplane on this host (root): TUN, uplink capture, raw socket, routes.",
+        discussion: """
+            Reads the Calico resources from --manifests, finds the uplink that holds the node's IP, \
+            creates the TUN device, programs routes, policy rules, sysctls and an nftables table, and \
+            moves packets until SIGTERM or SIGINT, when it removes everything it added. SIGHUP, or a \
+            change of the manifests, reloads the topology without pausing traffic; SIGUSR1 logs a \
+            one-line summary of the counters. Metrics: http://127.0.0.1:9091/metrics.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The name of this node (a Node resource).", valueName: "name"))
+    var node: String
+
+    @Option(name: .long, help: ArgumentHelp("Calico manifests (file or directory; repeatable).", valueName: "path"))
+    var manifests: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("The uplink; default: the interface holding the node IP.", valueName: "interface"))
+    var uplink: String?
+
+    @Option(name: .customLong("tun-name"), help: "The TUN device's name (not tunl0).")
+    var tunName = "ipip0"
+
+    @Option(name: .customLong("underlay-mtu"), help: "MTU of the underlay; default: the uplink's MTU.")
+    var underlayMTU: Int?
+
+    @Option(name: .customLong("outer-ttl"), help: ArgumentHelp("TTL of the outer header: 1…255, or 'inherit'.", valueName: "ttl"))
+    var outerTTL: String = "64"
+
+    @Option(name: .customLong("metrics-address"), help: ArgumentHelp("Prometheus metrics address host:port; 'off' disables.", valueName: "address"))
+    var metricsAddress = "127.0.0.1:9091"
+
+    @Option(name: .customLong("resync-interval"), help: "Seconds between reconcile passes.")
+    var resyncInterval: Double = 10
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    @Option(name: .long, help: "Packets per batch.")
+    var batch = 64
+
+    func validate() throws {
+        guard !manifests.isEmpty else { throw ValidationError("give at least one --manifests path") }
+        guard tunName != "tunl0", !tunName.isEmpty, tunName.utf8.count < 16 else {
+            throw ValidationError("--tun-name must be 1…15 characters and not tunl0 (the kernel's ipip device)")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        guard outerTTL == "inherit" || (UInt8(outerTTL).map { $0 > 0 } ?? false) else {
+            throw ValidationError("--outer-ttl must be 1…255 or 'inherit'")
+        }
+        guard resyncInterval >= 0.5 else { throw ValidationError("--resync-interval must be at least 0.5 s") }
+        guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1…1024") }
+        if metricsAddress != "off" {
+            guard let colon = metricsAddress.lastIndex(of: ":"), UInt16(metricsAddress[metricsAddress.index(after: colon)...]) != nil else {
+                throw ValidationError("--metrics-address must be host:port or off")
+            }
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "ipipd")
+        var options = DaemonOptions(node: node)
+        options.uplink = uplink
+        options.tunName = tunName
+        options.underlayMTU = underlayMTU
+        options.resyncSeconds = resyncInterval
+        options.batchSize = batch
+        // A random seed for SNAT port choice and hashing (the system generator reads getrandom).
+        var generator = SystemRandomNumberGenerator()
+        let seed = generator.next()
+        options.engine = EngineConfiguration(outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!, natSeed: seed)
+        if metricsAddress == "off" {
+            options.metricsPort = 0
+        } else {
+            let colon = metricsAddress.lastIndex(of: ":")!
+            options.metricsHost = String(metricsAddress[..<colon])
+            options.metricsPort = UInt16(metricsAddress[metricsAddress.index(after: colon)...])!
+        }
+        do {
+            let daemon = try Daemon(options: options, source: ManifestSource(paths: manifests), logger: logger)
+            let status = try daemon.run()
+            if status != 0 { throw ExitCode(status) }
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            logger.critical("\(error)")
             throw ExitCode(1)
         }
     }

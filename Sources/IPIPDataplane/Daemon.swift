@@ -1,0 +1,312 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Foundation
+import IPIPCore
+import IPIPLinux
+import IPIPResources
+import Logging
+import Synchronization
+
+/// What `ipipd run` is told.
+public struct DaemonOptions: Sendable {
+    public var node: String
+    /// The uplink; nil = the interface that holds the node IP.
+    public var uplink: String?
+    /// The TUN device's name (never `tunl0`: the kernel's ipip module owns it).
+    public var tunName: String = "ipip0"
+    /// Underlay MTU; nil = the uplink's MTU.
+    public var underlayMTU: Int?
+    public var metricsHost: String = "127.0.0.1"
+    /// 0 disables the metrics server.
+    public var metricsPort: UInt16 = 9091
+    /// Seconds between reconcile passes (routes, rules, nftables, sysctls).
+    public var resyncSeconds: Double = 10
+    /// Seconds between checks of the resource source for changes.
+    public var watchSeconds: Double = 1
+    public var batchSize: Int = 64
+    public var engine: EngineConfiguration = EngineConfiguration()
+    public var nftTable: String = "ipipd"
+
+    public init(node: String) { self.node = node }
+}
+
+/// `ipipd run`: the live dataplane on one host (DESIGN.md §4).
+///
+/// Threads: the packet loop (one `PacketLoop` over `LinuxDatapath`), the metrics server, and the
+/// control thread (this one), which owns every host change and the reload logic:
+/// 1. clean up leftovers of a previous run (routes and rules of our protocol, our nftables table);
+/// 2. load and compile the topology; find the uplink from the node IP; create the TUN;
+/// 3. program the host: TUN address, MTU and link up, sysctls, nftables, routes and rules;
+/// 4. start the packet loop and the metrics server;
+/// 5. loop: SIGHUP or a changed source → reload (compile, atomic swap into the packet loop,
+///    re-program); every `resyncSeconds` → reconcile again (a route deleted by hand comes back);
+///    SIGUSR1 → a one-line summary; SIGTERM/SIGINT → stop;
+/// 6. on the way out remove everything it added and print the summary line.
+///
+/// Hazards: a reload that fails validation keeps the previous topology (and says why); changing
+/// the node's IP or the uplink needs a restart (the capture and the TUN's address are bound to
+/// them) and is refused with an error in the log.
+public final class Daemon {
+    let options: DaemonOptions
+    let source: ResourceSource
+    let logger: Logger
+    let netlink: NetlinkSocket
+    let reconciler: RouteReconciler
+    let stats = ControlStats()
+
+    public init(options: DaemonOptions, source: ResourceSource, logger: Logger) throws {
+        self.options = options
+        self.source = source
+        self.logger = logger
+        netlink = try NetlinkSocket()
+        reconciler = RouteReconciler(socket: netlink)
+    }
+
+    enum Signal: Int32 { case terminate, interrupt, hangup, user1 }
+
+    /// Runs until SIGTERM or SIGINT; returns the process exit status.
+    public func run() throws -> Int32 {
+        // 1. Leftovers of a crashed run.
+        let leftovers = reconciler.removeAll()
+        if leftovers.removed > 0 { logger.notice("removed \(leftovers.removed) routes and rules left by a previous run") }
+        try? NFTables.remove(table: options.nftTable)
+
+        // 2. Topology and devices.
+        let set = try source.load()
+        var spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? 1500)
+        guard let nodePrefix = spec.nodes.first(where: { $0.name == options.node })?.address else {
+            throw ReplayError("node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
+        }
+        let uplink = try findUplink(nodeAddress: nodePrefix.address)
+        if options.underlayMTU == nil { spec.underlayMTU = uplink.mtu }
+        var topology = try Topology.compile(spec)
+        for w in topology.warnings { logger.warning("\(w)") }
+        logger.info("node \(options.node) \(topology.localAddress) on \(uplink.name) (MTU \(uplink.mtu)), tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools")
+
+        let tun = try TUNDevice(name: options.tunName)
+        defer { tun.close() }
+        guard let tunIndex = try netlink.linkIndex(name: tun.name) else { throw ReplayError("TUN \(tun.name) vanished") }
+        try configureTUN(index: tunIndex, topology: topology)
+        configureSysctls(tunName: tun.name)
+
+        let raw = try RawIPv4Socket(maximumBatchSize: options.batchSize * 48)
+        defer { raw.close() }
+        let capture = try UplinkCapture(interfaceIndex: uplink.index,
+                                        filter: CaptureFilter(nodeAddress: topology.localAddress, natPortRange: topology.natPortRange),
+                                        maximumBatchSize: options.batchSize)
+        defer { capture.close() }
+        applyNFTables(uplink: uplink.name, topology: topology)
+        reconcileRoutes(topology: topology, tunIndex: tunIndex, uplinkIndex: uplink.index)
+
+        // 4. Packet loop and metrics.
+        let datapath = try LinuxDatapath(tun: tun, capture: capture, raw: raw)
+        let engine = Engine(topology: topology, configuration: options.engine)
+        let loop = PacketLoop(io: datapath, engine: engine, batchSize: options.batchSize)
+        let loopThread = Thread { loop.run() }
+        loopThread.name = "ipipd-packets"
+        loopThread.start()
+        var metrics: MetricsServer?
+        if options.metricsPort != 0 {
+            do {
+                let server = try MetricsServer(host: options.metricsHost, port: options.metricsPort) { [stats] in
+                    var s = loop.latestSnapshot()
+                    let control = stats.value.withLock { $0 }
+                    s.routesProgrammed = control.routesProgrammed
+                    s.rulesProgrammed = control.rulesProgrammed
+                    s.reconciles = control.reconciles
+                    s.reconcileErrors = control.reconcileErrors
+                    s.topologyReloads = control.topologyReloads
+                    s.topologyReloadErrors = control.topologyReloadErrors
+                    return s.prometheusText()
+                }
+                metrics = server
+                let t = Thread { server.serve() }
+                t.name = "ipipd-metrics"
+                t.start()
+                logger.info("metrics on http://\(options.metricsHost):\(server.port)/metrics")
+            } catch {
+                logger.error("metrics disabled: \(error)")
+            }
+        }
+
+        // 5. Signals and the control loop.
+        let signals = Mutex<[Signal]>([])
+        let wakeup = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "ipipd-signals")
+        var sources: [DispatchSourceSignal] = []
+        for (number, kind) in [(SIGTERM, Signal.terminate), (SIGINT, .interrupt), (SIGHUP, .hangup), (SIGUSR1, .user1)] {
+            signal(number, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            s.setEventHandler {
+                signals.withLock { $0.append(kind) }
+                wakeup.signal()
+            }
+            s.resume()
+            sources.append(s)
+        }
+        logger.notice("running: TUN \(tun.name), uplink \(uplink.name), resync every \(options.resyncSeconds) s")
+
+        var token = source.changeToken()
+        var lastResync = Date()
+        var stop = false
+        while !stop {
+            _ = wakeup.wait(timeout: .now() + options.watchSeconds)
+            for s in signals.withLock({ p -> [Signal] in defer { p.removeAll() }; return p }) {
+                switch s {
+                case .terminate, .interrupt:
+                    logger.notice("stopping (\(s == .terminate ? "SIGTERM" : "SIGINT"))")
+                    stop = true
+                case .hangup:
+                    logger.notice("SIGHUP: reloading \(source.description)")
+                    reload(&topology, loop: loop, capture: capture, tunIndex: tunIndex, uplink: uplink)
+                    token = source.changeToken()
+                case .user1:
+                    loop.refreshSnapshot()
+                    usleep(20_000)
+                    logger.notice("\(self.summary(loop))")
+                }
+            }
+            if stop { break }
+            if let failure = loop.failure.withLock({ $0 }) {
+                logger.critical("packet loop failed: \(failure)")
+                break
+            }
+            let now = source.changeToken()
+            if now != token {
+                token = now
+                logger.notice("\(source.description) changed: reloading")
+                reload(&topology, loop: loop, capture: capture, tunIndex: tunIndex, uplink: uplink)
+            }
+            if Date().timeIntervalSince(lastResync) >= options.resyncSeconds {
+                lastResync = Date()
+                applyNFTables(uplink: uplink.name, topology: topology)
+                configureSysctls(tunName: tun.name)
+                reconcileRoutes(topology: topology, tunIndex: tunIndex, uplinkIndex: uplink.index)
+            }
+        }
+
+        // 6. Shutdown.
+        for s in sources { s.cancel() }
+        loop.stop()
+        while !loopThread.isFinished { usleep(5_000) }
+        metrics?.stop()
+        let removed = reconciler.removeAll()
+        do { try NFTables.remove(table: options.nftTable) } catch { logger.error("nftables: \(error)") }
+        logger.notice("removed \(removed.removed) routes and rules, nftables table \(options.nftTable); \(self.summary(loop))")
+        print("ipipd: " + summary(loop))
+        return loop.failure.withLock { $0 } == nil ? 0 : 1
+    }
+
+    func summary(_ loop: PacketLoop<LinuxDatapath>) -> String {
+        var s = loop.latestSnapshot()
+        s.routesProgrammed = stats.value.withLock { $0.routesProgrammed }
+        return s.summaryLine()
+    }
+
+    struct Uplink {
+        var index: Int32
+        var name: String
+        var mtu: Int
+    }
+
+    func findUplink(nodeAddress: IPv4Address) throws -> Uplink {
+        if let name = options.uplink {
+            guard let link = try netlink.link(name: name) else { throw ReplayError("uplink \(name) does not exist") }
+            return Uplink(index: link.index, name: link.name, mtu: link.mtu)
+        }
+        guard let held = try netlink.interfaceHolding(address: nodeAddress) else {
+            throw ReplayError("no interface holds the node IP \(nodeAddress); give --uplink")
+        }
+        return Uplink(index: held.index, name: held.name, mtu: held.mtu)
+    }
+
+    func configureTUN(index: Int32, topology: Topology) throws {
+        try netlink.setLink(index: index, up: true, mtu: topology.tunnelMTU)
+        if let t = topology.nodes[topology.localNodeIndex].tunnelAddress {
+            try netlink.addAddress(IPv4Prefix(address: t, length: 32), index: index)
+        }
+    }
+
+    /// Forwarding on; reverse-path filtering off on the TUN (replies to translated flows enter it
+    /// from addresses routed via the uplink) and loose at most for `all` (the effective value is
+    /// the maximum of `all` and the device's).
+    func configureSysctls(tunName: String) {
+        let wanted = [("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.\(tunName).rp_filter", "0")]
+        for (name, value) in wanted where Sysctl.read(name) != value {
+            do {
+                try Sysctl.write(name, value)
+                logger.info("sysctl \(name) = \(value)")
+            } catch {
+                logger.error("sysctl \(name): \(error)")
+                stats.value.withLock { $0.reconcileErrors += 1 }
+            }
+        }
+        if Sysctl.read("net.ipv4.conf.all.rp_filter") == "1" {
+            do {
+                try Sysctl.write("net.ipv4.conf.all.rp_filter", "2")
+                logger.info("sysctl net.ipv4.conf.all.rp_filter = 2 (was strict, which would override the TUN's 0)")
+            } catch {
+                logger.error("sysctl net.ipv4.conf.all.rp_filter: \(error)")
+            }
+        }
+    }
+
+    func applyNFTables(uplink: String, topology: Topology) {
+        do {
+            try NFTables.apply(table: options.nftTable, uplink: uplink, nodeAddress: topology.localAddress,
+                               natPortRange: topology.natPortRange)
+        } catch {
+            logger.error("nftables: \(error)")
+            stats.value.withLock { $0.reconcileErrors += 1 }
+        }
+    }
+
+    func reconcileRoutes(topology: Topology, tunIndex: Int32, uplinkIndex: Int32) {
+        let desired = HostRoutes.desired(for: topology, tunnelInterface: tunIndex, uplinkInterface: uplinkIndex)
+        let report = reconciler.reconcile(desired: desired.routes, rules: desired.rules)
+        for e in report.errors { logger.error("reconcile: \(e)") }
+        if report.changeCount > 0 {
+            logger.info("routes and rules: \(report.added) added, \(report.replaced) replaced, \(report.removed) removed")
+        }
+        stats.value.withLock {
+            $0.reconciles += 1
+            $0.reconcileErrors += UInt64(report.errors.count)
+            $0.routesProgrammed = desired.routes.count
+            $0.rulesProgrammed = desired.rules.count
+        }
+    }
+
+    func reload(_ topology: inout Topology, loop: PacketLoop<LinuxDatapath>, capture: UplinkCapture, tunIndex: Int32,
+                uplink: Uplink) {
+        do {
+            let set = try source.load()
+            var spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? uplink.mtu)
+            spec.underlayMTU = options.underlayMTU ?? uplink.mtu
+            let next = try Topology.compile(spec)
+            guard next.localAddress == topology.localAddress else {
+                throw ReplayError("the node IP changed from \(topology.localAddress) to \(next.localAddress): restart ipipd to apply it")
+            }
+            for w in next.warnings { logger.warning("\(w)") }
+            loop.publish(next)
+            if next.natPortRange != topology.natPortRange {
+                try capture.setFilter(CaptureFilter(nodeAddress: next.localAddress, natPortRange: next.natPortRange))
+            }
+            topology = next
+            try configureTUN(index: tunIndex, topology: next)
+            applyNFTables(uplink: uplink.name, topology: next)
+            reconcileRoutes(topology: next, tunIndex: tunIndex, uplinkIndex: uplink.index)
+            stats.value.withLock { $0.topologyReloads += 1 }
+            logger.notice("topology reloaded: \(next.nodes.count) nodes, \(next.pools.count) pools, tunnel MTU \(next.tunnelMTU)")
+        } catch {
+            stats.value.withLock { $0.topologyReloadErrors += 1 }
+            logger.error("reload refused, the previous topology stays: \(error)")
+        }
+    }
+}
+
+/// The control thread's counters, shared with the metrics thread.
+final class ControlStats: Sendable {
+    let value = Mutex<MetricsSnapshot>(MetricsSnapshot())
+}
