@@ -369,11 +369,16 @@ public enum NetlinkParser {
 
 /// The error (or acknowledgement) a kernel answer carries (C: `struct nlmsgerr` plus the
 /// extended-ack attributes).
-struct NetlinkErrorAnswer: Equatable {
+struct NetlinkErrorAnswer: Equatable, Sendable {
     /// 0 for an acknowledgement, else a positive errno.
     var errno: Int32
     /// `NLMSGERR_ATTR_MSG`, when the kernel explained itself.
     var message: String?
+
+    init(errno: Int32, message: String?) {
+        self.errno = errno
+        self.message = message
+    }
 
     /// Parses the payload of an `NLMSG_ERROR` message.
     /// - Parameters:

@@ -105,6 +105,11 @@ struct InterfaceAddress: Equatable {
     var index: Int32
     var prefix: IPv4Prefix
 
+    init(index: Int32, prefix: IPv4Prefix) {
+        self.index = index
+        self.prefix = prefix
+    }
+
     /// Parses an `RTM_NEWADDR` payload; nil for other families.
     init?(parsing payload: ArraySlice<UInt8>) throws(NetlinkError) {
         guard let h = AddressMessageHeader(parsing: payload) else { throw .malformed("ifaddrmsg shorter than 8 bytes") }
