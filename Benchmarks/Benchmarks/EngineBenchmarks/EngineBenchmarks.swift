@@ -53,18 +53,27 @@ struct Cluster {
     var spec: TopologySpec
     /// The remote blocks, for choosing destinations.
     var blocks: [IPv4Prefix]
+    /// Node IPs, indexed by node number (0 = the local node).
+    var nodeAddresses: [IPv4Address]
+    let nodeCount: Int
 
-    init(blockCount: Int, nodeCount: Int = 100, underlayMTU: Int, seed: UInt64 = 0xB10C_2026) {
+    /// - Parameters:
+    ///   - natOutgoing: the pool's `natOutgoing` (SNAT of traffic from workloads to outside every pool).
+    ///   - natPortRange: FelixConfiguration `natPortRange` (nil: the default 61000…65535).
+    init(blockCount: Int, nodeCount: Int = 100, underlayMTU: Int, seed: UInt64 = 0xB10C_2026,
+         natOutgoing: Bool = false, natPortRange: ClosedRange<UInt16>? = nil) {
         precondition(2 * blockCount < 1 << 18 - 4, "the /8 pool holds 2^18 /26 blocks")
         var rng = SplitMix64(state: seed)
         var nodes: [TopologySpec.Node] = [
             .init(name: "node-0", address: IPv4Prefix(address: IPv4Address(172, 16, 0, 1), length: 16))
         ]
+        self.nodeCount = nodeCount
         for n in 1...nodeCount {
             nodes.append(.init(name: "node-\(n)",
                                address: IPv4Prefix(address: IPv4Address(172, 16, UInt8(n >> 8), UInt8(n & 0xFF) &+ 1),
                                                    length: 16)))
         }
+        nodeAddresses = nodes.map { $0.address!.address }
         var indices = Set<Int>()
         while indices.count < blockCount { indices.insert(rng.next(below: 2 * blockCount)) }
         blocks = indices.sorted().map {
@@ -74,11 +83,15 @@ struct Cluster {
         specBlocks.append(.init(prefix: IPv4Prefix(address: IPv4Address(10, 255, 255, 0), length: 26), node: "node-0"))
         spec = TopologySpec(
             localNodeName: "node-0",
-            pools: [.init(name: "default-ipv4-ippool", prefix: poolPrefix, ipipMode: .always)],
+            pools: [.init(name: "default-ipv4-ippool", prefix: poolPrefix, ipipMode: .always, natOutgoing: natOutgoing)],
             nodes: nodes,
             blocks: specBlocks,
-            underlayMTU: underlayMTU)
+            underlayMTU: underlayMTU,
+            natPortRange: natPortRange)
     }
+
+    /// The node IP of the node that owns remote block `blocks[index]`.
+    func ownerAddress(ofBlock index: Int) -> IPv4Address { nodeAddresses[1 + index % nodeCount] }
 
     /// Route count of the compiled LPM table (blocks, the local block and the pool).
     var routeCount: Int { blocks.count + 2 }
@@ -92,26 +105,84 @@ struct Cluster {
 
 // MARK: - Packets
 
+/// An IPv4 header (IHL 5, TOS 0) at `p`, header checksum filled in.
+func writeIPv4Header(into p: UnsafeMutableRawPointer, totalLength: Int, protocolNumber: UInt8, source: IPv4Address,
+                     destination: IPv4Address, dontFragment: Bool, identification: UInt16, ttl: UInt8 = 63) {
+    p.initializeMemory(as: UInt8.self, repeating: 0, count: 20)
+    p.storeBytes(of: 0x45, as: UInt8.self)
+    p.storeBytes(of: UInt16(totalLength).bigEndian, toByteOffset: 2, as: UInt16.self)
+    p.storeBytes(of: identification.bigEndian, toByteOffset: 4, as: UInt16.self)
+    p.storeBytes(of: UInt16(dontFragment ? 0x4000 : 0).bigEndian, toByteOffset: 6, as: UInt16.self)
+    p.storeBytes(of: ttl, toByteOffset: 8, as: UInt8.self)
+    p.storeBytes(of: protocolNumber, toByteOffset: 9, as: UInt8.self)
+    p.storeBytes(of: source.rawValue.bigEndian, toByteOffset: 12, as: UInt32.self)
+    p.storeBytes(of: destination.rawValue.bigEndian, toByteOffset: 16, as: UInt32.self)
+    let c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: p, count: 20))
+    p.storeBytes(of: c.bigEndian, toByteOffset: 10, as: UInt16.self)
+}
+
 /// An IPv4/UDP datagram of exactly `size` bytes (IHL 5), header checksum filled in. The payload
 /// is left as zeros (the engine never reads it except to copy it).
 func writeDatagram(into p: UnsafeMutableRawPointer, size: Int, source: IPv4Address, destination: IPv4Address,
                    dontFragment: Bool, identification: UInt16) {
     precondition(size >= 28 && size <= 65535)
     p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-    p.storeBytes(of: 0x45, as: UInt8.self)
-    p.storeBytes(of: UInt16(size).bigEndian, toByteOffset: 2, as: UInt16.self)
-    p.storeBytes(of: identification.bigEndian, toByteOffset: 4, as: UInt16.self)
-    p.storeBytes(of: UInt16(dontFragment ? 0x4000 : 0).bigEndian, toByteOffset: 6, as: UInt16.self)
-    p.storeBytes(of: 63, toByteOffset: 8, as: UInt8.self)
-    p.storeBytes(of: 17, toByteOffset: 9, as: UInt8.self)  // UDP
-    p.storeBytes(of: source.rawValue.bigEndian, toByteOffset: 12, as: UInt32.self)
-    p.storeBytes(of: destination.rawValue.bigEndian, toByteOffset: 16, as: UInt32.self)
-    let c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: p, count: 20))
-    p.storeBytes(of: c.bigEndian, toByteOffset: 10, as: UInt16.self)
+    writeIPv4Header(into: p, totalLength: size, protocolNumber: 17, source: source, destination: destination,
+                    dontFragment: dontFragment, identification: identification)
     // UDP header: ports and length; checksum 0 (none), which IPv4 allows.
     p.storeBytes(of: UInt16(40000).bigEndian, toByteOffset: 20, as: UInt16.self)
     p.storeBytes(of: UInt16(8080).bigEndian, toByteOffset: 22, as: UInt16.self)
     p.storeBytes(of: UInt16(size - 20).bigEndian, toByteOffset: 24, as: UInt16.self)
+}
+
+/// A TCP (protocol 6) or UDP (17) packet of exactly `size` bytes with zero payload, DF set, and
+/// valid IPv4 and transport checksums (pseudo-header included; so the NAT's incremental patch
+/// of the transport checksum is exercised, unlike with UDP's "no checksum" 0). TCP: sequence and
+/// acknowledgment numbers 1, data offset 5, the given flags.
+func writeFlowPacket(into p: UnsafeMutableRawPointer, size: Int, protocolNumber: UInt8, source: IPv4Address,
+                     sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, tcpFlags: UInt8 = 0x10,
+                     identification: UInt16) {
+    precondition(protocolNumber == 6 || protocolNumber == 17)
+    let l4Length = size - 20
+    precondition(l4Length >= (protocolNumber == 6 ? 20 : 8) && size <= 65535)
+    p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+    writeIPv4Header(into: p, totalLength: size, protocolNumber: protocolNumber, source: source, destination: destination,
+                    dontFragment: true, identification: identification)
+    let l4 = p + 20
+    l4.storeBytes(of: sourcePort.bigEndian, as: UInt16.self)
+    l4.storeBytes(of: destinationPort.bigEndian, toByteOffset: 2, as: UInt16.self)
+    let checksumOffset: Int
+    if protocolNumber == 6 {
+        l4.storeBytes(of: UInt32(1).bigEndian, toByteOffset: 4, as: UInt32.self)
+        l4.storeBytes(of: UInt32(1).bigEndian, toByteOffset: 8, as: UInt32.self)
+        l4.storeBytes(of: 0x50, toByteOffset: 12, as: UInt8.self)
+        l4.storeBytes(of: tcpFlags, toByteOffset: 13, as: UInt8.self)
+        l4.storeBytes(of: UInt16(0xFAF0).bigEndian, toByteOffset: 14, as: UInt16.self)
+        checksumOffset = 16
+    } else {
+        l4.storeBytes(of: UInt16(l4Length).bigEndian, toByteOffset: 4, as: UInt16.self)
+        checksumOffset = 6
+    }
+    // Pseudo-header: source, destination, zero + protocol, transport length (RFC 768 / RFC 793).
+    let s = source.rawValue, d = destination.rawValue
+    let pseudo = (s >> 16) + (s & 0xFFFF) + (d >> 16) + (d & 0xFFFF) + UInt32(protocolNumber) + UInt32(l4Length)
+    var c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: l4, count: l4Length), initial: pseudo)
+    if protocolNumber == 17 && c == 0 { c = 0xFFFF }
+    l4.storeBytes(of: c.bigEndian, toByteOffset: checksumOffset, as: UInt16.self)
+}
+
+/// The reply a remote sends to `p` (IHL 5, TCP or UDP): addresses and ports swapped in place.
+/// Every checksum stays valid: the IPv4 and pseudo-header sums do not depend on the order of
+/// the swapped words. TCP flags are kept (an ACK answers an ACK).
+func mirrorFlowPacket(_ p: UnsafeMutableRawPointer) {
+    let s = p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+    let d = p.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
+    p.storeBytes(of: d, toByteOffset: 12, as: UInt32.self)
+    p.storeBytes(of: s, toByteOffset: 16, as: UInt32.self)
+    let sp = p.loadUnaligned(fromByteOffset: 20, as: UInt16.self)
+    let dp = p.loadUnaligned(fromByteOffset: 22, as: UInt16.self)
+    p.storeBytes(of: dp, toByteOffset: 20, as: UInt16.self)
+    p.storeBytes(of: sp, toByteOffset: 22, as: UInt16.self)
 }
 
 /// Pristine input packets in one contiguous allocation, cycled through by the restore loop.
@@ -125,9 +196,9 @@ final class PacketPool {
     let totalBytes: Int
 
     /// - Parameters:
-    ///   - sizes: the packet sizes, one per packet.
-    ///   - destination: called once per packet, in order.
-    init(sizes: [Int], dontFragment: Bool, destination: (Int) -> IPv4Address) {
+    ///   - sizes: the packet sizes, one per packet; each packet starts on a 64-byte boundary.
+    ///   - write: called once per packet, in order, with (where, index, size): writes the packet.
+    init(sizes: [Int], write: (UnsafeMutableRawPointer, Int, Int) -> Void) {
         count = sizes.count
         totalBytes = sizes.reduce(0) { $0 + ($1 + 63) & ~63 }
         storage = .allocate(byteCount: totalBytes, alignment: 64)
@@ -137,9 +208,17 @@ final class PacketPool {
         for (i, size) in sizes.enumerated() {
             starts[i] = at
             lengths[i] = size
-            writeDatagram(into: storage + at, size: size, source: localWorkload, destination: destination(i),
-                          dontFragment: dontFragment, identification: UInt16(truncatingIfNeeded: i))
+            write(storage + at, i, size)
             at += (size + 63) & ~63
+        }
+    }
+
+    /// UDP datagrams from `localWorkload` (the egress workloads).
+    /// - Parameter destination: called once per packet, in order.
+    convenience init(sizes: [Int], dontFragment: Bool, destination: (Int) -> IPv4Address) {
+        self.init(sizes: sizes) { p, i, size in
+            writeDatagram(into: p, size: size, source: localWorkload, destination: destination(i),
+                          dontFragment: dontFragment, identification: UInt16(truncatingIfNeeded: i))
         }
     }
 
@@ -180,31 +259,51 @@ enum ExpectedPath {
     case icmpFragmentationNeeded
 }
 
+/// Which engine entry point a workload drives.
+enum Direction {
+    /// `processEgress`: packets from local workloads (the TUN).
+    case egress
+    /// `processIngress`: packets from the underlay.
+    case ingress
+}
+
 /// An engine, its batches and a pristine packet pool, built in `setup:`. A class because the
 /// batches are `~Copyable` and the benchmark closure receives the workload by value.
 final class EngineWorkload {
-    let engine: Engine
+    /// Replaced only between measurements (`Egress SNAT new flows` recreates it when the NAT
+    /// table has taken half the port range); read once per `run`.
+    var engine: Engine
     let pool: PacketPool
+    let direction: Direction
+    /// How far the engine's clock advances per batch, in ns.
+    let tickNanoseconds: UInt32
     var batch: PacketBatch
     var generated: PacketBatch
     var verdicts: VerdictBatch
     /// Next pool packet to restore.
     var next = 0
-    /// The engine's clock: packet arrival times, advanced by 1 ms per batch.
+    /// The engine's clock: packet arrival times, advanced by `tickNanoseconds` per batch.
     var now = Timestamp(seconds: 1_700_000_000)
 
-    init(cluster: Cluster, configuration: EngineConfiguration = .init(), pool: PacketPool,
-         generatedPerInput: Int, maximumGeneratedByteCount: Int, expected: ExpectedPath) {
-        let topology: Topology
-        do { topology = try Topology.compile(cluster.spec) } catch { fatalError("topology: \(error)") }
-        precondition(topology.warnings.isEmpty, "unexpected topology warnings: \(topology.warnings)")
-        engine = Engine(topology: topology, configuration: configuration)
+    init(engine: Engine, pool: PacketPool, direction: Direction = .egress, tickNanoseconds: UInt32 = 1_000_000,
+         generatedPerInput: Int, maximumGeneratedByteCount: Int) {
+        precondition(tickNanoseconds > 0 && tickNanoseconds < 1_000_000_000)
+        self.engine = engine
         self.pool = pool
+        self.direction = direction
+        self.tickNanoseconds = tickNanoseconds
         var largest = 0
         for i in 0..<pool.count { largest = max(largest, pool.lengths[i]) }
         batch = PacketBatch(capacity: batchSize, maximumPacketByteCount: largest)
         generated = PacketBatch(capacity: batchSize * generatedPerInput, maximumPacketByteCount: maximumGeneratedByteCount)
         verdicts = VerdictBatch(capacity: batchSize)
+    }
+
+    /// An egress workload over a fresh engine for `cluster`, checked against `expected`.
+    convenience init(cluster: Cluster, configuration: EngineConfiguration = .init(), pool: PacketPool,
+                     generatedPerInput: Int, maximumGeneratedByteCount: Int, expected: ExpectedPath) {
+        self.init(engine: makeEngine(cluster, configuration), pool: pool, generatedPerInput: generatedPerInput,
+                  maximumGeneratedByteCount: maximumGeneratedByteCount)
         check(expected)
     }
 
@@ -236,11 +335,27 @@ final class EngineWorkload {
         next = 0
     }
 
+    /// Setup only: runs the whole pool once, in order and in batches, through the engine, and
+    /// calls `body(pool index, verdict, side, output bytes)` for every packet; then rewinds.
+    func processAll(_ body: (Int, PacketVerdict, PacketSide, UnsafeMutableRawBufferPointer) -> Void) {
+        next = 0
+        var done = 0
+        while done < pool.count {
+            let n = min(batchSize, pool.count - done)
+            restore(n)
+            process(engine)
+            precondition(generated.count == 0, "unexpected generated packets")
+            for i in 0..<n { body(done + i, verdicts[i], batch.side(of: i), batch.packet(i)) }
+            done += n
+        }
+        next = 0
+    }
+
     /// Refills the input batch with the next `count` pristine packets (a copy of each), with the
-    /// clock advanced by 1 ms. One exclusive access to `batch` per call, not one per packet.
+    /// clock advanced by one tick. One exclusive access to `batch` per call, not one per packet.
     @inline(__always)
     func restore(_ count: Int) {
-        var ns = now.nanoseconds &+ 1_000_000
+        var ns = now.nanoseconds &+ tickNanoseconds
         var s = now.seconds
         if ns >= 1_000_000_000 { ns &-= 1_000_000_000; s &+= 1 }
         now = Timestamp(seconds: s, nanoseconds: ns)
@@ -261,14 +376,23 @@ final class EngineWorkload {
         return n
     }
 
+    @inline(__always)
+    func process(_ engine: Engine) {
+        switch direction {
+        case .egress: engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+        case .ingress: engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
+        }
+    }
+
     /// The timed loop: `packets` packets, restored and processed a batch at a time.
     func run(packets: Int, engineToo: Bool) {
+        let engine = self.engine
         var left = packets
         while left > 0 {
             let n = min(batchSize, left)
             restore(n)
             if engineToo {
-                engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+                process(engine)
                 blackHole(verdicts[n - 1])
             } else {
                 blackHole(batch.count)
@@ -276,6 +400,14 @@ final class EngineWorkload {
             left &-= n
         }
     }
+}
+
+/// An engine for `cluster` (its topology compiled without warnings).
+func makeEngine(_ cluster: Cluster, _ configuration: EngineConfiguration = .init()) -> Engine {
+    let topology: Topology
+    do { topology = try Topology.compile(cluster.spec) } catch { fatalError("topology: \(error)") }
+    precondition(topology.warnings.isEmpty, "unexpected topology warnings: \(topology.warnings)")
+    return Engine(topology: topology, configuration: configuration)
 }
 
 // MARK: - Workloads
@@ -431,6 +563,52 @@ let benchmarks: @Sendable () -> Void = {
     engineBenchmark("Egress ICMP frag-needed 1500B DF=1, 10k routes", restoreName: nil) {
         // Restore cost: "Restore only 1500B".
         icmpWorkload(blockCount: 10_000)
+    }
+
+    // Ingress: decapsulation of IP-in-IP from the peers to local workloads.
+    for size in [64, 1500] {
+        engineBenchmark("Ingress decapsulate \(size)B, 10k routes", restoreName: "Restore only \(size + 20)B") {
+            decapsulationWorkload(innerSize: size, blockCount: 10_000)
+        }
+    }
+
+    // SNAT, 100,000 established flows of one protocol: requests (egress) and replies (ingress).
+    // Their restore twin: the same copy loop over a pool of 100,000 64-byte packets.
+    for (proto, name) in [(UInt8(17), "UDP"), (UInt8(6), "TCP")] {
+        Benchmark("Egress SNAT established flow 64B \(name), 100k flows") { benchmark, flows in
+            flows.egress.run(packets: benchmark.scaledIterations.count, engineToo: true)
+        } setup: {
+            establishedFlows(protocolNumber: proto)
+        }
+        Benchmark("Ingress un-SNAT established flow 64B \(name), 100k flows") { benchmark, flows in
+            flows.ingress.run(packets: benchmark.scaledIterations.count, engineToo: true)
+        } setup: {
+            establishedFlows(protocolNumber: proto)
+        }
+    }
+    Benchmark("Restore only 64B, 100k-packet pool") { benchmark, workload in
+        workload.run(packets: benchmark.scaledIterations.count, engineToo: false)
+    } setup: {
+        restoreOnlyWorkload(packetCount: 100_000)
+    }
+
+    // SNAT, every packet a new flow (new mapping and session). The engine is recreated, outside
+    // the measurement, before an iteration that would run past the pool's distinct endpoints.
+    Benchmark("Egress SNAT new flows 64B UDP") { benchmark, workload in
+        let packets = benchmark.scaledIterations.count
+        if workload.wouldWrap(packets) { workload.resetNAT() }
+        benchmark.startMeasurement()
+        workload.run(packets: packets, engineToo: true)
+    } setup: {
+        newFlowsWorkload()
+    }
+    Benchmark("Restore only 64B, 32k-packet pool") { benchmark, workload in
+        let packets = benchmark.scaledIterations.count
+        if workload.wouldWrap(packets) { workload.next = 0 }
+        benchmark.startMeasurement()
+        workload.run(packets: packets, engineToo: false)
+    } setup: {
+        restoreOnlyWorkload(packetCount: newFlowsPoolCount)
     }
 
     // Checksums: one checksum per scaled iteration.
