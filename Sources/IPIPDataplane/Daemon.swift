@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import Foundation
 import IPIPCore
 import IPIPLinux
@@ -66,6 +65,39 @@ public final class Daemon {
 
     enum Signal: Int32 { case terminate, interrupt, hangup, user1 }
 
+    static let controlSignals: [(Int32, Signal)] = [(SIGTERM, .terminate), (SIGINT, .interrupt), (SIGHUP, .hangup),
+                                                      (SIGUSR1, .user1)]
+
+    static func controlSignalSet() -> sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for (n, _) in controlSignals { sigaddset(&set, n) }
+        return set
+    }
+
+    /// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread and in every thread it
+    /// creates afterwards. Call it first thing in `main`, before any thread exists: the daemon then
+    /// takes them synchronously with `sigtimedwait`, and no thread can be killed mid-change.
+    public static func blockControlSignals() {
+        var set = controlSignalSet()
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    /// Waits up to `seconds` for a control signal; returns the ones that arrived.
+    static func waitForSignals(seconds: Double) -> [Signal] {
+        var set = controlSignalSet()
+        var timeout = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - Double(Int(seconds))) * 1e9))
+        var got: [Signal] = []
+        var info = siginfo_t()
+        var n = sigtimedwait(&set, &info, &timeout)
+        while n > 0 {
+            if let s = controlSignals.first(where: { $0.0 == n })?.1 { got.append(s) }
+            var zero = timespec(tv_sec: 0, tv_nsec: 0)
+            n = sigtimedwait(&set, &info, &zero)
+        }
+        return got
+    }
+
     /// Runs until SIGTERM or SIGINT; returns the process exit status.
     public func run() throws -> Int32 {
         // 1. Leftovers of a crashed run.
@@ -91,7 +123,7 @@ public final class Daemon {
         try configureTUN(index: tunIndex, topology: topology)
         configureSysctls(tunName: tun.name)
 
-        let raw = try RawIPv4Socket(maximumBatchSize: options.batchSize * 48)
+        let raw = try RawIPv4Socket(maximumBatchSize: 256)
         defer { raw.close() }
         let capture = try UplinkCapture(interfaceIndex: uplink.index,
                                         filter: CaptureFilter(nodeAddress: topology.localAddress, natPortRange: topology.natPortRange),
@@ -131,29 +163,15 @@ public final class Daemon {
             }
         }
 
-        // 5. Signals and the control loop.
-        let signals = Mutex<[Signal]>([])
-        let wakeup = DispatchSemaphore(value: 0)
-        let queue = DispatchQueue(label: "ipipd-signals")
-        var sources: [DispatchSourceSignal] = []
-        for (number, kind) in [(SIGTERM, Signal.terminate), (SIGINT, .interrupt), (SIGHUP, .hangup), (SIGUSR1, .user1)] {
-            signal(number, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            s.setEventHandler {
-                signals.withLock { $0.append(kind) }
-                wakeup.signal()
-            }
-            s.resume()
-            sources.append(s)
-        }
+        // 5. The control loop. The signals were blocked in every thread (`blockControlSignals`),
+        // so they queue up for `sigtimedwait` here instead of interrupting anyone.
         logger.notice("running: TUN \(tun.name), uplink \(uplink.name), resync every \(options.resyncSeconds) s")
 
         var token = source.changeToken()
         var lastResync = Date()
         var stop = false
         while !stop {
-            _ = wakeup.wait(timeout: .now() + options.watchSeconds)
-            for s in signals.withLock({ p -> [Signal] in defer { p.removeAll() }; return p }) {
+            for s in Self.waitForSignals(seconds: options.watchSeconds) {
                 switch s {
                 case .terminate, .interrupt:
                     logger.notice("stopping (\(s == .terminate ? "SIGTERM" : "SIGINT"))")
@@ -188,7 +206,6 @@ public final class Daemon {
         }
 
         // 6. Shutdown.
-        for s in sources { s.cancel() }
         loop.stop()
         while !loopThread.isFinished { usleep(5_000) }
         metrics?.stop()

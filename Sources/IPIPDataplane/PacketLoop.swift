@@ -84,11 +84,14 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     /// Runs until `stop()`; returns normally, or after recording `failure` on a fatal I/O error.
     public func run() {
         var batch = PacketBatch(capacity: batchSize)
-        var generated = PacketBatch(capacity: batchSize * 48,
+        // Packets read from the TUN are at most its MTU, so fragmentation makes a few pieces at
+        // most (a learned path MTU is never below 552) and ICMP errors one per packet: eight
+        // generated slots per input are plenty; running out is a counted drop (`output_full`).
+        var generated = PacketBatch(capacity: batchSize * 8,
                                     maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount, 9216 + 20))
         var verdicts = VerdictBatch(capacity: batchSize)
         var seenGeneration = 0
-        var lastSnapshot = Int64.min
+        var lastSnapshot: Int64 = 0
         publishSnapshot()
         while !stopRequested.load(ordering: .relaxed) {
             let generation = topologyGeneration.load(ordering: .acquiring)

@@ -179,6 +179,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        Daemon.blockControlSignals()
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

@@ -8,6 +8,11 @@
 #   ${P}-c   node-c 10.0.1.3/24   workload ${P}-c1 192.168.2.30   (block 192.168.2.0/26), behind the router
 #   ${P}-x   external server 198.51.100.10/24
 #
+# Every veth has transmit checksum offload switched off (ethtool -K tx off): on a real wire every
+# packet carries its full checksum, while a veth pair inside one host passes CHECKSUM_PARTIAL
+# packets whose TCP/UDP checksum field holds only the pseudo-header sum (docs/decisions.md,
+# "Live mode").
+#
 # The router knows nothing of 192.168.0.0/16: workload traffic between hosts crosses the underlay
 # only as IP-in-IP (or natively between the two lan1 hosts when the pool says so), and the
 # external server can answer workloads only through SNAT. Workloads are attached as Calico's CNI
@@ -34,6 +39,8 @@ add_host() {
     ns "${P}-$name" ip link set lo up
     ns "${P}-$name" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
     ip link add "$ifname" netns "${P}-r" type veth peer name eth0 netns "${P}-$name"
+    ns "${P}-$name" ethtool -K eth0 tx off >/dev/null
+    ns "${P}-r" ethtool -K "$ifname" tx off >/dev/null
     ns "${P}-$name" ip addr add "$addr" dev eth0
     ns "${P}-$name" ip link set eth0 up
     ns "${P}-$name" ip route add default via "$gw"
@@ -46,6 +53,8 @@ add_workload() {
     ns "$wns" ip link set lo up
     ns "$wns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
     ip link add "cali$name" netns "$hns" type veth peer name eth0 netns "$wns"
+    ns "$hns" ethtool -K "cali$name" tx off >/dev/null
+    ns "$wns" ethtool -K eth0 tx off >/dev/null
     ns "$hns" ip link set "cali$name" up
     ns "$hns" sysctl -qw "net.ipv4.conf.cali$name.proxy_arp=1"
     ns "$hns" ip route add "$addr/32" dev "cali$name"
@@ -108,8 +117,9 @@ YAML
 start_ipipd() {
     local node=$1 manifests=$2 logdir=$3
     shift 3
-    ns "${P}-$node" "$IPIPD" run --node "node-$node" --manifests "$manifests" --resync-interval 2 "$@" \
-        > "$logdir/ipipd-$node.log" 2>&1 &
+    # exec, so that $! is ipipd itself (signals must reach it, not a subshell).
+    (exec ip netns exec "${P}-$node" "$IPIPD" run --node "node-$node" --manifests "$manifests" --resync-interval 2 "$@" \
+        > "$logdir/ipipd-$node.log" 2>&1) &
     echo $! > "$logdir/ipipd-$node.pid"
 }
 
