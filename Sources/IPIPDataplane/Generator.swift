@@ -204,7 +204,7 @@ public enum TrafficGenerator {
             }
             let destinationPort: UInt16 = switch proto {
             case .tcp: [80, 443, 8080, 5432, 6379][rng.below(5)]
-            case .udp: [53, 123, 443, 4789, 5353][rng.below(5)]
+            case .udp: [443, 123, 8125, 9001, 10001][rng.below(5)]  // no DNS: filler payloads would not parse as DNS
             case .icmp: 0
             }
             let name = (proto == .tcp ? "tcp" : proto == .udp ? "udp" : "icmp") + (nat ? " snat" : " pool")
