@@ -14,6 +14,8 @@
 #if defined(__GLIBC__)
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
@@ -25,6 +27,16 @@ static uint64_t counter;
 static inline void count_one(void) { __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED); }
 
 uint64_t ipip_malloc_count(void) { return __atomic_load_n(&counter, __ATOMIC_RELAXED); }
+
+int ipip_malloc_counting(void) {
+    // Through a volatile pointer, so the compiler cannot pair and remove the allocation.
+    char *(*volatile duplicate)(const char *) = strdup;
+    uint64_t before = ipip_malloc_count();
+    char *p = duplicate("probe");
+    int seen = ipip_malloc_count() > before;
+    free(p);
+    return seen;
+}
 
 void *malloc(size_t size) {
     count_one();
@@ -61,4 +73,5 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
 }
 #else
 uint64_t ipip_malloc_count(void) { return 0; }
+int ipip_malloc_counting(void) { return 0; }
 #endif

@@ -3,10 +3,6 @@ import CMallocCounter
 import IPIPCore
 import IPIPDataplane
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the engine's throughput on captures held in memory.",
@@ -49,9 +45,7 @@ struct Bench: ParsableCommand {
 
     /// The allocation counter, when this process's malloc is the interposer (glibc).
     static func mallocCounter() -> (() -> UInt64)? {
-        let before = ipip_malloc_count()
-        free(malloc(16))
-        return ipip_malloc_count() > before ? { ipip_malloc_count() } : nil
+        ipip_malloc_counting() != 0 ? { ipip_malloc_count() } : nil
     }
 
     func run() throws {

@@ -7,4 +7,8 @@
 /// definitions of those functions interpose glibc's (see malloccounter.c).
 uint64_t ipip_malloc_count(void);
 
+/// 1 when the counter sees allocations made inside other libraries (a probe: glibc's strdup
+/// allocates through the interposed malloc), else 0.
+int ipip_malloc_counting(void);
+
 #endif
