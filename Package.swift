@@ -35,9 +35,13 @@ let package = Package(
                 "IPIPCore", "Pcap", "IPIPResources", "IPIPLinux", .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Counts allocation calls for `ipipd bench` by interposing malloc; linked only into ipipd.
+        .target(name: "CMallocCounter"),
         .executableTarget(
             name: "ipipd",
-            dependencies: ["IPIPDataplane", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "IPIPDataplane", "CMallocCounter", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         // Fuzzing: the program interpreter and invariant checks (shared by ipip-fuzz and the
         // regression test), the libFuzzer driver declaration, and the fuzz executable.

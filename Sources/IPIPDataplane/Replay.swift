@@ -130,6 +130,50 @@ final class LookaheadCapture {
     }
 }
 
+/// One engine fed a batch at a time, each batch from one side: the rule `ipipd replay` and
+/// `ipipd bench` share, so both run exactly the same engine and batch code. A packet from the
+/// other side than the pending batch's waits until that batch is processed (`mustProcess`), so
+/// state such as NAT sessions sees packets in arrival order.
+struct EngineFeeder: ~Copyable {
+    let engine: Engine
+    /// Inputs; after `process()`, the outputs in place (each slot's side says where it goes).
+    var batch: PacketBatch
+    /// Packets the engine created for the last batch (fragments, ICMP errors), in input order.
+    var generated: PacketBatch
+    var verdicts: VerdictBatch
+    /// The side the packets in `batch` came from.
+    private(set) var direction = PacketDirection.tun
+
+    init(engine: Engine, batchSize: Int) {
+        self.engine = engine
+        batch = PacketBatch(capacity: batchSize)
+        generated = PacketBatch(capacity: batchSize * 48,
+                                maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount, engine.topology.tunnelMTU + 20))
+        verdicts = VerdictBatch(capacity: batchSize)
+    }
+
+    /// Whether the pending batch must be processed before a packet from `side` can be added.
+    func mustProcess(before side: PacketDirection) -> Bool { batch.count > 0 && side != direction }
+
+    /// Copies a packet into the batch, as a device read would. A packet longer than a slot
+    /// cannot be a valid IPv4 datagram: it is cut to the slot and its header check fails.
+    /// - Precondition: `!batch.isFull` and `!mustProcess(before: side)`.
+    @inline(__always)
+    mutating func append(_ bytes: UnsafeRawBufferPointer, direction side: PacketDirection, origin: Int, time: Timestamp) {
+        direction = side
+        batch.append(copying: UnsafeRawBufferPointer(rebasing: bytes.prefix(batch.maximumPacketByteCount)),
+                     origin: origin, time: time)
+    }
+
+    /// Runs the engine over the batch; the caller reads the outputs, then empties the batch.
+    mutating func process() {
+        switch direction {
+        case .tun: engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+        case .underlay: engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
+        }
+    }
+}
+
 /// Which side of the node a packet arrives on.
 public enum PacketDirection: String, Sendable {
     /// From local workloads, through the TUN (egress processing).
@@ -185,12 +229,7 @@ public final class Replay {
 
         var summary = ReplaySummary()
         let batchSize = max(1, options.batchSize)
-        var batch = PacketBatch(capacity: batchSize)
-        var direction = PacketDirection.tun
-        var generated = PacketBatch(capacity: batchSize * 48,
-                                    maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount,
-                                                                engine.topology.tunnelMTU + 20))
-        var verdicts = VerdictBatch(capacity: batchSize)
+        var feeder = EngineFeeder(engine: engine, batchSize: batchSize)
         // Capture index of each batch slot, so verdicts name the packet's place in its file.
         var captureIndex = [Int](repeating: 0, count: batchSize)
         // Verdict lines of skipped (non-IPv4) records, keyed by the batch slot they precede, so the
@@ -220,37 +259,35 @@ public final class Replay {
         }
 
         func flush() {
-            switch direction {
-            case .tun: engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
-            case .underlay: engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
-            }
+            feeder.process()
+            let direction = feeder.direction
             var g = 0
             var s = 0
-            for i in 0...batch.count {
+            for i in 0...feeder.batch.count {
                 while s < skippedLines.count && skippedLines[s].beforeSlot == i {
                     writeLine(skippedLines[s].line)
                     s += 1
                 }
-                guard i < batch.count else { break }
-                let time = batch.time(of: i)
+                guard i < feeder.batch.count else { break }
+                let time = feeder.batch.time(of: i)
                 var outputs: [String] = []
-                if batch.side(of: i) != .none {
-                    let p = UnsafeRawBufferPointer(batch.packet(i))
-                    emit(p, side: batch.side(of: i), time: time)
-                    if verdictFile != nil { outputs.append(Self.outputJSON(p, side: batch.side(of: i))) }
+                if feeder.batch.side(of: i) != .none {
+                    let p = UnsafeRawBufferPointer(feeder.batch.packet(i))
+                    emit(p, side: feeder.batch.side(of: i), time: time)
+                    if verdictFile != nil { outputs.append(Self.outputJSON(p, side: feeder.batch.side(of: i))) }
                 }
-                while g < generated.count && generated.origin(of: g) == i {
-                    let p = UnsafeRawBufferPointer(generated.packet(g))
-                    emit(p, side: generated.side(of: g), time: time)
-                    if verdictFile != nil { outputs.append(Self.outputJSON(p, side: generated.side(of: g))) }
+                while g < feeder.generated.count && feeder.generated.origin(of: g) == i {
+                    let p = UnsafeRawBufferPointer(feeder.generated.packet(g))
+                    emit(p, side: feeder.generated.side(of: g), time: time)
+                    if verdictFile != nil { outputs.append(Self.outputJSON(p, side: feeder.generated.side(of: g))) }
                     g += 1
                 }
                 if verdictFile != nil {
                     writeLine(Self.verdictJSON(input: direction, index: captureIndex[i], time: time,
-                                               verdict: verdicts[i], outputs: outputs))
+                                               verdict: feeder.verdicts[i], outputs: outputs))
                 }
             }
-            batch.removeAll()
+            feeder.batch.removeAll()
             skippedLines.removeAll(keepingCapacity: true)
         }
 
@@ -266,15 +303,12 @@ public final class Replay {
             if source.direction == .underlay { summary.underlayPacketsIn += 1 }
             fileBytesSeen += 16 + record.capturedLength
             if record.networkProtocol == .ipv4 {
-                if source.direction != direction && batch.count > 0 { flush() }
-                direction = source.direction
-                captureIndex[batch.count] = record.index
-                // A record longer than a slot cannot be a valid IPv4 datagram; its header check fails.
-                _ = record.bytes.withUnsafeBytes { b in
-                    batch.append(copying: UnsafeRawBufferPointer(rebasing: b.prefix(batch.maximumPacketByteCount)),
-                                 origin: record.index, time: record.timestamp)
+                if feeder.mustProcess(before: source.direction) { flush() }
+                captureIndex[feeder.batch.count] = record.index
+                record.bytes.withUnsafeBytes { b in
+                    feeder.append(b, direction: source.direction, origin: record.index, time: record.timestamp)
                 }
-                if batch.isFull { flush() }
+                if feeder.batch.isFull { flush() }
             } else {
                 let name: String
                 switch record.networkProtocol {
@@ -284,7 +318,7 @@ public final class Replay {
                 }
                 summary.skipped[name, default: 0] += 1
                 if verdictFile != nil {
-                    skippedLines.append((batch.count, "{\"input\":\"\(source.direction.rawValue)\",\"index\":\(record.index),"
+                    skippedLines.append((feeder.batch.count, "{\"input\":\"\(source.direction.rawValue)\",\"index\":\(record.index),"
                         + "\"time\":\"\(record.timestamp)\",\"verdict\":\"skipped\",\"reason\":\(jsonString(name))}"))
                 }
             }

@@ -12,7 +12,7 @@ struct IPIPD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ipipd",
         abstract: "A userspace IP-in-IP dataplane with Calico's IPPool semantics.",
-        subcommands: [Run.self, Replay.self]
+        subcommands: [Run.self, Replay.self, Bench.self, Gen.self]
     )
 }
 
