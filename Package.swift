@@ -40,7 +40,8 @@ let package = Package(
         .target(
             name: "IPIPDataplane",
             dependencies: [
-                "IPIPCore", "Pcap", "IPIPResources", "IPIPLinux", .product(name: "Logging", package: "swift-log"),
+                "IPIPCore", "Pcap", "IPIPResources", "IPIPDatastore", "IPIPLinux",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
