@@ -387,12 +387,15 @@ public enum ResourceEncoder {
         if "-?:,[]{}#&*!|>'\"%@`.+".unicodeScalars.contains(first) { return true }
         if s.contains(": ") || s.contains(" #") { return true }
         if s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0.value > 0x7E }) { return true }
-        // Numbers, and anything digit-led with '-' or ':' (timestamps, dates, sexagesimal numbers).
+        // Numbers.
         if Double(s) != nil || Int(s) != nil { return true }
-        if ("0"..."9").contains(Character(String(first))), s.contains("-") || s.contains(":") || s.contains("_") {
+        guard ("0"..."9").contains(first) else { return false }
+        // Sexagesimal numbers (`1:30`, YAML 1.1) and dates/timestamps (`2024-05-01...`).
+        if s.contains(":"), s.unicodeScalars.allSatisfy({ "0123456789_:.+-eE".unicodeScalars.contains($0) }) {
             return true
         }
-        return false
+        let head = Array(s.unicodeScalars.prefix(5))
+        return head.count == 5 && head[0..<4].allSatisfy { ("0"..."9").contains($0) } && head[4] == "-"
     }
 }
 
