@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "IPIPCore", targets: ["IPIPCore"]),
         .library(name: "Pcap", targets: ["Pcap"]),
         .library(name: "IPIPResources", targets: ["IPIPResources"]),
+        .library(name: "IPIPDatastore", targets: ["IPIPDatastore"]),
         .library(name: "IPIPDataplane", targets: ["IPIPDataplane"]),
         .executable(name: "ipipd", targets: ["ipipd"]),
         .executable(name: "ipipctl", targets: ["ipipctl"]),
@@ -16,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // Pure core: addresses, headers, checksums, LPM trie, topology, engine. Stdlib only.
@@ -25,6 +27,12 @@ let package = Package(
         .target(name: "Pcap", dependencies: ["IPIPCore", "CPcap"]),
         // Calico resources: decoding with file:line:column errors, defaults, validation.
         .target(name: "IPIPResources", dependencies: ["IPIPCore", .product(name: "Yams", package: "Yams")]),
+        // The datastore: the store protocol, embedded SQLite (the default), read-only manifests, the
+        // --datastore/IPIPD_DATASTORE parser (etcd is a seam), and calicoctl's verbs over a store.
+        .target(
+            name: "IPIPDatastore",
+            dependencies: ["IPIPResources", "IPIPCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         // Every kernel call: TUN, raw and packet sockets, batch I/O, rtnetlink, nftables, sysctl.
         .target(name: "CIPIPLinux"),
         .target(name: "IPIPLinux", dependencies: ["IPIPCore", "CIPIPLinux"]),
@@ -32,7 +40,8 @@ let package = Package(
         .target(
             name: "IPIPDataplane",
             dependencies: [
-                "IPIPCore", "Pcap", "IPIPResources", "IPIPLinux", .product(name: "Logging", package: "swift-log"),
+                "IPIPCore", "Pcap", "IPIPResources", "IPIPDatastore", "IPIPLinux",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Counts allocation calls for `ipipd bench` by interposing malloc; linked only into ipipd.
@@ -51,12 +60,14 @@ let package = Package(
         .executableTarget(
             name: "ipipctl",
             dependencies: [
-                "IPIPResources", "IPIPDataplane", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "IPIPResources", "IPIPDataplane", "IPIPDatastore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
+        .testTarget(name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore"]),
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux"]),
         .testTarget(
             name: "IPIPDataplaneTests",

@@ -1,0 +1,72 @@
+import Foundation
+
+/// Which datastore to use: `--datastore` for `ipipctl` and `ipipd`, else the `IPIPD_DATASTORE`
+/// environment variable, else the embedded SQLite file at its default path.
+///
+/// Forms: `sqlite` (default path), `sqlite:PATH`, `manifests:PATH[,PATH...]` (read-only; files or
+/// directories), `etcd:URL[,URL...]` (not yet supported).
+public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
+    /// The embedded SQLite store at a path.
+    case sqlite(path: String)
+    /// Read-only manifests.
+    case manifests(paths: [String])
+    /// etcd v3 endpoints (Calico's key layout). Not yet supported.
+    case etcd(endpoints: [String])
+
+    /// The environment variable read when no `--datastore` is given.
+    public static let environmentVariable = "IPIPD_DATASTORE"
+
+    /// Parses one `--datastore` value.
+    public static func parse(_ text: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(DatastoreError) -> DatastoreLocation
+    {
+        let (type, rest): (Substring, Substring?) = {
+            guard let colon = text.firstIndex(of: ":") else { return (Substring(text), nil) }
+            return (text[..<colon], text[text.index(after: colon)...])
+        }()
+        let items = (rest ?? "").split(separator: ",").map { String($0) }.filter { !$0.isEmpty }
+        switch type.lowercased() {
+        case "sqlite":
+            guard let rest, !rest.isEmpty else {
+                return .sqlite(path: SQLiteDatastore.defaultPath(environment: environment))
+            }
+            return .sqlite(path: String(rest))
+        case "manifests":
+            guard !items.isEmpty else { throw .notSupported("datastore 'manifests' needs a path: manifests:PATH[,PATH...]") }
+            return .manifests(paths: items)
+        case "etcd", "etcdv3":
+            return .etcd(endpoints: items)
+        default:
+            throw .notSupported(
+                "unknown datastore '\(text)': expected sqlite[:PATH], manifests:PATH[,PATH...] or etcd:URL")
+        }
+    }
+
+    /// The location chosen by an option (when given), else by `IPIPD_DATASTORE`, else the default.
+    public static func resolve(option: String?, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(DatastoreError) -> DatastoreLocation
+    {
+        if let option, !option.isEmpty { return try parse(option, environment: environment) }
+        if let value = environment[environmentVariable], !value.isEmpty { return try parse(value, environment: environment) }
+        return .sqlite(path: SQLiteDatastore.defaultPath(environment: environment))
+    }
+
+    /// Opens the store.
+    public func open() throws(DatastoreError) -> any Datastore {
+        switch self {
+        case .sqlite(let path): return try SQLiteDatastore(path: path)
+        case .manifests(let paths): return ManifestDatastore(paths: paths)
+        case .etcd(let endpoints):
+            throw .notSupported("the etcd datastore (\(endpoints.joined(separator: ","))) is not yet supported "
+                + "(issue 5: etcd v3 with Calico's key layout); use sqlite:PATH or manifests:PATH")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .sqlite(let path): "sqlite:\(path)"
+        case .manifests(let paths): "manifests:" + paths.joined(separator: ",")
+        case .etcd(let endpoints): "etcd:" + endpoints.joined(separator: ",")
+        }
+    }
+}

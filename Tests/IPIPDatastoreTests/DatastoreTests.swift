@@ -1,0 +1,286 @@
+import Foundation
+import IPIPDatastore
+import IPIPResources
+import Testing
+
+@Suite("Datastore: SQLite store semantics")
+struct SQLiteDatastoreTests {
+    @Test("create sets uid, creationTimestamp and resourceVersion; every write bumps the revision")
+    func createAndRevisions() throws {
+        let (store, dir) = try makeStore()
+        defer { dir.cleanup() }
+        #expect(try store.revision() == 0)
+        let created = try store.create(#require(decode(seedPool).first))
+        #expect(created.metadata.resourceVersion == "1")
+        #expect(created.metadata.uid?.count == 36)
+        #expect(created.metadata.creationTimestamp?.hasSuffix("Z") == true)
+        let read = try store.get(.ipPool, name: "ippool-ipip-1")
+        #expect(ResourceEncoder.value(read) == ResourceEncoder.value(created))
+        let updated = try store.update(#require(decode(seedPool.replacingOccurrences(of: "Always", with: "Never")).first))
+        #expect(updated.metadata.resourceVersion == "2")
+        #expect(updated.metadata.uid == created.metadata.uid)
+        #expect(updated.metadata.creationTimestamp == created.metadata.creationTimestamp)
+        #expect(try store.revision() == 2)
+    }
+
+    @Test("update-if-unchanged: a stale resourceVersion conflicts")
+    func conflict() throws {
+        let (store, dir) = try makeStore()
+        defer { dir.cleanup() }
+        let created = try store.create(#require(decode(seedPool).first))
+        _ = try store.update(created)
+        #expect(throws: DatastoreError.updateConflict(kind: "IPPool", name: "ippool-ipip-1")) {
+            try store.update(created)
+        }
+        #expect(throws: DatastoreError.updateConflict(kind: "IPPool", name: "ippool-ipip-1")) {
+            try store.delete(.ipPool, name: "ippool-ipip-1", resourceVersion: "1", poolDisableGrace: .zero)
+        }
+    }
+
+    @Test("reopen: everything committed is there")
+    func reopen() throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let path = dir.file("sub/dir/datastore.sqlite")
+        do {
+            let store = try SQLiteDatastore(path: path)
+            for r in try decode(seedPool + "---\n" + node("node-a", "10.0.0.1/24")) { try store.create(r) }
+        }
+        let store = try SQLiteDatastore(path: path)
+        #expect(try store.resourceSet().pools.map(\.metadata.name) == ["ippool-ipip-1"])
+        #expect(try store.resourceSet().nodes.map(\.metadata.name) == ["node-a"])
+        #expect(try store.integrityCheck() == "ok")
+    }
+
+    @Test("manifests datastore reads, refuses writes")
+    func manifests() throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let file = dir.write("cluster.yaml", seedPool)
+        let store = ManifestDatastore(paths: [file])
+        #expect(try store.list(.ipPool).map(\.name) == ["ippool-ipip-1"])
+        let output = CalicoCtl.execute(.apply, input: ManifestInput(text: pool("x", "10.1.0.0/16"), file: "x"),
+                                       store: { store })
+        #expect(output.exitCode == 1)
+        #expect(output.stderr == "Failed to apply 'IPPool' resource: the manifests datastore (\(file)) is read-only: "
+            + "cannot create; use --datastore sqlite:PATH to store resources\n")
+        let before = try store.revision()
+        #expect(try store.revision() == before)
+    }
+}
+
+@Suite("Datastore: choosing a store")
+struct DatastoreLocationTests {
+    @Test("parse", arguments: [
+        ("sqlite:/tmp/x.sqlite", DatastoreLocation.sqlite(path: "/tmp/x.sqlite")),
+        ("SQLITE:/a:b", .sqlite(path: "/a:b")),
+        ("sqlite", .sqlite(path: SQLiteDatastore.defaultPath(environment: ["XDG_DATA_HOME": "/data"]))),
+        ("manifests:a.yaml,dir", .manifests(paths: ["a.yaml", "dir"])),
+        ("etcd:http://127.0.0.1:2379", .etcd(endpoints: ["http://127.0.0.1:2379"])),
+    ])
+    func parse(text: String, expected: DatastoreLocation) throws {
+        #expect(try DatastoreLocation.parse(text, environment: ["XDG_DATA_HOME": "/data"]) == expected)
+    }
+
+    @Test("option, then IPIPD_DATASTORE, then the default path")
+    func resolve() throws {
+        let env = ["IPIPD_DATASTORE": "sqlite:/env.sqlite", "HOME": "/home/u"]
+        #expect(try DatastoreLocation.resolve(option: "sqlite:/opt.sqlite", environment: env) == .sqlite(path: "/opt.sqlite"))
+        #expect(try DatastoreLocation.resolve(option: nil, environment: env) == .sqlite(path: "/env.sqlite"))
+        #expect(SQLiteDatastore.defaultPath(environment: ["HOME": "/home/u"], isRoot: false)
+            == "/home/u/.local/share/ipipd/datastore.sqlite")
+        #expect(SQLiteDatastore.defaultPath(environment: ["XDG_DATA_HOME": "/x"], isRoot: false) == "/x/ipipd/datastore.sqlite")
+        #expect(SQLiteDatastore.defaultPath(environment: [:], isRoot: true) == "/var/lib/ipipd/datastore.sqlite")
+    }
+
+    @Test("etcd and unknown types are clear errors")
+    func errors() throws {
+        #expect(throws: DatastoreError.self) { try DatastoreLocation.parse("etcd:http://127.0.0.1:2379").open() }
+        do {
+            _ = try DatastoreLocation.parse("etcd:http://127.0.0.1:2379").open()
+        } catch {
+            #expect("\(error)".contains("not yet supported (issue 5"))
+        }
+        #expect(throws: DatastoreError.self) { try DatastoreLocation.parse("redis:x") }
+    }
+}
+
+@Suite("Datastore: ipam claim and release")
+struct IPAMTests {
+    @Test("claims walk the pool block by block; release frees a block for the next claim")
+    func claimRelease() throws {
+        let (store, dir) = try makeStore()
+        defer { dir.cleanup() }
+        for r in try decode(pool("small", "10.5.0.0/24", extra: "\n  blockSize: 26") + "---\n" + seedPool) {
+            try store.create(r)
+        }
+        var blocks: [String] = []
+        for n in ["a", "b", "c", "d"] { blocks.append(try IPAM.claim(in: store, node: n, pool: "small").affinity.spec.cidr) }
+        #expect(blocks == ["10.5.0.0/26", "10.5.0.64/26", "10.5.0.128/26", "10.5.0.192/26"])
+        #expect(throws: DatastoreError.validation("no free block left in IPPool(small)")) {
+            try IPAM.claim(in: store, node: "e", pool: "small")
+        }
+        let released = try IPAM.release(in: store, node: "b", cidr: "10.5.0.64/26")
+        #expect(released.metadata.name == "b-10-5-0-64-26")
+        let again = try IPAM.claim(in: store, node: "e", pool: "small")
+        #expect(again.affinity.spec.cidr == "10.5.0.64/26")
+        #expect(again.affinity.spec.state == .confirmed)
+        // Without --pool: enabled IPv4 pools in name order ("ippool-ipip-1" < "small").
+        #expect(try IPAM.claim(in: store, node: "f", pool: nil).affinity.spec.cidr == "192.168.0.0/26")
+        #expect(throws: DatastoreError.doesNotExist(kind: "BlockAffinity", name: "b-10-5-0-64-26")) {
+            try IPAM.release(in: store, node: "b", cidr: "10.5.0.64/26")
+        }
+        // The dataplane sees the blocks.
+        #expect(try store.resourceSet().blockAffinities.count == 5)
+    }
+
+    @Test("disabled pools hand out nothing")
+    func disabled() throws {
+        let (store, dir) = try makeStore()
+        defer { dir.cleanup() }
+        for r in try decode(pool("off-pool", "10.5.0.0/24", extra: "\n  disabled: true")) { try store.create(r) }
+        #expect(throws: DatastoreError.self) { try IPAM.claim(in: store, node: "a", pool: "off-pool") }
+        #expect(throws: DatastoreError.validation("no enabled IPv4 IPPool to claim a block from")) {
+            try IPAM.claim(in: store, node: "a", pool: nil)
+        }
+    }
+}
+
+/// Tests that run the built `ipipctl` binary.
+@Suite("Datastore: several ipipctl processes", .serialized)
+struct DatastoreProcessTests {
+    static func ctl() throws -> String {
+        try #require(ipipctlPath(), "build ipipctl first (swift build)")
+    }
+
+    @Test("the seed's heredoc: ipipctl apply -f - <<EOF, then get")
+    func heredoc() throws {
+        let ctl = try Self.ctl()
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let script = """
+            set -e
+            export IPIPD_DATASTORE=sqlite:\(dir.file("ds.sqlite"))
+            "\(ctl)" apply -f - << EOF
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata:
+              name: ippool-ipip-1
+            spec:
+              cidr: 192.168.0.0/16
+              ipipMode: Always
+              natOutgoing: true
+            EOF
+            "\(ctl)" get ippool -o wide
+            """
+        let result = try runProcess("/bin/sh", ["-c", script])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == """
+            Successfully applied 1 'IPPool' resource(s)
+            NAME            CIDR             NAT    IPIPMODE   VXLANMODE   DISABLED   DISABLEBGPEXPORT   SELECTOR   ASSIGNMENTMODE   
+            ippool-ipip-1   192.168.0.0/16   true   Always     Never       false      false              all()      Automatic        
+
+
+            """)
+    }
+
+    @Test("command line: exit codes, stderr, --datastore, delete KIND NAME, ipam")
+    func commandLine() throws {
+        let ctl = try Self.ctl()
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let ds = ["--datastore", "sqlite:" + dir.file("ds.sqlite")]
+        let file = dir.write("pools.yaml", seedPool)
+        var r = try runProcess(ctl, ["create", "-f", file] + ds)
+        #expect((r.status, r.stdout) == (0, "Successfully created 1 'IPPool' resource(s)\n"))
+        r = try runProcess(ctl, ["create", "-f", file] + ds)
+        #expect((r.status, r.stdout, r.stderr)
+            == (1, "", "Failed to create 'IPPool' resource: resource already exists: IPPool(ippool-ipip-1)\n"))
+        r = try runProcess(ctl, ["ipam", "claim", "--node", "node-a"] + ds)
+        #expect(r.stdout == "Claimed block 192.168.0.0/26 of IPPool(ippool-ipip-1) for node node-a "
+            + "(BlockAffinity node-a-192-168-0-0-26, state confirmed)\n")
+        r = try runProcess(ctl, ["get", "blockaffinities"] + ds)
+        #expect(r.stdout == "NAME                    NODE     CIDR             STATE       \nnode-a-192-168-0-0-26   node-a   192.168.0.0/26   confirmed   \n\n")
+        r = try runProcess(ctl, ["ipam", "release", "--node", "node-a", "--cidr", "192.168.0.0/26"] + ds)
+        #expect((r.status, r.stdout) == (0, "Released block 192.168.0.0/26 of node node-a (BlockAffinity node-a-192-168-0-0-26)\n"))
+        r = try runProcess(ctl, ["delete", "IPPOOL", "ippool-ipip-1"] + ds)
+        #expect((r.status, r.stdout) == (0, "Successfully deleted 1 'IPPool' resource(s)\n"))
+        r = try runProcess(ctl, ["get", "pools", "-o", "yaml"] + ds)
+        #expect(r.stdout.contains("items: []"))
+        r = try runProcess(ctl, ["get", "pools", "--datastore", "etcd:http://127.0.0.1:2379"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("not yet supported"))
+        r = try runProcess(ctl, ["apply", "-f", dir.file("missing.yaml")] + ds)
+        #expect((r.status, r.stderr) == (1, "Failed to execute command: open \(dir.file("missing.yaml")): no such file or directory\n"))
+    }
+
+    @Test("8 processes apply different pools at once into a new file: all land")
+    func concurrentWriters() throws {
+        let ctl = try Self.ctl()
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let path = dir.file("ds.sqlite")
+        let writers = 8, perWriter = 5
+        var running: [RunningProcess] = []
+        for w in 0..<writers {
+            let text = (0..<perWriter).map { i in pool("w\(w)-p\(i)", "10.\(w).\(i).0/24") }.joined(separator: "---\n")
+            let file = dir.write("w\(w).yaml", text)
+            running.append(try startProcess(ctl, ["apply", "-f", file, "--datastore", "sqlite:" + path]))
+        }
+        for (w, process) in running.enumerated() {
+            let r = process.wait()
+            #expect(r.status == 0, "writer \(w): \(r.stderr)")
+            #expect(r.stdout == "Successfully applied \(perWriter) 'IPPool' resource(s)\n")
+        }
+        let store = try SQLiteDatastore(path: path)
+        #expect(try store.list(.ipPool).count == writers * perWriter)
+        #expect(try store.revision() == Int64(writers * perWriter))
+        #expect(try store.integrityCheck() == "ok")
+    }
+
+    @Test("kill -9 during a write loop, reopen: no corruption, every committed write present, nothing partial")
+    func killDuringWrites() throws {
+        let ctl = try Self.ctl()
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let path = dir.file("ds.sqlite")
+        let count = 400
+        let names = (0..<count).map { String(format: "node-%04d", $0) }
+        let text = names.enumerated().map { i, n in node(n, "10.0.\(i / 250).\(i % 250 + 1)/16") }.joined(separator: "---\n")
+        let file = dir.write("nodes.yaml", text)
+        var previous = 0
+        for round in 0..<3 {
+            let process = try startProcess(ctl, ["apply", "-f", file, "--datastore", "sqlite:" + path])
+            // Wait until writes are under way, then a little more, then kill -9.
+            let deadline = Date().addingTimeInterval(60)
+            let start = Int64(try SQLiteDatastore(path: path).revision())
+            var stored = 0
+            while Date() < deadline, process.process.isRunning {
+                if let store = try? SQLiteDatastore(path: path), let revision = try? store.revision(),
+                   revision > start + Int64(5 + round * 20) {
+                    stored = Int(revision)
+                    break
+                }
+                usleep(5000)
+            }
+            #expect(process.process.isRunning, "the writer finished before it could be killed (round \(round))")
+            kill(process.process.processIdentifier, SIGKILL)
+            let result = process.wait()
+            #expect(result.status == SIGKILL)
+            let store = try SQLiteDatastore(path: path)
+            #expect(try store.integrityCheck() == "ok")
+            let present = try store.list(.node).map(\.name)
+            // apply goes in document order and commits each object before the next: what is stored is a
+            // prefix of the file (no holes, no half-written object), at least what was seen committed.
+            #expect(present == Array(names.prefix(present.count)))
+            if round == 0 { #expect(present.count >= min(stored, count)) }
+            #expect(present.count >= previous)
+            previous = present.count
+        }
+        let r = try runProcess(ctl, ["apply", "-f", file, "--datastore", "sqlite:" + path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let store = try SQLiteDatastore(path: path)
+        #expect(try store.list(.node).map(\.name) == names)
+        #expect(try store.integrityCheck() == "ok")
+    }
+}

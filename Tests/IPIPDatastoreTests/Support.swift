@@ -1,0 +1,134 @@
+import Foundation
+import IPIPDatastore
+import IPIPResources
+
+/// A fresh directory under /tmp, removed by `cleanup()`.
+struct TempDir {
+    let path: String
+
+    init() {
+        path = NSTemporaryDirectory() + "ipipd-store-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    func write(_ name: String, _ text: String) -> String {
+        let p = file(name)
+        _ = FileManager.default.createFile(atPath: p, contents: Data(text.utf8))
+        return p
+    }
+
+    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A new SQLite store in its own directory.
+func makeStore() throws -> (SQLiteDatastore, TempDir) {
+    let dir = TempDir()
+    return (try SQLiteDatastore(path: dir.file("datastore.sqlite")), dir)
+}
+
+func decode(_ text: String) throws -> [Resource] { try ResourceDecoder.decode(text, file: "test.yaml") }
+
+func pool(_ name: String, _ cidr: String, extra: String = "") -> String {
+    """
+    apiVersion: projectcalico.org/v3
+    kind: IPPool
+    metadata:
+      name: \(name)
+    spec:
+      cidr: \(cidr)\(extra)
+
+    """
+}
+
+func node(_ name: String, _ address: String) -> String {
+    """
+    apiVersion: projectcalico.org/v3
+    kind: Node
+    metadata:
+      name: \(name)
+    spec:
+      bgp:
+        ipv4Address: \(address)
+
+    """
+}
+
+/// The seed's pool (the v3.5 IP-in-IP guide's example).
+let seedPool = """
+    apiVersion: projectcalico.org/v3
+    kind: IPPool
+    metadata:
+      name: ippool-ipip-1
+    spec:
+      cidr: 192.168.0.0/16
+      ipipMode: Always
+      natOutgoing: true
+
+    """
+
+/// The built `ipipctl` (beside the test bundle, or in .build/debug).
+func ipipctlPath() -> String? {
+    var candidates: [String] = []
+    if let exe = Bundle.main.executableURL?.deletingLastPathComponent().path { candidates.append(exe + "/ipipctl") }
+    candidates.append(Bundle.main.bundlePath + "/../ipipctl")
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    candidates.append(root + "/.build/debug/ipipctl")
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+struct ProcessResult {
+    var stdout: String
+    var stderr: String
+    var status: Int32
+}
+
+/// Runs a program to completion, feeding `stdin`.
+func runProcess(_ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:])
+    throws -> ProcessResult
+{
+    let process = try startProcess(path, args, stdin: stdin, environment: environment)
+    return process.wait()
+}
+
+final class RunningProcess {
+    let process: Process
+    let out: Pipe
+    let err: Pipe
+
+    init(process: Process, out: Pipe, err: Pipe) {
+        self.process = process
+        self.out = out
+        self.err = err
+    }
+
+    func wait() -> ProcessResult {
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return ProcessResult(stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self),
+                             status: process.terminationStatus)
+    }
+}
+
+func startProcess(_ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:])
+    throws -> RunningProcess
+{
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env["IPIPD_DATASTORE"] = nil
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = input
+    try p.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try? input.fileHandleForWriting.close()
+    return RunningProcess(process: p, out: out, err: err)
+}
