@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import IPIPCore
 import IPIPDataplane
 import Logging
@@ -136,6 +137,9 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Calico manifests (file or directory; repeatable).", valueName: "path"))
     var manifests: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("The datastore instead of --manifests: sqlite[:PATH] (the default store of ipipctl) or manifests:PATH[,PATH]; also IPIPD_DATASTORE.", valueName: "store"))
+    var datastore: String?
+
     @Option(name: .long, help: ArgumentHelp("The uplink; default: the interface holding the node IP.", valueName: "interface"))
     var uplink: String?
 
@@ -161,7 +165,12 @@ struct Run: ParsableCommand {
     var batch = 64
 
     func validate() throws {
-        guard !manifests.isEmpty else { throw ValidationError("give at least one --manifests path") }
+        guard !manifests.isEmpty || datastore != nil || ProcessInfo.processInfo.environment["IPIPD_DATASTORE"] != nil else {
+            throw ValidationError("give --manifests PATH, or --datastore (or IPIPD_DATASTORE)")
+        }
+        guard manifests.isEmpty || datastore == nil else {
+            throw ValidationError("give either --manifests or --datastore, not both")
+        }
         guard tunName != "tunl0", !tunName.isEmpty, tunName.utf8.count < 16 else {
             throw ValidationError("--tun-name must be 1…15 characters and not tunl0 (the kernel's ipip device)")
         }
@@ -205,7 +214,9 @@ struct Run: ParsableCommand {
             options.metricsPort = UInt16(metricsAddress[metricsAddress.index(after: colon)...])!
         }
         do {
-            let daemon = try Daemon(options: options, source: ManifestSource(paths: manifests), logger: logger)
+            let source: ResourceSource = manifests.isEmpty
+                ? try DatastoreSource(option: datastore) : ManifestSource(paths: manifests)
+            let daemon = try Daemon(options: options, source: source, logger: logger)
             let status = try daemon.run()
             if status != 0 { throw ExitCode(status) }
         } catch let e as ExitCode {
