@@ -109,3 +109,45 @@ public struct ChecksumAdjustment: Sendable {
         ~InternetChecksum.fold(UInt64(~checksum) &+ sum)
     }
 }
+
+extension InternetChecksum {
+    /// Computes and stores the TCP or UDP checksum of an IPv4 datagram from scratch (pseudo-header
+    /// included; a UDP result of 0 is stored as 0xFFFF), for packets whose checksum was left to
+    /// hardware: a packet read from AF_PACKET with `TP_STATUS_CSUMNOTREADY` (CHECKSUM_PARTIAL)
+    /// carries only the pseudo-header sum in that field. An IP-in-IP datagram gets its inner
+    /// transport checksum completed instead. Fragments and other protocols are left alone.
+    /// - Returns: whether a checksum was written.
+    @discardableResult
+    public static func completeTransportChecksum(_ packet: UnsafeMutableRawBufferPointer) -> Bool {
+        guard case .valid(let hl, let total) = IPv4Header.validate(UnsafeRawBufferPointer(packet)) else { return false }
+        // Safe: validate() proved the header and total length lie within the buffer.
+        var ip = IPv4Header(unchecked: packet.baseAddress!)
+        var start = hl
+        var end = total
+        if ip.protocolNumber == IPProtocolNumber.ipInIP && !ip.isFragment {
+            let inner = UnsafeMutableRawBufferPointer(rebasing: packet[hl..<total])
+            guard case .valid(let ihl, let itotal) = IPv4Header.validate(UnsafeRawBufferPointer(inner)) else { return false }
+            ip = IPv4Header(unchecked: inner.baseAddress!)
+            start = hl &+ ihl
+            end = hl &+ itotal
+        }
+        guard !ip.isFragment else { return false }
+        let offset: Int
+        switch ip.protocolNumber {
+        case IPProtocolNumber.tcp: offset = 16
+        case IPProtocolNumber.udp: offset = 6
+        default: return false
+        }
+        let length = end &- start
+        guard length >= offset &+ 2 else { return false }
+        let l4 = packet.baseAddress! + start
+        l4.storeBytes(of: 0, toByteOffset: offset, as: UInt16.self)
+        var pseudo = UInt64(ip.sourceAddress.rawValue >> 16) &+ UInt64(ip.sourceAddress.rawValue & 0xFFFF)
+        pseudo &+= UInt64(ip.destinationAddress.rawValue >> 16) &+ UInt64(ip.destinationAddress.rawValue & 0xFFFF)
+        pseudo &+= UInt64(ip.protocolNumber) &+ UInt64(length)
+        var c = checksum(UnsafeRawBufferPointer(start: l4, count: length), initial: UInt32(fold(pseudo)))
+        if ip.protocolNumber == IPProtocolNumber.udp && c == 0 { c = 0xFFFF }
+        l4.storeBytes(of: c.bigEndian, toByteOffset: offset, as: UInt16.self)
+        return true
+    }
+}

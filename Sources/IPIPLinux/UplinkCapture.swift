@@ -36,6 +36,11 @@ public final class UplinkCapture: @unchecked Sendable {
 
     private let messages: UnsafeMutablePointer<cipl_mmsghdr>
     private let vectors: UnsafeMutablePointer<iovec>
+    /// Per-message control buffers for PACKET_AUXDATA (one `tpacket_auxdata` each).
+    private let controls: UnsafeMutableRawPointer
+    private static let controlByteCount = 64
+    /// Packets whose TCP/UDP checksum the capture completed (they arrived CHECKSUM_PARTIAL).
+    public private(set) var checksumsCompleted: UInt64 = 0
 
     /// Opens a capture on an interface by name (resolved in the calling thread's network namespace).
     /// - Throws: `SystemCallError` from `if_nametoindex` or the socket setup.
@@ -61,6 +66,10 @@ public final class UplinkCapture: @unchecked Sendable {
         let fd = try Syscall.socket(AF_PACKET, type, 0)
         do {
             try Syscall.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, Int32(1), call: "setsockopt(PACKET_IGNORE_OUTGOING)")
+            // Ask for each packet's tpacket_auxdata: its status says whether the transport
+            // checksum is still to be filled in (a CHECKSUM_PARTIAL packet from a local sender
+            // over a veth), which the capture then completes before the engine sees it.
+            try Syscall.setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, Int32(1), call: "setsockopt(PACKET_AUXDATA)")
             if let receiveBufferByteCount {
                 try Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUF)")
             }
@@ -84,9 +93,12 @@ public final class UplinkCapture: @unchecked Sendable {
         vectors = .allocate(capacity: maximumBatchSize)
         vectors.initialize(repeating: iovec(iov_base: nil, iov_len: 0), count: maximumBatchSize)
         messages.initialize(repeating: cipl_mmsghdr(), count: maximumBatchSize)
+        controls = .allocate(byteCount: maximumBatchSize * Self.controlByteCount, alignment: 8)
+        controls.initializeMemory(as: UInt8.self, repeating: 0, count: maximumBatchSize * Self.controlByteCount)
         for i in 0..<maximumBatchSize {
             messages[i].msg_hdr.msg_iov = vectors + i
             messages[i].msg_hdr.msg_iovlen = 1
+            messages[i].msg_hdr.msg_control = controls + i * Self.controlByteCount
         }
     }
 
@@ -94,6 +106,7 @@ public final class UplinkCapture: @unchecked Sendable {
         if fd >= 0 { Syscall.close(fd) }
         messages.deallocate()
         vectors.deallocate()
+        controls.deallocate()
     }
 
     /// Closes the socket. Idempotent.
@@ -145,6 +158,7 @@ public final class UplinkCapture: @unchecked Sendable {
             vectors[k].iov_base = slot
             vectors[k].iov_len = maximum
             messages[k].msg_hdr.msg_flags = 0
+            messages[k].msg_hdr.msg_controllen = Self.controlByteCount
             messages[k].msg_len = 0
         }
         let received: Int
@@ -166,9 +180,27 @@ public final class UplinkCapture: @unchecked Sendable {
                 if totalLength >= 20 && totalLength < length { length = totalLength }
             }
             batch.setLength(min(length, maximum), of: first + k)
+            if checksumNotReady(message: k) && InternetChecksum.completeTransportChecksum(batch.packet(first + k)) {
+                checksumsCompleted &+= 1
+            }
         }
         batch.truncate(to: first + received)
         return received
+    }
+
+    /// Whether message `k`'s tpacket_auxdata says TP_STATUS_CSUMNOTREADY. The control message is
+    /// `struct cmsghdr` (length 8 bytes, level 4, type 4) followed by `tpacket_auxdata`, whose
+    /// first field is `tp_status`; it is the only control message this socket asks for.
+    @inline(__always)
+    private func checksumNotReady(message k: Int) -> Bool {
+        // Safe: the control buffer of message k is controlByteCount bytes; the kernel wrote
+        // msg_controllen bytes of it, checked before reading past the header.
+        guard Int(messages[k].msg_hdr.msg_controllen) >= 16 + 4 else { return false }
+        let c = controls + k * Self.controlByteCount
+        guard c.load(fromByteOffset: 8, as: Int32.self) == SOL_PACKET,
+              c.load(fromByteOffset: 12, as: Int32.self) == PACKET_AUXDATA
+        else { return false }
+        return c.load(fromByteOffset: 16, as: UInt32.self) & UInt32(TP_STATUS_CSUMNOTREADY) != 0
     }
 
     /// The kernel's counters for this socket since the last call (reading resets them):

@@ -68,3 +68,36 @@ struct ChecksumTests {
         }
     }
 }
+
+@Suite("Completing transport checksums (CHECKSUM_PARTIAL packets)")
+struct CompleteChecksumTests {
+    @Test("a TCP/UDP checksum holding only the pseudo-header sum is completed, plain and inside IP-in-IP",
+          arguments: [UInt8(6), 17])
+    func complete(proto: UInt8) {
+        let good = flowPacket(proto: proto, payload: Array("partial checksum".utf8))
+        let offset = 20 + (proto == 6 ? 16 : 6)
+        var partial = good
+        partial[offset] = 0x12; partial[offset + 1] = 0x34      // what a NIC would have overwritten
+        #expect(!transportChecksumValid(partial))
+        partial.withUnsafeMutableBytes { #expect(InternetChecksum.completeTransportChecksum($0)) }
+        #expect(partial == good)
+
+        var wrapped = encapsulated(good, from: "10.0.0.2", to: "10.0.0.1")
+        wrapped[20 + offset] ^= 0xFF
+        wrapped.withUnsafeMutableBytes { #expect(InternetChecksum.completeTransportChecksum($0)) }
+        #expect(Array(wrapped[20...]) == good)
+    }
+
+    @Test("fragments, ICMP and malformed packets are left alone")
+    func leftAlone() {
+        var icmp = flowPacket(proto: 1)
+        let before = icmp
+        icmp.withUnsafeMutableBytes { #expect(!InternetChecksum.completeTransportChecksum($0)) }
+        #expect(icmp == before)
+        var b = PacketBuilder(); b.dontFragment = false; b.moreFragments = true
+        var fragment = b.bytes()
+        fragment.withUnsafeMutableBytes { #expect(!InternetChecksum.completeTransportChecksum($0)) }
+        var junk: [UInt8] = [0x45, 0, 0, 10]
+        junk.withUnsafeMutableBytes { #expect(!InternetChecksum.completeTransportChecksum($0)) }
+    }
+}

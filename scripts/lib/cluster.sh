@@ -21,6 +21,8 @@
 set -euo pipefail
 P=${P:-ipd}
 IPIPD=${IPIPD:-}
+# 1: switch transmit checksum offload off on every veth (like a real wire); 0: leave the default.
+TX_CSUM_OFF=${TX_CSUM_OFF:-1}
 
 ns() { ip netns exec "$1" "${@:2}"; }
 
@@ -39,8 +41,10 @@ add_host() {
     ns "${P}-$name" ip link set lo up
     ns "${P}-$name" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
     ip link add "$ifname" netns "${P}-r" type veth peer name eth0 netns "${P}-$name"
-    ns "${P}-$name" ethtool -K eth0 tx off >/dev/null
-    ns "${P}-r" ethtool -K "$ifname" tx off >/dev/null
+    if [ "$TX_CSUM_OFF" = 1 ]; then
+        ns "${P}-$name" ethtool -K eth0 tx off >/dev/null
+        ns "${P}-r" ethtool -K "$ifname" tx off >/dev/null
+    fi
     ns "${P}-$name" ip addr add "$addr" dev eth0
     ns "${P}-$name" ip link set eth0 up
     ns "${P}-$name" ip route add default via "$gw"
@@ -53,8 +57,10 @@ add_workload() {
     ns "$wns" ip link set lo up
     ns "$wns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
     ip link add "cali$name" netns "$hns" type veth peer name eth0 netns "$wns"
-    ns "$hns" ethtool -K "cali$name" tx off >/dev/null
-    ns "$wns" ethtool -K eth0 tx off >/dev/null
+    if [ "$TX_CSUM_OFF" = 1 ]; then
+        ns "$hns" ethtool -K "cali$name" tx off >/dev/null
+        ns "$wns" ethtool -K eth0 tx off >/dev/null
+    fi
     ns "$hns" ip link set "cali$name" up
     ns "$hns" sysctl -qw "net.ipv4.conf.cali$name.proxy_arp=1"
     ns "$hns" ip route add "$addr/32" dev "cali$name"
