@@ -143,11 +143,7 @@ extension Engine {
 
     @inline(__always)
     func forward(_ i: Int, in batch: borrowing PacketBatch, length: Int) -> PacketVerdict {
-        batch.setSide(.underlay, of: i)
-        countAction(.forwarded, bytes: length)
-        count(.underlayPacketsOut)
-        count(.underlayBytesOut, length)
-        return PacketVerdict(action: .forwarded, outputCount: 1)
+        emitWhole(i, in: batch, side: .underlay, action: .forwarded, length: length)
     }
 
     /// Writes the outer header in front of the packet in slot `slot` (RFC 2003 §3.1, DESIGN.md §3):

@@ -130,11 +130,7 @@ extension Engine {
         Self.store16(l4, layout.localPortOffset, result.externalPort)
         Self.patchTransportChecksum(l4, layout, adjustment)
         header.setSourceAddressUpdatingChecksum(external)
-        batch.setSide(.underlay, of: i)
-        countAction(.translated, bytes: totalLength)
-        count(.underlayPacketsOut)
-        count(.underlayBytesOut, totalLength)
-        return PacketVerdict(action: .translated, outputCount: 1)
+        return emitWhole(i, in: batch, side: .underlay, action: .translated, length: totalLength)
     }
 
     /// A workload's ICMP error about a packet it received through the NAT (the quoted packet runs
@@ -155,11 +151,7 @@ extension Engine {
         let external = topology.localAddress
         Self.rewriteQuoted(q, icmp: icmp, ourAddress: external, ourPort: externalPort, ourSideIsSource: false)
         header.setSourceAddressUpdatingChecksum(external)
-        batch.setSide(.underlay, of: i)
-        countAction(.translated, bytes: totalLength)
-        count(.underlayPacketsOut)
-        count(.underlayBytesOut, totalLength)
-        return PacketVerdict(action: .translated, outputCount: 1)
+        return emitWhole(i, in: batch, side: .underlay, action: .translated, length: totalLength)
     }
 
     // MARK: Ingress: outside → workload
@@ -199,11 +191,7 @@ extension Engine {
         Self.store16(l4, layout.localPortOffset, target.internalPort)
         Self.patchTransportChecksum(l4, layout, adjustment)
         header.setDestinationAddressUpdatingChecksum(target.internalAddress)
-        batch.setSide(.tun, of: i)
-        countAction(.untranslated, bytes: totalLength)
-        count(.tunPacketsOut)
-        count(.tunBytesOut, totalLength)
-        return PacketVerdict(action: .untranslated, outputCount: 1)
+        return emitWhole(i, in: batch, side: .tun, action: .untranslated, length: totalLength)
     }
 
     /// An ICMP error from the outside quoting one of our translated packets (node IP, external
@@ -220,11 +208,7 @@ extension Engine {
         Self.rewriteQuoted(q, icmp: icmp, ourAddress: target.internalAddress, ourPort: target.internalPort,
                            ourSideIsSource: true)
         header.setDestinationAddressUpdatingChecksum(target.internalAddress)
-        batch.setSide(.tun, of: i)
-        countAction(.untranslated, bytes: totalLength)
-        count(.tunPacketsOut)
-        count(.tunBytesOut, totalLength)
-        return PacketVerdict(action: .untranslated, outputCount: 1)
+        return emitWhole(i, in: batch, side: .tun, action: .untranslated, length: totalLength)
     }
 
     // MARK: Quoted packets in ICMP errors

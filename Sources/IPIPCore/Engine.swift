@@ -184,6 +184,22 @@ public final class Engine {
                              icmpType: icmp?.0, icmpCode: icmp?.1 ?? 0)
     }
 
+    /// Sends input slot `i` on `side` as it stands (one output of `length` bytes) and counts it.
+    @inline(__always)
+    func emitWhole(_ i: Int, in batch: borrowing PacketBatch, side: PacketSide, action: VerdictAction,
+                   length: Int) -> PacketVerdict {
+        batch.setSide(side, of: i)
+        countAction(action, bytes: length)
+        if side == .tun {
+            count(.tunPacketsOut)
+            count(.tunBytesOut, length)
+        } else {
+            count(.underlayPacketsOut)
+            count(.underlayBytesOut, length)
+        }
+        return PacketVerdict(action: action, outputCount: 1)
+    }
+
     /// 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4 (broadcast included): never a
     /// forwardable source or unicast destination (RFC 1812 §5.3.7).
     @inline(__always)
