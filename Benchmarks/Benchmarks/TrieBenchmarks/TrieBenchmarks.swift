@@ -40,7 +40,8 @@ func realisticPrefixes(count: Int, seed: UInt64 = 0x1B1B_2026) -> [IPv4Prefix] {
     let poolBase: UInt32 = 0x0A00_0000  // 10.0.0.0
     var blockIndices = Set<Int>()
     while blockIndices.count < blockCount { blockIndices.insert(rng.next(below: 2 * blockCount)) }
-    let blocks = blockIndices.sorted().map { poolBase | UInt32($0) << 6 }
+    // Added, not OR-ed: from 2^19 blocks on, the block offset reaches the bits of 10.0.0.0.
+    let blocks = blockIndices.sorted().map { poolBase &+ UInt32($0) << 6 }
     for block in blocks { prefixes.append(IPv4Prefix(address: IPv4Address(rawValue: block), length: 26)) }
 
     var hosts = Set<UInt32>()
@@ -124,7 +125,7 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 100
     )
 
-    for prefixCount in [1_000, 10_000, 100_000] {
+    for prefixCount in [1_000, 10_000, 100_000, 1_000_000] {
         let label = prefixCount >= 1_000_000 ? "\(prefixCount / 1_000_000)M" : "\(prefixCount / 1_000)k"
         Benchmark("LPM lookup random, \(label) prefixes") { benchmark, workload in
             runLookups(benchmark, workload)
