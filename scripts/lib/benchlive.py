@@ -20,6 +20,9 @@ Definitions:
                      interfaces on both nodes) / 2, i.e. both directions, each packet counted
                      once although both daemons handle it (encapsulate + decapsulate).
   cores              tunnel CPU seconds / wall seconds of the run.
+  user space         utime share of the tunnel CPU (the rest, stime, is system calls and the
+                     kernel work they trigger in the process's context: a packet written into a
+                     TUN is forwarded to the workload's veth in the writer's softirq).
 """
 import json
 import math
@@ -36,7 +39,7 @@ ROWS = [
     ("tcp1_mbps", "TCP, 1 stream", "Mbit/s", True, 0, False),
     ("tcp4_mbps", "TCP, 4 streams", "Mbit/s", True, 0, False),
     ("udp_kpps", "UDP 64 B, delivered", "kpps", True, 0, False),
-    ("udp_sent_kpps", "UDP 64 B, offered by the sender", "kpps", True, 0, False),
+    ("udp_sent_kpps", "UDP 64 B, offered by the sender", "kpps", None, 0, False),
     ("rtt_ms", "ping RTT, median", "ms", False, 3, False),
     ("tcp1_cpu_per_gb", "tunnel CPU per GB, TCP 1 stream", "CPU s/GB", False, 2, True),
     ("tcp4_cpu_per_gb", "tunnel CPU per GB, TCP 4 streams", "CPU s/GB", False, 2, True),
@@ -44,6 +47,8 @@ ROWS = [
     ("udp_cpu_per_pkt", "tunnel CPU per packet, UDP 64 B", "µs/packet", False, 2, True),
     ("tcp1_cores", "tunnel CPU busy, TCP 1 stream", "cores", False, 2, True),
     ("udp_cores", "tunnel CPU busy, UDP 64 B", "cores", False, 2, True),
+    ("tcp1_user_pct", "tunnel CPU in user space, TCP 1 stream", "% of CPU", None, 0, True),
+    ("udp_user_pct", "tunnel CPU in user space, UDP 64 B", "% of CPU", None, 0, True),
 ]
 
 
@@ -60,6 +65,9 @@ def sample(argv):
     ticks = arg(argv, "--cpu-ticks")
     if ticks is not None:
         rec["cpu_s"] = int(ticks) / os.sysconf("SC_CLK_TCK")
+    uticks = arg(argv, "--user-ticks")
+    if uticks is not None:
+        rec["cpu_user_s"] = int(uticks) / os.sysconf("SC_CLK_TCK")
     pkts = arg(argv, "--tunnel-packets")
     if pkts is not None:
         rec["tunnel_packets"] = int(pkts)
@@ -110,6 +118,8 @@ def metrics(rec):
             m[f"{t}_cpu_per_pkt"] = rec["cpu_s"] / carried * 1e6
         if rec.get("wall_s"):
             m[f"{t}_cores"] = rec["cpu_s"] / rec["wall_s"]
+        if "cpu_user_s" in rec and rec["cpu_s"] > 0:
+            m[f"{t}_user_pct"] = rec["cpu_user_s"] / rec["cpu_s"] * 100
     return m
 
 
@@ -160,7 +170,7 @@ def report(argv):
     print(head)
     print("| --- | --- |" + " ---: |" * (len(phases) + len(ratios)))
     for key, label, unit, higher, dec, tunnel in rows:
-        arrow = "↑" if higher else "↓"
+        arrow = {True: " ↑", False: " ↓", None: ""}[higher]
         cells = []
         for p, _ in phases:
             if (p, key) in stats:
@@ -168,12 +178,12 @@ def report(argv):
                 cells.append(f"{fmt(m, dec)} ({fmt(lo, dec)}–{fmt(hi, dec)})")
             else:
                 cells.append("—")
-        line = f"| {label} {arrow} | {unit} | " + " | ".join(cells)
+        line = f"| {label}{arrow} | {unit} | " + " | ".join(cells)
         for a, b, _ in ratios:
             line += " | " + ratio(med(a, key), med(b, key))
         print(line + " |")
     print()
-    print("↑ higher is better, ↓ lower is better; median over the runs, (min–max) their spread; "
+    print("↑ higher is better, ↓ lower is better, no arrow: context; median over the runs, (min–max) their spread; "
           "tunnel CPU counts both nodes' tunnel processes (the kernel path has none: its work is "
           "softirq time, not attributed here).")
     if plot:
@@ -207,7 +217,7 @@ def write_svg(path, title, phases, rows, stats):
         y0 = top + (i // cols) * ph
         o.append(f'<text x="{x0 + 8}" y="{y0 + 12}" font-weight="bold">{esc(label)}</text>')
         o.append(f'<text x="{x0 + 8}" y="{y0 + 25}" fill="#555">{esc(unit)}, '
-                 f'{"higher" if higher else "lower"} is better</text>')
+                 f'{ {True: "higher is better", False: "lower is better", None: "context"}[higher] }</text>')
         vmax = max((stats[(p, key)][2] for p, _ in phases if (p, key) in stats), default=0) or 1
         base = y0 + ph - 28
         plot_h = ph - 28 - 48
