@@ -215,7 +215,7 @@ def write_svg(path, title, phases, rows, stats):
     for i, (key, label, unit, higher, dec, _) in enumerate(rows):
         x0 = left + (i % cols) * pw
         y0 = top + (i // cols) * ph
-        o.append(f'<text x="{x0 + 8}" y="{y0 + 12}" font-weight="bold">{esc(label)}</text>')
+        o.append(f'<text x="{x0 + 8}" y="{y0 + 12}" font-weight="bold" font-size="10.5">{esc(label)}</text>')
         o.append(f'<text x="{x0 + 8}" y="{y0 + 25}" fill="#555">{esc(unit)}, '
                  f'{ {True: "higher is better", False: "lower is better", None: "context"}[higher] }</text>')
         vmax = max((stats[(p, key)][2] for p, _ in phases if (p, key) in stats), default=0) or 1
