@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Samples, Markdown table and SVG plot of scripts/bench-live (standard library only).
+
+  benchlive.py sample OUT PHASE TEST REP [--iperf FILE] [--ping FILE] [--cpu-ticks N]
+                      [--tunnel-packets N] [--wall S]
+      append one measurement to OUT (JSON lines); the iperf3 -J output or ping output is read
+      here, so OUT stands alone once the run's scratch directory is gone.
+  benchlive.py report OUT [--plot FILE] [--title TEXT]
+      print the Markdown table (medians, min–max over the repetitions, ratios ipipd/kernel and
+      ipipd/wireguard-go) and write an SVG of the same figures.
+
+Definitions:
+  TCP Mbit/s         iperf3 sum_received (receiver side), all streams.
+  UDP delivered kpps bytes received by the iperf3 server / datagram length / receiver seconds.
+  ping RTT           median of the run's replies (then the median of the runs).
+  tunnel CPU         utime+stime of the tunnel processes on both nodes (/proc/PID/stat, every
+                     thread), during the run.
+  per GB             tunnel CPU seconds / GB (10^9 bytes) of iperf3 payload received.
+  per packet         tunnel CPU / packets carried; packets carried = (rx+tx packets of the tunnel
+                     interfaces on both nodes) / 2, i.e. both directions, each packet counted
+                     once although both daemons handle it (encapsulate + decapsulate).
+  cores              tunnel CPU seconds / wall seconds of the run.
+  user space         utime share of the tunnel CPU (the rest, stime, is system calls and the
+                     kernel work they trigger in the process's context: a packet written into a
+                     TUN is forwarded to the workload's veth in the writer's softirq).
+"""
+import json
+import math
+import os
+import re
+import statistics
+import sys
+
+PHASES = [("kernel", "kernel routing"), ("ipipd", "ipipd (IP-in-IP)"), ("wireguard-go", "wireguard-go")]
+COLORS = {"kernel": "#7f7f7f", "ipipd": "#1f77b4", "wireguard-go": "#d62728"}
+
+# key, label, unit, higher is better, decimals, needs a tunnel
+ROWS = [
+    ("tcp1_mbps", "TCP, 1 stream", "Mbit/s", True, 0, False),
+    ("tcp4_mbps", "TCP, 4 streams", "Mbit/s", True, 0, False),
+    ("udp_kpps", "UDP 64 B, delivered", "kpps", True, 0, False),
+    ("udp_sent_kpps", "UDP 64 B, offered by the sender", "kpps", None, 0, False),
+    ("rtt_ms", "ping RTT, median", "ms", False, 3, False),
+    ("tcp1_cpu_per_gb", "tunnel CPU per GB, TCP 1 stream", "CPU s/GB", False, 2, True),
+    ("tcp4_cpu_per_gb", "tunnel CPU per GB, TCP 4 streams", "CPU s/GB", False, 2, True),
+    ("tcp1_cpu_per_pkt", "tunnel CPU per packet, TCP 1 stream", "µs/packet", False, 2, True),
+    ("udp_cpu_per_pkt", "tunnel CPU per packet, UDP 64 B", "µs/packet", False, 2, True),
+    ("tcp1_cores", "tunnel CPU busy, TCP 1 stream", "cores", False, 2, True),
+    ("udp_cores", "tunnel CPU busy, UDP 64 B", "cores", False, 2, True),
+    ("tcp1_user_pct", "tunnel CPU in user space, TCP 1 stream", "% of CPU", None, 0, True),
+    ("udp_user_pct", "tunnel CPU in user space, UDP 64 B", "% of CPU", None, 0, True),
+]
+
+
+def arg(argv, name, default=None):
+    if name in argv:
+        i = argv.index(name)
+        return argv[i + 1]
+    return default
+
+
+def sample(argv):
+    out, phase, test, rep = argv[0], argv[1], argv[2], int(argv[3])
+    rec = {"phase": phase, "test": test, "rep": rep}
+    ticks = arg(argv, "--cpu-ticks")
+    if ticks is not None:
+        rec["cpu_s"] = int(ticks) / os.sysconf("SC_CLK_TCK")
+    uticks = arg(argv, "--user-ticks")
+    if uticks is not None:
+        rec["cpu_user_s"] = int(uticks) / os.sysconf("SC_CLK_TCK")
+    pkts = arg(argv, "--tunnel-packets")
+    if pkts is not None:
+        rec["tunnel_packets"] = int(pkts)
+    wall = arg(argv, "--wall")
+    if wall is not None:
+        rec["wall_s"] = float(wall)
+    if arg(argv, "--iperf"):
+        d = json.load(open(arg(argv, "--iperf")))
+        if "error" in d:
+            raise SystemExit(f"iperf3: {d['error']}")
+        r = d["end"]["sum_received"]
+        rec["bytes"] = r["bytes"]
+        rec["seconds"] = r["seconds"]
+        rec["bps"] = r["bits_per_second"]
+        if test == "udp":
+            length = d["start"]["test_start"]["blksize"]
+            s = d["end"]["sum_sent"] if "sum_sent" in d["end"] else d["end"]["sum"]
+            rec["datagram"] = length
+            rec["sent_packets"] = s.get("packets", s["bytes"] // length)
+            rec["sent_seconds"] = s["seconds"]
+            rec["delivered_packets"] = r["bytes"] // length
+    if arg(argv, "--ping"):
+        text = open(arg(argv, "--ping")).read()
+        rec["rtts_ms"] = [float(x) for x in re.findall(r"time=([0-9.]+) ms", text)]
+        if not rec["rtts_ms"]:
+            raise SystemExit("ping: no replies")
+    with open(out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def metrics(rec):
+    """The per-run values of ROWS that this sample gives."""
+    t = rec["test"]
+    m = {}
+    if t == "ping":
+        m["rtt_ms"] = statistics.median(rec["rtts_ms"])
+        return m
+    if t in ("tcp1", "tcp4"):
+        m[f"{t}_mbps"] = rec["bps"] / 1e6
+    if t == "udp":
+        m["udp_kpps"] = rec["delivered_packets"] / rec["seconds"] / 1e3
+        m["udp_sent_kpps"] = rec["sent_packets"] / rec["sent_seconds"] / 1e3
+    if "cpu_s" in rec and rec["phase"] != "kernel":
+        if rec.get("bytes"):
+            m[f"{t}_cpu_per_gb"] = rec["cpu_s"] / (rec["bytes"] / 1e9)
+        carried = rec.get("tunnel_packets", 0) / 2
+        if carried > 0:
+            m[f"{t}_cpu_per_pkt"] = rec["cpu_s"] / carried * 1e6
+        if rec.get("wall_s"):
+            m[f"{t}_cores"] = rec["cpu_s"] / rec["wall_s"]
+        if "cpu_user_s" in rec and rec["cpu_s"] > 0:
+            m[f"{t}_user_pct"] = rec["cpu_user_s"] / rec["cpu_s"] * 100
+    return m
+
+
+def collect(path):
+    values = {}  # (phase, key) -> [values]
+    for line in open(path):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        for k, v in metrics(rec).items():
+            values.setdefault((rec["phase"], k), []).append(v)
+    return values
+
+
+def fmt(v, decimals):
+    if v is None:
+        return "—"
+    if decimals == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{decimals}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}"
+
+
+def report(argv):
+    path = argv[0]
+    plot = arg(argv, "--plot")
+    title = arg(argv, "--title", "bench-live")
+    values = collect(path)
+    phases = [p for p in PHASES if any(ph == p[0] for ph, _ in values)]
+    rows = [r for r in ROWS if any((p[0], r[0]) in values for p in phases)]
+    stats = {}
+    for key, *_ in rows:
+        for p, _ in phases:
+            vs = values.get((p, key))
+            if vs:
+                stats[(p, key)] = (statistics.median(vs), min(vs), max(vs), len(vs))
+    med = lambda p, k: stats[(p, k)][0] if (p, k) in stats else None
+    head = "| metric | unit | " + " | ".join(f"{label} median (min–max)" for _, label in phases)
+    have = {p for p, _ in phases}
+    ratios = [("ipipd", "kernel", "ipipd / kernel"), ("ipipd", "wireguard-go", "ipipd / wireguard-go")]
+    ratios = [r for r in ratios if r[0] in have and r[1] in have]
+    head += "".join(f" | {r[2]}" for r in ratios) + " |"
+    print(head)
+    print("| --- | --- |" + " ---: |" * (len(phases) + len(ratios)))
+    for key, label, unit, higher, dec, tunnel in rows:
+        arrow = {True: " ↑", False: " ↓", None: ""}[higher]
+        cells = []
+        for p, _ in phases:
+            if (p, key) in stats:
+                m, lo, hi, n = stats[(p, key)]
+                cells.append(f"{fmt(m, dec)} ({fmt(lo, dec)}–{fmt(hi, dec)})")
+            else:
+                cells.append("—")
+        line = f"| {label}{arrow} | {unit} | " + " | ".join(cells)
+        for a, b, _ in ratios:
+            line += " | " + ratio(med(a, key), med(b, key))
+        print(line + " |")
+    print()
+    print("↑ higher is better, ↓ lower is better, no arrow: context; median over the runs, (min–max) their spread; "
+          "tunnel CPU counts both nodes' tunnel processes (the kernel path has none: its work is "
+          "softirq time, not attributed here).")
+    if plot:
+        write_svg(plot, title, phases, rows, stats)
+        print(f"\nplot: {plot}")
+
+
+def esc(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def write_svg(path, title, phases, rows, stats):
+    cols = 4
+    pw, ph = 240, 190  # panel size
+    top, left = 56, 10
+    nrows = math.ceil(len(rows) / cols)
+    width = left * 2 + cols * pw
+    height = top + nrows * ph + 10
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+         f'<rect width="{width}" height="{height}" fill="white"/>',
+         f'<text x="{left}" y="20" font-size="14" font-weight="bold">{esc(title)}</text>']
+    lx = left
+    for p, label in phases:
+        o.append(f'<rect x="{lx}" y="30" width="12" height="12" fill="{COLORS[p]}"/>')
+        o.append(f'<text x="{lx + 16}" y="40">{esc(label)}</text>')
+        lx += 16 + 7 * len(label) + 20
+    o.append(f'<text x="{lx}" y="40" fill="#555">bars: median; whiskers: min–max over the runs</text>')
+    for i, (key, label, unit, higher, dec, _) in enumerate(rows):
+        x0 = left + (i % cols) * pw
+        y0 = top + (i // cols) * ph
+        o.append(f'<text x="{x0 + 8}" y="{y0 + 12}" font-weight="bold" font-size="10.5">{esc(label)}</text>')
+        o.append(f'<text x="{x0 + 8}" y="{y0 + 25}" fill="#555">{esc(unit)}, '
+                 f'{ {True: "higher is better", False: "lower is better", None: "context"}[higher] }</text>')
+        vmax = max((stats[(p, key)][2] for p, _ in phases if (p, key) in stats), default=0) or 1
+        base = y0 + ph - 28
+        plot_h = ph - 28 - 48
+        bw = 44
+        gap = (pw - 16 - len(phases) * bw) / (len(phases) + 1)
+        o.append(f'<line x1="{x0 + 8}" y1="{base}" x2="{x0 + pw - 8}" y2="{base}" stroke="#333"/>')
+        for j, (p, plabel) in enumerate(phases):
+            bx = x0 + 8 + gap + j * (bw + gap)
+            short = {"kernel": "kernel", "ipipd": "ipipd", "wireguard-go": "wg-go"}[p]
+            o.append(f'<text x="{bx + bw / 2}" y="{base + 14}" text-anchor="middle">{short}</text>')
+            if (p, key) not in stats:
+                o.append(f'<text x="{bx + bw / 2}" y="{base - 4}" text-anchor="middle" fill="#999">n/a</text>')
+                continue
+            m, lo, hi, _ = stats[(p, key)]
+            h = m / vmax * plot_h
+            o.append(f'<rect x="{bx:.1f}" y="{base - h:.1f}" width="{bw}" height="{h:.1f}" fill="{COLORS[p]}"/>')
+            ylo, yhi = base - lo / vmax * plot_h, base - hi / vmax * plot_h
+            cx = bx + bw / 2
+            o.append(f'<line x1="{cx:.1f}" y1="{ylo:.1f}" x2="{cx:.1f}" y2="{yhi:.1f}" stroke="black"/>')
+            for yy in (ylo, yhi):
+                o.append(f'<line x1="{cx - 5:.1f}" y1="{yy:.1f}" x2="{cx + 5:.1f}" y2="{yy:.1f}" stroke="black"/>')
+            o.append(f'<text x="{cx:.1f}" y="{yhi - 4:.1f}" text-anchor="middle">{fmt(m, dec)}</text>')
+    o.append("</svg>")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in ("sample", "report"):
+        sys.exit(__doc__)
+    {"sample": sample, "report": report}[sys.argv[1]](sys.argv[2:])
