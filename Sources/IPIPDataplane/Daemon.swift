@@ -248,13 +248,9 @@ public final class Daemon {
 
     /// Forwarding on; reverse-path filtering off on the TUN (replies to translated flows enter it
     /// from addresses routed via the uplink) and loose at most for `all` (the effective value is
-    /// the maximum of `all` and the device's); local sources accepted on the TUN (our own ICMP).
+    /// the maximum of `all` and the device's).
     func configureSysctls(tunName: String) {
-        // accept_local on the TUN: ICMP errors the engine generates leave from the node's own
-        // tunnel address and enter the host through the TUN; without it the host drops them as
-        // martians (found by the kernel-peer interop suite).
-        let wanted = [("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.\(tunName).rp_filter", "0"),
-                      ("net.ipv4.conf.\(tunName).accept_local", "1")]
+        let wanted = [("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.\(tunName).rp_filter", "0")]
         for (name, value) in wanted where Sysctl.read(name) != value {
             do {
                 try Sysctl.write(name, value)
