@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Pure core: addresses, headers, checksums, LPM trie, topology, engine. Stdlib only.
@@ -27,11 +29,16 @@ let package = Package(
         .target(name: "Pcap", dependencies: ["IPIPCore", "CPcap"]),
         // Calico resources: decoding with file:line:column errors, defaults, validation.
         .target(name: "IPIPResources", dependencies: ["IPIPCore", .product(name: "Yams", package: "Yams")]),
-        // The datastore: the store protocol, embedded SQLite (the default), read-only manifests, the
-        // --datastore/IPIPD_DATASTORE parser (etcd is a seam), and calicoctl's verbs over a store.
+        // The datastore: the store protocol, embedded SQLite (the default), etcd v3 in Calico's key
+        // layout (through etcd's JSON gateway), read-only manifests, the --datastore/IPIPD_DATASTORE
+        // parser, and calicoctl's verbs over a store.
         .target(
             name: "IPIPDatastore",
-            dependencies: ["IPIPResources", "IPIPCore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "IPIPResources", "IPIPCore", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         // Every kernel call: TUN, raw and packet sockets, batch I/O, rtnetlink, nftables, sysctl.
         .target(name: "CIPIPLinux"),

@@ -22,8 +22,10 @@ public struct DaemonOptions: Sendable {
     public var metricsPort: UInt16 = 9091
     /// Seconds between reconcile passes (routes, rules, nftables, sysctls).
     public var resyncSeconds: Double = 10
-    /// Seconds between checks of the resource source for changes.
-    public var watchSeconds: Double = 1
+    /// Seconds between checks of the resource source for changes (a check is cheap: a stat of the
+    /// manifests, one SQLite read, or, for etcd, a look at what its watch has seen), so that a
+    /// change is programmed well within a second.
+    public var watchSeconds: Double = 0.2
     public var batchSize: Int = 64
     public var engine: EngineConfiguration = EngineConfiguration()
     public var nftTable: String = "ipipd"

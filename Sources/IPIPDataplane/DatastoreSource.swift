@@ -2,7 +2,7 @@ import IPIPDatastore
 import IPIPResources
 
 /// A datastore as the daemon's resource source: `load()` reads every object, `changeToken()` is
-/// the store's revision (it changes on every write, so polling it is cheap: one indexed read).
+/// the store's (SQLite: its revision, one indexed read; etcd: fed by a watch, no request at all).
 public final class DatastoreSource: ResourceSource {
     /// The store.
     public let store: any Datastore
@@ -19,5 +19,5 @@ public final class DatastoreSource: ResourceSource {
 
     public func load() throws -> ResourceSet { try store.resourceSet() }
 
-    public func changeToken() -> String? { (try? store.revision()).map { String($0) } }
+    public func changeToken() -> String? { store.changeToken() }
 }

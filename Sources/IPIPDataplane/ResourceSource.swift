@@ -4,7 +4,7 @@ import Glibc
 import IPIPResources
 
 /// Where the live daemon gets its Calico resources from. Today: manifest files; the datastore
-/// issue plugs SQLite and etcd in behind the same protocol.
+/// `DatastoreSource` puts SQLite and etcd behind the same protocol.
 public protocol ResourceSource: AnyObject {
     /// A human-readable name for logs ("manifests /etc/ipipd/cluster.yaml").
     var description: String { get }

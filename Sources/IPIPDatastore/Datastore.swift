@@ -99,10 +99,8 @@ public enum DatastoreError: Error, Hashable, Sendable, CustomStringConvertible {
 /// create, immutable CIDR and blockSize, the pool-delete side effect) are written once, in the
 /// extension below, on top of them.
 ///
-/// Implementations: `SQLiteDatastore` (embedded, the default), `ManifestDatastore` (read-only).
-/// An etcd v3 store (Calico's key layout, `ResourceKind.etcdKey`, values from
-/// `ResourceEncoder.value(_:includeResourceVersion: false)`, resourceVersion = the key's mod
-/// revision) plugs in here.
+/// Implementations: `SQLiteDatastore` (embedded, the default), `EtcdDatastore` (etcd v3 in
+/// Calico's key layout, resourceVersion = the key's mod revision), `ManifestDatastore` (read-only).
 public protocol Datastore: AnyObject {
     /// A human-readable name for logs and errors (`sqlite /var/lib/ipipd/datastore.sqlite`).
     var description: String { get }
@@ -120,6 +118,11 @@ public protocol Datastore: AnyObject {
     func remove(_ kind: ResourceKind, name: String, ifRevision revision: String?) throws(DatastoreError) -> Resource
     /// A number that changes on every write (the store's revision).
     func revision() throws(DatastoreError) -> Int64
+    /// Every object, as the dataplane reads them (a store may read them as one snapshot).
+    func resourceSet() throws(DatastoreError) -> ResourceSet
+    /// Something that changes when the objects may have changed, cheap enough to poll several times
+    /// a second; nil when the store cannot tell. The default is `revision()`.
+    func changeToken() -> String?
 }
 
 extension Datastore {
@@ -131,7 +134,9 @@ extension Datastore {
     /// `list`: every object of a kind, sorted by name.
     public func list(_ kind: ResourceKind) throws(DatastoreError) -> [Resource] { try fetchAll(kind) }
 
-    /// Every object, as the dataplane reads them.
+    public func changeToken() -> String? { (try? revision()).map { String($0) } }
+
+    /// Every object, as the dataplane reads them, kind by kind.
     public func resourceSet() throws(DatastoreError) -> ResourceSet {
         var set = ResourceSet()
         for resource in try fetchAll(.ipPool) { if case .ipPool(let r) = resource { set.pools.append(r) } }

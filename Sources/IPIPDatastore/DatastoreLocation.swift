@@ -1,17 +1,22 @@
 import Foundation
 
 /// Which datastore to use: `--datastore` for `ipipctl` and `ipipd`, else the `IPIPD_DATASTORE`
-/// environment variable, else the embedded SQLite file at its default path.
+/// environment variable, else calicoctl's own variables (`DATASTORE_TYPE=etcdv3` with
+/// `ETCD_ENDPOINTS`), else the embedded SQLite file at its default path.
 ///
 /// Forms: `sqlite` (default path), `sqlite:PATH`, `manifests:PATH[,PATH...]` (read-only; files or
-/// directories), `etcd:URL[,URL...]` (not yet supported).
+/// directories), `etcd:URL[,URL...]` (etcd v3; `etcd` alone takes `ETCD_ENDPOINTS`, else
+/// `http://127.0.0.1:2379`, etcd's default).
 public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
     /// The embedded SQLite store at a path.
     case sqlite(path: String)
     /// Read-only manifests.
     case manifests(paths: [String])
-    /// etcd v3 endpoints (Calico's key layout). Not yet supported.
+    /// etcd v3 endpoints (Calico's key layout).
     case etcd(endpoints: [String])
+
+    /// etcd's default client URL.
+    public static let defaultEtcdEndpoint = "http://127.0.0.1:2379"
 
     /// The environment variable read when no `--datastore` is given.
     public static let environmentVariable = "IPIPD_DATASTORE"
@@ -35,7 +40,16 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
             guard !items.isEmpty else { throw .notSupported("datastore 'manifests' needs a path: manifests:PATH[,PATH...]") }
             return .manifests(paths: items)
         case "etcd", "etcdv3":
-            return .etcd(endpoints: items)
+            var endpoints = items
+            if endpoints.isEmpty {
+                endpoints = (environment["ETCD_ENDPOINTS"] ?? "").split(separator: ",")
+                    .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            }
+            if endpoints.isEmpty { endpoints = [defaultEtcdEndpoint] }
+            for endpoint in endpoints where !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
+                throw .notSupported("etcd endpoint '\(endpoint)' must be a URL: http://HOST:PORT or https://HOST:PORT")
+            }
+            return .etcd(endpoints: endpoints)
         default:
             throw .notSupported(
                 "unknown datastore '\(text)': expected sqlite[:PATH], manifests:PATH[,PATH...] or etcd:URL")
@@ -48,6 +62,7 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
     {
         if let option, !option.isEmpty { return try parse(option, environment: environment) }
         if let value = environment[environmentVariable], !value.isEmpty { return try parse(value, environment: environment) }
+        if let type = environment["DATASTORE_TYPE"], type == "etcdv3" { return try parse("etcd", environment: environment) }
         return .sqlite(path: SQLiteDatastore.defaultPath(environment: environment))
     }
 
@@ -56,9 +71,7 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .sqlite(let path): return try SQLiteDatastore(path: path)
         case .manifests(let paths): return ManifestDatastore(paths: paths)
-        case .etcd(let endpoints):
-            throw .notSupported("the etcd datastore (\(endpoints.joined(separator: ","))) is not yet supported "
-                + "(issue 5: etcd v3 with Calico's key layout); use sqlite:PATH or manifests:PATH")
+        case .etcd(let endpoints): return EtcdDatastore(endpoints: endpoints)
         }
     }
 

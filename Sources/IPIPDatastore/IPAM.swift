@@ -41,14 +41,24 @@ public enum IPAM {
             }
             guard !pools.isEmpty else { throw .validation("no enabled IPv4 IPPool to claim a block from") }
         }
-        for _ in 0..<16 {
-            let taken = try affinities(store).filter { !$0.spec.deleted }
+        // Blocks found claimed in the store's IPAM records (etcd: a block key without an affinity
+        // key, as Calico can leave) although no affinity names them.
+        var claimedElsewhere: [BlockAffinity] = []
+        for _ in 0..<64 {
+            let taken = try affinities(store).filter { !$0.spec.deleted } + claimedElsewhere
             guard let (pool, block) = nextFree(pools: pools, taken: taken) else {
                 let names = pools.map { "IPPool(\($0.metadata.name))" }.joined(separator: ", ")
                 throw .validation("no free block left in \(names)")
             }
             let cidr = block.description
-            let stored = try store.create(affinityResource(node: node, cidr: cidr))
+            let request = try affinityResource(node: node, cidr: cidr)
+            let stored: Resource
+            do {
+                stored = try store.create(request)
+            } catch .alreadyExists(let kind, _) where kind == "IPAMBlock" {
+                if case .blockAffinity(let affinity) = request { claimedElsewhere.append(affinity) }
+                continue
+            }
             guard case .blockAffinity(let mine) = stored else { return try unreachable() }
             let myVersion = Int64(mine.metadata.resourceVersion ?? "") ?? .max
             let rivals = try affinities(store).filter { other in
@@ -110,14 +120,17 @@ public enum IPAM {
         return nil
     }
 
-    private static func affinityResource(node: String, cidr: String) throws(DatastoreError) -> Resource {
+    /// A BlockAffinity resource with Calico's name for it (validated like any other).
+    static func affinityResource(node: String, cidr: String, state: String = "confirmed", deleted: Bool = false,
+                                 source: String = "ipam") throws(DatastoreError) -> Resource
+    {
         let name = affinityName(node: node, cidr: cidr)
         let text = """
             {"kind":"BlockAffinity","apiVersion":"\(calicoAPIVersion)","metadata":{"name":\(quote(name))},\
-            "spec":{"state":"confirmed","node":\(quote(node)),"cidr":\(quote(cidr)),"deleted":"false"}}
+            "spec":{"state":\(quote(state)),"node":\(quote(node)),"cidr":\(quote(cidr)),"deleted":"\(deleted)"}}
             """
         do {
-            let resources = try ResourceDecoder.decode(text, file: "ipam")
+            let resources = try ResourceDecoder.decode(text, file: source)
             guard let resource = resources.first else { return try unreachable() }
             return resource
         } catch {

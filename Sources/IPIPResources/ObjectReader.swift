@@ -34,6 +34,9 @@ struct ObjectReader {
     private(set) var marks: [String: Position] = [:]
     private(set) var keyMarks: [String: Position] = [:]
     private(set) var errors: [ResourceError] = []
+    /// Skip keys outside the allowed set instead of reporting them (objects read back from a
+    /// datastore that a newer Calico wrote); false for manifests.
+    var ignoresUnknownFields = false
 
     init(file: String, kind: String?, origin: Position) {
         self.file = file
@@ -95,6 +98,7 @@ struct ObjectReader {
             }
             let childPath = Self.join(path, key.string)
             if let allowed, !allowed.contains(key.string) {
+                if ignoresUnknownFields { continue }
                 fail(childPath, "unknown field \"\(key.string)\"", at: keyNode.mark)
                 continue
             }

@@ -24,6 +24,30 @@ public enum ResourceDecoder {
         return resources
     }
 
+    /// Decodes one object as a datastore holds it (Calico's JSON in etcd): unknown fields are
+    /// skipped, as Calico's own reader (Go's `json.Unmarshal`) skips them, so objects written by a
+    /// newer Calico still load; everything else (types, values, validation) is as strict as for
+    /// manifests. The object must be a single resource of a supported kind.
+    public static func decodeStored(_ text: String, file: String) throws(ResourceErrors) -> Resource {
+        var errors: [ResourceError] = []
+        var resources: [Resource] = []
+        do {
+            let node = try Yams.compose(yaml: jsonTabsAsSpaces(text))
+            if let node {
+                decodeObject(node, file: file, inherited: nil, into: &resources, errors: &errors,
+                             ignoringUnknownFields: true)
+            }
+        } catch {
+            errors.append(syntaxError(error, file: file))
+        }
+        guard errors.isEmpty else { throw ResourceErrors(errors) }
+        guard resources.count == 1, let resource = resources.first else {
+            throw ResourceErrors([ResourceError(file: file, line: 1, column: 1, kind: nil, name: nil, field: "",
+                                                message: "expected one resource")])
+        }
+        return resource
+    }
+
     /// Decodes what it can and appends every problem to `errors`.
     static func decode(_ text: String, file: String, errors: inout [ResourceError]) -> [Resource] {
         var documents: [Yams.Node] = []
@@ -109,9 +133,10 @@ public enum ResourceDecoder {
 
     private static func decodeObject(
         _ node: Yams.Node, file: String, inherited: (kind: String, apiVersion: String)?,
-        into resources: inout [Resource], errors: inout [ResourceError]
+        into resources: inout [Resource], errors: inout [ResourceError], ignoringUnknownFields: Bool = false
     ) {
         var reader = ObjectReader(file: file, kind: nil, origin: Position(node.mark) ?? .start)
+        reader.ignoresUnknownFields = ignoringUnknownFields
         guard case .mapping(let mapping) = node else {
             reader.fail("", "expected a resource (a mapping) or a list of resources, found \(reader.describe(node))",
                         at: node.mark)

@@ -9,7 +9,7 @@ import Glibc
 /// `--datastore`, shared by every command that reads or writes resources.
 struct DatastoreOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
-        "sqlite[:PATH] (default; /var/lib/ipipd/datastore.sqlite as root, else $XDG_DATA_HOME or ~/.local/share/ipipd/datastore.sqlite), manifests:PATH[,PATH...] (read-only) or etcd:URL (not yet supported). Default: $IPIPD_DATASTORE, else sqlite.",
+        "sqlite[:PATH] (default; /var/lib/ipipd/datastore.sqlite as root, else $XDG_DATA_HOME or ~/.local/share/ipipd/datastore.sqlite), manifests:PATH[,PATH...] (read-only) or etcd[:URL[,URL...]] (etcd v3 in Calico's key layout; default URL $ETCD_ENDPOINTS, else http://127.0.0.1:2379). Default: $IPIPD_DATASTORE, else etcd when DATASTORE_TYPE=etcdv3, else sqlite.",
         valueName: "type:location"))
     var datastore: String?
 

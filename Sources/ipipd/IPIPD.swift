@@ -137,7 +137,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Calico manifests (file or directory; repeatable).", valueName: "path"))
     var manifests: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("The datastore instead of --manifests: sqlite[:PATH] (the default store of ipipctl) or manifests:PATH[,PATH]; also IPIPD_DATASTORE.", valueName: "store"))
+    @Option(name: .long, help: ArgumentHelp("The datastore instead of --manifests: sqlite[:PATH] (the default store of ipipctl), etcd[:URL[,URL...]] (Calico's etcd v3 layout) or manifests:PATH[,PATH]; also IPIPD_DATASTORE.", valueName: "store"))
     var datastore: String?
 
     @Option(name: .long, help: ArgumentHelp("The uplink; default: the interface holding the node IP.", valueName: "interface"))

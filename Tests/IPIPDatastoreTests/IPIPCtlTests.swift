@@ -20,7 +20,7 @@ struct CtlCase: CustomTestStringConvertible, Sendable {
     var testDescription: String { name }
 }
 
-func run(_ c: CtlCase, store: SQLiteDatastore) -> CtlOutput {
+func run(_ c: CtlCase, store: any Datastore) -> CtlOutput {
     let options = CalicoCtl.Options(skipExists: c.skipExists, skipNotExists: c.skipNotExists, poolDisableGrace: .zero)
     return CalicoCtl.execute(c.verb, input: ManifestInput(text: c.input, file: "in.yaml"), store: { store },
                              options: options)

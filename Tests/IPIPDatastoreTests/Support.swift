@@ -121,6 +121,8 @@ func startProcess(_ path: String, _ args: [String], stdin: String? = nil, enviro
     p.arguments = args
     var env = ProcessInfo.processInfo.environment
     env["IPIPD_DATASTORE"] = nil
+    env["DATASTORE_TYPE"] = nil
+    env["ETCD_ENDPOINTS"] = nil
     for (k, v) in environment { env[k] = v }
     p.environment = env
     let out = Pipe(), err = Pipe(), input = Pipe()

@@ -1,0 +1,382 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// A small etcd v3 client over etcd's JSON gateway (grpc-gateway: `POST /v3/kv/range`,
+/// `/v3/kv/txn`, `/v3/watch`), through async-http-client. Calls block the calling thread: the
+/// datastore protocol is synchronous, and neither `ipipctl` nor `ipipd`'s control loop runs on an
+/// event loop.
+///
+/// Wire format (etcd's `rpc.proto` mapped by grpc-gateway): keys and values are base64, 64-bit
+/// integers are JSON strings, fields at their default value (0, false, empty) are left out, so a
+/// missing `succeeded` means false and a missing event `type` means PUT.
+///
+/// Endpoints are tried in order; a connection failure moves on to the next one and the one that
+/// answered is used first from then on. An HTTP error from etcd is not retried elsewhere.
+public final class EtcdClient: @unchecked Sendable {
+    /// A key and its value, as `range` returns them.
+    public struct KeyValue: Hashable, Sendable {
+        /// The key.
+        public var key: String
+        /// The value (UTF-8 bytes as stored).
+        public var value: [UInt8]
+        /// The revision of the key's creation.
+        public var createRevision: Int64
+        /// The revision of the key's last modification (Calico's resourceVersion).
+        public var modRevision: Int64
+
+        /// The value as text.
+        public var text: String { String(decoding: value, as: UTF8.self) }
+    }
+
+    /// A comparison in a transaction's guard.
+    public enum Compare: Sendable {
+        /// The key does not exist (create revision 0).
+        case absent(String)
+        /// The key's mod revision equals the given one.
+        case modRevision(String, Int64)
+    }
+
+    /// An operation in a transaction branch.
+    public enum Operation: Sendable {
+        /// Put a value.
+        case put(String, [UInt8])
+        /// Delete one key.
+        case delete(String)
+        /// Read one key.
+        case get(String)
+    }
+
+    /// What a transaction did.
+    public struct TxnResult: Sendable {
+        /// Whether the guard held (the success branch ran).
+        public var succeeded: Bool
+        /// The store revision after the transaction.
+        public var revision: Int64
+        /// The key-values read by `get` operations of the branch that ran, in order.
+        public var reads: [[KeyValue]]
+    }
+
+    /// One change seen by a watch.
+    public struct Event: Sendable {
+        /// The key that changed.
+        public var key: String
+        /// True for a delete, false for a put.
+        public var isDelete: Bool
+        /// The revision of the change.
+        public var modRevision: Int64
+    }
+
+    /// The client endpoints (`http://127.0.0.1:2379`).
+    public let endpoints: [String]
+    /// How long one unary request may take.
+    public let requestTimeout: TimeAmount
+    private let preferred = Mutex(0)
+
+    /// One HTTP client for the process: created on first use and never shut down (it lives as
+    /// long as the process). No read timeout, so a quiet watch stream is not cut; unary requests
+    /// carry their own deadline.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(5), read: nil))
+        configuration.httpVersion = .http1Only
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    /// A client for `endpoints` (each `http://host:port`, or `https://`).
+    public init(endpoints: [String], requestTimeout: TimeAmount = .seconds(10)) {
+        self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.requestTimeout = requestTimeout
+    }
+
+    // MARK: KV
+
+    /// Reads one key, or every key under a prefix (sorted by key), at the current revision or at
+    /// `revision`. Returns the store revision the read saw.
+    public func range(_ key: String, prefix: Bool = false, revision: Int64? = nil) throws(DatastoreError)
+        -> (revision: Int64, kvs: [KeyValue])
+    {
+        var body: [String: Any] = ["key": Self.base64(key)]
+        if prefix { body["range_end"] = Self.base64(Self.prefixEnd(key)) }
+        if let revision { body["revision"] = String(revision) }
+        let reply = try call("/v3/kv/range", body)
+        return (Self.headerRevision(reply), try Self.keyValues(reply["kvs"]))
+    }
+
+    /// Deletes every key under `prefix`; returns how many went.
+    @discardableResult
+    public func deletePrefix(_ prefix: String) throws(DatastoreError) -> Int64 {
+        let reply = try call("/v3/kv/deleterange",
+                             ["key": Self.base64(prefix), "range_end": Self.base64(Self.prefixEnd(prefix))])
+        return Self.int64(reply["deleted"])
+    }
+
+    /// Writes one key unconditionally (tests and tools that seed a store as Calico would).
+    @discardableResult
+    public func put(_ key: String, _ value: [UInt8]) throws(DatastoreError) -> Int64 {
+        Self.headerRevision(try call("/v3/kv/put", ["key": Self.base64(key), "value": Data(value).base64EncodedString()]))
+    }
+
+    /// Compacts the key history up to `revision` (older revisions can no longer be read or watched).
+    public func compact(_ revision: Int64) throws(DatastoreError) {
+        _ = try call("/v3/kv/compaction", ["revision": String(revision), "physical": true])
+    }
+
+    /// The store's current revision.
+    public func currentRevision() throws(DatastoreError) -> Int64 {
+        let reply = try call("/v3/kv/range", ["key": Self.base64("/calico/"), "count_only": true])
+        return Self.headerRevision(reply)
+    }
+
+    /// One transaction: if every comparison holds, `success` runs, else `failure`.
+    public func txn(_ compare: [Compare], success: [Operation], failure: [Operation] = []) throws(DatastoreError)
+        -> TxnResult
+    {
+        let compares: [[String: Any]] = compare.map { c in
+            switch c {
+            case .absent(let key):
+                ["key": Self.base64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"]
+            case .modRevision(let key, let revision):
+                ["key": Self.base64(key), "result": "EQUAL", "target": "MOD", "mod_revision": String(revision)]
+            }
+        }
+        func ops(_ list: [Operation]) -> [[String: Any]] {
+            list.map { op in
+                switch op {
+                case .put(let key, let value):
+                    ["request_put": ["key": Self.base64(key), "value": Data(value).base64EncodedString()]]
+                case .delete(let key): ["request_delete_range": ["key": Self.base64(key)]]
+                case .get(let key): ["request_range": ["key": Self.base64(key)]]
+                }
+            }
+        }
+        let reply = try call("/v3/kv/txn", ["compare": compares, "success": ops(success), "failure": ops(failure)])
+        let succeeded = reply["succeeded"] as? Bool ?? false
+        var reads: [[KeyValue]] = []
+        for case let response as [String: Any] in reply["responses"] as? [Any] ?? [] {
+            if let range = response["response_range"] as? [String: Any] {
+                reads.append(try Self.keyValues(range["kvs"]))
+            }
+        }
+        return TxnResult(succeeded: succeeded, revision: Self.headerRevision(reply), reads: reads)
+    }
+
+    // MARK: Watch
+
+    /// A running watch; `cancel()` ends it.
+    public final class Watch: @unchecked Sendable {
+        fileprivate let task: Mutex<HTTPClient.Task<Void>?> = Mutex(nil)
+        fileprivate let cancelled = Mutex(false)
+        /// Ends the watch stream.
+        public func cancel() {
+            cancelled.withLock { $0 = true }
+            task.withLock { $0?.cancel() }
+        }
+        /// Ends the current stream only (the caller starts a new one).
+        public func restart() { task.withLock { $0?.cancel() } }
+        /// Whether `cancel()` was called.
+        public var isCancelled: Bool { cancelled.withLock { $0 } }
+    }
+
+    /// What a watch stream reports.
+    public enum WatchReport: Sendable {
+        /// The watch is established; later events are newer than `revision`.
+        case created(revision: Int64)
+        /// Changes, in revision order.
+        case events([Event], revision: Int64)
+        /// The requested start revision was compacted away: resync, then watch from `revision`.
+        case compacted(revision: Int64)
+    }
+
+    /// Streams the changes under `prefix` from `startRevision` (inclusive) to `report`, until the
+    /// stream ends (returns normally when cancelled, throws when it broke). Blocks while it runs.
+    public func watch(prefix: String, from startRevision: Int64, handle: Watch,
+                      report: @escaping @Sendable (WatchReport) -> Void) throws(DatastoreError)
+    {
+        let create: [String: Any] = [
+            "create_request": [
+                "key": Self.base64(prefix), "range_end": Self.base64(Self.prefixEnd(prefix)),
+                "start_revision": String(startRevision),
+            ],
+        ]
+        let body = Self.json(create)
+        var lastError: DatastoreError = .storage("etcd: no endpoint")
+        for endpoint in orderedEndpoints() {
+            let delegate = WatchDelegate(report: report)
+            let task: HTTPClient.Task<Void>
+            do {
+                let request = try HTTPClient.Request(url: endpoint + "/v3/watch", method: .POST,
+                                                     headers: ["Content-Type": "application/json"], body: .bytes(body))
+                task = Self.http.execute(request: request, delegate: delegate)
+            } catch {
+                lastError = .storage("etcd \(endpoint): \(error)")
+                continue
+            }
+            handle.task.withLock { $0 = task }
+            if handle.isCancelled { task.cancel() }
+            do {
+                try task.wait()
+                if handle.isCancelled { return }
+                throw DatastoreError.storage("etcd \(endpoint): the watch stream ended")
+            } catch {
+                if handle.isCancelled { return }
+                if let failure = delegate.failure.withLock({ $0 }) { throw failure }
+                if delegate.connected.withLock({ $0 }) {
+                    throw (error as? DatastoreError) ?? .storage("etcd \(endpoint): watch: \(error)")
+                }
+                lastError = .storage("etcd \(endpoint): \(Self.describe(error))")
+            }
+        }
+        throw lastError
+    }
+
+    // MARK: Plumbing
+
+    private func orderedEndpoints() -> [String] {
+        let first = preferred.withLock { $0 }
+        guard endpoints.indices.contains(first) else { return endpoints }
+        return Array(endpoints[first...] + endpoints[..<first])
+    }
+
+    private func call(_ path: String, _ object: [String: Any]) throws(DatastoreError) -> [String: Any] {
+        guard !endpoints.isEmpty else { throw .storage("etcd: no endpoint given") }
+        let body = Self.json(object)
+        var lastError: DatastoreError = .storage("etcd: no endpoint")
+        let order = orderedEndpoints()
+        for endpoint in order {
+            let response: HTTPClient.Response
+            do {
+                let request = try HTTPClient.Request(url: endpoint + path, method: .POST,
+                                                     headers: ["Content-Type": "application/json"], body: .bytes(body))
+                response = try Self.http.execute(request: request, deadline: .now() + requestTimeout).wait()
+            } catch {
+                lastError = .storage("etcd \(endpoint): \(Self.describe(error))")
+                continue
+            }
+            if let index = endpoints.firstIndex(of: endpoint) { preferred.withLock { $0 = index } }
+            let bytes = response.body.map { Array($0.readableBytesView) } ?? []
+            let parsed = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+            guard response.status == .ok, let parsed else {
+                let message = (parsed?["message"] as? String) ?? (parsed?["error"] as? String)
+                    ?? String(decoding: bytes.prefix(300), as: UTF8.self)
+                throw .storage("etcd \(endpoint)\(path): HTTP \(response.status.code): \(message)")
+            }
+            return parsed
+        }
+        throw lastError
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError {
+            if error == .connectTimeout { return "connect timeout" }
+            if error == .deadlineExceeded { return "no answer in time" }
+        }
+        return "\(error)"
+    }
+
+    static func json(_ object: Any) -> [UInt8] {
+        Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8))
+    }
+
+    static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
+    /// The end of the key range that holds every key starting with `prefix` (etcd's
+    /// `GetPrefixRangeEnd`: the prefix with its last byte below 0xff incremented).
+    static func prefixEnd(_ prefix: String) -> String {
+        var bytes = Array(prefix.utf8)
+        while let last = bytes.last {
+            if last < 0xff {
+                bytes[bytes.count - 1] = last + 1
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            bytes.removeLast()
+        }
+        return "\0"
+    }
+
+    static func int64(_ any: Any?) -> Int64 {
+        if let s = any as? String { return Int64(s) ?? 0 }
+        if let n = any as? NSNumber { return n.int64Value }
+        return 0
+    }
+
+    static func headerRevision(_ reply: [String: Any]) -> Int64 {
+        int64((reply["header"] as? [String: Any])?["revision"])
+    }
+
+    static func keyValues(_ any: Any?) throws(DatastoreError) -> [KeyValue] {
+        var result: [KeyValue] = []
+        for case let kv as [String: Any] in any as? [Any] ?? [] {
+            guard let keyText = kv["key"] as? String, let key = Data(base64Encoded: keyText) else {
+                throw .storage("etcd: a key-value without a key")
+            }
+            let value = (kv["value"] as? String).flatMap { Data(base64Encoded: $0) } ?? Data()
+            result.append(KeyValue(key: String(decoding: key, as: UTF8.self), value: Array(value),
+                                   createRevision: int64(kv["create_revision"]), modRevision: int64(kv["mod_revision"])))
+        }
+        return result
+    }
+}
+
+/// Splits the watch stream (one JSON message per line) and hands each change to the report.
+private final class WatchDelegate: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = Void
+    let report: @Sendable (EtcdClient.WatchReport) -> Void
+    let failure = Mutex<DatastoreError?>(nil)
+    let connected = Mutex(false)
+    private var pending: [UInt8] = []
+
+    init(report: @escaping @Sendable (EtcdClient.WatchReport) -> Void) { self.report = report }
+
+    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        if head.status == .ok {
+            connected.withLock { $0 = true }
+        } else {
+            failure.withLock { $0 = .storage("etcd watch: HTTP \(head.status.code)") }
+        }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        pending.append(contentsOf: buffer.readableBytesView)
+        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = Array(pending[..<newline])
+            pending.removeSubrange(...newline)
+            handle(line)
+        }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<Void>) throws {
+        if !pending.isEmpty { handle(pending) }
+        pending = []
+    }
+
+    private func handle(_ line: [UInt8]) {
+        guard !line.allSatisfy({ $0 == 32 || $0 == 13 }),
+              let message = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any]
+        else { return }
+        if let error = message["error"] as? [String: Any] {
+            failure.withLock { $0 = .storage("etcd watch: \(error["message"] as? String ?? "\(error)")") }
+            return
+        }
+        guard let result = message["result"] as? [String: Any] else { return }
+        let revision = EtcdClient.headerRevision(result)
+        let compacted = EtcdClient.int64(result["compact_revision"])
+        if compacted > 0 {
+            report(.compacted(revision: compacted))
+            return
+        }
+        if result["created"] as? Bool == true { report(.created(revision: revision)) }
+        var events: [EtcdClient.Event] = []
+        for case let event as [String: Any] in result["events"] as? [Any] ?? [] {
+            guard let kv = event["kv"] as? [String: Any], let keyText = kv["key"] as? String,
+                  let key = Data(base64Encoded: keyText) else { continue }
+            events.append(EtcdClient.Event(key: String(decoding: key, as: UTF8.self),
+                                           isDelete: (event["type"] as? String) == "DELETE",
+                                           modRevision: EtcdClient.int64(kv["mod_revision"])))
+        }
+        if !events.isEmpty { report(.events(events, revision: revision)) }
+    }
+}

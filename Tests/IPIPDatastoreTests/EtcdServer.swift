@@ -1,0 +1,116 @@
+import Foundation
+import IPIPDatastore
+import Testing
+
+/// A real etcd (Debian's etcd-server) on loopback, started for a test suite and stopped with it:
+/// a fresh data directory, a client and a peer port picked free, ready once it answers a read.
+///
+/// Where no `etcd` binary is installed the tests that need it skip with the reason printed, except
+/// under CI (`CI` set) or `scripts/test` (`IPIPD_REQUIRE_ETCD=1`, after it installed etcd-server),
+/// where a missing etcd is a failure.
+final class EtcdServer: @unchecked Sendable {
+    let endpoint: String
+    let dataDir: TempDir
+    private let clientPort: UInt16
+    private let peerPort: UInt16
+    private var process: Process?
+    private let binary: String
+
+    /// The etcd binary, or nil.
+    static func binary() -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let candidates = path.split(separator: ":").map { "\($0)/etcd" } + ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// Starts a server, or returns nil (after printing why) when etcd is not installed outside CI.
+    static func start() throws -> EtcdServer? {
+        guard let binary = binary() else {
+            let environment = ProcessInfo.processInfo.environment
+            if environment["CI"] != nil || environment["IPIPD_REQUIRE_ETCD"] == "1" {
+                Issue.record("etcd is not installed, and CI must run the etcd tests (scripts/install-deps installs etcd-server)")
+            } else {
+                print("SKIP etcd tests: no etcd binary (apt-get install etcd-server)")
+            }
+            return nil
+        }
+        let server = EtcdServer(binary: binary, clientPort: try freePort(), peerPort: try freePort())
+        try server.launch()
+        return server
+    }
+
+    private init(binary: String, clientPort: UInt16, peerPort: UInt16) {
+        self.binary = binary
+        self.clientPort = clientPort
+        self.peerPort = peerPort
+        endpoint = "http://127.0.0.1:\(clientPort)"
+        dataDir = TempDir()
+    }
+
+    /// Starts etcd (again, on the same data and ports after `kill()`), and waits until it answers.
+    func launch() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = [
+            "--name", "ipipd-test", "--data-dir", dataDir.file("data"),
+            "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-cluster", "ipipd-test=http://127.0.0.1:\(peerPort)",
+            "--log-outputs", dataDir.file("etcd.log"), "--logger", "zap",
+        ]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        let client = EtcdClient(endpoints: [endpoint], requestTimeout: .seconds(1))
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if (try? client.currentRevision()) != nil { return }
+            guard p.isRunning else { break }
+            usleep(50_000)
+        }
+        let log = (try? String(contentsOfFile: dataDir.file("etcd.log"), encoding: .utf8)) ?? ""
+        throw DatastoreError.storage("etcd did not come up on \(endpoint): \(log.suffix(800))")
+    }
+
+    /// Stops etcd with SIGKILL, keeping its data (to test a restart).
+    func kill() {
+        guard let p = process, p.isRunning else { return }
+        Glibc.kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    /// Stops etcd and removes its data.
+    func stop() {
+        if let p = process, p.isRunning {
+            p.terminate()
+            p.waitUntilExit()
+        }
+        dataDir.cleanup()
+    }
+
+    /// A store on this server, with every Calico key removed first.
+    func freshStore() throws -> EtcdDatastore {
+        let store = EtcdDatastore(endpoints: [endpoint])
+        try store.client.deletePrefix("/calico/")
+        return store
+    }
+
+    /// A TCP port nobody listens on right now (bind to port 0, read it back, close).
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                bind(fd, raw, length) == 0 && getsockname(fd, raw, &length) == 0
+            }
+        }
+        guard bound else { throw DatastoreError.storage("no free port: errno \(errno)") }
+        return UInt16(bigEndian: address.sin_port)
+    }
+}

@@ -1,0 +1,335 @@
+import Foundation
+import IPIPCore
+import IPIPDatastore
+import IPIPResources
+import Synchronization
+import Testing
+
+/// One etcd per suite, started on first use and stopped at process exit (the suite's tests run one
+/// after another, each on a store with every `/calico/` key removed).
+private final class SharedEtcd: Sendable {
+    static let shared = SharedEtcd()
+    private let state = Mutex<(started: Bool, server: EtcdServer?, error: String?)>((false, nil, nil))
+
+    func server() throws -> EtcdServer? {
+        try state.withLock { state in
+            if !state.started {
+                state.started = true
+                do {
+                    state.server = try EtcdServer.start()
+                    if let server = state.server { atexit_servers.withLock { $0.append(server) } }
+                } catch {
+                    state.error = "\(error)"
+                }
+                stopAtExit()
+            }
+            if let error = state.error { throw DatastoreError.storage(error) }
+            return state.server
+        }
+    }
+}
+
+private let atexit_servers = Mutex<[EtcdServer]>([])
+private let atexitOnce = Mutex(false)
+private func stopAtExit() {
+    atexitOnce.withLock { registered in
+        guard !registered else { return }
+        registered = true
+        atexit { atexit_servers.withLock { servers in for s in servers { s.stop() } } }
+    }
+}
+
+/// The value Calico writes for the seed's pool, with this store's uid and timestamp.
+private func seedPoolValue(uid: String, created: String) -> String {
+    #"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"ippool-ipip-1","uid":""#
+        + uid + #"","creationTimestamp":""# + created
+        + #""},"spec":{"cidr":"192.168.0.0/16","vxlanMode":"Never","ipipMode":"Always","natOutgoing":true,"blockSize":26,"nodeSelector":"all()","allowedUses":["Workload","Tunnel"],"assignmentMode":"Automatic"}}"#
+}
+
+@Suite("Datastore: etcd v3 in Calico's key layout (a real etcd-server on loopback)", .serialized)
+struct EtcdDatastoreTests {
+    func store() throws -> EtcdDatastore? {
+        guard let server = try SharedEtcd.shared.server() else { return nil }
+        return try server.freshStore()
+    }
+
+    @Test("keys and values are byte-compatible with Calico's layout; resourceVersion is the mod revision")
+    func layout() throws {
+        guard let store = try store() else { return }
+        let created = try store.create(try #require(decode(seedPool).first))
+        try store.create(try #require(decode(node("node-a", "10.0.0.1/24")).first))
+        let claim = try IPAM.claim(in: store, node: "node-a", pool: nil)
+        #expect(claim.affinity.spec.cidr == "192.168.0.0/26")
+
+        let all = try store.client.range("/calico/", prefix: true).kvs
+        #expect(all.map(\.key) == [
+            "/calico/ipam/v2/assignment/ipv4/block/192.168.0.0-26",
+            "/calico/ipam/v2/host/node-a/ipv4/block/192.168.0.0-26",
+            "/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1",
+            "/calico/resources/v3/projectcalico.org/nodes/node-a",
+        ])
+        let byKey = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
+        let poolKV = try #require(byKey["/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1"])
+        let uid = try #require(created.metadata.uid)
+        let timestamp = try #require(created.metadata.creationTimestamp)
+        #expect(poolKV.text == seedPoolValue(uid: uid, created: timestamp))
+        #expect(created.metadata.resourceVersion == String(poolKV.modRevision))
+        #expect(try store.get(.ipPool, name: "ippool-ipip-1").metadata.resourceVersion == String(poolKV.modRevision))
+        #expect(!poolKV.text.contains("resourceVersion"))
+
+        let nodeKV = try #require(byKey["/calico/resources/v3/projectcalico.org/nodes/node-a"])
+        #expect(nodeKV.text.hasPrefix(#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"node-a","uid":""#))
+        #expect(nodeKV.text.hasSuffix(#""spec":{"bgp":{"ipv4Address":"10.0.0.1/24"}}}"#))
+
+        let affinityKV = try #require(byKey["/calico/ipam/v2/host/node-a/ipv4/block/192.168.0.0-26"])
+        #expect(affinityKV.text == #"{"state":"confirmed"}"#)
+        #expect(claim.affinity.metadata.resourceVersion == String(affinityKV.modRevision))
+
+        let blockKV = try #require(byKey["/calico/ipam/v2/assignment/ipv4/block/192.168.0.0-26"])
+        let nulls = Array(repeating: "null", count: 64).joined(separator: ",")
+        let ordinals = (0..<64).map(String.init).joined(separator: ",")
+        #expect(blockKV.text == #"{"cidr":"192.168.0.0/26","affinity":"host:node-a","strictAffinity":false,"allocations":["#
+            + nulls + #"],"unallocated":["# + ordinals + #"],"attributes":[]}"#)
+        // Claim and block went in one transaction.
+        #expect(blockKV.modRevision == affinityKV.modRevision)
+    }
+
+    @Test("reads what Calico wrote: v3.5 and newer values, unknown fields, affinity states, foreign blocks")
+    func readsCalico() throws {
+        guard let store = try store() else { return }
+        let c = store.client
+        // As calico/node and calicoctl v3.5 write them, plus fields a newer Calico adds.
+        try c.put("/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool", Array(#"""
+            {"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"default-ipv4-ippool","uid":"5e6b3d2c-1111-11e9-9d2c-525400123456","creationTimestamp":"2019-01-10T10:00:00Z"},"spec":{"cidr":"10.244.0.0/16","ipipMode":"CrossSubnet","natOutgoing":true,"blockSize":26,"nodeSelector":"all()","someFutureField":{"x":1}}}
+            """#.utf8))
+        try c.put("/calico/resources/v3/projectcalico.org/nodes/worker-1", Array(#"""
+            {"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"worker-1","uid":"u1","creationTimestamp":"2019-01-10T10:00:00Z","labels":{"kubernetes.io/hostname":"worker-1"}},"spec":{"bgp":{"ipv4Address":"172.16.1.11/24","ipv4IPIPTunnelAddr":"10.244.5.1"},"orchRefs":[{"nodeName":"worker-1","orchestrator":"k8s"}],"newerSpecField":true},"status":{"podCIDRs":["10.244.5.0/24"]}}
+            """#.utf8))
+        try c.put("/calico/ipam/v2/host/worker-1/ipv4/block/10.244.5.0-26", Array(#"{"state":"confirmed"}"#.utf8))
+        try c.put("/calico/ipam/v2/host/worker-1/ipv4/block/10.244.5.64-26",
+                  Array(#"{"state":"pending","deleted":false}"#.utf8))
+        try c.put("/calico/ipam/v2/host/worker-2/ipv4/block/10.244.6.0-26",
+                  Array(#"{"state":"confirmed","deleted":"true"}"#.utf8))
+        // A block Calico allocated from without an affinity key for it (borrowed / affinity gone).
+        try c.put("/calico/ipam/v2/assignment/ipv4/block/10.244.0.0-26", Array(
+            #"{"cidr":"10.244.0.0/26","affinity":null,"strictAffinity":false,"allocations":[0],"unallocated":[],"attributes":[{"handle_id":"h","secondary":null}]}"#.utf8))
+        // Keys the dataplane does not read.
+        try c.put("/calico/ipam/v2/handle/k8s-pod-network.abc", Array(#"{"block":{"10.244.5.0/26":1}}"#.utf8))
+        try c.put("/calico/ipam/v2/config", Array(#"{"strict_affinity":false,"auto_allocate_blocks":true}"#.utf8))
+
+        let set = try store.resourceSet()
+        let pool = try #require(set.pools.first)
+        #expect(set.pools.count == 1)
+        #expect(pool.spec.ipipMode == .crossSubnet && pool.spec.natOutgoing && pool.spec.cidr == "10.244.0.0/16")
+        #expect(pool.metadata.uid == "5e6b3d2c-1111-11e9-9d2c-525400123456")
+        let worker = try #require(set.nodes.first)
+        #expect(worker.metadata.name == "worker-1" && worker.spec.bgp?.ipv4Address?.description == "172.16.1.11/24")
+        #expect(set.blockAffinities.map(\.metadata.name)
+            == ["worker-1-10-244-5-0-26", "worker-1-10-244-5-64-26", "worker-2-10-244-6-0-26"])
+        #expect(set.blockAffinities.map(\.spec.state.rawValue) == ["confirmed", "pending", "confirmed"])
+        #expect(set.blockAffinities.map(\.spec.deleted) == [false, false, true])
+
+        // The foreign block is skipped by a claim: the next claim takes the first block that is
+        // neither affine (10.244.5.x, 10.244.6.0 is being deleted) nor allocated (10.244.0.0).
+        let claim = try IPAM.claim(in: store, node: "worker-3", pool: nil)
+        #expect(claim.affinity.spec.cidr == "10.244.0.64/26")
+        // Releasing a block with allocations keeps the allocations and drops only its affinity.
+        try c.put("/calico/ipam/v2/assignment/ipv4/block/10.244.5.0-26", Array(
+            #"{"cidr":"10.244.5.0/26","affinity":"host:worker-1","strictAffinity":false,"allocations":[0,null],"unallocated":[1],"attributes":[{"handle_id":"h","secondary":null}]}"#.utf8))
+        try IPAM.release(in: store, node: "worker-1", cidr: "10.244.5.0/26")
+        let kept = try #require(try c.range("/calico/ipam/v2/assignment/ipv4/block/10.244.5.0-26").kvs.first)
+        #expect(kept.text.contains(#""affinity":null"#) && kept.text.contains(#""allocations":[0,null]"#))
+        #expect(try c.range("/calico/ipam/v2/host/worker-1/ipv4/block/10.244.5.0-26").kvs.isEmpty)
+        // Releasing our own empty claim removes the block as well.
+        try IPAM.release(in: store, node: "worker-3", cidr: "10.244.0.64/26")
+        #expect(try c.range("/calico/ipam/v2/assignment/ipv4/block/10.244.0.64-26").kvs.isEmpty)
+    }
+
+    @Test("create-if-absent, update and delete guarded on the mod revision")
+    func transactions() throws {
+        guard let store = try store() else { return }
+        let seed = try #require(decode(seedPool).first)
+        let first = try store.create(seed)
+        #expect(throws: DatastoreError.alreadyExists(kind: "IPPool", name: "ippool-ipip-1")) { try store.create(seed) }
+        var stale = first
+        guard case .ipPool(var changed) = first else { Issue.record("not a pool"); return }
+        changed.spec.ipipMode = .crossSubnet
+        let second = try store.update(.ipPool(changed))
+        #expect(Int64(second.metadata.resourceVersion ?? "") ?? 0 > Int64(first.metadata.resourceVersion ?? "") ?? 0)
+        // A stale resourceVersion conflicts, for update and delete; the object is unchanged.
+        guard case .ipPool(var again) = stale else { return }
+        again.spec.natOutgoing = false
+        stale = .ipPool(again)
+        #expect(throws: DatastoreError.updateConflict(kind: "IPPool", name: "ippool-ipip-1")) { try store.update(stale) }
+        #expect(throws: DatastoreError.updateConflict(kind: "IPPool", name: "ippool-ipip-1")) {
+            try store.delete(.ipPool, name: "ippool-ipip-1", resourceVersion: first.metadata.resourceVersion)
+        }
+        #expect(throws: DatastoreError.updateConflict(kind: "Node", name: "n")) {
+            let n = try store.create(try #require(decode(node("n", "10.0.0.9/24")).first))
+            _ = try store.update(n)  // moves the revision on
+            try store.delete(.node, name: "n", resourceVersion: n.metadata.resourceVersion)
+        }
+        guard case .ipPool(let now) = try store.get(.ipPool, name: "ippool-ipip-1") else { return }
+        #expect(now.spec.ipipMode == .crossSubnet && now.spec.natOutgoing)
+        // A missing object.
+        #expect(throws: DatastoreError.doesNotExist(kind: "Node", name: "nope")) {
+            try store.delete(.node, name: "nope")
+        }
+        // The pool delete disables first (a watcher sees disabled: true), then deletes.
+        let before = try store.revision()
+        try store.delete(.ipPool, name: "ippool-ipip-1", poolDisableGrace: .zero)
+        let history = try store.client.range("/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1",
+                                             revision: before + 1).kvs
+        #expect(history.first?.text.contains(#""disabled":true"#) == true)
+        #expect(try store.list(.ipPool).isEmpty)
+    }
+
+    @Test("8 threads claim blocks at once: every block is claimed once (the transaction decides)")
+    func concurrentClaims() throws {
+        guard let store = try store() else { return }
+        try store.create(try #require(decode(pool("small", "10.9.0.0/24", extra: "\n  blockSize: 28")).first))
+        let results = Mutex<[String]>([])
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            // Each thread its own client, as separate ipipctl processes would be.
+            let own = EtcdDatastore(endpoints: store.client.endpoints)
+            do {
+                let claim = try IPAM.claim(in: own, node: "node-\(i)", pool: "small")
+                results.withLock { $0.append(claim.affinity.spec.cidr) }
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        let blocks = results.withLock { $0 }
+        #expect(blocks.count == 8 && Set(blocks).count == 8)
+        let keys = try store.client.range("/calico/ipam/v2/assignment/", prefix: true).kvs
+        #expect(keys.count == 8)
+    }
+
+    @Test("watch: the change token moves on a relevant write, not on IPAM bookkeeping, and survives an etcd restart")
+    func watch() throws {
+        guard let server = try SharedEtcd.shared.server() else { return }
+        let store = try server.freshStore()
+        defer { store.stopWatching() }
+        let writer = EtcdDatastore(endpoints: [server.endpoint])
+        func waitForChange(from token: String?, seconds: Double = 5) -> String? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                let now = store.changeToken()
+                if now != token, now?.hasPrefix("w") == true { return now }
+                usleep(20_000)
+            }
+            return nil
+        }
+        // The watch comes up (its token starts with "w").
+        var token = store.changeToken()
+        let deadline = Date().addingTimeInterval(5)
+        while token?.hasPrefix("w") != true && Date() < deadline {
+            usleep(20_000)
+            token = store.changeToken()
+        }
+        #expect(token?.hasPrefix("w") == true)
+        try writer.create(try #require(decode(seedPool).first))
+        let afterPool = try #require(waitForChange(from: token))
+        // Bookkeeping keys (handles, block contents) do not count as changes.
+        try writer.client.put("/calico/ipam/v2/handle/x", Array("{}".utf8))
+        usleep(500_000)
+        #expect(store.changeToken() == afterPool)
+        // etcd restarts: the watch resumes, and a later write is seen.
+        server.kill()
+        try server.launch()
+        try writer.create(try #require(decode(node("node-b", "10.0.0.2/24")).first))
+        #expect(waitForChange(from: afterPool, seconds: 10) != nil)
+    }
+
+    @Test("watch: after a compaction the token changes so that everything is read again")
+    func compaction() throws {
+        guard let server = try SharedEtcd.shared.server() else { return }
+        _ = try server.freshStore()
+        // The watch waits 4 s before it reconnects: etcd is back, written and compacted by then.
+        let store = EtcdDatastore(endpoints: [server.endpoint], watchRetryDelay: 4)
+        defer { store.stopWatching() }
+        var token = store.changeToken()
+        let deadline = Date().addingTimeInterval(5)
+        while token?.hasPrefix("w") != true && Date() < deadline {
+            usleep(20_000)
+            token = store.changeToken()
+        }
+        #expect(token == "w0:0")
+        // Kill etcd; while the watch is away, write and compact past its resume point.
+        server.kill()
+        try server.launch()
+        let writer = EtcdDatastore(endpoints: [server.endpoint])
+        try writer.create(try #require(decode(seedPool).first))
+        try writer.client.put("/calico/ipam/v2/handle/y", Array("{}".utf8))
+        try writer.client.compact(try writer.revision())
+        let end = Date().addingTimeInterval(10)
+        var seen = store.changeToken()
+        while (seen == token || seen?.hasPrefix("w") != true) && Date() < end {
+            usleep(50_000)
+            seen = store.changeToken()
+        }
+        // Generation 1: the watch restarted from the current revision and everything is reloaded.
+        #expect(seen?.hasPrefix("w1:") == true, "\(seen ?? "nil")")
+    }
+
+    @Test("calicoctl's verbs, messages and exit codes are the same on etcd", arguments: IPIPCtlVerbTests.cases)
+    func verbs(_ c: CtlCase) throws {
+        guard let store = try store() else { return }
+        if !c.setup.isEmpty { for r in try decode(c.setup) { try store.create(r) } }
+        let output = run(c, store: store)
+        #expect(output.stdout == c.stdout)
+        #expect(output.stderr == c.stderr)
+        #expect(output.exitCode == c.exitCode)
+        if let pools = c.pools { #expect(try storedPools(store) == pools) }
+    }
+
+    @Test("ipipctl on etcd: the seed's heredoc with calicoctl's DATASTORE_TYPE/ETCD_ENDPOINTS, --datastore etcd:URL")
+    func commandLine() throws {
+        guard let server = try SharedEtcd.shared.server() else { return }
+        _ = try server.freshStore()
+        let ctl = try #require(ipipctlPath(), "build ipipctl first (swift build)")
+        let script = """
+            set -e
+            export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS=\(server.endpoint)
+            "\(ctl)" apply -f - << EOF
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata:
+              name: ippool-ipip-1
+            spec:
+              cidr: 192.168.0.0/16
+              ipipMode: Always
+              natOutgoing: true
+            EOF
+            "\(ctl)" get ippool -o wide
+            """
+        var r = try runProcess("/bin/sh", ["-c", script])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.hasPrefix("Successfully applied 1 'IPPool' resource(s)\nNAME            CIDR "))
+        let ds = ["--datastore", "etcd:\(server.endpoint)"]
+        r = try runProcess(ctl, ["ipam", "claim", "--node", "node-a"] + ds)
+        #expect(r.stdout == "Claimed block 192.168.0.0/26 of IPPool(ippool-ipip-1) for node node-a "
+            + "(BlockAffinity node-a-192-168-0-0-26, state confirmed)\n")
+        r = try runProcess(ctl, ["get", "blockaffinities"] + ds)
+        #expect(r.stdout == "NAME                    NODE     CIDR             STATE       \nnode-a-192-168-0-0-26   node-a   192.168.0.0/26   confirmed   \n\n")
+        r = try runProcess(ctl, ["get", "ippool", "ippool-ipip-1", "-o", "yaml"] + ds)
+        let revision = try server.freshStoreless().range("/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1")
+            .kvs.first?.modRevision
+        #expect(r.stdout.contains("resourceVersion: \"\(revision ?? -1)\""))
+        r = try runProcess(ctl, ["delete", "pool", "ippool-ipip-1"] + ds)
+        #expect((r.status, r.stdout) == (0, "Successfully deleted 1 'IPPool' resource(s)\n"))
+        #expect(try server.freshStoreless().range("/calico/", prefix: true).kvs.isEmpty)
+        // An etcd that is not there: a clear error naming the endpoint, exit 1.
+        let dead = "http://127.0.0.1:\(try EtcdServer.freePort())"
+        r = try runProcess(ctl, ["get", "pools", "--datastore", "etcd:\(dead)"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("etcd \(dead)"), "\(r.stderr)")
+    }
+}
+
+extension EtcdServer {
+    /// A client on this server that leaves the keys alone.
+    func freshStoreless() -> EtcdClient { EtcdClient(endpoints: [endpoint]) }
+}
