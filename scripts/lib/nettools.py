@@ -3,6 +3,10 @@
 
   nettools.py tcp-sink PORT OUTFILE            accept one connection, write sha256 and peer to OUTFILE
   nettools.py tcp-send HOST PORT BYTES SEED    send BYTES pseudo-random bytes, print their sha256
+  nettools.py tcp-paced-send HOST PORT SECONDS KBPS SEED
+                                               send pseudo-random bytes at KBPS KiB/s for SECONDS,
+                                               print sha256, byte count and the longest gap (s)
+                                               between successful sends
   nettools.py tcp-serve PORT BYTES SEED OUTFILE serve BYTES to one client, record the peer in OUTFILE
   nettools.py tcp-fetch HOST PORT              read until EOF, print sha256 and byte count
   nettools.py udp-echo PORT COUNT OUTFILE      echo COUNT datagrams, record the peers in OUTFILE
@@ -15,6 +19,7 @@ import random
 import socket
 import struct
 import sys
+import time
 import urllib.request
 
 
@@ -52,6 +57,45 @@ def tcp_send(host, port, nbytes, seed):
         s.sendall(chunk)
     s.close()
     print(h.hexdigest(), nbytes)
+
+
+def tcp_paced_send(host, port, seconds, kbps, seed):
+    """Sends the deterministic stream of `seed` in 4 KiB writes paced at `kbps` KiB/s for
+    `seconds`, then half-closes and waits for the sink to close (so everything was delivered).
+    The send buffer is kept small (SO_SNDBUF 32 KiB, 64 KiB in the kernel: ~0.3 s at 200 KiB/s),
+    so a stalled connection blocks sendall() within a fraction of a second and shows up as a gap
+    between two successful sends instead of being absorbed by a multi-megabyte buffer. The gap
+    also covers connect -> first send and last send -> the sink's EOF. A write that falls behind
+    schedule does not make the next ones burst: the schedule restarts from it."""
+    seconds, rate, chunk = float(seconds), int(kbps) * 1024, 4096
+    rng = random.Random(int(seed))
+    h, n = hashlib.sha256(), 0
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+    s.settimeout(30)
+    s.connect((host, int(port)))
+    start = last = time.monotonic()
+    gap, due = 0.0, start
+    while True:
+        now = time.monotonic()
+        if now - start >= seconds:
+            break
+        if due > now:
+            time.sleep(due - now)
+        data = rng.randbytes(chunk)
+        s.sendall(data)
+        h.update(data)
+        n += len(data)
+        done = time.monotonic()
+        gap = max(gap, done - last)
+        last = done
+        due = max(due + chunk / rate, done)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    gap = max(gap, time.monotonic() - last)
+    s.close()
+    print(h.hexdigest(), n, f"{gap:.3f}")
 
 
 def tcp_serve(port, nbytes, seed, outfile):
@@ -146,5 +190,6 @@ def metric(url, name, labels=""):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"tcp-sink": tcp_sink, "tcp-send": tcp_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
+    {"tcp-sink": tcp_sink, "tcp-send": tcp_send,
+     "tcp-paced-send": tcp_paced_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
      "udp-echo": udp_echo, "udp-ping": udp_ping, "ipip-inject": ipip_inject, "metric": metric}[cmd](*args)
