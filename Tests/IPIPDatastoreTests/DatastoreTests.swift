@@ -195,6 +195,14 @@ struct DatastoreProcessTests {
             """)
     }
 
+    @Test("the seed's two calicoctl apply examples, verbatim with ipipctl (SQLite)")
+    func seedExamples() throws {
+        let ctl = try Self.ctl()
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        checkSeedExamples(try runSeedExamples(ctl, environment: ["IPIPD_DATASTORE": "sqlite:" + dir.file("ds.sqlite")]))
+    }
+
     @Test("command line: exit codes, stderr, --datastore, delete KIND NAME, ipam")
     func commandLine() throws {
         let ctl = try Self.ctl()

@@ -321,6 +321,10 @@ struct EtcdDatastoreTests {
         r = try runProcess(ctl, ["delete", "pool", "ippool-ipip-1"] + ds)
         #expect((r.status, r.stdout) == (0, "Successfully deleted 1 'IPPool' resource(s)\n"))
         #expect(try server.freshStoreless().range("/calico/", prefix: true).kvs.isEmpty)
+        // The seed's two examples, verbatim, with calicoctl's environment variables.
+        checkSeedExamples(try runSeedExamples(ctl, environment: [
+            "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
+        ]))
         // An etcd that is not there: a clear error naming the endpoint, exit 1.
         let dead = "http://127.0.0.1:\(try EtcdServer.freePort())"
         r = try runProcess(ctl, ["get", "pools", "--datastore", "etcd:\(dead)"])

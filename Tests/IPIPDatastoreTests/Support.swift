@@ -1,6 +1,7 @@
 import Foundation
 import IPIPDatastore
 import IPIPResources
+import Testing
 
 /// A fresh directory under /tmp, removed by `cleanup()`.
 struct TempDir {
@@ -133,4 +134,46 @@ func startProcess(_ path: String, _ args: [String], stdin: String? = nil, enviro
     if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
     try? input.fileHandleForWriting.close()
     return RunningProcess(process: p, out: out, err: err)
+}
+
+/// The seed's two `calicoctl apply -f - << EOF` examples (reference/calico-v3.5-ip-in-ip.md), with
+/// `ipipctl` in place of `calicoctl`, verbatim otherwise.
+func seedExample(_ ctl: String, _ number: Int) -> String {
+    let (name, mode) = number == 1 ? ("ippool-ipip-1", "Always") : ("ippool-cs-1", "CrossSubnet")
+    return """
+        "\(ctl)" apply -f - << EOF
+        apiVersion: projectcalico.org/v3
+        kind: IPPool
+        metadata:
+          name: \(name)
+        spec:
+          cidr: 192.168.0.0/16
+          ipipMode: \(mode)
+          natOutgoing: true
+        EOF
+
+        """
+}
+
+/// Runs both seed examples against the store `environment` selects: the first, then the second
+/// (which overlaps the first: calicoctl's overlap error, exit 1), then, with the first pool
+/// deleted, the second again. Returns the three results.
+func runSeedExamples(_ ctl: String, environment: [String: String]) throws -> [ProcessResult] {
+    let first = try runProcess("/bin/sh", ["-c", seedExample(ctl, 1)], environment: environment)
+    let overlapping = try runProcess("/bin/sh", ["-c", seedExample(ctl, 2)], environment: environment)
+    let second = try runProcess("/bin/sh", ["-c", "\"\(ctl)\" delete ippool ippool-ipip-1 >/dev/null && "
+        + seedExample(ctl, 2) + "\"\(ctl)\" get ippools -o wide"], environment: environment)
+    return [first, overlapping, second]
+}
+
+/// What the three runs of `runSeedExamples` must print.
+func checkSeedExamples(_ results: [ProcessResult]) {
+    #expect((results[0].status, results[0].stdout) == (0, "Successfully applied 1 'IPPool' resource(s)\n"),
+            "\(results[0].stderr)")
+    #expect((results[1].status, results[1].stdout, results[1].stderr) == (1, "",
+        "Failed to apply 'IPPool' resource: error with field IPPool.Spec.CIDR = '192.168.0.0/16' "
+            + "(IPPool(ippool-cs-1) CIDR overlaps with IPPool(ippool-ipip-1) CIDR 192.168.0.0/16)\n"))
+    #expect(results[2].status == 0, "\(results[2].stderr)")
+    #expect(results[2].stdout.hasPrefix("Successfully applied 1 'IPPool' resource(s)\nNAME "))
+    #expect(results[2].stdout.contains("\nippool-cs-1   192.168.0.0/16   true   CrossSubnet   Never "))
 }
