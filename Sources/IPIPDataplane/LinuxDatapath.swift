@@ -65,6 +65,23 @@ public final class LinuxDatapath: DatapathIO {
         }
     }
 
+    /// ICMP errors ipipd generates (3/4 with a learned path MTU, 3/1 no route, 3/13 NAT ports
+    /// exhausted) come from the node's tunnel address. Written into the TUN, they would enter the
+    /// host's input path with a source the host owns, and the host drops such packets as martians
+    /// (`in_martian_src`). Sent through the raw socket they take the local output path instead, where
+    /// a local source is what a locally generated packet has, and the host routes them to the
+    /// workload (or back into the TUN toward a remote one).
+    public func deliverGenerated(_ batch: borrowing PacketBatch) -> Int {
+        do {
+            let r = try raw.send(batch, side: .tun)
+            if r.dropped > 0 { drops["generated_to_host", default: 0] &+= UInt64(r.dropped) }
+            return r.dropped
+        } catch {
+            drops["generated_to_host_error", default: 0] &+= 1
+            return 1
+        }
+    }
+
     public func wake() { poller.waker.wake() }
 
     /// Called from the packet loop once a second. PACKET_STATISTICS resets on read, so the

@@ -19,9 +19,16 @@ public protocol DatapathIO: AnyObject {
     func readUplink(into batch: inout PacketBatch, time: Timestamp) throws -> Int
     func sendUnderlay(_ batch: borrowing PacketBatch) -> Int
     func writeTUN(_ batch: borrowing PacketBatch) -> Int
+    /// Hands the host-side packets ipipd generated itself (ICMP errors toward workloads) to the
+    /// host. The default writes them into the TUN like any other.
+    func deliverGenerated(_ batch: borrowing PacketBatch) -> Int
     func wake()
     /// Losses at the devices so far, by cause (metrics).
     var ioDrops: [String: UInt64] { get }
+}
+
+extension DatapathIO {
+    public func deliverGenerated(_ batch: borrowing PacketBatch) -> Int { writeTUN(batch) }
 }
 
 /// The packet loop: one thread, one engine, batches in both directions.
@@ -136,7 +143,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         _ = io.writeTUN(batch)
         if generated.count > 0 {
             _ = io.sendUnderlay(generated)
-            _ = io.writeTUN(generated)
+            _ = io.deliverGenerated(generated)
         }
     }
 
