@@ -66,12 +66,16 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
         return .sqlite(path: SQLiteDatastore.defaultPath(environment: environment))
     }
 
-    /// Opens the store.
-    public func open() throws(DatastoreError) -> any Datastore {
+    /// Opens the store. An etcd store takes its TLS files from calicoctl's variables
+    /// (`ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`).
+    public func open(environment: [String: String] = ProcessInfo.processInfo.environment) throws(DatastoreError)
+        -> any Datastore
+    {
         switch self {
         case .sqlite(let path): return try SQLiteDatastore(path: path)
         case .manifests(let paths): return ManifestDatastore(paths: paths)
-        case .etcd(let endpoints): return EtcdDatastore(endpoints: endpoints)
+        case .etcd(let endpoints):
+            return try EtcdDatastore(endpoints: endpoints, tls: EtcdClient.TLSFiles.from(environment: environment))
         }
     }
 

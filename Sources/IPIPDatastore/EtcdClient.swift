@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Synchronization
 
 /// A small etcd v3 client over etcd's JSON gateway (grpc-gateway: `POST /v3/kv/range`,
@@ -69,8 +70,67 @@ public final class EtcdClient: @unchecked Sendable {
         public var modRevision: Int64
     }
 
+    /// TLS material for `https://` endpoints, as calicoctl takes it (`ETCD_CA_CERT_FILE`,
+    /// `ETCD_CERT_FILE`, `ETCD_KEY_FILE`): a CA to trust instead of the system's, and a client
+    /// certificate and key for etcd's `--client-cert-auth`.
+    public struct TLSFiles: Hashable, Sendable {
+        /// PEM file of the CA that signed etcd's server certificate; nil: the system's roots.
+        public var caFile: String?
+        /// PEM client certificate (chain).
+        public var certFile: String?
+        /// PEM private key of the client certificate.
+        public var keyFile: String?
+
+        public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+        }
+
+        /// The files named by calicoctl's variables; nil when none is set.
+        public static func from(environment: [String: String]) -> TLSFiles? {
+            func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+            let files = TLSFiles(caFile: value("ETCD_CA_CERT_FILE"), certFile: value("ETCD_CERT_FILE"),
+                                 keyFile: value("ETCD_KEY_FILE"))
+            return files == TLSFiles() ? nil : files
+        }
+
+        /// The TLS configuration, with every file read now (a missing or bad file is an error that
+        /// names it, before any request).
+        func configuration() throws(DatastoreError) -> TLSConfiguration {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let caFile {
+                do {
+                    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                } catch {
+                    throw .storage("etcd: cannot read the CA certificate \(caFile) (ETCD_CA_CERT_FILE): \(error)")
+                }
+            }
+            switch (certFile, keyFile) {
+            case (nil, nil):
+                break
+            case (let cert?, let key?):
+                do {
+                    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                } catch {
+                    throw .storage("etcd: cannot read the client certificate \(cert) (ETCD_CERT_FILE): \(error)")
+                }
+                do {
+                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                } catch {
+                    throw .storage("etcd: cannot read the client key \(key) (ETCD_KEY_FILE): \(error)")
+                }
+            default:
+                throw .storage("etcd: a client certificate needs both ETCD_CERT_FILE and ETCD_KEY_FILE")
+            }
+            return tls
+        }
+    }
+
     /// The client endpoints (`http://127.0.0.1:2379`).
     public let endpoints: [String]
+    /// TLS for `https://` endpoints (nil: system roots, no client certificate).
+    private let tls: TLSConfiguration?
     /// How long one unary request may take.
     public let requestTimeout: TimeAmount
     private let preferred = Mutex(0)
@@ -88,6 +148,21 @@ public final class EtcdClient: @unchecked Sendable {
     public init(endpoints: [String], requestTimeout: TimeAmount = .seconds(10)) {
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.requestTimeout = requestTimeout
+        tls = nil
+    }
+
+    /// A client for `https://` endpoints with a CA and/or a client certificate.
+    public init(endpoints: [String], tls files: TLSFiles?, requestTimeout: TimeAmount = .seconds(10))
+        throws(DatastoreError)
+    {
+        self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.requestTimeout = requestTimeout
+        tls = try files?.configuration()
+    }
+
+    private func request(_ url: String, body: [UInt8]) throws -> HTTPClient.Request {
+        try HTTPClient.Request(url: url, method: .POST, headers: ["Content-Type": "application/json"],
+                               body: .bytes(body), tlsConfiguration: tls)
     }
 
     // MARK: KV
@@ -206,8 +281,7 @@ public final class EtcdClient: @unchecked Sendable {
             let delegate = WatchDelegate(report: report)
             let task: HTTPClient.Task<Void>
             do {
-                let request = try HTTPClient.Request(url: endpoint + "/v3/watch", method: .POST,
-                                                     headers: ["Content-Type": "application/json"], body: .bytes(body))
+                let request = try request(endpoint + "/v3/watch", body: body)
                 task = Self.http.execute(request: request, delegate: delegate)
             } catch {
                 lastError = .storage("etcd \(endpoint): \(error)")
@@ -247,8 +321,7 @@ public final class EtcdClient: @unchecked Sendable {
         for endpoint in order {
             let response: HTTPClient.Response
             do {
-                let request = try HTTPClient.Request(url: endpoint + path, method: .POST,
-                                                     headers: ["Content-Type": "application/json"], body: .bytes(body))
+                let request = try request(endpoint + path, body: body)
                 response = try Self.http.execute(request: request, deadline: .now() + requestTimeout).wait()
             } catch {
                 lastError = .storage("etcd \(endpoint): \(Self.describe(error))")

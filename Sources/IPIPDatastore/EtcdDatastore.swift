@@ -42,6 +42,12 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         changes = ChangeWatcher(client: client, retryDelay: watchRetryDelay)
     }
 
+    /// Opens a store on `https://` endpoints with a CA and/or a client certificate.
+    public init(endpoints: [String], tls: EtcdClient.TLSFiles?, watchRetryDelay: Double = 1) throws(DatastoreError) {
+        client = try EtcdClient(endpoints: endpoints, tls: tls)
+        changes = ChangeWatcher(client: client, retryDelay: watchRetryDelay)
+    }
+
     deinit { changes.stop() }
 
     public var description: String { "etcd " + client.endpoints.joined(separator: ",") }

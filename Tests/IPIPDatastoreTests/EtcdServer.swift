@@ -11,6 +11,8 @@ import Testing
 final class EtcdServer: @unchecked Sendable {
     let endpoint: String
     let dataDir: TempDir
+    /// With TLS: the CA and a client certificate the server requires (`--client-cert-auth`).
+    let clientTLS: EtcdClient.TLSFiles?
     private let clientPort: UInt16
     private let peerPort: UInt16
     private var process: Process?
@@ -24,7 +26,7 @@ final class EtcdServer: @unchecked Sendable {
     }
 
     /// Starts a server, or returns nil (after printing why) when etcd is not installed outside CI.
-    static func start() throws -> EtcdServer? {
+    static func start(tls: Bool = false) throws -> EtcdServer? {
         guard let binary = binary() else {
             let environment = ProcessInfo.processInfo.environment
             if environment["CI"] != nil || environment["IPIPD_REQUIRE_ETCD"] == "1" {
@@ -34,17 +36,45 @@ final class EtcdServer: @unchecked Sendable {
             }
             return nil
         }
-        let server = EtcdServer(binary: binary, clientPort: try freePort(), peerPort: try freePort())
+        let server = try EtcdServer(binary: binary, clientPort: try freePort(), peerPort: try freePort(), tls: tls)
         try server.launch()
         return server
     }
 
-    private init(binary: String, clientPort: UInt16, peerPort: UInt16) {
+    private init(binary: String, clientPort: UInt16, peerPort: UInt16, tls: Bool) throws {
         self.binary = binary
         self.clientPort = clientPort
         self.peerPort = peerPort
-        endpoint = "http://127.0.0.1:\(clientPort)"
+        endpoint = "\(tls ? "https" : "http")://127.0.0.1:\(clientPort)"
         dataDir = TempDir()
+        if tls {
+            try Self.makeCertificates(in: dataDir)
+            clientTLS = EtcdClient.TLSFiles(caFile: dataDir.file("ca.pem"), certFile: dataDir.file("client.pem"),
+                                            keyFile: dataDir.file("client.key"))
+        } else {
+            clientTLS = nil
+        }
+    }
+
+    /// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl). The
+    /// server's is also good for client auth: etcd's JSON gateway dials etcd's own gRPC port with it.
+    static func makeCertificates(in dir: TempDir) throws {
+        let script = """
+            set -e
+            cd '\(dir.path)'
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=ipipd-test-ca 2>/dev/null
+            for who in server client; do
+                openssl req -newkey rsa:2048 -nodes -keyout $who.key -out $who.csr -subj /CN=ipipd-test-$who 2>/dev/null
+            done
+            printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext
+            printf 'extendedKeyUsage=clientAuth\n' > client.ext
+            for who in server client; do
+                openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 \
+                    -extfile $who.ext 2>/dev/null
+            done
+            """
+        let result = try runProcess("/bin/sh", ["-c", script])
+        guard result.status == 0 else { throw DatastoreError.storage("openssl failed: \(result.stderr)") }
     }
 
     /// Starts etcd (again, on the same data and ports after `kill()`), and waits until it answers.
@@ -59,11 +89,17 @@ final class EtcdServer: @unchecked Sendable {
             "--initial-cluster", "ipipd-test=http://127.0.0.1:\(peerPort)",
             "--log-outputs", dataDir.file("etcd.log"), "--logger", "zap",
         ]
+        if clientTLS != nil {
+            p.arguments! += [
+                "--cert-file", dataDir.file("server.pem"), "--key-file", dataDir.file("server.key"),
+                "--client-cert-auth", "--trusted-ca-file", dataDir.file("ca.pem"),
+            ]
+        }
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
         process = p
-        let client = EtcdClient(endpoints: [endpoint], requestTimeout: .seconds(1))
+        let client = try EtcdClient(endpoints: [endpoint], tls: clientTLS, requestTimeout: .seconds(1))
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if (try? client.currentRevision()) != nil { return }
@@ -92,7 +128,7 @@ final class EtcdServer: @unchecked Sendable {
 
     /// A store on this server, with every Calico key removed first.
     func freshStore() throws -> EtcdDatastore {
-        let store = EtcdDatastore(endpoints: [endpoint])
+        let store = try EtcdDatastore(endpoints: [endpoint], tls: clientTLS)
         try store.client.deletePrefix("/calico/")
         return store
     }

@@ -8,7 +8,10 @@ import Testing
 /// One etcd per suite, started on first use and stopped at process exit (the suite's tests run one
 /// after another, each on a store with every `/calico/` key removed).
 private final class SharedEtcd: Sendable {
-    static let shared = SharedEtcd()
+    static let shared = SharedEtcd(tls: false)
+    static let withTLS = SharedEtcd(tls: true)
+    let tls: Bool
+    init(tls: Bool) { self.tls = tls }
     private let state = Mutex<(started: Bool, server: EtcdServer?, error: String?)>((false, nil, nil))
 
     func server() throws -> EtcdServer? {
@@ -16,7 +19,7 @@ private final class SharedEtcd: Sendable {
             if !state.started {
                 state.started = true
                 do {
-                    state.server = try EtcdServer.start()
+                    state.server = try EtcdServer.start(tls: tls)
                     if let server = state.server { atexit_servers.withLock { $0.append(server) } }
                 } catch {
                     state.error = "\(error)"
@@ -336,4 +339,71 @@ struct EtcdDatastoreTests {
 extension EtcdServer {
     /// A client on this server that leaves the keys alone.
     func freshStoreless() -> EtcdClient { EtcdClient(endpoints: [endpoint]) }
+}
+
+@Suite("Datastore: etcd over TLS with a client certificate (etcd --client-cert-auth)", .serialized)
+struct EtcdTLSTests {
+    @Test("with calicoctl's ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE: store, read back, watch")
+    func withCertificates() throws {
+        guard let server = try SharedEtcd.withTLS.server(), let files = server.clientTLS else { return }
+        #expect(server.endpoint.hasPrefix("https://"))
+        let environment = [
+            "ETCD_CA_CERT_FILE": files.caFile ?? "", "ETCD_CERT_FILE": files.certFile ?? "",
+            "ETCD_KEY_FILE": files.keyFile ?? "",
+        ]
+        let store = try DatastoreLocation.parse("etcd:\(server.endpoint)", environment: environment)
+            .open(environment: environment)
+        try #require(store as? EtcdDatastore).client.deletePrefix("/calico/")
+        try store.create(try #require(decode(seedPool).first))
+        #expect(try store.list(.ipPool).map(\.name) == ["ippool-ipip-1"])
+        // The watch runs over TLS too.
+        var token = store.changeToken()
+        let deadline = Date().addingTimeInterval(5)
+        while token?.hasPrefix("w") != true && Date() < deadline {
+            usleep(20_000)
+            token = store.changeToken()
+        }
+        #expect(token?.hasPrefix("w") == true)
+        try store.create(try #require(decode(node("node-a", "10.0.0.1/24")).first))
+        var moved = store.changeToken()
+        while moved == token && Date() < deadline.addingTimeInterval(5) {
+            usleep(20_000)
+            moved = store.changeToken()
+        }
+        #expect(moved != token && moved?.hasPrefix("w") == true)
+        (store as? EtcdDatastore)?.stopWatching()
+
+        // ipipctl with the same variables.
+        let ctl = try #require(ipipctlPath(), "build ipipctl first (swift build)")
+        let r = try runProcess(ctl, ["get", "nodes"], environment: environment.merging([
+            "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
+        ]) { $1 })
+        #expect((r.status, r.stdout) == (0, "NAME     \nnode-a   \n\n"), "\(r.stderr)")
+    }
+
+    @Test("without the client certificate etcd refuses, and the error names the endpoint")
+    func refused() throws {
+        guard let server = try SharedEtcd.withTLS.server(), let files = server.clientTLS else { return }
+        let store = try EtcdDatastore(endpoints: [server.endpoint], tls: EtcdClient.TLSFiles(caFile: files.caFile))
+        do {
+            _ = try store.list(.ipPool)
+            Issue.record("listed without a client certificate")
+        } catch {
+            #expect("\(error)".contains("etcd \(server.endpoint)"), "\(error)")
+        }
+        // Untrusted server (no CA given: the system roots do not know ours).
+        let untrusted = try EtcdDatastore(endpoints: [server.endpoint], tls: EtcdClient.TLSFiles(
+            certFile: files.certFile, keyFile: files.keyFile))
+        #expect(throws: DatastoreError.self) { try untrusted.list(.ipPool) }
+        // Half a client certificate, or a file that is not there: an error before any request.
+        #expect(throws: DatastoreError.storage("etcd: a client certificate needs both ETCD_CERT_FILE and ETCD_KEY_FILE")) {
+            try EtcdDatastore(endpoints: [server.endpoint], tls: EtcdClient.TLSFiles(certFile: files.certFile))
+        }
+        do {
+            _ = try EtcdDatastore(endpoints: [server.endpoint], tls: EtcdClient.TLSFiles(caFile: "/nonexistent/ca.pem"))
+            Issue.record("a missing CA file was accepted")
+        } catch {
+            #expect("\(error)".contains("/nonexistent/ca.pem (ETCD_CA_CERT_FILE)"))
+        }
+    }
 }
