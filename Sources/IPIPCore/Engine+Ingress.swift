@@ -34,13 +34,45 @@ extension Engine {
         let pathMTUs = self.pathMTUs
         let nat = self.nat
         if batch.count > 0 { nat.expire(now: batch.time(of: 0)) }
-        for i in 0..<batch.count {
-            verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat, now: batch.time(of: i))
+        var start = 0
+        while start < batch.count {
+            let end = min(batch.count, start &+ Self.lookupChunk)
+            lookUpInnerSources(of: batch, from: start, to: end, in: topology)
+            for i in start..<end {
+                verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat,
+                                      innerSourceRoute: lookupRoutes[i &- start], now: batch.time(of: i))
+            }
+            start = end
         }
     }
 
+    /// Looks up the inner sources of the IP-in-IP packets among `start..<end` in one batched pass
+    /// (as egress does for destinations): the source of a decapsulated packet comes from a remote
+    /// block, spread over the LPM table, and these misses overlap when looked up together. A packet
+    /// that is not IP-in-IP, or too short to hold an inner header, looks up 0.0.0.0; the result is
+    /// used only after `decapsulate` has validated both headers, and it reads the same four bytes.
+    @inline(__always)
+    func lookUpInnerSources(of batch: borrowing PacketBatch, from start: Int, to end: Int, in topology: Topology) {
+        for i in start..<end {
+            let p = batch.packet(i)
+            var address = IPv4Address.any
+            if p.count >= IPv4Header.minimumByteCount, p[9] == IPProtocolNumber.ipInIP {
+                let outerLength = Int(p[0] & 0x0F) &<< 2
+                // Safe: read only when the inner source's four bytes lie within the packet.
+                if outerLength >= IPv4Header.minimumByteCount, p.count >= outerLength &+ IPv4Header.minimumByteCount {
+                    address = IPv4Address(rawValue: UInt32(bigEndian: UnsafeRawBufferPointer(p).loadUnaligned(
+                        fromByteOffset: outerLength &+ 12, as: UInt32.self)))
+                }
+            }
+            lookupAddresses[i &- start] = address
+        }
+        topology.table.lookup(UnsafeBufferPointer(start: lookupAddresses, count: end &- start),
+                              into: UnsafeMutableBufferPointer(start: lookupRoutes, count: end &- start),
+                              absent: Self.noRoute)
+    }
+
     func ingress(_ i: Int, in batch: inout PacketBatch, topology: Topology, pathMTUs: PathMTUTable, nat: NATTable,
-                 now: Timestamp) -> PacketVerdict {
+                 innerSourceRoute: UInt32, now: Timestamp) -> PacketVerdict {
         batch.setSide(.none, of: i)
         let bytes = batch.packet(i)
         count(.ingressPacketsIn)
@@ -74,7 +106,8 @@ extension Engine {
         }
         if isTunnel {
             if outer.isFragment { return drop(.outerFragment, length: totalLength) }
-            return decapsulate(i, in: batch, outer: outer, totalLength: totalLength, peer: peer, topology: topology)
+            return decapsulate(i, in: batch, outer: outer, totalLength: totalLength, peer: peer, topology: topology,
+                               innerSourceRoute: innerSourceRoute)
         }
         if outer.protocolNumber == IPProtocolNumber.icmp && isTunnelFeedback(outer, totalLength: totalLength) {
             return icmpFromUnderlay(outer, totalLength: totalLength, topology: topology, pathMTUs: pathMTUs, now: now)
@@ -85,8 +118,10 @@ extension Engine {
 
     // MARK: Decapsulation
 
+    /// - Parameter innerSourceRoute: the route index of the inner source, looked up in the batch
+    ///   pass (`lookUpInnerSources`), or `noRoute`.
     func decapsulate(_ i: Int, in batch: borrowing PacketBatch, outer: IPv4Header, totalLength: Int, peer: UInt32,
-                     topology: Topology) -> PacketVerdict {
+                     topology: Topology, innerSourceRoute: UInt32) -> PacketVerdict {
         let outerLength = outer.headerLength
         let available = totalLength &- outerLength
         guard available >= IPv4Header.minimumByteCount else { return drop(.innerMalformed, length: totalLength) }
@@ -105,7 +140,7 @@ extension Engine {
 
         let innerSource = inner.sourceAddress
         let innerDestination = inner.destinationAddress
-        let sourceRoute = topology.route(for: innerSource)
+        let sourceRoute = innerSourceRoute == Self.noRoute ? nil : topology.routes[Int(innerSourceRoute)]
         if Self.isMartian(innerSource) || innerSource == topology.localAddress || sourceRoute?.kind == .local {
             return drop(.innerSourceInvalid, length: totalLength)
         }
