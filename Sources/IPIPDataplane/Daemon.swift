@@ -13,6 +13,8 @@ public struct DaemonOptions: Sendable {
     public var node: String
     /// The uplink; nil = the interface that holds the node IP.
     public var uplink: String?
+    /// Leave GRO/LRO on the uplink as found (default: off while running, restored at exit).
+    public var keepUplinkReceiveOffloads = false
     /// The TUN device's name (never `tunl0`: the kernel's ipip module owns it).
     public var tunName: String = "ipip0"
     /// Underlay MTU; nil = the uplink's MTU.
@@ -124,6 +126,20 @@ public final class Daemon {
         guard let tunIndex = try netlink.linkIndex(name: tun.name) else { throw ReplayError("TUN \(tun.name) vanished") }
         try configureTUN(index: tunIndex, topology: topology)
         configureSysctls(tunName: tun.name)
+
+        // Receive aggregation on the uplink would hand the capture 64 KiB super-packets (README,
+        // "Known limit"): off while we run, back as found when we stop.
+        let offloadsFound = switchOffReceiveAggregation(uplink: uplink.name)
+        defer {
+            if let found = offloadsFound {
+                do {
+                    let now = try ReceiveOffloads.apply(found, interface: uplink.name)
+                    logger.notice("uplink \(uplink.name): receive offloads restored (\(now))")
+                } catch {
+                    logger.error("uplink \(uplink.name): could not restore receive offloads (\(found)): \(error)")
+                }
+            }
+        }
 
         let raw = try RawIPv4Socket(maximumBatchSize: 256)
         defer { raw.close() }
@@ -239,6 +255,31 @@ public final class Daemon {
             throw ReplayError("no interface holds the node IP \(nodeAddress); give --uplink")
         }
         return Uplink(index: held.index, name: held.name, mtu: held.mtu)
+    }
+
+    /// Switches GRO and LRO off on the uplink when either is on; returns the settings found (to
+    /// restore at exit), or nil when nothing was changed.
+    func switchOffReceiveAggregation(uplink: String) -> ReceiveOffloads? {
+        let found: ReceiveOffloads
+        do {
+            found = try ReceiveOffloads.read(interface: uplink)
+        } catch {
+            logger.warning("uplink \(uplink): cannot read GRO/LRO (\(error)); if the capture sees packets above the MTU, switch them off (ethtool -K \(uplink) gro off lro off)")
+            return nil
+        }
+        guard found.aggregates else { return nil }
+        if options.keepUplinkReceiveOffloads {
+            logger.warning("uplink \(uplink): \(found) kept (--keep-uplink-gro): TCP flows through the tunnel may stall on 64 KiB super-packets")
+            return nil
+        }
+        do {
+            let now = try ReceiveOffloads.apply(ReceiveOffloads(gro: false, lro: found.lro.map { _ in false }), interface: uplink)
+            logger.notice("uplink \(uplink): receive aggregation switched off while ipipd runs (was \(found), now \(now)); restored at exit")
+            return found
+        } catch {
+            logger.error("uplink \(uplink): cannot switch GRO/LRO off (\(error)); TCP flows may stall")
+            return nil
+        }
     }
 
     func configureTUN(index: Int32, topology: Topology) throws {

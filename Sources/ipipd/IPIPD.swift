@@ -164,6 +164,9 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Packets per batch.")
     var batch = 64
 
+    @Flag(name: .customLong("keep-uplink-gro"), help: "Leave GRO/LRO on the uplink as they are (by default ipipd switches them off while it runs: the capture cannot take 64 KiB super-packets yet).")
+    var keepUplinkGRO = false
+
     func validate() throws {
         guard !manifests.isEmpty || datastore != nil || ProcessInfo.processInfo.environment["IPIPD_DATASTORE"] != nil else {
             throw ValidationError("give --manifests PATH, or --datastore (or IPIPD_DATASTORE)")
@@ -202,6 +205,7 @@ struct Run: ParsableCommand {
         options.underlayMTU = underlayMTU
         options.resyncSeconds = resyncInterval
         options.batchSize = batch
+        options.keepUplinkReceiveOffloads = keepUplinkGRO
         // A random seed for SNAT port choice and hashing (the system generator reads getrandom).
         var generator = SystemRandomNumberGenerator()
         let seed = generator.next()
