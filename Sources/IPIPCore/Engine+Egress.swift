@@ -19,6 +19,7 @@ extension Engine {
         while start < batch.count {
             let end = min(batch.count, start &+ Self.lookupChunk)
             lookUpDestinations(of: batch, from: start, to: end, in: topology)
+            if nat.count > 0 { warmOutboundNAT(of: batch, from: start, to: end, nat: nat) }
             for i in start..<end {
                 verdicts[i] = egress(i, in: &batch, generated: &generated, topology: topology, pathMTUs: pathMTUs,
                                      nat: nat, routeIndex: lookupRoutes[i &- start], now: batch.time(of: i))
@@ -43,6 +44,42 @@ extension Engine {
         topology.table.lookup(UnsafeBufferPointer(start: lookupAddresses, count: end &- start),
                               into: UnsafeMutableBufferPointer(start: lookupRoutes, count: end &- start),
                               absent: Self.noRoute)
+    }
+
+    /// Queues the packets of `start..<end` that may be SNATed (no route: the destination is outside
+    /// every pool and block; TCP, UDP or ICMP echo request, not a fragment) and warms their NAT
+    /// records in one pass, so that the table's cache misses overlap across the chunk. Only reads;
+    /// a packet that turns out not to be translated costs one wasted probe.
+    @inline(__always)
+    func warmOutboundNAT(of batch: borrowing PacketBatch, from start: Int, to end: Int, nat: NATTable) {
+        for i in start..<end where lookupRoutes[i &- start] == Self.noRoute {
+            let p = UnsafeRawBufferPointer(batch.packet(i))
+            guard p.count >= IPv4Header.minimumByteCount, p[0] >> 4 == 4 else { continue }
+            let hl = Int(p[0] & 0x0F) &<< 2
+            // Safe: every read below is within hl + 8 ≤ count bytes.
+            guard hl >= IPv4Header.minimumByteCount, p.count >= hl &+ 8,
+                  UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3FFF == 0
+            else { continue }
+            let source = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+            let destination = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+            let first = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl, as: UInt16.self))
+            let second = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 2, as: UInt16.self))
+            switch p[9] {
+            case IPProtocolNumber.tcp:
+                nat.warmOutbound(.tcp, internalAddress: source, internalPort: first, remoteAddress: destination,
+                                 remotePort: second)
+            case IPProtocolNumber.udp:
+                nat.warmOutbound(.udp, internalAddress: source, internalPort: first, remoteAddress: destination,
+                                 remotePort: second)
+            case IPProtocolNumber.icmp where p[hl] == ICMPType.echoRequest:
+                let identifier = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 4, as: UInt16.self))
+                nat.warmOutbound(.icmp, internalAddress: source, internalPort: identifier, remoteAddress: destination,
+                                 remotePort: 0)
+            default:
+                continue
+            }
+        }
+        nat.warm()
     }
 
     func egress(_ i: Int, in batch: inout PacketBatch, generated: inout PacketBatch,

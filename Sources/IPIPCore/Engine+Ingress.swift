@@ -38,6 +38,7 @@ extension Engine {
         while start < batch.count {
             let end = min(batch.count, start &+ Self.lookupChunk)
             lookUpInnerSources(of: batch, from: start, to: end, in: topology)
+            if nat.count > 0 { warmInboundNAT(of: batch, from: start, to: end, localAddress: topology.localAddress, nat: nat) }
             for i in start..<end {
                 verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat,
                                       innerSourceRoute: lookupRoutes[i &- start], now: batch.time(of: i))
@@ -69,6 +70,39 @@ extension Engine {
         topology.table.lookup(UnsafeBufferPointer(start: lookupAddresses, count: end &- start),
                               into: UnsafeMutableBufferPointer(start: lookupRoutes, count: end &- start),
                               absent: Self.noRoute)
+    }
+
+    /// Queues the packets of `start..<end` that may be replies to SNAT sessions (to this node's
+    /// IP; TCP, UDP or ICMP echo reply; not a fragment) and warms their NAT records in one pass
+    /// (see `warmOutboundNAT`). Only reads.
+    @inline(__always)
+    func warmInboundNAT(of batch: borrowing PacketBatch, from start: Int, to end: Int, localAddress: IPv4Address,
+                        nat: NATTable) {
+        for i in start..<end {
+            let p = UnsafeRawBufferPointer(batch.packet(i))
+            guard p.count >= IPv4Header.minimumByteCount, p[0] >> 4 == 4 else { continue }
+            let hl = Int(p[0] & 0x0F) &<< 2
+            // Safe: every read below is within hl + 8 ≤ count bytes.
+            guard hl >= IPv4Header.minimumByteCount, p.count >= hl &+ 8,
+                  UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self)) == localAddress.rawValue,
+                  UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3FFF == 0
+            else { continue }
+            let source = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+            let first = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl, as: UInt16.self))
+            let second = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 2, as: UInt16.self))
+            switch p[9] {
+            case IPProtocolNumber.tcp:
+                nat.warmInbound(.tcp, externalPort: second, remoteAddress: source, remotePort: first)
+            case IPProtocolNumber.udp:
+                nat.warmInbound(.udp, externalPort: second, remoteAddress: source, remotePort: first)
+            case IPProtocolNumber.icmp where p[hl] == ICMPType.echoReply:
+                let identifier = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 4, as: UInt16.self))
+                nat.warmInbound(.icmp, externalPort: identifier, remoteAddress: source, remotePort: 0)
+            default:
+                continue
+            }
+        }
+        nat.warm()
     }
 
     func ingress(_ i: Int, in batch: inout PacketBatch, topology: Topology, pathMTUs: PathMTUTable, nat: NATTable,

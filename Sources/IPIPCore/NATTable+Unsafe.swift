@@ -317,3 +317,112 @@ extension NATTable {
         return nil
     }
 }
+
+// MARK: - Warming the lines of a chunk
+
+/// A packet whose NAT records `warm()` should bring into the cache.
+@usableFromInline
+struct NATWarmKey {
+    /// `NATProtocol.rawValue`.
+    @usableFromInline var proto: UInt8 = 0
+    /// True: an outbound key (internal endpoint → mapping → session); false: an inbound key
+    /// (external port → session → mapping).
+    @usableFromInline var outbound: Bool = false
+    /// Outbound: the internal port; inbound: the external port.
+    @usableFromInline var port: UInt16 = 0
+    @usableFromInline var remotePort: UInt16 = 0
+    /// Outbound: the internal address.
+    @usableFromInline var address: UInt32 = 0
+    @usableFromInline var remoteAddress: UInt32 = 0
+    @usableFromInline init() {}
+}
+
+extension NATTable {
+    /// Keys per `warm()` pass.
+    static let warmCapacity = 256
+
+    /// Queues an outbound packet's key (as `outbound(...)` will look it up).
+    @inline(__always)
+    func warmOutbound(_ proto: NATProtocol, internalAddress: UInt32, internalPort: UInt16, remoteAddress: UInt32,
+                      remotePort: UInt16) {
+        let n = state.pointee.warmCount
+        guard n < NATTable.warmCapacity else { return }
+        // Safe: n < warmCapacity.
+        warmKeys[n].proto = proto.rawValue
+        warmKeys[n].outbound = true
+        warmKeys[n].port = internalPort
+        warmKeys[n].address = internalAddress
+        warmKeys[n].remoteAddress = remoteAddress
+        warmKeys[n].remotePort = proto == .icmp ? 0 : remotePort
+        state.pointee.warmCount = n &+ 1
+    }
+
+    /// Queues an inbound packet's key (as `inbound(...)` will look it up).
+    @inline(__always)
+    func warmInbound(_ proto: NATProtocol, externalPort: UInt16, remoteAddress: UInt32, remotePort: UInt16) {
+        let n = state.pointee.warmCount
+        guard n < NATTable.warmCapacity else { return }
+        // Safe: n < warmCapacity.
+        warmKeys[n].proto = proto.rawValue
+        warmKeys[n].outbound = false
+        warmKeys[n].port = externalPort
+        warmKeys[n].remoteAddress = remoteAddress
+        warmKeys[n].remotePort = proto == .icmp ? 0 : remotePort
+        state.pointee.warmCount = n &+ 1
+    }
+
+    /// Walks the chain of records each queued key will touch (mapping slot, mapping, session slot,
+    /// session, its timeout-list neighbours), one level at a time over all keys, so that the
+    /// cache misses of different packets overlap instead of being paid one after another when the
+    /// packets are then processed (BENCHMARKS.md, "SNAT"). Reads only; follows only the home slot
+    /// of each hash (a key further along its probe run is simply not warmed); clears the queue.
+    func warm() {
+        let n = state.pointee.warmCount
+        state.pointee.warmCount = 0
+        guard n > 0 else { return }
+        var sink: UInt64 = 0
+        // Level 1: outbound keys read their mapping slot; inbound keys already know their session home.
+        for k in 0..<n {
+            let key = warmKeys[k]
+            if key.outbound {
+                let slot = mappingSlots[mappingHome(key.proto, key.address, key.port)]
+                warmSlots[k] = slot == 0 ? -1 : Int(slot &- 1)  // a mapping index
+            } else {
+                warmSlots[k] = sessionHome(key.proto, key.port, key.remoteAddress, key.remotePort)
+            }
+        }
+        // Level 2: outbound keys read their mapping record and compute their session home.
+        for k in 0..<n where warmKeys[k].outbound {
+            let m = warmSlots[k]
+            guard m >= 0 else { continue }
+            let key = warmKeys[k]
+            let r = mappings[m]  // Safe: a slot holds index + 1 of a live record, < capacity.
+            warmSlots[k] = r.internalAddress == key.address && r.internalPort == key.port && r.proto == key.proto
+                ? sessionHome(key.proto, r.externalPort, key.remoteAddress, key.remotePort) : -1
+        }
+        // Level 3: the session slots.
+        for k in 0..<n {
+            let home = warmSlots[k]
+            guard home >= 0 else { continue }
+            let slot = sessionSlots[home]  // Safe: home ≤ slotMask.
+            warmSlots[k] = slot == 0 ? -1 : Int(slot &- 1)
+        }
+        // Level 4: the session records; remember a neighbour (touch rewrites both).
+        for k in 0..<n {
+            let s = warmSlots[k]
+            guard s >= 0 else { continue }
+            let r = sessions[s]  // Safe: a live session index.
+            sink &+= UInt64(truncatingIfNeeded: r.lastActivity)
+            warmSlots[k] = Int(r.previous)
+            if r.next >= 0 { sink &+= UInt64(truncatingIfNeeded: sessions[Int(r.next)].lastActivity) }
+            if !warmKeys[k].outbound, r.mapping >= 0 { sink &+= UInt64(mappings[Int(r.mapping)].internalAddress) }
+        }
+        // Level 5: the previous neighbours.
+        for k in 0..<n {
+            let p = warmSlots[k]
+            guard p >= 0 else { continue }
+            sink &+= UInt64(truncatingIfNeeded: sessions[p].lastActivity)  // Safe: list links are live indices.
+        }
+        state.pointee.warmSink &+= sink
+    }
+}

@@ -245,6 +245,9 @@ public final class NATTable {
     @usableFromInline let portBitmap: UnsafeMutablePointer<UInt64>
     @usableFromInline let listEnds: UnsafeMutablePointer<Int32>
     @usableFromInline let state: UnsafeMutablePointer<NATTableState>
+    /// Scratch of `warm()`: the queued keys and, per key, the slot index being probed.
+    @usableFromInline let warmKeys: UnsafeMutablePointer<NATWarmKey>
+    @usableFromInline let warmSlots: UnsafeMutablePointer<Int>
     // Hash secrets (derived from the seed).
     @usableFromInline let sessionKey0: UInt64
     @usableFromInline let sessionKey1: UInt64
@@ -316,6 +319,10 @@ public final class NATTable {
         portBitmap.initialize(repeating: 0, count: 3 * 1024)
         listEnds = .allocate(capacity: 2 * NATTimeoutClass.count)
         listEnds.initialize(repeating: -1, count: 2 * NATTimeoutClass.count)
+        warmKeys = .allocate(capacity: NATTable.warmCapacity)
+        warmKeys.initialize(repeating: NATWarmKey(), count: NATTable.warmCapacity)
+        warmSlots = .allocate(capacity: NATTable.warmCapacity)
+        warmSlots.initialize(repeating: -1, count: NATTable.warmCapacity)
         state = .allocate(capacity: 1)
         state.initialize(
             to: NATTableState(
@@ -334,6 +341,8 @@ public final class NATTable {
         portBitmap.deallocate()
         listEnds.deallocate()
         state.deallocate()
+        warmKeys.deallocate()
+        warmSlots.deallocate()
     }
 
     /// Number of sessions held (expired ones not yet reaped included).
@@ -595,4 +604,8 @@ struct NATTableState {
     /// SplitMix64 state of the port PRNG.
     @usableFromInline var rng: UInt64
     @usableFromInline var counters: NATCounters
+    /// Keys queued for `warm()`.
+    @usableFromInline var warmCount: Int = 0
+    /// Where the warming loads end up, so that they are not optimised away.
+    @usableFromInline var warmSink: UInt64 = 0
 }
