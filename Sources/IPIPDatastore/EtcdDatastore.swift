@@ -117,10 +117,13 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         return (seen, resources.sorted { $0.name < $1.name })
     }
 
-    /// Every object at one revision (a consistent snapshot, as Calico's syncer starts from).
+    /// Every object at one revision (a consistent snapshot, as Calico's syncer starts from). The
+    /// first snapshot also fixes where the change watch starts: right after it, so that nothing
+    /// written between this read and the watch's start is missed.
     public func resourceSet() throws(DatastoreError) -> ResourceSet {
         var set = ResourceSet()
         let (revision, pools) = try fetchAll(.ipPool, revision: nil)
+        changes.noteSnapshot(revision)
         for case .ipPool(let r) in pools { set.pools.append(r) }
         for case .node(let r) in try fetchAll(.node, revision: revision).resources { set.nodes.append(r) }
         for case .blockAffinity(let r) in try fetchAll(.blockAffinity, revision: revision).resources {
@@ -355,8 +358,14 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
     }
 
     /// Changes whenever a relevant key changes, as reported by a watch that starts on the first
-    /// call. While the watch is down (etcd unreachable, or starting), the store revision stands in.
+    /// call (from the revision after the first `resourceSet()`, else from the current one). Changes
+    /// made while the watch is down are reported when it resumes (it continues from the next
+    /// revision it has not seen); after a compaction the token changes anyway (everything is read
+    /// again).
     public func changeToken() -> String? { changes.token() }
+
+    /// Whether the watch stream is established right now (for tests and diagnostics).
+    public var isWatching: Bool { changes.isHealthy }
 
     /// Ends the watch (it also ends when the store is released).
     public func stopWatching() { changes.stop() }
@@ -386,8 +395,18 @@ private final class ChangeWatcher: @unchecked Sendable {
         self.retryDelay = retryDelay
     }
 
+    /// Fixes the watch's start after a snapshot at `revision`, unless the watch already knows
+    /// where it is (first start, or a restart after a compaction, takes it).
+    func noteSnapshot(_ revision: Int64) {
+        state.withLock { state in
+            if state.next == 0 { state.next = revision + 1 }
+        }
+    }
+
+    var isHealthy: Bool { state.withLock { $0.healthy } }
+
     func token() -> String? {
-        let (healthy, generation, lastChange): (Bool, Int, Int64) = state.withLock { state in
+        let (generation, lastChange): (Int, Int64) = state.withLock { state in
             if !state.running {
                 state.running = true
                 let handle = EtcdClient.Watch()
@@ -396,10 +415,9 @@ private final class ChangeWatcher: @unchecked Sendable {
                 thread.name = "ipipd-etcd-watch"
                 thread.start()
             }
-            return (state.healthy, state.generation, state.lastChange)
+            return (state.generation, state.lastChange)
         }
-        if healthy { return "w\(generation):\(lastChange)" }
-        return (try? client.currentRevision()).map { "r\($0)" }
+        return "w\(generation):\(lastChange)"
     }
 
     func stop() { state.withLock { $0.handle?.cancel() } }

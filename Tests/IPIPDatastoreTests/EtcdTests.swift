@@ -220,19 +220,17 @@ struct EtcdDatastoreTests {
             let deadline = Date().addingTimeInterval(seconds)
             while Date() < deadline {
                 let now = store.changeToken()
-                if now != token, now?.hasPrefix("w") == true { return now }
+                if now != token { return now }
                 usleep(20_000)
             }
             return nil
         }
-        // The watch comes up (its token starts with "w").
-        var token = store.changeToken()
+        // The watch comes up.
+        let token = store.changeToken()
         let deadline = Date().addingTimeInterval(5)
-        while token?.hasPrefix("w") != true && Date() < deadline {
-            usleep(20_000)
-            token = store.changeToken()
-        }
-        #expect(token?.hasPrefix("w") == true)
+        while !store.isWatching && Date() < deadline { usleep(20_000) }
+        #expect(store.isWatching)
+        #expect(token == "w0:0")
         try writer.create(try #require(decode(seedPool).first))
         let afterPool = try #require(waitForChange(from: token))
         // Bookkeeping keys (handles, block contents) do not count as changes.
@@ -246,6 +244,25 @@ struct EtcdDatastoreTests {
         #expect(waitForChange(from: afterPool, seconds: 10) != nil)
     }
 
+    @Test("watch: a write between the daemon's first read and the watch's start is not missed")
+    func noGapAfterSnapshot() throws {
+        guard let server = try SharedEtcd.shared.server() else { return }
+        let store = try server.freshStore()
+        defer { store.stopWatching() }
+        _ = try store.resourceSet()  // the daemon's first load, at revision R
+        let writer = EtcdDatastore(endpoints: [server.endpoint])
+        let written = try writer.create(try #require(decode(seedPool).first))  // R + 1, before any watch
+        let first = store.changeToken()  // starts the watch now
+        #expect(first == "w0:0")
+        let deadline = Date().addingTimeInterval(5)
+        var now = store.changeToken()
+        while now == first && Date() < deadline {
+            usleep(20_000)
+            now = store.changeToken()
+        }
+        #expect(now == "w0:\(written.metadata.resourceVersion ?? "?")")
+    }
+
     @Test("watch: after a compaction the token changes so that everything is read again")
     func compaction() throws {
         guard let server = try SharedEtcd.shared.server() else { return }
@@ -253,12 +270,9 @@ struct EtcdDatastoreTests {
         // The watch waits 4 s before it reconnects: etcd is back, written and compacted by then.
         let store = EtcdDatastore(endpoints: [server.endpoint], watchRetryDelay: 4)
         defer { store.stopWatching() }
-        var token = store.changeToken()
+        let token = store.changeToken()
         let deadline = Date().addingTimeInterval(5)
-        while token?.hasPrefix("w") != true && Date() < deadline {
-            usleep(20_000)
-            token = store.changeToken()
-        }
+        while !store.isWatching && Date() < deadline { usleep(20_000) }
         #expect(token == "w0:0")
         // Kill etcd; while the watch is away, write and compact past its resume point.
         server.kill()
@@ -269,7 +283,7 @@ struct EtcdDatastoreTests {
         try writer.client.compact(try writer.revision())
         let end = Date().addingTimeInterval(10)
         var seen = store.changeToken()
-        while (seen == token || seen?.hasPrefix("w") != true) && Date() < end {
+        while (seen == token || !store.isWatching) && Date() < end {
             usleep(50_000)
             seen = store.changeToken()
         }
@@ -357,20 +371,18 @@ struct EtcdTLSTests {
         try store.create(try #require(decode(seedPool).first))
         #expect(try store.list(.ipPool).map(\.name) == ["ippool-ipip-1"])
         // The watch runs over TLS too.
-        var token = store.changeToken()
+        let token = store.changeToken()
+        let etcdStore = try #require(store as? EtcdDatastore)
         let deadline = Date().addingTimeInterval(5)
-        while token?.hasPrefix("w") != true && Date() < deadline {
-            usleep(20_000)
-            token = store.changeToken()
-        }
-        #expect(token?.hasPrefix("w") == true)
+        while !etcdStore.isWatching && Date() < deadline { usleep(20_000) }
+        #expect(etcdStore.isWatching)
         try store.create(try #require(decode(node("node-a", "10.0.0.1/24")).first))
         var moved = store.changeToken()
         while moved == token && Date() < deadline.addingTimeInterval(5) {
             usleep(20_000)
             moved = store.changeToken()
         }
-        #expect(moved != token && moved?.hasPrefix("w") == true)
+        #expect(moved != token)
         (store as? EtcdDatastore)?.stopWatching()
 
         // ipipctl with the same variables.
