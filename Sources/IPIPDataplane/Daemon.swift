@@ -128,7 +128,7 @@ public final class Daemon {
         configureSysctls(tunName: tun.name)
 
         // Receive aggregation on the uplink would hand the capture 64 KiB super-packets (README,
-        // "Known limit"): off while we run, back as found when we stop.
+        // "Receive aggregation"): off while we run, back as found when we stop.
         let offloadsFound = switchOffReceiveAggregation(uplink: uplink.name)
         defer {
             if let found = offloadsFound {
