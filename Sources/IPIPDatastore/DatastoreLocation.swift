@@ -66,8 +66,9 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
         return .sqlite(path: SQLiteDatastore.defaultPath(environment: environment))
     }
 
-    /// Opens the store. An etcd store takes its TLS files from calicoctl's variables
-    /// (`ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`).
+    /// Opens the store. An etcd store takes its TLS files and credentials from calicoctl's
+    /// variables (`ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_USERNAME`,
+    /// `ETCD_PASSWORD`).
     public func open(environment: [String: String] = ProcessInfo.processInfo.environment) throws(DatastoreError)
         -> any Datastore
     {
@@ -75,7 +76,8 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
         case .sqlite(let path): return try SQLiteDatastore(path: path)
         case .manifests(let paths): return ManifestDatastore(paths: paths)
         case .etcd(let endpoints):
-            return try EtcdDatastore(endpoints: endpoints, tls: EtcdClient.TLSFiles.from(environment: environment))
+            return try EtcdDatastore(endpoints: endpoints, tls: EtcdClient.TLSFiles.from(environment: environment),
+                                     credentials: EtcdClient.Credentials.from(environment: environment))
         }
     }
 

@@ -127,10 +127,30 @@ public final class EtcdClient: @unchecked Sendable {
         }
     }
 
+    /// etcd user authentication, as calicoctl takes it (`ETCD_USERNAME`, `ETCD_PASSWORD`).
+    public struct Credentials: Hashable, Sendable {
+        public var username: String
+        public var password: String
+
+        public init(username: String, password: String) {
+            self.username = username
+            self.password = password
+        }
+
+        /// The credentials calicoctl's variables name; nil without `ETCD_USERNAME`.
+        public static func from(environment: [String: String]) -> Credentials? {
+            guard let user = environment["ETCD_USERNAME"], !user.isEmpty else { return nil }
+            return Credentials(username: user, password: environment["ETCD_PASSWORD"] ?? "")
+        }
+    }
+
     /// The client endpoints (`http://127.0.0.1:2379`).
     public let endpoints: [String]
     /// TLS for `https://` endpoints (nil: system roots, no client certificate).
     private let tls: TLSConfiguration?
+    /// User authentication (nil: none); the token etcd issued for it, sent as `Authorization`.
+    private let credentials: Credentials?
+    private let token = Mutex<String?>(nil)
     /// How long one unary request may take.
     public let requestTimeout: TimeAmount
     private let preferred = Mutex(0)
@@ -149,20 +169,44 @@ public final class EtcdClient: @unchecked Sendable {
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.requestTimeout = requestTimeout
         tls = nil
+        credentials = nil
     }
 
     /// A client for `https://` endpoints with a CA and/or a client certificate.
-    public init(endpoints: [String], tls files: TLSFiles?, requestTimeout: TimeAmount = .seconds(10))
-        throws(DatastoreError)
+    public init(endpoints: [String], tls files: TLSFiles?, credentials: Credentials? = nil,
+                requestTimeout: TimeAmount = .seconds(10)) throws(DatastoreError)
     {
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.requestTimeout = requestTimeout
         tls = try files?.configuration()
+        self.credentials = credentials
     }
 
-    private func request(_ url: String, body: [UInt8]) throws -> HTTPClient.Request {
-        try HTTPClient.Request(url: url, method: .POST, headers: ["Content-Type": "application/json"],
-                               body: .bytes(body), tlsConfiguration: tls)
+    private func request(_ url: String, body: [UInt8], authorized: Bool = true) throws -> HTTPClient.Request {
+        var headers: HTTPHeaders = ["Content-Type": "application/json"]
+        if authorized, let token = token.withLock({ $0 }) { headers.add(name: "Authorization", value: token) }
+        return try HTTPClient.Request(url: url, method: .POST, headers: headers, body: .bytes(body), tlsConfiguration: tls)
+    }
+
+    /// Replaces the held token (tests: an expired or revoked token, which etcd answers with 401
+    /// "invalid auth token").
+    func replaceToken(_ value: String?) { token.withLock { $0 = value } }
+
+    /// Whether an etcd error means "authenticate (again)": no token, or an expired one.
+    static func isAuthenticationError(status: HTTPResponseStatus, message: String) -> Bool {
+        status == .unauthorized || message.contains("invalid auth token") || message.contains("user name is empty")
+    }
+
+    /// Gets a token for the credentials (`/v3/auth/authenticate`) from `endpoint`.
+    private func authenticate(at endpoint: String) throws(SendError) {
+        guard let credentials else { return }
+        let reply = try send(endpoint, "/v3/auth/authenticate",
+                             Self.json(["name": credentials.username, "password": credentials.password]),
+                             authorized: false)
+        guard let issued = reply["token"] as? String, !issued.isEmpty else {
+            throw .failed(.storage("etcd \(endpoint): authentication as \(credentials.username) returned no token"))
+        }
+        token.withLock { $0 = issued }
     }
 
     // MARK: KV
@@ -278,6 +322,19 @@ public final class EtcdClient: @unchecked Sendable {
         let body = Self.json(create)
         var lastError: DatastoreError = .storage("etcd: no endpoint")
         for endpoint in orderedEndpoints() {
+            if credentials != nil {
+                do {
+                    try authenticate(at: endpoint)
+                } catch {
+                    switch error {
+                    case .unreachable(let message):
+                        lastError = .storage(message)
+                        continue
+                    case .authenticationNeeded(let message): throw .storage(message)
+                    case .failed(let failure): throw failure
+                    }
+                }
+            }
             let delegate = WatchDelegate(report: report)
             let task: HTTPClient.Task<Void>
             do {
@@ -317,27 +374,60 @@ public final class EtcdClient: @unchecked Sendable {
         guard !endpoints.isEmpty else { throw .storage("etcd: no endpoint given") }
         let body = Self.json(object)
         var lastError: DatastoreError = .storage("etcd: no endpoint")
-        let order = orderedEndpoints()
-        for endpoint in order {
-            let response: HTTPClient.Response
+        for endpoint in orderedEndpoints() {
             do {
-                let request = try request(endpoint + path, body: body)
-                response = try Self.http.execute(request: request, deadline: .now() + requestTimeout).wait()
+                if credentials != nil, token.withLock({ $0 }) == nil { try authenticate(at: endpoint) }
+                do {
+                    return try send(endpoint, path, body)
+                } catch .authenticationNeeded where credentials != nil {
+                    // The token expired (or etcd restarted): once more with a fresh one.
+                    try authenticate(at: endpoint)
+                    return try send(endpoint, path, body)
+                }
             } catch {
-                lastError = .storage("etcd \(endpoint): \(Self.describe(error))")
-                continue
+                switch error {
+                case .unreachable(let message):
+                    lastError = .storage(message)
+                    continue
+                case .authenticationNeeded(let message): throw .storage(message)
+                case .failed(let failure): throw failure
+                }
             }
-            if let index = endpoints.firstIndex(of: endpoint) { preferred.withLock { $0 = index } }
-            let bytes = response.body.map { Array($0.readableBytesView) } ?? []
-            let parsed = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
-            guard response.status == .ok, let parsed else {
-                let message = (parsed?["message"] as? String) ?? (parsed?["error"] as? String)
-                    ?? String(decoding: bytes.prefix(300), as: UTF8.self)
-                throw .storage("etcd \(endpoint)\(path): HTTP \(response.status.code): \(message)")
-            }
-            return parsed
         }
         throw lastError
+    }
+
+    /// Why one request failed: the endpoint did not answer (try the next), etcd wants a (new)
+    /// token, or etcd answered with an error.
+    private enum SendError: Error {
+        case unreachable(String)
+        case authenticationNeeded(String)
+        case failed(DatastoreError)
+    }
+
+    private func send(_ endpoint: String, _ path: String, _ body: [UInt8], authorized: Bool = true)
+        throws(SendError) -> [String: Any]
+    {
+        let response: HTTPClient.Response
+        do {
+            let request = try request(endpoint + path, body: body, authorized: authorized)
+            response = try Self.http.execute(request: request, deadline: .now() + requestTimeout).wait()
+        } catch {
+            throw .unreachable("etcd \(endpoint): \(Self.describe(error))")
+        }
+        if let index = endpoints.firstIndex(of: endpoint) { preferred.withLock { $0 = index } }
+        let bytes = response.body.map { Array($0.readableBytesView) } ?? []
+        let parsed = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        guard response.status == .ok, let parsed else {
+            let message = (parsed?["message"] as? String) ?? (parsed?["error"] as? String)
+                ?? String(decoding: bytes.prefix(300), as: UTF8.self)
+            let text = "etcd \(endpoint)\(path): HTTP \(response.status.code): \(message)"
+            if authorized, Self.isAuthenticationError(status: response.status, message: message) {
+                throw .authenticationNeeded(text)
+            }
+            throw .failed(.storage(text))
+        }
+        return parsed
     }
 
     static func describe(_ error: any Error) -> String {

@@ -42,9 +42,10 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         changes = ChangeWatcher(client: client, retryDelay: watchRetryDelay)
     }
 
-    /// Opens a store on `https://` endpoints with a CA and/or a client certificate.
-    public init(endpoints: [String], tls: EtcdClient.TLSFiles?, watchRetryDelay: Double = 1) throws(DatastoreError) {
-        client = try EtcdClient(endpoints: endpoints, tls: tls)
+    /// Opens a store with TLS material (for `https://` endpoints) and/or etcd user credentials.
+    public init(endpoints: [String], tls: EtcdClient.TLSFiles?, credentials: EtcdClient.Credentials? = nil,
+                watchRetryDelay: Double = 1) throws(DatastoreError) {
+        client = try EtcdClient(endpoints: endpoints, tls: tls, credentials: credentials)
         changes = ChangeWatcher(client: client, retryDelay: watchRetryDelay)
     }
 

@@ -78,7 +78,7 @@ final class EtcdServer: @unchecked Sendable {
     }
 
     /// Starts etcd (again, on the same data and ports after `kill()`), and waits until it answers.
-    func launch() throws {
+    func launch(credentials: EtcdClient.Credentials? = nil) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = [
@@ -99,7 +99,8 @@ final class EtcdServer: @unchecked Sendable {
         p.standardError = FileHandle.nullDevice
         try p.run()
         process = p
-        let client = try EtcdClient(endpoints: [endpoint], tls: clientTLS, requestTimeout: .seconds(1))
+        let client = try EtcdClient(endpoints: [endpoint], tls: clientTLS, credentials: credentials,
+                                    requestTimeout: .seconds(1))
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if (try? client.currentRevision()) != nil { return }
@@ -124,6 +125,24 @@ final class EtcdServer: @unchecked Sendable {
             p.waitUntilExit()
         }
         dataDir.cleanup()
+    }
+
+    /// Turns on etcd's user authentication with a `root` user (etcd's JSON gateway:
+    /// `/v3/auth/user/add`, `/v3/auth/user/grant`, `/v3/auth/enable`), through Python's urllib.
+    func enableAuthentication(rootPassword: String) throws {
+        let script = """
+            import json, sys, urllib.request
+            base = sys.argv[1]
+            def post(path, body):
+                request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                urllib.request.urlopen(request, timeout=10).read()
+            post("/v3/auth/user/add", {"name": "root", "password": sys.argv[2]})
+            post("/v3/auth/user/grant", {"user": "root", "role": "root"})
+            post("/v3/auth/enable", {})
+            """
+        let result = try runProcess("/usr/bin/env", ["python3", "-c", script, endpoint, rootPassword])
+        guard result.status == 0 else { throw DatastoreError.storage("enabling etcd auth failed: \(result.stderr)") }
     }
 
     /// A store on this server, with every Calico key removed first.
