@@ -53,28 +53,14 @@ extension Engine {
     @inline(__always)
     func warmOutboundNAT(of batch: borrowing PacketBatch, from start: Int, to end: Int, nat: NATTable) {
         for i in start..<end where lookupRoutes[i &- start] == Self.noRoute {
-            let p = UnsafeRawBufferPointer(batch.packet(i))
-            guard p.count >= IPv4Header.minimumByteCount, p[0] >> 4 == 4 else { continue }
-            let hl = Int(p[0] & 0x0F) &<< 2
-            // Safe: every read below is within hl + 8 ≤ count bytes.
-            guard hl >= IPv4Header.minimumByteCount, p.count >= hl &+ 8,
-                  UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3FFF == 0
-            else { continue }
-            let source = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
-            let destination = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
-            let first = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl, as: UInt16.self))
-            let second = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 2, as: UInt16.self))
-            switch p[9] {
-            case IPProtocolNumber.tcp:
-                nat.warmOutbound(.tcp, internalAddress: source, internalPort: first, remoteAddress: destination,
-                                 remotePort: second)
-            case IPProtocolNumber.udp:
-                nat.warmOutbound(.udp, internalAddress: source, internalPort: first, remoteAddress: destination,
-                                 remotePort: second)
-            case IPProtocolNumber.icmp where p[hl] == ICMPType.echoRequest:
-                let identifier = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 4, as: UInt16.self))
-                nat.warmOutbound(.icmp, internalAddress: source, internalPort: identifier, remoteAddress: destination,
-                                 remotePort: 0)
+            guard let f = Self.peekNATFields(UnsafeRawBufferPointer(batch.packet(i))) else { continue }
+            switch f.proto {
+            case .tcp, .udp:
+                nat.warmOutbound(f.proto, internalAddress: f.source, internalPort: f.sourcePort,
+                                 remoteAddress: f.destination, remotePort: f.destinationPort)
+            case .icmp where f.icmpType == ICMPType.echoRequest:
+                nat.warmOutbound(.icmp, internalAddress: f.source, internalPort: f.icmpIdentifier,
+                                 remoteAddress: f.destination, remotePort: 0)
             default:
                 continue
             }

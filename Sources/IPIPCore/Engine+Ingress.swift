@@ -79,25 +79,15 @@ extension Engine {
     func warmInboundNAT(of batch: borrowing PacketBatch, from start: Int, to end: Int, localAddress: IPv4Address,
                         nat: NATTable) {
         for i in start..<end {
-            let p = UnsafeRawBufferPointer(batch.packet(i))
-            guard p.count >= IPv4Header.minimumByteCount, p[0] >> 4 == 4 else { continue }
-            let hl = Int(p[0] & 0x0F) &<< 2
-            // Safe: every read below is within hl + 8 ≤ count bytes.
-            guard hl >= IPv4Header.minimumByteCount, p.count >= hl &+ 8,
-                  UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self)) == localAddress.rawValue,
-                  UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3FFF == 0
+            guard let f = Self.peekNATFields(UnsafeRawBufferPointer(batch.packet(i))),
+                  f.destination == localAddress.rawValue
             else { continue }
-            let source = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
-            let first = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl, as: UInt16.self))
-            let second = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 2, as: UInt16.self))
-            switch p[9] {
-            case IPProtocolNumber.tcp:
-                nat.warmInbound(.tcp, externalPort: second, remoteAddress: source, remotePort: first)
-            case IPProtocolNumber.udp:
-                nat.warmInbound(.udp, externalPort: second, remoteAddress: source, remotePort: first)
-            case IPProtocolNumber.icmp where p[hl] == ICMPType.echoReply:
-                let identifier = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 4, as: UInt16.self))
-                nat.warmInbound(.icmp, externalPort: identifier, remoteAddress: source, remotePort: 0)
+            switch f.proto {
+            case .tcp, .udp:
+                nat.warmInbound(f.proto, externalPort: f.destinationPort, remoteAddress: f.source,
+                                remotePort: f.sourcePort)
+            case .icmp where f.icmpType == ICMPType.echoReply:
+                nat.warmInbound(.icmp, externalPort: f.icmpIdentifier, remoteAddress: f.source, remotePort: 0)
             default:
                 continue
             }

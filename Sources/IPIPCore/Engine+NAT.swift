@@ -61,6 +61,41 @@ extension Engine {
         }
     }
 
+    /// What the NAT warming passes read of a packet, straight from its bytes.
+    struct NATFields {
+        var proto: NATProtocol
+        var source: UInt32
+        var destination: UInt32
+        /// TCP/UDP ports (the first and second 16-bit words of the transport header).
+        var sourcePort: UInt16
+        var destinationPort: UInt16
+        /// ICMP type and echo identifier.
+        var icmpType: UInt8
+        var icmpIdentifier: UInt16
+    }
+
+    /// The NAT key fields of an unfragmented IPv4 TCP, UDP or ICMP packet with at least 8 transport
+    /// bytes; nil for anything else. No validation beyond what makes the reads safe: the warming
+    /// passes only use the result to bring cache lines in, and the engine validates later.
+    @inline(__always)
+    static func peekNATFields(_ p: UnsafeRawBufferPointer) -> NATFields? {
+        guard p.count >= IPv4Header.minimumByteCount, p[0] >> 4 == 4 else { return nil }
+        let hl = Int(p[0] & 0x0F) &<< 2
+        // Safe: every read below is within hl + 8 ≤ count bytes.
+        guard hl >= IPv4Header.minimumByteCount, p.count >= hl &+ 8,
+              UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3FFF == 0,
+              let proto = NATProtocol(rawValue: p[9])
+        else { return nil }
+        return NATFields(
+            proto: proto,
+            source: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)),
+            destination: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self)),
+            sourcePort: UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl, as: UInt16.self)),
+            destinationPort: UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 2, as: UInt16.self)),
+            icmpType: p[hl],
+            icmpIdentifier: UInt16(bigEndian: p.loadUnaligned(fromByteOffset: hl &+ 4, as: UInt16.self)))
+    }
+
     @inline(__always)
     static func load16(_ p: UnsafeMutableRawPointer, _ offset: Int) -> UInt16 {
         UInt16(bigEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self))

@@ -315,21 +315,8 @@ struct EtcdDatastoreTests {
         guard let server = try SharedEtcd.shared.server() else { return }
         _ = try server.freshStore()
         let ctl = try #require(ipipctlPath(), "build ipipctl first (swift build)")
-        let script = """
-            set -e
-            export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS=\(server.endpoint)
-            "\(ctl)" apply -f - << EOF
-            apiVersion: projectcalico.org/v3
-            kind: IPPool
-            metadata:
-              name: ippool-ipip-1
-            spec:
-              cidr: 192.168.0.0/16
-              ipipMode: Always
-              natOutgoing: true
-            EOF
-            "\(ctl)" get ippool -o wide
-            """
+        let script = "set -e\nexport DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS=\(server.endpoint)\n"
+            + seedExample(ctl, 1) + "\"\(ctl)\" get ippool -o wide\n"
         var r = try runProcess("/bin/sh", ["-c", script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.hasPrefix("Successfully applied 1 'IPPool' resource(s)\nNAME            CIDR "))
