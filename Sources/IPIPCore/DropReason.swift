@@ -68,6 +68,11 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     /// A fragment whose offset plus payload passes 65,535 bytes: no datagram can be reassembled
     /// from it (RFC 791), and re-fragmenting it would wrap the 13-bit offset (found by fuzzing).
     case invalidFragment
+    /// Segmentation offload metadata (from a TUN or packet-socket virtio header, or a capture of
+    /// link type 147) that does not describe the packet: an unsupported GSO type, a transport
+    /// other than the one announced, inconsistent lengths, or more than
+    /// `SegmentationOffload.maximumSegmentCount` segments.
+    case invalidOffload
 
     /// The stable snake_case name used in verdicts, logs and metrics.
     public var name: String {
@@ -105,6 +110,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .natPortsExhausted: "nat_ports_exhausted"
         case .natUntranslatable: "nat_untranslatable"
         case .invalidFragment: "invalid_fragment"
+        case .invalidOffload: "invalid_offload"
         }
     }
 

@@ -72,9 +72,19 @@ extension Engine {
                 topology: Topology, pathMTUs: PathMTUTable, nat: NATTable, routeIndex: UInt32,
                 now: Timestamp) -> PacketVerdict {
         batch.setSide(.none, of: i)
+        let layout: Segmenter.Layout?
+        switch takeOffload(of: i, in: batch) {
+        case .success(let l):
+            layout = l
+        case .failure:
+            let n = batch.packet(i).count
+            count(.egressPacketsIn)
+            count(.egressBytesIn, n)
+            return drop(.invalidOffload, length: n)
+        }
         let bytes = batch.packet(i)
-        count(.egressPacketsIn)
-        count(.egressBytesIn, bytes.count)
+        count(.egressPacketsIn, state.pointee.segments)
+        count(.egressBytesIn, segmentedBytes(bytes.count, headers: state.pointee.segmentHeaderBytes))
 
         let totalLength: Int
         switch IPv4Header.validate(UnsafeRawBufferPointer(bytes)) {
@@ -145,15 +155,23 @@ extension Engine {
                 pathMTUs.mtu[nodeIndex] = 0
             }
         }
-        if totalLength <= mtu {
-            encapsulate(slot: i, of: batch, innerLength: totalLength, template: template, header: header)
+        // A super-packet fits when its largest segment does.
+        let segmentLength = layout.map { $0.headerLength &+ Int(batch.offload(of: i).segmentSize) } ?? totalLength
+        if segmentLength <= mtu {
+            let segments = state.pointee.segments
+            encapsulate(slot: i, of: batch, innerLength: totalLength, template: template, header: header,
+                        identifications: segments)
             batch.setSide(.underlay, of: i)
             countAction(.encapsulated, bytes: totalLength)
-            count(.underlayPacketsOut)
-            count(.underlayBytesOut, totalLength &+ 20)
-            return PacketVerdict(action: .encapsulated, peer: template.destination, outputCount: 1)
+            count(.underlayPacketsOut, segments)
+            count(.underlayBytesOut, segmentedBytes(totalLength &+ 20, headers: state.pointee.segmentHeaderBytes &+ 20))
+            return PacketVerdict(action: .encapsulated, peer: template.destination,
+                                 outputCount: UInt16(truncatingIfNeeded: segments))
         }
-        if header.dontFragment {
+        // Segments too big for the tunnel (a learned path MTU below the TUN's): the sender is a
+        // local stack that segments itself, so it is told the MTU whatever its DF bit; the
+        // engine does not fragment segments of a super-packet (docs/decisions.md).
+        if header.dontFragment || layout != nil {
             let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
                                      code: ICMPUnreachableCode.fragmentationNeeded, mtu: UInt16(truncatingIfNeeded: mtu),
                                      origin: i, into: &generated, topology: topology, now: now)
@@ -172,13 +190,15 @@ extension Engine {
     /// Writes the outer header in front of the packet in slot `slot` (RFC 2003 §3.1, DESIGN.md §3):
     /// version 4, IHL 5, TOS copied whole from the inner header (DSCP copied; ECN copied, CE
     /// included: RFC 6040 normal mode), DF set, a fresh ID, TTL per configuration, protocol 4.
+    /// A super-packet takes one fresh identification per segment (`identifications`); the
+    /// segmenter numbers its segments' outer headers from the one written here.
     @inline(__always)
     func encapsulate(slot: Int, of batch: borrowing PacketBatch, innerLength: Int, template: OuterHeaderTemplate,
-                     header inner: IPv4Header) {
+                     header inner: IPv4Header, identifications: Int = 1) {
         let tos = inner.typeOfService
         let ttl = configuration.outerTimeToLive == 0 ? inner.timeToLive : configuration.outerTimeToLive
         let outerLength = UInt16(truncatingIfNeeded: innerLength &+ 20)
-        let id = takeIdentification()
+        let id = takeIdentification(count: identifications)
         let p = batch.prepend(20, to: slot)
         writeOuterHeader(at: p, template: template, tos: tos, ttl: ttl, totalLength: outerLength, identification: id)
     }

@@ -98,9 +98,15 @@ extension Engine {
     func ingress(_ i: Int, in batch: inout PacketBatch, topology: Topology, pathMTUs: PathMTUTable, nat: NATTable,
                  innerSourceRoute: UInt32, now: Timestamp) -> PacketVerdict {
         batch.setSide(.none, of: i)
+        if case .failure = takeOffload(of: i, in: batch) {
+            let n = batch.packet(i).count
+            count(.ingressPacketsIn)
+            count(.ingressBytesIn, n)
+            return drop(.invalidOffload, length: n)
+        }
         let bytes = batch.packet(i)
-        count(.ingressPacketsIn)
-        count(.ingressBytesIn, bytes.count)
+        count(.ingressPacketsIn, state.pointee.segments)
+        count(.ingressBytesIn, segmentedBytes(bytes.count, headers: state.pointee.segmentHeaderBytes))
         guard bytes.count >= IPv4Header.minimumByteCount else { return drop(.malformedHeader, length: bytes.count) }
         // Safe: at least 20 bytes, enough for the fixed header fields read before validation.
         let outer = IPv4Header(unchecked: bytes.baseAddress!)
@@ -200,9 +206,10 @@ extension Engine {
         batch.removeFront(outerLength, of: i)
         batch.setSide(.tun, of: i)
         countAction(.decapsulated, bytes: totalLength)
-        count(.tunPacketsOut)
-        count(.tunBytesOut, innerLength)
-        return PacketVerdict(action: .decapsulated, peer: outerSource, outputCount: 1)
+        let segments = state.pointee.segments
+        count(.tunPacketsOut, segments)
+        count(.tunBytesOut, segmentedBytes(innerLength, headers: state.pointee.segmentHeaderBytes &- outerLength))
+        return PacketVerdict(action: .decapsulated, peer: outerSource, outputCount: UInt16(truncatingIfNeeded: segments))
     }
 
     /// RFC 6040 §4.2, Figure 4: the ECN field leaving the decapsulator for (inner, outer), or nil

@@ -107,6 +107,11 @@ public final class Engine {
         var icmpTokens: Int64 = 0
         /// Time of the last refill, ns since the epoch; `Int64.min` before the first.
         var icmpLastRefill: Int64 = .min
+        /// The packet being processed: the wire packets it stands for (its segments when it is a
+        /// super-packet, else 1) and the header bytes each of them repeats, as it arrived. Every
+        /// count of the packet uses them, so a super-packet counts as its segments would.
+        var segments = 1
+        var segmentHeaderBytes = 0
     }
 
     /// Creates an engine for a topology.
@@ -169,36 +174,82 @@ public final class Engine {
 
     // MARK: Shared helpers
 
+    /// Starts the counting of one input packet: `segments` wire packets (1 for an ordinary
+    /// packet) of which each repeats `headerBytes` bytes of headers.
+    @inline(__always)
+    func beginPacket(segments: Int, headerBytes: Int) {
+        state.pointee.segments = segments
+        state.pointee.segmentHeaderBytes = headerBytes
+    }
+
+    /// The bytes the current packet's segments take together when the packet is `length` bytes
+    /// long and each segment repeats `headers` bytes of headers.
+    @inline(__always)
+    func segmentedBytes(_ length: Int, headers: Int) -> Int {
+        length &+ (state.pointee.segments &- 1) &* headers
+    }
+
+    /// Counts the current packet under `action`: its segments, and its bytes as they arrived.
     @inline(__always)
     func countAction(_ action: VerdictAction, bytes: Int) {
         let base = CounterSlot.actionBase.rawValue &+ 2 &* Int(action.rawValue)
-        counters[base] &+= 1
-        counters[base &+ 1] &+= UInt64(truncatingIfNeeded: bytes)
+        counters[base] &+= UInt64(truncatingIfNeeded: state.pointee.segments)
+        counters[base &+ 1] &+= UInt64(truncatingIfNeeded: segmentedBytes(bytes, headers: state.pointee.segmentHeaderBytes))
     }
 
     @inline(__always)
     func drop(_ reason: DropReason, length: Int, icmp: (UInt8, UInt8)? = nil) -> PacketVerdict {
         countAction(.dropped, bytes: length)
-        counters[CounterSlot.dropBase.rawValue &+ Int(reason.rawValue)] &+= 1
+        counters[CounterSlot.dropBase.rawValue &+ Int(reason.rawValue)] &+= UInt64(truncatingIfNeeded: state.pointee.segments)
         return PacketVerdict(action: .dropped, dropReason: reason, outputCount: icmp == nil ? 0 : 1,
                              icmpType: icmp?.0, icmpCode: icmp?.1 ?? 0)
     }
 
-    /// Sends input slot `i` on `side` as it stands (one output of `length` bytes) and counts it.
+    /// Sends input slot `i` on `side` as it stands (one output of `length` bytes, or the segments
+    /// of a super-packet) and counts it.
     @inline(__always)
     func emitWhole(_ i: Int, in batch: borrowing PacketBatch, side: PacketSide, action: VerdictAction,
                    length: Int) -> PacketVerdict {
         batch.setSide(side, of: i)
         countAction(action, bytes: length)
+        let segments = state.pointee.segments
+        let bytes = segmentedBytes(length, headers: state.pointee.segmentHeaderBytes)
         if side == .tun {
-            count(.tunPacketsOut)
-            count(.tunBytesOut, length)
+            count(.tunPacketsOut, segments)
+            count(.tunBytesOut, bytes)
         } else {
-            count(.underlayPacketsOut)
-            count(.underlayBytesOut, length)
+            count(.underlayPacketsOut, segments)
+            count(.underlayBytesOut, bytes)
         }
-        return PacketVerdict(action: action, outputCount: 1)
+        return PacketVerdict(action: action, outputCount: UInt16(truncatingIfNeeded: segments))
     }
+
+    /// Takes the offload metadata of input slot `i` into account before anything else looks at
+    /// it: an ordinary packet counts as one; a super-packet as its segments (`beginPacket`); a
+    /// super-packet of one segment becomes an ordinary packet (its transport checksum, which the
+    /// kernel left partial, is completed); metadata that does not fit the packet is refused.
+    /// - Returns: the layout of a super-packet, nil for an ordinary one; `.failure` when refused
+    ///   (the caller drops the packet as `invalid_offload`).
+    @inline(__always)
+    func takeOffload(of i: Int, in batch: borrowing PacketBatch) -> Result<Segmenter.Layout?, OffloadRefused> {
+        beginPacket(segments: 1, headerBytes: 0)
+        let offload = batch.offload(of: i)
+        if offload.kind == .none { return .success(nil) }
+        guard let layout = Segmenter.layout(of: UnsafeRawBufferPointer(batch.packet(i)), offload: offload) else {
+            return .failure(OffloadRefused())
+        }
+        if layout.segmentCount == 1 {
+            InternetChecksum.completeTransportChecksum(batch.packet(i))
+            batch.setOffload(.none, of: i)
+            return .success(nil)
+        }
+        beginPacket(segments: layout.segmentCount, headerBytes: layout.headerLength)
+        count(.superPacketsIn)
+        return .success(layout)
+    }
+
+    /// Offload metadata that does not describe the packet (see `takeOffload`).
+    struct OffloadRefused: Error {}
 
     /// 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4 (broadcast included): never a
     /// forwardable source or unicast destination (RFC 1812 §5.3.7).
@@ -207,10 +258,12 @@ public final class Engine {
         a.isThisNetwork || a.isLoopback || a.isMulticast || a.isReserved
     }
 
+    /// Takes `count` consecutive fresh identifications (one per segment of a super-packet) and
+    /// returns the first.
     @inline(__always)
-    func takeIdentification() -> UInt16 {
+    func takeIdentification(count: Int = 1) -> UInt16 {
         let id = state.pointee.nextIdentification
-        state.pointee.nextIdentification = id &+ 1
+        state.pointee.nextIdentification = id &+ UInt16(truncatingIfNeeded: count)
         return id
     }
 

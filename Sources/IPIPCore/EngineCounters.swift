@@ -7,6 +7,8 @@ enum CounterSlot: Int {
     case tunPacketsOut, tunBytesOut
     case fragmentsCreated, icmpErrorsSent, icmpRateLimited
     case pathMTUUpdates, ecnUnusedCombinations
+    /// Super-packets taken in whole (`SegmentationOffload`), both directions.
+    case superPacketsIn
     /// Packets and bytes per verdict action follow at `actionBase + 2 × action.rawValue`.
     case actionBase = 16
     /// Drop reasons follow at `dropBase + reason.rawValue`.
@@ -39,6 +41,9 @@ public struct EngineCounters: Sendable, Equatable {
     public var pathMTUUpdates: UInt64
     /// Decapsulations with an ECN combination RFC 6040 calls currently unused (logged, not dropped).
     public var ecnUnusedCombinations: UInt64
+    /// Super-packets (segmentation offload) taken in whole, both directions; each also counts as
+    /// its segments in every packet counter.
+    public var superPacketsIn: UInt64
     /// Input packets and bytes per verdict action; every action is present.
     public var actions: [VerdictAction: (packets: UInt64, bytes: UInt64)]
     /// Drops per reason; every reason is present, zero included.
@@ -59,6 +64,7 @@ public struct EngineCounters: Sendable, Equatable {
         icmpRateLimited = v(.icmpRateLimited)
         pathMTUUpdates = v(.pathMTUUpdates)
         ecnUnusedCombinations = v(.ecnUnusedCombinations)
+        superPacketsIn = v(.superPacketsIn)
         var a: [VerdictAction: (packets: UInt64, bytes: UInt64)] = [:]
         for x in VerdictAction.allCases {
             let base = CounterSlot.actionBase.rawValue + 2 * Int(x.rawValue)
@@ -82,7 +88,8 @@ public struct EngineCounters: Sendable, Equatable {
             && l.tunPacketsOut == r.tunPacketsOut && l.tunBytesOut == r.tunBytesOut
             && l.fragmentsCreated == r.fragmentsCreated && l.icmpErrorsSent == r.icmpErrorsSent
             && l.icmpRateLimited == r.icmpRateLimited && l.pathMTUUpdates == r.pathMTUUpdates
-            && l.ecnUnusedCombinations == r.ecnUnusedCombinations && l.drops == r.drops
+            && l.ecnUnusedCombinations == r.ecnUnusedCombinations && l.superPacketsIn == r.superPacketsIn
+            && l.drops == r.drops
             && VerdictAction.allCases.allSatisfy { l.packets($0) == r.packets($0) && l.bytes($0) == r.bytes($0) }
     }
 }

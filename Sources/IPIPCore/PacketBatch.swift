@@ -24,9 +24,10 @@ public enum PacketSide: UInt8, Sendable, CaseIterable, CustomStringConvertible {
 /// (the encapsulation path moves the start back by 20 bytes).
 ///
 /// Per slot the batch also records the side the packet leaves on (`PacketSide`), its arrival
-/// time (the engine's clock: capture time in replay) and the index of the input packet it came
+/// time (the engine's clock: capture time in replay), the index of the input packet it came
 /// from (`origin`), so a batch of packets the engine generated
-/// (fragments, ICMP errors) can be merged back in input order.
+/// (fragments, ICMP errors) can be merged back in input order, and its segmentation offload
+/// (`SegmentationOffload`: whether it is a TCP/UDP super-packet and its segment size).
 ///
 /// Memory is allocated once in `init` and freed in `deinit`; nothing here allocates afterwards.
 /// Contract: one owner at a time (the type is `~Copyable`), and pointers lent out by the
@@ -48,6 +49,7 @@ public struct PacketBatch: ~Copyable {
     @usableFromInline let sides: UnsafeMutablePointer<PacketSide>
     @usableFromInline let origins: UnsafeMutablePointer<Int32>
     @usableFromInline let times: UnsafeMutablePointer<Timestamp>
+    @usableFromInline let offloads: UnsafeMutablePointer<SegmentationOffload>
 
     /// Default space in front of each packet: enough for an outer IPv4 header with options.
     public static let defaultHeadroom = 64
@@ -77,6 +79,8 @@ public struct PacketBatch: ~Copyable {
         origins.initialize(repeating: 0, count: capacity)
         times = .allocate(capacity: capacity)
         times.initialize(repeating: .zero, count: capacity)
+        offloads = .allocate(capacity: capacity)
+        offloads.initialize(repeating: .none, count: capacity)
     }
 
     deinit {
@@ -86,6 +90,7 @@ public struct PacketBatch: ~Copyable {
         sides.deallocate()
         origins.deallocate()
         times.deallocate()
+        offloads.deallocate()
     }
 
     /// The largest packet a slot holds when it starts at the headroom.
@@ -105,7 +110,7 @@ public struct PacketBatch: ~Copyable {
 
     /// Claims the next slot for a packet of `length` bytes written at the headroom, and returns
     /// where to write it; nil when the batch is full or the packet does not fit a slot.
-    /// The slot's side is reset to `.none` and its origin set to `origin`.
+    /// The slot's side is reset to `.none`, its offload to `.none` and its origin set to `origin`.
     @inlinable
     public mutating func appendSlot(length: Int, origin: Int = 0, time: Timestamp = .zero) -> UnsafeMutableRawPointer? {
         guard _count < capacity, length >= 0, length <= slotByteCount - headroom else { return nil }
@@ -116,6 +121,7 @@ public struct PacketBatch: ~Copyable {
         sides[i] = .none
         origins[i] = Int32(truncatingIfNeeded: origin)
         times[i] = time
+        offloads[i] = .none
         return memory + (i &* slotByteCount &+ headroom)
     }
 
@@ -173,4 +179,36 @@ public struct PacketBatch: ~Copyable {
     @inlinable public func time(of i: Int) -> Timestamp { times[i] }
     /// Sets the arrival time of packet `i`.
     @inlinable public func setTime(_ time: Timestamp, of i: Int) { times[i] = time }
+    /// The segmentation offload of packet `i` (`.none` for an ordinary packet).
+    @inlinable public func offload(of i: Int) -> SegmentationOffload { offloads[i] }
+    /// Sets the segmentation offload of packet `i`.
+    @inlinable public func setOffload(_ offload: SegmentationOffload, of i: Int) { offloads[i] = offload }
+
+    /// Copies slot `from` (headroom, packet and everything recorded about it) over slot `to`,
+    /// for compacting a batch after a read dropped some slots. - Precondition: both `< count`.
+    @inlinable
+    public func copySlot(_ from: Int, to: Int) {
+        precondition(from >= 0 && from < count && to >= 0 && to < count, "slot index out of range")
+        guard from != to else { return }
+        (memory + to &* slotByteCount).copyMemory(from: memory + from &* slotByteCount, byteCount: slotByteCount)
+        offsets[to] = offsets[from]
+        lengths[to] = lengths[from]
+        sides[to] = sides[from]
+        origins[to] = origins[from]
+        times[to] = times[from]
+        offloads[to] = offloads[from]
+    }
+
+    /// Bytes free in slot `i` after the end of its packet.
+    @inlinable public func tailroom(of i: Int) -> Int { slotByteCount &- Int(offsets[i]) &- Int(lengths[i]) }
+
+    /// Lengthens packet `i` by `byteCount` bytes and returns where they start (the old end), for
+    /// appending data in place (the coalescer). - Precondition: `byteCount <= tailroom(of: i)`.
+    @inlinable
+    public func extend(_ i: Int, by byteCount: Int) -> UnsafeMutableRawPointer {
+        precondition(byteCount >= 0 && byteCount <= tailroom(of: i), "not enough room after the packet")
+        let end = memory + (i &* slotByteCount &+ Int(offsets[i]) &+ Int(lengths[i]))
+        lengths[i] &+= Int32(truncatingIfNeeded: byteCount)
+        return end
+    }
 }

@@ -13,8 +13,16 @@ public struct DaemonOptions: Sendable {
     public var node: String
     /// The uplink; nil = the interface that holds the node IP.
     public var uplink: String?
-    /// Leave GRO/LRO on the uplink as found (default: off while running, restored at exit).
-    public var keepUplinkReceiveOffloads = false
+    /// Switch GRO/LRO off on the uplink while running (restored at exit). Off by default: the
+    /// capture takes GRO super-packets (`PACKET_VNET_HDR`), so the host keeps its offloads.
+    public var disableUplinkReceiveOffloads = false
+    /// How encapsulated packets leave on the uplink; nil chooses the fastest that works
+    /// (`UplinkIOMethod`: xdp, then packet, then raw).
+    public var uplinkIO: UplinkIOMethod?
+    /// Open the TUN with virtio headers and TSO/USO (super-packets both ways).
+    public var tunOffloads = true
+    /// Seconds between next-hop refreshes for the frame-writing transmit paths.
+    public var nextHopSeconds: Double = 1
     /// The TUN device's name (never `tunl0`: the kernel's ipip module owns it).
     public var tunName: String = "ipip0"
     /// Underlay MTU; nil = the uplink's MTU.
@@ -121,15 +129,18 @@ public final class Daemon {
         for w in topology.warnings { logger.warning("\(w)") }
         logger.info("node \(options.node) \(topology.localAddress) on \(uplink.name) (MTU \(uplink.mtu)), tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools")
 
-        let tun = try TUNDevice(name: options.tunName)
+        let tun = try TUNDevice(name: options.tunName, offloads: options.tunOffloads)
         defer { tun.close() }
+        if tun.hasVirtioHeaders {
+            logger.info("TUN \(tun.name): virtio headers, offloads \(tun.offloadDescription)")
+        }
         guard let tunIndex = try netlink.linkIndex(name: tun.name) else { throw ReplayError("TUN \(tun.name) vanished") }
         try configureTUN(index: tunIndex, topology: topology)
         configureSysctls(tunName: tun.name)
 
-        // Receive aggregation on the uplink would hand the capture 64 KiB super-packets (README,
-        // "Receive aggregation"): off while we run, back as found when we stop.
-        let offloadsFound = switchOffReceiveAggregation(uplink: uplink.name)
+        // The capture takes GRO super-packets, so receive aggregation stays as the host has it
+        // unless asked (`--uplink-gro off`: off while we run, back as found when we stop).
+        let offloadsFound = options.disableUplinkReceiveOffloads ? switchOffReceiveAggregation(uplink: uplink.name) : nil
         defer {
             if let found = offloadsFound {
                 do {
@@ -143,15 +154,22 @@ public final class Daemon {
 
         let raw = try RawIPv4Socket(maximumBatchSize: 256)
         defer { raw.close() }
+        let hardware = try? UplinkCapture.hardwareAddress(interface: uplink.name)
+        let isEthernet = hardware?.isEthernet ?? false
         let capture = try UplinkCapture(interfaceIndex: uplink.index,
                                         filter: CaptureFilter(nodeAddress: topology.localAddress, natPortRange: topology.natPortRange),
-                                        maximumBatchSize: options.batchSize)
+                                        maximumBatchSize: options.batchSize, linkHeaderLength: isEthernet ? 14 : 0)
         defer { capture.close() }
         applyNFTables(uplink: uplink.name, topology: topology)
         reconcileRoutes(topology: topology, tunIndex: tunIndex, uplinkIndex: uplink.index)
 
         // 4. Packet loop and metrics.
-        let datapath = try LinuxDatapath(tun: tun, capture: capture, raw: raw)
+        let transmit = try openTransmitPath(uplink: uplink, ethernet: isEthernet)
+        let datapath = try LinuxDatapath(tun: tun, capture: capture, raw: raw, xdp: transmit.xdp, packet: transmit.packet,
+                                         uplinkMAC: hardware?.address ?? .zero, underlayMTU: uplink.mtu)
+        logger.notice("uplink \(uplink.name): transmit \(datapath.method) (\(transmit.reason)); receive AF_PACKET with virtio headers")
+        var nextHops = NextHopMonitor(datapath: datapath, uplinkIndex: uplink.index, netlink: netlink, logger: logger)
+        nextHops.refresh(topology: topology)
         let engine = Engine(topology: topology, configuration: options.engine)
         let loop = PacketLoop(io: datapath, engine: engine, batchSize: options.batchSize)
         let loopThread = Thread { loop.run() }
@@ -162,6 +180,7 @@ public final class Daemon {
             do {
                 let server = try MetricsServer(host: options.metricsHost, port: options.metricsPort) { [stats] in
                     var s = loop.latestSnapshot()
+                    s.uplinkIO = datapath.method.rawValue
                     let control = stats.value.withLock { $0 }
                     s.routesProgrammed = control.routesProgrammed
                     s.rulesProgrammed = control.rulesProgrammed
@@ -197,6 +216,7 @@ public final class Daemon {
                 case .hangup:
                     logger.notice("SIGHUP: reloading \(source.description)")
                     reload(&topology, loop: loop, capture: capture, tunIndex: tunIndex, uplink: uplink)
+                    nextHops.refresh(topology: topology)
                     token = source.changeToken()
                 case .user1:
                     loop.refreshSnapshot()
@@ -214,7 +234,9 @@ public final class Daemon {
                 token = now
                 logger.notice("\(source.description) changed: reloading")
                 reload(&topology, loop: loop, capture: capture, tunIndex: tunIndex, uplink: uplink)
+                nextHops.refresh(topology: topology)
             }
+            nextHops.refreshIfDue(topology: topology, every: options.nextHopSeconds)
             if Date().timeIntervalSince(lastResync) >= options.resyncSeconds {
                 lastResync = Date()
                 applyNFTables(uplink: uplink.name, topology: topology)
@@ -257,6 +279,44 @@ public final class Daemon {
         return Uplink(index: held.index, name: held.name, mtu: held.mtu)
     }
 
+    /// Opens the transmit path for encapsulated packets: the one asked for, or (nil) the fastest
+    /// that opens here: AF_XDP, then AF_PACKET, then only the raw socket. Frame-writing paths need
+    /// an Ethernet uplink. An explicit choice that cannot open is an error.
+    func openTransmitPath(uplink: Uplink, ethernet: Bool) throws
+        -> (xdp: XDPTransmitSocket?, packet: PacketTransmitSocket?, reason: String)
+    {
+        let wanted = options.uplinkIO
+        if wanted == .raw { return (nil, nil, "as asked") }
+        guard ethernet else {
+            if let wanted { throw ReplayError("--uplink-io \(wanted) needs an Ethernet uplink; \(uplink.name) is not one") }
+            return (nil, nil, "\(uplink.name) has no Ethernet header: frames cannot be written")
+        }
+        var failures: [String] = []
+        if wanted == nil || wanted == .xdp {
+            // Frames hold the link header and one underlay packet: 2 KiB up to an MTU of 2034.
+            let frame = uplink.mtu + 14 <= 2048 ? 2048 : 4096
+            if uplink.mtu + 14 > 4096 {
+                failures.append("xdp: MTU \(uplink.mtu) does not fit a 4 KiB AF_XDP frame")
+            } else {
+                do {
+                    let x = try XDPTransmitSocket(interfaceIndex: uplink.index, frameSize: frame)
+                    return (x, nil, wanted == nil ? "fastest available" + (x.largeBudget ? "" : ", 32 frames per sendto") : "as asked")
+                } catch {
+                    if wanted == .xdp { throw error }
+                    failures.append("xdp: \(error)")
+                }
+            }
+        }
+        do {
+            let p = try PacketTransmitSocket(interfaceIndex: uplink.index)
+            return (nil, p, wanted == nil ? "AF_XDP unavailable: " + failures.joined(separator: "; ") : "as asked")
+        } catch {
+            if wanted == .packet { throw error }
+            failures.append("packet: \(error)")
+        }
+        return (nil, nil, failures.joined(separator: "; "))
+    }
+
     /// Switches GRO and LRO off on the uplink when either is on; returns the settings found (to
     /// restore at exit), or nil when nothing was changed.
     func switchOffReceiveAggregation(uplink: String) -> ReceiveOffloads? {
@@ -264,20 +324,16 @@ public final class Daemon {
         do {
             found = try ReceiveOffloads.read(interface: uplink)
         } catch {
-            logger.warning("uplink \(uplink): cannot read GRO/LRO (\(error)); if the capture sees packets above the MTU, switch them off (ethtool -K \(uplink) gro off lro off)")
+            logger.warning("uplink \(uplink): cannot read GRO/LRO (\(error)); left as they are")
             return nil
         }
         guard found.aggregates else { return nil }
-        if options.keepUplinkReceiveOffloads {
-            logger.warning("uplink \(uplink): \(found) kept (--keep-uplink-gro): TCP flows through the tunnel may stall on 64 KiB super-packets")
-            return nil
-        }
         do {
             let now = try ReceiveOffloads.apply(ReceiveOffloads(gro: false, lro: found.lro.map { _ in false }), interface: uplink)
             logger.notice("uplink \(uplink): receive aggregation switched off while ipipd runs (was \(found), now \(now)); restored at exit")
             return found
         } catch {
-            logger.error("uplink \(uplink): cannot switch GRO/LRO off (\(error)); TCP flows may stall")
+            logger.error("uplink \(uplink): cannot switch GRO/LRO off (\(error))")
             return nil
         }
     }
@@ -369,4 +425,45 @@ public final class Daemon {
 /// The control thread's counters, shared with the metrics thread.
 final class ControlStats: Sendable {
     let value = Mutex<MetricsSnapshot>(MetricsSnapshot())
+}
+
+/// Keeps the datapath's next-hop table current (control thread): every `every` seconds, and
+/// right after a topology change, the peers' routes and neighbour entries are read again; a table
+/// that differs from the last one is published to the packet loop and the change logged.
+struct NextHopMonitor {
+    let datapath: LinuxDatapath
+    let uplinkIndex: Int32
+    let netlink: NetlinkSocket
+    let logger: Logger
+    var last: NextHopTable?
+    var lastRefresh = Date.distantPast
+
+    init(datapath: LinuxDatapath, uplinkIndex: Int32, netlink: NetlinkSocket, logger: Logger) {
+        self.datapath = datapath
+        self.uplinkIndex = uplinkIndex
+        self.netlink = netlink
+        self.logger = logger
+    }
+
+    mutating func refreshIfDue(topology: Topology, every seconds: Double) {
+        if Date().timeIntervalSince(lastRefresh) >= seconds { refresh(topology: topology) }
+    }
+
+    mutating func refresh(topology: Topology) {
+        lastRefresh = Date()
+        guard datapath.method != .raw else { return }
+        let peers = topology.nodes.enumerated().compactMap { i, n in i == topology.localNodeIndex ? nil : n.address }
+        let table: NextHopTable
+        do {
+            table = try NextHopTable.resolve(peers: peers, interfaceIndex: uplinkIndex, netlink: netlink)
+        } catch {
+            logger.error("next hops: \(error)")
+            return
+        }
+        if let last, last.entries == table.entries, last.unresolved == table.unresolved { return }
+        let resolved = table.entries.map { "\($0.peer) via \($0.nextHop) \($0.linkAddress)" }
+        logger.info("next hops (\(datapath.method)): \(table.entries.count) resolved\(resolved.isEmpty ? "" : ": " + resolved.prefix(8).joined(separator: ", ")), \(table.unresolved.count) through the kernel until resolved")
+        datapath.publish(nextHops: table)
+        last = table
+    }
 }

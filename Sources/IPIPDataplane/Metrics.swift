@@ -18,6 +18,10 @@ public struct MetricsSnapshot: Sendable {
     public var topologyReloads: UInt64 = 0
     public var topologyReloadErrors: UInt64 = 0
     public var ioDrops: [String: UInt64] = [:]
+    /// Device counters: super-packets read and written, coalescing, frames per transmit path.
+    public var ioCounters: [String: UInt64] = [:]
+    /// The uplink transmit method in use (`--uplink-io`), once the daemon chose it.
+    public var uplinkIO: String?
 
     public init() {}
 
@@ -55,6 +59,8 @@ public struct MetricsSnapshot: Sendable {
             sample("ipipd_output_bytes_total", [("side", "tun")], c.tunBytesOut)
             family("ipipd_drops_total", "counter", "Dropped packets by reason.")
             for r in DropReason.allCases { sample("ipipd_drops_total", [("reason", r.name)], c.drops[r] ?? 0) }
+            family("ipipd_super_packets_total", "counter", "Super-packets (TSO/GSO/GRO) the engine took whole; each also counts as its segments in the packet counters.")
+            sample("ipipd_super_packets_total", [], c.superPacketsIn)
             family("ipipd_fragments_created_total", "counter", "Inner fragments made before encapsulation.")
             sample("ipipd_fragments_created_total", [], c.fragmentsCreated)
             family("ipipd_icmp_errors_sent_total", "counter", "ICMP errors generated.")
@@ -82,6 +88,14 @@ public struct MetricsSnapshot: Sendable {
         sample("ipipd_topology_reloads_total", [], topologyReloads)
         family("ipipd_topology_reload_errors_total", "counter", "Reloads refused (invalid resources); the previous topology stays.")
         sample("ipipd_topology_reload_errors_total", [], topologyReloadErrors)
+        if let uplinkIO {
+            family("ipipd_uplink_io_info", "gauge", "The uplink transmit method in use (label method).")
+            sample("ipipd_uplink_io_info", [("method", uplinkIO)], 1)
+        }
+        if !ioCounters.isEmpty {
+            family("ipipd_io_total", "counter", "Device-level counts: super-packets read and written, coalescing, frames per transmit path, next hops.")
+            for (k, v) in ioCounters.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_total", [("counter", k)], v) }
+        }
         if !ioDrops.isEmpty {
             family("ipipd_io_drops_total", "counter", "Packets lost at the device or socket, by cause.")
             for (k, v) in ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_drops_total", [("cause", k)], v) }

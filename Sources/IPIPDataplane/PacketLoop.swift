@@ -25,10 +25,26 @@ public protocol DatapathIO: AnyObject {
     func wake()
     /// Losses at the devices so far, by cause (metrics).
     var ioDrops: [String: UInt64] { get }
+    /// Other device counters (super-packets read and written, frames per transmit path), for metrics.
+    var ioCounters: [String: UInt64] { get }
+    /// Which super-packets `writeTUN` takes whole; the loop coalesces toward the TUN accordingly.
+    var tunOffloads: TUNOffloadSupport { get }
 }
 
 extension DatapathIO {
     public func deliverGenerated(_ batch: borrowing PacketBatch) -> Int { writeTUN(batch) }
+    public var ioCounters: [String: UInt64] { [:] }
+    public var tunOffloads: TUNOffloadSupport { TUNOffloadSupport(tcp: false, udp: false) }
+}
+
+/// Which super-packets a TUN write takes whole (virtio headers; USO for UDP).
+public struct TUNOffloadSupport: Sendable, Equatable {
+    public var tcp: Bool
+    public var udp: Bool
+    public init(tcp: Bool, udp: Bool) {
+        self.tcp = tcp
+        self.udp = udp
+    }
 }
 
 /// The packet loop: one thread, one engine, batches in both directions.
@@ -36,8 +52,10 @@ extension DatapathIO {
 /// Per iteration: take a newly published topology if there is one (an atomic generation check,
 /// then a lock only when it changed: the loop never pauses for a reload), wait for the devices,
 /// then per readable side read a batch, run the engine, and hand the in-place and generated
-/// outputs to their sides. Every second (and on request) it publishes a counters snapshot that
-/// other threads read for `/metrics` and SIGUSR1.
+/// outputs to their sides. Packets from the uplink that go to the TUN are coalesced first
+/// (`TUNCoalescer`, when the TUN takes super-packets), so a TCP flow's segments leave in one
+/// write. Every second (and on request) it publishes a counters snapshot that other threads read
+/// for `/metrics` and SIGUSR1.
 ///
 /// Hazards: the engine and batches belong to the loop thread; nothing else may touch them.
 /// `stop()` and `publish(_:)` are the only ways in from outside.
@@ -50,6 +68,8 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     let stopRequested = Atomic<Bool>(false)
     let snapshotRequested = Atomic<Bool>(false)
     let snapshot = Mutex<MetricsSnapshot>(MetricsSnapshot())
+    /// The loop thread's coalescer (read by `publishSnapshot` on the same thread).
+    var coalescer: TUNCoalescer?
     /// Set when the loop ended because of an I/O error.
     public let failure = Mutex<String?>(nil)
 
@@ -97,6 +117,9 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         var generated = PacketBatch(capacity: batchSize * 8,
                                     maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount, 9216 + 20))
         var verdicts = VerdictBatch(capacity: batchSize)
+        let offloads = io.tunOffloads
+        let coalescer = offloads.tcp ? TUNCoalescer(batchCapacity: batchSize, coalescesUDP: offloads.udp) : nil
+        self.coalescer = coalescer
         var seenGeneration = 0
         var lastSnapshot: Int64 = 0
         publishSnapshot()
@@ -121,6 +144,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                     batch.removeAll()
                     if try io.readUplink(into: &batch, time: Self.now()) > 0 {
                         engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
+                        coalescer?.coalesce(batch)
                         emit(batch, generated)
                     }
                 }
@@ -151,7 +175,14 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         let counters = engine.counterSnapshot
         let nat = engine.nat
         let drops = io.ioDrops
+        var io = self.io.ioCounters
+        if let c = coalescer {
+            io["tun_coalesced_packets"] = c.mergedPackets
+            io["tun_coalesced_super_packets"] = c.superPackets
+            io["tun_coalesce_checksum_failures"] = c.checksumFailures
+        }
         snapshot.withLock {
+            $0.ioCounters = io
             $0.counters = counters
             $0.natSessions = nat.count
             $0.natMappings = nat.mappingCount

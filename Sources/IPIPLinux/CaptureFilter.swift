@@ -3,8 +3,10 @@ import IPIPCore
 
 /// The classic BPF program that makes the uplink capture take exactly the dataplane's packets.
 ///
-/// The capture socket is `AF_PACKET`/`SOCK_DGRAM`, so the program sees the packet from its
-/// network header on (offset 0 = version/IHL). The socket is bound to `ETH_P_ALL` (see
+/// Every packet load is relative to the network header (`SKF_NET_OFF + k`, written `[net+k]`
+/// below), so the program means the same whether the socket sees frames from their link-layer
+/// header (`SOCK_RAW`, as the capture opens it for `PACKET_VNET_HDR`) or from the network header
+/// (`SOCK_DGRAM`), and whatever the link layer is. The socket is bound to `ETH_P_ALL` (see
 /// `UplinkCapture` for why), so the program first checks the frame's protocol (the ancillary
 /// load `SKF_AD_PROTOCOL`, `skb->protocol`) is IPv4. It accepts, when the destination is `nodeAddress`:
 /// - (a) IP protocol 4 (IP-in-IP), fragments included (the engine counts and drops outer fragments);
@@ -20,32 +22,32 @@ import IPIPCore
 /// ```
 ///     ldh  [SKF_AD_OFF+SKF_AD_PROTOCOL]   ; EtherType of the frame
 ///     jeq  #0x0800, , reject
-///     ld   [16]                 ; destination address
+///     ld   [net+16]             ; destination address
 ///     jeq  #node, proto, reject
 /// proto:
-///     ldb  [9]                  ; protocol
+///     ldb  [net+9]              ; protocol
 ///     jeq  #4, accept           ; (a)
 ///     jeq  #6, ports
 ///     jeq  #17, ports
 ///     jeq  #1, icmp, reject
 /// ports:                        ; (b)
-///     ldh  [6]
+///     ldh  [net+6]
 ///     jset #0x1fff, reject      ; non-first fragment: no transport header
-///     ldxb 4*([0]&0xf)          ; X = IPv4 header length
-///     ldh  [x+2]                ; destination port
+///     ldxb 4*([net+0]&0xf)      ; X = IPv4 header length
+///     ldh  [x+net+2]            ; destination port
 ///     jge  #low, , reject
 ///     jgt  #high, reject, accept
 /// icmp:                         ; (c)
-///     ldh  [6]
+///     ldh  [net+6]
 ///     jset #0x1fff, reject
-///     ldxb 4*([0]&0xf)
-///     ldb  [x+0]                ; ICMP type
+///     ldxb 4*([net+0]&0xf)
+///     ldb  [x+net+0]            ; ICMP type
 ///     jeq  #0, echo
 ///     jeq  #3, accept
 ///     jeq  #11, accept
 ///     jeq  #12, accept, reject
 /// echo:
-///     ldh  [x+4]                ; identifier
+///     ldh  [x+net+4]            ; identifier
 ///     jge  #low, , reject
 ///     jgt  #high, reject, accept
 /// accept: ret #262144
@@ -81,6 +83,11 @@ public struct CaptureFilter: Sendable, Equatable {
 
     /// `SKF_AD_OFF + SKF_AD_PROTOCOL` (linux/filter.h): loads `skb->protocol` in host order.
     static let ancillaryProtocol = UInt32(bitPattern: -0x1000 + 0)
+    /// `SKF_NET_OFF` (linux/filter.h): a load at `SKF_NET_OFF + k` reads byte `k` of the network header.
+    static let networkOffset: Int32 = -0x100000
+
+    /// The operand `k` that loads byte `offset` of the network header.
+    static func net(_ offset: Int32) -> UInt32 { UInt32(bitPattern: networkOffset + offset) }
 
     /// The program, ready for `SO_ATTACH_FILTER`.
     public func program() -> [sock_filter] {
@@ -89,32 +96,32 @@ public struct CaptureFilter: Sendable, Equatable {
         let high = UInt32(natPortRange.upperBound)
         a.emit(Self.ldAbsH, k: Self.ancillaryProtocol)
         a.emit(Self.jeqK, k: 0x0800, false: "reject")
-        a.emit(Self.ldAbsW, k: 16)
+        a.emit(Self.ldAbsW, k: Self.net(16))
         a.emit(Self.jeqK, k: nodeAddress.rawValue, true: "proto", false: "reject")
         a.label("proto")
-        a.emit(Self.ldAbsB, k: 9)
+        a.emit(Self.ldAbsB, k: Self.net(9))
         a.emit(Self.jeqK, k: 4, true: "accept")
         a.emit(Self.jeqK, k: 6, true: "ports")
         a.emit(Self.jeqK, k: 17, true: "ports")
         a.emit(Self.jeqK, k: 1, true: "icmp", false: "reject")
         a.label("ports")
-        a.emit(Self.ldAbsH, k: 6)
+        a.emit(Self.ldAbsH, k: Self.net(6))
         a.emit(Self.jsetK, k: 0x1fff, true: "reject")
-        a.emit(Self.ldxMSH, k: 0)
-        a.emit(Self.ldIndH, k: 2)
+        a.emit(Self.ldxMSH, k: Self.net(0))
+        a.emit(Self.ldIndH, k: Self.net(2))
         a.emit(Self.jgeK, k: low, false: "reject")
         a.emit(Self.jgtK, k: high, true: "reject", false: "accept")
         a.label("icmp")
-        a.emit(Self.ldAbsH, k: 6)
+        a.emit(Self.ldAbsH, k: Self.net(6))
         a.emit(Self.jsetK, k: 0x1fff, true: "reject")
-        a.emit(Self.ldxMSH, k: 0)
-        a.emit(Self.ldIndB, k: 0)
+        a.emit(Self.ldxMSH, k: Self.net(0))
+        a.emit(Self.ldIndB, k: Self.net(0))
         a.emit(Self.jeqK, k: 0, true: "echo")
         a.emit(Self.jeqK, k: 3, true: "accept")
         a.emit(Self.jeqK, k: 11, true: "accept")
         a.emit(Self.jeqK, k: 12, true: "accept", false: "reject")
         a.label("echo")
-        a.emit(Self.ldIndH, k: 4)
+        a.emit(Self.ldIndH, k: Self.net(4))
         a.emit(Self.jgeK, k: low, false: "reject")
         a.emit(Self.jgtK, k: high, true: "reject", false: "accept")
         a.label("accept")

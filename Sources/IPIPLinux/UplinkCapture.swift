@@ -5,11 +5,21 @@ import IPIPCore
 /// Takes the dataplane's packets off the uplink: IP-in-IP to the node, replies to NAT ports,
 /// ICMP errors (see `CaptureFilter`).
 ///
-/// An `AF_PACKET`/`SOCK_DGRAM` socket bound to the uplink's interface index, so a read returns
-/// the network-layer packet without its link-layer header; the BPF program (`CaptureFilter`)
-/// keeps only IPv4 packets for the dataplane. `PACKET_IGNORE_OUTGOING` keeps the host's and the
-/// dataplane's own transmissions out. The socket is created with protocol 0 (which receives
-/// nothing), gets its filter, and only then is bound: no unfiltered packet is ever queued.
+/// An `AF_PACKET`/`SOCK_RAW` socket with `PACKET_VNET_HDR`, bound to the uplink's interface
+/// index: every read returns a 10-byte `virtio_net_hdr`, the link-layer header (14 bytes on an
+/// Ethernet uplink, none on a layer-3 one) and the packet. The virtio header is what lets the
+/// dataplane take whatever the kernel gives with the host's offloads left as they are:
+/// - a GSO super-packet (GRO on the uplink, which merges IP-in-IP too, or a TSO super-packet that
+///   a veth, a bridge or a virtio NIC passed on whole) arrives as one read with its segment size
+///   (`SegmentationOffload`), and the engine treats it once;
+/// - a `CHECKSUM_PARTIAL` packet (from a local sender over a veth) is marked `NEEDS_CSUM`, and its
+///   transport checksum is completed before the engine sees it.
+/// (Linux: `net/packet/af_packet.c` `packet_rcv_vnet`, `include/linux/virtio_net.h`
+/// `virtio_net_hdr_from_skb`; `PACKET_VNET_HDR` requires `SOCK_RAW`.) The BPF program
+/// (`CaptureFilter`) keeps only IPv4 packets for the dataplane; it reads relative to the network
+/// header. `PACKET_IGNORE_OUTGOING` keeps the host's and the dataplane's own transmissions out.
+/// The socket is created with protocol 0 (which receives nothing), gets its filter, and only
+/// then is bound: no unfiltered packet is ever queued.
 ///
 /// Why `ETH_P_ALL` and not `ETH_P_IP`: the kernel delivers received frames to `ETH_P_ALL`
 /// packet sockets (the "taps", as tcpdump uses) *before* the ingress hooks (tc, nftables
@@ -19,8 +29,10 @@ import IPIPCore
 /// checked by the nftables test: an `ETH_P_IP` socket saw nothing once the table was applied).
 ///
 /// Batching: `receiveBatch` claims the batch's free slots (up to `maximumBatchSize`), points the
-/// preallocated iovecs at them (at the headroom) and calls `recvmmsg(2)` once; nothing is
-/// allocated per call.
+/// preallocated iovecs at them so that the virtio and link headers land in the headroom and the
+/// packet at the headroom, and calls `recvmmsg(2)` once; nothing is allocated per call. Slots
+/// must hold 64 KiB (the default `PacketBatch`) for super-packets to arrive whole; a truncated
+/// one is dropped by the engine (`invalid_offload`).
 ///
 /// Threading: not thread-safe; `Sendable` only so that it can be handed to the worker thread
 /// that owns it. `setFilter` may be called from that thread only.
@@ -34,13 +46,15 @@ public final class UplinkCapture: @unchecked Sendable {
     /// The most packets one `recvmmsg` takes.
     public let maximumBatchSize: Int
 
+    /// Bytes of link-layer header in front of each packet (14 on Ethernet, 0 on a layer-3 link).
+    public let linkHeaderLength: Int
+
     private let messages: UnsafeMutablePointer<cipl_mmsghdr>
     private let vectors: UnsafeMutablePointer<iovec>
-    /// Per-message control buffers for PACKET_AUXDATA (one `tpacket_auxdata` each).
-    private let controls: UnsafeMutableRawPointer
-    private static let controlByteCount = 64
-    /// Packets whose TCP/UDP checksum the capture completed (they arrived CHECKSUM_PARTIAL).
-    public private(set) var checksumsCompleted: UInt64 = 0
+    /// Super-packets received (GRO, or a TSO packet passed on whole).
+    public private(set) var superPackets: UInt64 = 0
+    /// Reads that did not carry a whole header or were cut short (`MSG_TRUNC`): dropped here.
+    public private(set) var truncated: UInt64 = 0
 
     /// Opens a capture on an interface by name (resolved in the calling thread's network namespace).
     /// - Throws: `SystemCallError` from `if_nametoindex` or the socket setup.
@@ -59,17 +73,17 @@ public final class UplinkCapture: @unchecked Sendable {
     ///     `net.core.rmem_max`).
     /// - Throws: `SystemCallError` from `socket` (`EPERM` without `CAP_NET_RAW`), `setsockopt`
     ///   (`PACKET_IGNORE_OUTGOING` needs Linux 4.20) or `bind` (`ENODEV`).
+    ///   - linkHeaderLength: bytes of link-layer header on this interface (see
+    ///     `UplinkCapture.linkHeaderLength(interface:)`).
     public init(interfaceIndex: Int32, filter: CaptureFilter, maximumBatchSize: Int = 64,
-                receiveBufferByteCount: Int? = nil) throws(SystemCallError) {
+                receiveBufferByteCount: Int? = nil, linkHeaderLength: Int = 14) throws(SystemCallError) {
         precondition(maximumBatchSize > 0 && maximumBatchSize <= 1024, "1…1024 messages per recvmmsg")
-        let type = Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        precondition(linkHeaderLength >= 0 && linkHeaderLength <= 32, "a link header of 0…32 bytes")
+        let type = Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         let fd = try Syscall.socket(AF_PACKET, type, 0)
         do {
             try Syscall.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, Int32(1), call: "setsockopt(PACKET_IGNORE_OUTGOING)")
-            // Ask for each packet's tpacket_auxdata: its status says whether the transport
-            // checksum is still to be filled in (a CHECKSUM_PARTIAL packet from a local sender
-            // over a veth), which the capture then completes before the engine sees it.
-            try Syscall.setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, Int32(1), call: "setsockopt(PACKET_AUXDATA)")
+            try Syscall.setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, Int32(1), call: "setsockopt(PACKET_VNET_HDR)")
             if let receiveBufferByteCount {
                 try Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUF)")
             }
@@ -89,16 +103,14 @@ public final class UplinkCapture: @unchecked Sendable {
         self.interfaceIndex = interfaceIndex
         self.filter = filter
         self.maximumBatchSize = maximumBatchSize
+        self.linkHeaderLength = linkHeaderLength
         messages = .allocate(capacity: maximumBatchSize)
         vectors = .allocate(capacity: maximumBatchSize)
         vectors.initialize(repeating: iovec(iov_base: nil, iov_len: 0), count: maximumBatchSize)
         messages.initialize(repeating: cipl_mmsghdr(), count: maximumBatchSize)
-        controls = .allocate(byteCount: maximumBatchSize * Self.controlByteCount, alignment: 8)
-        controls.initializeMemory(as: UInt8.self, repeating: 0, count: maximumBatchSize * Self.controlByteCount)
         for i in 0..<maximumBatchSize {
             messages[i].msg_hdr.msg_iov = vectors + i
             messages[i].msg_hdr.msg_iovlen = 1
-            messages[i].msg_hdr.msg_control = controls + i * Self.controlByteCount
         }
     }
 
@@ -106,7 +118,27 @@ public final class UplinkCapture: @unchecked Sendable {
         if fd >= 0 { Syscall.close(fd) }
         messages.deallocate()
         vectors.deallocate()
-        controls.deallocate()
+    }
+
+    /// The link-layer header length of an interface as a `SOCK_RAW` packet socket sees it: 14 for
+    /// Ethernet (and loopback, which uses Ethernet framing), 0 for layer-3 devices (TUN,
+    /// WireGuard, IP tunnels: `ARPHRD_NONE`, `ARPHRD_IPGRE`, …).
+    /// - Throws: `SystemCallError` from `ioctl(SIOCGIFHWADDR)`.
+    public static func linkHeaderLength(interface: String) throws(SystemCallError) -> Int {
+        try hardwareAddress(interface: interface).isEthernet ? 14 : 0
+    }
+
+    /// The hardware address and type of an interface (`SIOCGIFHWADDR`).
+    /// - Throws: `SystemCallError` from the ioctl.
+    public static func hardwareAddress(interface: String) throws(SystemCallError) -> (address: MACAddress, isEthernet: Bool) {
+        var mac: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0)
+        var type: UInt16 = 0
+        let r = withUnsafeMutableBytes(of: &mac) { m in
+            cipl_interface_hardware_address(interface, m.baseAddress!.assumingMemoryBound(to: UInt8.self), &type)
+        }
+        guard r == 0 else { throw SystemCallError(errno: errno, call: "ioctl(SIOCGIFHWADDR)", detail: interface) }
+        // ARPHRD_ETHER 1, ARPHRD_LOOPBACK 772: both framed with a 14-byte Ethernet header.
+        return (MACAddress(bytes: mac), type == 1 || type == 772)
     }
 
     /// Closes the socket. Idempotent.
@@ -140,9 +172,10 @@ public final class UplinkCapture: @unchecked Sendable {
     /// Receives the queued packets into the batch's free slots with one `recvmmsg(2)`.
     ///
     /// Each packet lands at its slot's headroom, with origin = its slot index and the given
-    /// time. Link-layer padding after the IPv4 total length (short frames are padded to 60
-    /// bytes) is cut off. A packet longer than the slot is truncated; the engine's length check
-    /// drops it.
+    /// time, and its virtio header becomes the slot's `SegmentationOffload` (a checksum left to
+    /// offload is completed here). Link-layer padding after the IPv4 total length (short frames
+    /// are padded to 60 bytes) is cut off. A read that was truncated or too short to hold the
+    /// headers is dropped and counted (`truncated`).
     /// - Returns: packets appended: 0 when nothing is queued, the batch is full or the uplink
     ///   went down (`ENETDOWN`, reported once by the kernel).
     /// - Throws: `SystemCallError` for any other `recvmmsg` failure.
@@ -152,13 +185,14 @@ public final class UplinkCapture: @unchecked Sendable {
         let count = min(batch.capacity - first, maximumBatchSize)
         guard count > 0 else { return 0 }
         let maximum = batch.maximumPacketByteCount
+        let prefix = VirtioNetHeader.byteCount + linkHeaderLength
+        precondition(batch.headroom >= prefix, "the batch's headroom must hold the virtio and link headers")
         for k in 0..<count {
-            // Safe: `count` slots are free, so appendSlot cannot fail.
+            // Safe: `count` slots are free, so appendSlot cannot fail; the headroom holds `prefix`.
             let slot = batch.appendSlot(length: maximum, origin: first + k, time: time)!
-            vectors[k].iov_base = slot
-            vectors[k].iov_len = maximum
+            vectors[k].iov_base = slot - prefix
+            vectors[k].iov_len = maximum + prefix
             messages[k].msg_hdr.msg_flags = 0
-            messages[k].msg_hdr.msg_controllen = Self.controlByteCount
             messages[k].msg_len = 0
         }
         let received: Int
@@ -172,35 +206,34 @@ public final class UplinkCapture: @unchecked Sendable {
             if error.errno == ENETDOWN { return 0 }
             throw error
         }
+        var kept = first
         for k in 0..<received {
-            var length = Int(messages[k].msg_len)
-            let packet = batch.packet(first + k)
-            if length >= 20 {
-                let totalLength = Int(UInt16(bigEndian: packet.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-                if totalLength >= 20 && totalLength < length { length = totalLength }
+            let total = Int(messages[k].msg_len)
+            guard total >= prefix + 20, messages[k].msg_hdr.msg_flags & Int32(MSG_TRUNC) == 0 else {
+                truncated &+= 1
+                continue
             }
-            batch.setLength(min(length, maximum), of: first + k)
-            if checksumNotReady(message: k) && InternetChecksum.completeTransportChecksum(batch.packet(first + k)) {
-                checksumsCompleted &+= 1
+            // Received into slot first + k; move it down over dropped ones (rare: truncations).
+            var slot = first + k
+            if slot != kept {
+                batch.copySlot(slot, to: kept)
+                slot = kept
             }
+            let header = VirtioNetHeader(loadingFrom: batch.packet(slot).baseAddress! - prefix)
+            var length = min(total - prefix, maximum)
+            if header.gsoType == VirtioNetHeader.gsoNone {
+                let packet = batch.packet(slot)
+                let ipLength = Int(UInt16(bigEndian: packet.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                if ipLength >= 20 && ipLength < length { length = ipLength }
+            }
+            batch.setLength(length, of: slot)
+            let offload = SegmentationOffload.taking(header, packet: batch.packet(slot), linkHeaderLength: linkHeaderLength)
+            batch.setOffload(offload, of: slot)
+            if offload.isSegmented { superPackets &+= 1 }
+            kept += 1
         }
-        batch.truncate(to: first + received)
-        return received
-    }
-
-    /// Whether message `k`'s tpacket_auxdata says TP_STATUS_CSUMNOTREADY. The control message is
-    /// `struct cmsghdr` (length 8 bytes, level 4, type 4) followed by `tpacket_auxdata`, whose
-    /// first field is `tp_status`; it is the only control message this socket asks for.
-    @inline(__always)
-    private func checksumNotReady(message k: Int) -> Bool {
-        // Safe: the control buffer of message k is controlByteCount bytes; the kernel wrote
-        // msg_controllen bytes of it, checked before reading past the header.
-        guard Int(messages[k].msg_hdr.msg_controllen) >= 16 + 4 else { return false }
-        let c = controls + k * Self.controlByteCount
-        guard c.load(fromByteOffset: 8, as: Int32.self) == SOL_PACKET,
-              c.load(fromByteOffset: 12, as: Int32.self) == PACKET_AUXDATA
-        else { return false }
-        return c.load(fromByteOffset: 16, as: UInt32.self) & UInt32(TP_STATUS_CSUMNOTREADY) != 0
+        batch.truncate(to: kept)
+        return kept - first
     }
 
     /// The kernel's counters for this socket since the last call (reading resets them):

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import IPIPCore
 import IPIPDataplane
+import IPIPLinux
 import Logging
 
 #if canImport(Glibc)
@@ -164,7 +165,16 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Packets per batch.")
     var batch = 64
 
-    @Flag(name: .customLong("keep-uplink-gro"), help: "Leave GRO/LRO on the uplink as they are (by default ipipd switches them off while it runs: the capture cannot take 64 KiB super-packets yet).")
+    @Option(name: .customLong("uplink-io"), help: ArgumentHelp("How encapsulated packets leave: auto (the fastest that opens: xdp, packet, raw), xdp (AF_XDP), packet (AF_PACKET sendmmsg) or raw (raw IPv4 socket).", valueName: "method"))
+    var uplinkIO = "auto"
+
+    @Option(name: .customLong("uplink-gro"), help: ArgumentHelp("GRO/LRO on the uplink: keep (as the host has them; the capture takes super-packets) or off (switched off while ipipd runs, restored at exit).", valueName: "keep|off"))
+    var uplinkGRO = "keep"
+
+    @Option(name: .customLong("tun-offloads"), help: ArgumentHelp("on: the TUN carries virtio headers with TSO/USO super-packets; off: one plain packet per read and write.", valueName: "on|off"))
+    var tunOffloads = "on"
+
+    @Flag(name: .customLong("keep-uplink-gro"), help: ArgumentHelp("Accepted for compatibility: GRO/LRO on the uplink are kept by default now (see --uplink-gro).", visibility: .hidden))
     var keepUplinkGRO = false
 
     func validate() throws {
@@ -183,6 +193,11 @@ struct Run: ParsableCommand {
         }
         guard resyncInterval >= 0.5 else { throw ValidationError("--resync-interval must be at least 0.5 s") }
         guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1…1024") }
+        guard uplinkIO == "auto" || UplinkIOMethod(rawValue: uplinkIO) != nil else {
+            throw ValidationError("--uplink-io must be auto, xdp, packet or raw, not '\(uplinkIO)'")
+        }
+        guard uplinkGRO == "keep" || uplinkGRO == "off" else { throw ValidationError("--uplink-gro must be keep or off") }
+        guard tunOffloads == "on" || tunOffloads == "off" else { throw ValidationError("--tun-offloads must be on or off") }
         if metricsAddress != "off" {
             guard let colon = metricsAddress.lastIndex(of: ":"), UInt16(metricsAddress[metricsAddress.index(after: colon)...]) != nil else {
                 throw ValidationError("--metrics-address must be host:port or off")
@@ -205,7 +220,9 @@ struct Run: ParsableCommand {
         options.underlayMTU = underlayMTU
         options.resyncSeconds = resyncInterval
         options.batchSize = batch
-        options.keepUplinkReceiveOffloads = keepUplinkGRO
+        options.disableUplinkReceiveOffloads = uplinkGRO == "off"
+        options.uplinkIO = UplinkIOMethod(rawValue: uplinkIO)
+        options.tunOffloads = tunOffloads == "on"
         // A random seed for SNAT port choice and hashing (the system generator reads getrandom).
         var generator = SystemRandomNumberGenerator()
         let seed = generator.next()

@@ -12,7 +12,9 @@ func runClassicBPF(_ program: [sock_filter], on packet: [UInt8], etherType: UInt
     var a: UInt32 = 0
     var x: UInt32 = 0
     var pc = 0
-    func load(_ offset: Int, _ size: Int) -> UInt32? {
+    // The packet starts at its network header, so SKF_NET_OFF-relative loads read from 0.
+    func load(_ raw: Int, _ size: Int) -> UInt32? {
+        let offset = raw < 0 && raw >= Int(SKF_NET_OFF) ? raw - Int(SKF_NET_OFF) : raw
         guard offset >= 0, offset + size <= packet.count else { return nil }
         return packet[offset..<offset + size].reduce(0) { $0 << 8 | UInt32($1) }
     }
@@ -29,15 +31,15 @@ func runClassicBPF(_ program: [sock_filter], on packet: [UInt8], etherType: UInt
             case 0x20 where i.k == UInt32(bitPattern: SKF_AD_OFF + SKF_AD_PROTOCOL):  // ancillary: skb->protocol
                 a = UInt32(etherType)
                 continue
-            case 0x20: offset = Int(i.k)  // BPF_ABS
-            case 0x40: offset = Int(x) + Int(i.k)  // BPF_IND
+            case 0x20: offset = Int(Int32(bitPattern: i.k))  // BPF_ABS
+            case 0x40: offset = Int(x) + Int(Int32(bitPattern: i.k))  // BPF_IND
             default: Issue.record("unsupported ld mode \(mode)"); return 0
             }
             guard let v = load(offset, size) else { return 0 }
             a = v
         case 0x01:  // BPF_LDX
             guard i.code == 0xb1 else { Issue.record("unsupported ldx \(i.code)"); return 0 }
-            guard let v = load(Int(i.k), 1) else { return 0 }
+            guard let v = load(Int(Int32(bitPattern: i.k)), 1) else { return 0 }
             x = (v & 0x0f) * 4
         case 0x05:  // BPF_JMP, K source only
             let taken: Bool

@@ -8,10 +8,12 @@
 #   ${P}-c   node-c 10.0.1.3/24   workload ${P}-c1 192.168.2.30   (block 192.168.2.0/26), behind the router
 #   ${P}-x   external server 198.51.100.10/24
 #
-# Every veth has transmit checksum offload switched off (ethtool -K tx off): on a real wire every
-# packet carries its full checksum, while a veth pair inside one host passes CHECKSUM_PARTIAL
-# packets whose TCP/UDP checksum field holds only the pseudo-header sum (docs/decisions.md,
-# "Live mode").
+# Every veth keeps the kernel's default offloads (TSO, checksum offload, GRO as a veth has
+# them), as on a host: a veth pair passes TSO super-packets of up to 64 KiB and CHECKSUM_PARTIAL
+# packets across, which ipipd takes whole (docs/decisions.md, "Offloads"). TX_CSUM_OFF=1 switches
+# transmit checksum offload (and with it TSO) off on every veth instead: every packet then
+# crosses with its full checksum and at most the MTU, like on a wire between hosts; the tests
+# run in both settings.
 #
 # The router knows nothing of 192.168.0.0/16: workload traffic between hosts crosses the underlay
 # only as IP-in-IP (or natively between the two lan1 hosts when the pool says so), and the
@@ -21,8 +23,8 @@
 set -euo pipefail
 P=${P:-ipd}
 IPIPD=${IPIPD:-}
-# 1: switch transmit checksum offload off on every veth (like a real wire); 0: leave the default.
-TX_CSUM_OFF=${TX_CSUM_OFF:-1}
+# 0 (default): every veth keeps its default offloads; 1: transmit checksum offload off on every veth.
+TX_CSUM_OFF=${TX_CSUM_OFF:-0}
 
 ns() { ip netns exec "$1" "${@:2}"; }
 
