@@ -5,7 +5,9 @@ Deterministic (no randomness, fixed timestamps), standard library only, so anyon
 what the inputs contain and regenerate them:  python3 scripts/make-fixtures.py
 
 Every packet is a raw IPv4 datagram (pcap link type 101 / LINKTYPE_RAW) as a workload would
-hand it to the TUN device: valid header checksum, TTL already decremented by the host.
+hand it to the TUN device: valid header checksum, TTL already decremented by the host. The
+offload cases use link type 147 instead: a virtio_net_hdr in front of each packet, as a TUN with
+IFF_VNET_HDR (or a packet socket with PACKET_VNET_HDR) hands it over.
 """
 import os
 import struct
@@ -188,6 +190,92 @@ def example():
     return pkts
 
 
+def write_virtio_pcap(path, records, times):
+    """Writes records of link type 147 (LINKTYPE_USER0 as swift-ipip uses it): each a 10-byte
+    virtio_net_hdr (little-endian) followed by an IPv4 packet. `records` are (header, packet)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 147))
+        for (h, p), t in zip(records, times):
+            r = h + p
+            f.write(struct.pack("<IIII", BASE_TIME + t // 1_000_000, t % 1_000_000, len(r), len(r)))
+            f.write(r)
+    print("wrote", os.path.relpath(path, ROOT), len(records), "records (virtio_net_hdr + IPv4)")
+
+
+def vnet(flags=0, gso_type=0, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0):
+    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+NEEDS_CSUM, DATA_VALID = 1, 2
+GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 1, 3, 4, 5
+
+
+def partial(src, dst, proto, length):
+    """The folded, not complemented pseudo-header sum a CHECKSUM_PARTIAL packet carries."""
+    return ~csum(addr(src) + addr(dst) + struct.pack("!BBH", 0, proto, length)) & 0xFFFF
+
+
+def tcp_super(src, dst, sport, dport, seq, ack, payload, flags=0x18, options=b"", ttl=63, ident=0x2000):
+    """One TCP super-packet as a TUN with TSO hands it over: one header for all of `payload`,
+    a partial checksum in the TCP checksum field."""
+    thl = 20 + len(options)
+    seg = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, (thl // 4) << 4, flags, 502, 0, 0) + options + payload
+    seg = seg[:16] + struct.pack("!H", partial(src, dst, 6, len(seg))) + seg[18:]
+    return ipv4(src, dst, 6, seg, ttl=ttl, ident=ident)
+
+
+def udp_super(src, dst, sport, dport, payload, ident=0x3000):
+    seg = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    seg = seg[:6] + struct.pack("!H", partial(src, dst, 17, len(seg))) + seg[8:]
+    return ipv4(src, dst, 17, seg, ident=ident)
+
+
+def offload_case():
+    """Super-packets both ways on node-a (the always manifests). TUN side, as a TUN with virtio
+    headers and TSO/USO reads them: TCP super-packets to a peer's workload (encapsulated, cut into
+    segments with their own outer headers) and to the outside (SNAT, then cut), a UDP USO
+    super-packet, an ordinary packet, a checksum-partial ordinary packet (completed on input),
+    metadata that does not fit (invalid_offload) and segments too big for the tunnel (frag-needed).
+    Underlay side, as a packet socket with PACKET_VNET_HDR receives them: MTU-sized IP-in-IP
+    segments of one flow from node-b (coalesced into one TUN write with --offloads), one with a
+    bad inner checksum among them (left alone), a GRO'd IP-in-IP super-packet from node-c
+    (decapsulated whole), and equal-size UDP datagrams (coalesced into a USO write)."""
+    w, b1, c1, ext = "192.168.0.10", "192.168.1.20", "192.168.2.30", "203.0.113.10"
+    mss = 1428  # 1480 - 20 - 32: with 12 bytes of TCP options (timestamps)
+    ts = bytes([1, 1, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0x56, 0x78])
+    data = bytes((i * 7 + 3) & 0xFF for i in range(3 * mss + 500))
+    tun = [
+        (vnet(NEEDS_CSUM, GSO_TCPV4, 52, mss, 20, 16), tcp_super(w, c1, 40100, 5201, 1000, 7000, data, options=ts)),
+        (vnet(), ipv4(w, b1, 1, icmp_echo(seq=21))),
+        (vnet(NEEDS_CSUM, GSO_TCPV4, 52, mss, 20, 16),
+         tcp_super(w, ext, 61300, 443, 5000, 9000, data[:2 * mss], options=ts, ident=0x2100)),
+        (vnet(NEEDS_CSUM, GSO_UDP_L4, 28, 1000, 20, 6), udp_super(w, b1, 40200, 9000, bytes(range(250)) * 11 + b"tail")),
+    ]
+    # An ordinary TCP segment whose checksum was left to offload.
+    seg = struct.pack("!HHIIBBHHH", 40300, 80, 1, 1, 5 << 4, 0x18, 502, 0, 0) + b"checksum left to offload"
+    seg = seg[:16] + struct.pack("!H", partial(w, b1, 6, len(seg))) + seg[18:]
+    tun.append((vnet(NEEDS_CSUM, 0, 0, 0, 20, 16), ipv4(w, b1, 6, seg)))
+    tun.append((vnet(NEEDS_CSUM, GSO_TCPV6, 52, mss, 20, 16), tcp_super(w, c1, 40101, 5201, 1, 1, data[:2 * mss], options=ts)))
+    tun.append((vnet(NEEDS_CSUM, GSO_TCPV4, 40, 1460, 20, 16), tcp_super(w, c1, 40102, 5201, 1, 1, data[:2 * 1460])))
+    und = []
+    seq = 70000
+    back = bytes((i * 13 + 5) & 0xFF for i in range(7 * 1400))
+    for k in range(7):
+        payload = back[k * 1400:(k + 1) * 1400]
+        inner = ipv4(b1, w, 6, tcp(b1, w, 5201, 40100, 0x10, seq=seq, ack=1001, data=payload), ident=0x500 + k)
+        if k == 3:  # corrupt the last payload byte: the checksum no longer verifies
+            inner = inner[:-1] + bytes([inner[-1] ^ 0xFF])
+        und.append((vnet(), ipv4("10.0.0.2", "10.0.0.1", 4, inner, ttl=64, ident=0x900 + k)))
+        seq += 1400
+    gro_inner = tcp_super(c1, w, 5202, 40101, 90000, 1, data[:3 * mss], flags=0x10, options=ts, ident=0x600)
+    und.append((vnet(DATA_VALID, GSO_TCPV4, 86, mss, 0, 0), ipv4("10.0.1.3", "10.0.0.1", 4, gro_inner, ttl=64, ident=0xA00)))
+    for k in range(3):
+        und.append((vnet(), ipv4("10.0.0.2", "10.0.0.1", 4,
+                                 ipv4(b1, w, 17, udp(b1, w, 9000, 40200, bytes([k]) * 800), ident=0x700 + k), ttl=64, ident=0xB00 + k)))
+    return tun, und
+
+
 def main():
     fx = os.path.join(ROOT, "Tests", "Fixtures", "golden")
     write_pcap(os.path.join(fx, "always", "input.pcap"), mode_case("192.168.1.20", "192.168.2.30"))
@@ -198,6 +286,10 @@ def main():
     tun, und = snat_case()
     write_pcap(os.path.join(fx, "snat", "input.pcap"), [p for _, p in tun], [t for t, _ in tun])
     write_pcap(os.path.join(fx, "snat", "underlay-input.pcap"), [p for _, p in und], [t for t, _ in und])
+    tun, und = offload_case()
+    for name in ("offloads", "offloads-segmented"):
+        write_virtio_pcap(os.path.join(fx, name, "input.pcap"), tun, [i * 1000 for i in range(len(tun))])
+        write_virtio_pcap(os.path.join(fx, name, "underlay-input.pcap"), und, [100_000 + i * 10 for i in range(len(und))])
     return 0
 
 

@@ -173,3 +173,30 @@ int cipl_xsk_open(cipl_xsk *x, int ifindex, uint32_t queue, uint32_t frame_count
 }
 
 int cipl_xsk_kick(int fd) { return (int)sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0); }
+
+void *cipl_packet_rx_ring(int fd, uint32_t block_size, uint32_t frame_size, uint32_t frame_count,
+                          const char **failed_call) {
+    int version = TPACKET_V2;
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) {
+        *failed_call = "setsockopt(PACKET_VERSION)";
+        return NULL;
+    }
+    struct tpacket_req req;
+    memset(&req, 0, sizeof req);
+    req.tp_block_size = block_size;
+    req.tp_block_nr = (uint32_t)(((uint64_t)frame_count * frame_size) / block_size);
+    req.tp_frame_size = frame_size;
+    req.tp_frame_nr = frame_count;
+    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) {
+        *failed_call = "setsockopt(PACKET_RX_RING)";
+        return NULL;
+    }
+    void *ring = mmap(NULL, (size_t)frame_count * frame_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (ring == MAP_FAILED) {
+        *failed_call = "mmap(PACKET_RX_RING)";
+        return NULL;
+    }
+    return ring;
+}
+
+void cipl_packet_rx_ring_unmap(void *ring, uint64_t length) { munmap(ring, length); }

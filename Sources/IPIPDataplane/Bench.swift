@@ -14,6 +14,10 @@ public struct BenchOptions: Sendable {
     public var iterations: Int?
     /// Seconds to run (stopping at a batch boundary) when `iterations` is nil.
     public var duration: Double = 10
+    /// Run the live daemon's output stage too (`ReplayOptions.offloads`): super-packets cut into
+    /// their segments, the uplink's packets toward the TUN coalesced, virtio headers prepared.
+    /// Without it, only the engine is timed and a super-packet counts as one output.
+    public var offloads = false
 
     public init(input: String, underlayInput: String? = nil) {
         self.input = input
@@ -28,6 +32,7 @@ final class LoadedCaptures {
     var offsets: [Int] = []
     var lengths: [Int] = []
     var directions: [PacketDirection] = []
+    var offloads: [SegmentationOffload] = []
     /// Nanoseconds after the first packet.
     var relativeTimes: [Int64] = []
     var first = Timestamp.zero
@@ -55,6 +60,7 @@ final class LoadedCaptures {
             lengths.append(record.bytes.count)
             bytes.append(contentsOf: record.bytes)
             directions.append(source.direction)
+            offloads.append(record.offload)
             times.append(record.timestamp.totalNanoseconds)
         }
         if let failure = sources.lazy.compactMap(\.failure).first { throw ReplayError(failure.description) }
@@ -80,6 +86,8 @@ public struct BenchResult: Sendable {
     public var emittedUnderlay = 0
     public var emittedTUN = 0
     public var batchSize = 0
+    /// Whether the output stage ran (`BenchOptions.offloads`).
+    public var offloads = false
     public var counters: EngineCounters?
     /// malloc/calloc/realloc/aligned allocations during the timed loop, when the process counts them.
     public var mallocs: UInt64?
@@ -124,7 +132,9 @@ public struct BenchResult: Sendable {
             }
             for (r, n) in topDrops.prefix(5) { lines.append("    " + pad(r.name, 28) + "\(n)") }
         }
-        lines.append("  emitted:            \(emittedUnderlay) to the underlay, \(emittedTUN) into the TUN (counted, not written)")
+        lines.append("  emitted:            \(emittedUnderlay) to the underlay, \(emittedTUN) into the TUN (counted, not written"
+            + (offloads ? "; as the devices take them: segments and coalesced super-packets)" : ")"))
+        if let c = counters, c.superPacketsIn > 0 { lines.append("  super-packets:      \(c.superPacketsIn) taken whole") }
         return lines.joined(separator: "\n")
     }
 
@@ -141,7 +151,7 @@ public struct BenchResult: Sendable {
         s += ",\"ns_per_packet\":\(nanosecondsPerPacket)"
         s += ",\"mallocs\":" + (mallocs.map { "\($0)" } ?? "null")
         s += ",\"mallocs_per_packet\":" + (mallocsPerPacket.map { "\($0)" } ?? "null")
-        s += ",\"emitted_underlay\":\(emittedUnderlay),\"emitted_tun\":\(emittedTUN)"
+        s += ",\"emitted_underlay\":\(emittedUnderlay),\"emitted_tun\":\(emittedTUN),\"offloads\":\(offloads)"
         if let c = counters {
             s += ",\"verdicts\":{" + VerdictAction.allCases.map { "\"\($0.name)\":\(c.packets($0))" }.joined(separator: ",") + "}"
             s += ",\"drops\":{" + topDrops.map { "\"\($0.0.name)\":\($0.1)" }.joined(separator: ",") + "}"
@@ -188,7 +198,10 @@ public final class Bench {
         result.captureBytes = captures.lengths.reduce(0, +)
         result.skippedPerPass = captures.skipped
         result.batchSize = max(1, options.batchSize)
+        result.offloads = options.offloads
         var feeder = EngineFeeder(engine: engine, batchSize: result.batchSize)
+        let stage = OutputStage(offloads: options.offloads, batchSize: result.batchSize)
+        let withStage = options.offloads
         let step = captures.span + 1_000
         let base = captures.first.totalNanoseconds
         let deadline = options.iterations == nil ? UInt64(options.duration * 1e9) : 0
@@ -207,14 +220,25 @@ public final class Bench {
             captures.offsets.withUnsafeBufferPointer { offsets in
                 captures.lengths.withUnsafeBufferPointer { lengths in
                     captures.directions.withUnsafeBufferPointer { directions in
+                      captures.offloads.withUnsafeBufferPointer { offloads in
                         captures.relativeTimes.withUnsafeBufferPointer { times in
                             func process() {
                                 feeder.process()
-                                for i in 0..<feeder.batch.count {
-                                    switch feeder.batch.side(of: i) {
-                                    case .underlay: underlayOut &+= 1
-                                    case .tun: tunOut &+= 1
-                                    case .none: break
+                                if withStage {
+                                    // As the devices write them: segments, coalesced super-packets.
+                                    stage.prepare(feeder.batch, direction: feeder.direction)
+                                    for i in 0..<feeder.batch.count {
+                                        stage.forEachRecord(of: feeder.batch, i) { _, side in
+                                            if side == .underlay { underlayOut &+= 1 } else { tunOut &+= 1 }
+                                        }
+                                    }
+                                } else {
+                                    for i in 0..<feeder.batch.count {
+                                        switch feeder.batch.side(of: i) {
+                                        case .underlay: underlayOut &+= 1
+                                        case .tun: tunOut &+= 1
+                                        case .none: break
+                                        }
                                     }
                                 }
                                 for g in 0..<feeder.generated.count {
@@ -249,7 +273,8 @@ public final class Bench {
                                     let length = lengths[i]
                                     feeder.append(UnsafeRawBufferPointer(rebasing: slab[offsets[i]..<(offsets[i] &+ length)]),
                                                   direction: d, origin: i,
-                                                  time: Timestamp(seconds: t / 1_000_000_000, nanoseconds: UInt32(t % 1_000_000_000)))
+                                                  time: Timestamp(seconds: t / 1_000_000_000, nanoseconds: UInt32(t % 1_000_000_000)),
+                                                  offload: offloads[i])
                                     bytes &+= length
                                     i &+= 1
                                     if feeder.batch.isFull {
@@ -262,6 +287,7 @@ public final class Bench {
                                 if feeder.batch.count > 0 { process() }
                             }
                         }
+                      }
                     }
                 }
             }

@@ -362,6 +362,7 @@ public final class LinuxDatapath: DatapathIO, @unchecked Sendable {
             "tun_super_packet_writes": tun.superPacketWrites,
             "tun_segmented_writes": tun.segmentedWrites,
             "uplink_super_packets": capture.superPackets,
+            "uplink_ring_copies": capture.ringCopies,
             "underlay_segments": segmentsOut,
             "underlay_frames_raw": framesRaw,
             "next_hops_resolved": UInt64(nextHops.entries.count),

@@ -21,9 +21,16 @@ public struct ReplayOptions: Sendable {
     public var verdicts: String?
     /// Packets per engine batch.
     public var batchSize: Int
+    /// Treat the TUN as the live daemon opens it, with virtio headers and TSO/USO: packets toward
+    /// the TUN are coalesced (`TUNCoalescer`) and every output capture is written with link type
+    /// 147 (`LinkType.virtioNet`: each record a virtio header and the packet), super-packets whole.
+    /// Without it, a super-packet toward the TUN is written as its segments, as a plain TUN takes it.
+    /// Inputs of link type 147 are honoured either way (a `GSO_*` header makes a super-packet).
+    public var offloads: Bool
 
     public init(input: String, underlayInput: String? = nil, output: String? = nil, underlayOutput: String? = nil, tunOutput: String? = nil,
-                verdicts: String? = nil, batchSize: Int = 64) {
+                verdicts: String? = nil, batchSize: Int = 64, offloads: Bool = false) {
+        self.offloads = offloads
         self.input = input
         self.underlayInput = underlayInput
         self.output = output
@@ -95,6 +102,8 @@ final class LookaheadCapture {
         var networkProtocol: NetworkProtocol
         var capturedLength: Int
         var bytes: [UInt8]
+        /// From the record's virtio header (link type 147), else `.none`.
+        var offload: SegmentationOffload
     }
 
     let reader: PcapReader
@@ -120,9 +129,16 @@ final class LookaheadCapture {
         next = nil
         guard failure == nil else { return }
         do {
+            let virtio = reader.linkType == .virtioNet
             next = try reader.readNext { r in
-                Record(index: r.index, timestamp: r.timestamp, networkProtocol: r.networkProtocol,
-                       capturedLength: r.capturedLength, bytes: Array(r.networkBytes))
+                var record = Record(index: r.index, timestamp: r.timestamp, networkProtocol: r.networkProtocol,
+                                    capturedLength: r.capturedLength, bytes: Array(r.networkBytes), offload: .none)
+                if virtio {
+                    // Safe: the framing guaranteed the 10 header bytes.
+                    let header = VirtioNetHeader(loadingFrom: r.capturedBytes.baseAddress!)
+                    record.offload = record.bytes.withUnsafeMutableBytes { SegmentationOffload.taking(header, packet: $0) }
+                }
+                return record
             }
         } catch {
             failure = error
@@ -159,10 +175,12 @@ struct EngineFeeder: ~Copyable {
     /// cannot be a valid IPv4 datagram: it is cut to the slot and its header check fails.
     /// - Precondition: `!batch.isFull` and `!mustProcess(before: side)`.
     @inline(__always)
-    mutating func append(_ bytes: UnsafeRawBufferPointer, direction side: PacketDirection, origin: Int, time: Timestamp) {
+    mutating func append(_ bytes: UnsafeRawBufferPointer, direction side: PacketDirection, origin: Int, time: Timestamp,
+                         offload: SegmentationOffload = .none) {
         direction = side
         batch.append(copying: UnsafeRawBufferPointer(rebasing: bytes.prefix(batch.maximumPacketByteCount)),
                      origin: origin, time: time)
+        if offload != .none { batch.setOffload(offload, of: batch.count &- 1) }
     }
 
     /// Runs the engine over the batch; the caller reads the outputs, then empties the batch.
@@ -171,6 +189,66 @@ struct EngineFeeder: ~Copyable {
         case .tun: engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
         case .underlay: engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
         }
+    }
+}
+
+/// What the live daemon's device writers do with the engine's outputs, for the offline tools:
+/// an underlay super-packet leaves as its segments (`Segmenter`, as `LinuxDatapath` writes them
+/// into transmit frames); toward the TUN, with `offloads`, the uplink batch is coalesced first
+/// (`TUNCoalescer`) and a super-packet is written whole behind its virtio header (as `TUNDevice`
+/// writes it), without `offloads` a super-packet is written as its segments.
+///
+/// Records handed out carry a virtio header (10 bytes, `VirtioNetHeader`) when `offloads` is on,
+/// and are bare IPv4 packets otherwise; they point into a scratch buffer valid until the next call.
+struct OutputStage: ~Copyable {
+    let offloads: Bool
+    let coalescer: TUNCoalescer?
+    let scratch: UnsafeMutableRawPointer
+    static let scratchByteCount = 65536 + 64
+
+    init(offloads: Bool, batchSize: Int) {
+        self.offloads = offloads
+        coalescer = offloads ? TUNCoalescer(batchCapacity: batchSize, coalescesUDP: true) : nil
+        scratch = .allocate(byteCount: Self.scratchByteCount, alignment: 64)
+    }
+
+    deinit { scratch.deallocate() }
+
+    /// Runs the coalescer over a batch that came from the underlay (before its outputs are read).
+    func prepare(_ batch: borrowing PacketBatch, direction: PacketDirection) {
+        if direction == .underlay { coalescer?.coalesce(batch) }
+    }
+
+    /// The slot packet `i` was merged into, when the coalescer merged it.
+    func mergedInto(_ i: Int) -> Int? { coalescer?.mergedInto(i) }
+
+    /// Calls `body` with every record slot `i` of `batch` puts on a device, in order.
+    @inline(__always)
+    func forEachRecord(of batch: borrowing PacketBatch, _ i: Int, _ body: (UnsafeRawBufferPointer, PacketSide) -> Void) {
+        let side = batch.side(of: i)
+        guard side != .none else { return }
+        let packet = batch.packet(i)
+        let offload = batch.offload(of: i)
+        let header = offloads ? VirtioNetHeader.byteCount : 0
+        if offload.isSegmented && (side == .underlay || !offloads) {
+            guard let layout = Segmenter.layout(of: UnsafeRawBufferPointer(packet), offload: offload) else { return }
+            if header > 0 { VirtioNetHeader().store(to: scratch) }
+            for k in 0..<layout.segmentCount {
+                let n = Segmenter.writeSegment(k, of: UnsafeRawBufferPointer(packet), layout: layout, offload: offload,
+                                               to: scratch + header)
+                body(UnsafeRawBufferPointer(start: scratch, count: n &+ header), side)
+            }
+            return
+        }
+        guard header > 0 else {
+            body(UnsafeRawBufferPointer(packet), side)
+            return
+        }
+        let v = side == .tun ? VirtioNetHeader.preparingTransmit(of: packet, offload: offload) : VirtioNetHeader()
+        v.store(to: scratch)
+        // Safe: a packet is at most 65,535 bytes, the scratch buffer holds it and its header.
+        (scratch + header).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+        body(UnsafeRawBufferPointer(start: scratch, count: packet.count &+ header), side)
     }
 }
 
@@ -209,9 +287,10 @@ public final class Replay {
     public func run() throws -> ReplaySummary {
         var sources = [try LookaheadCapture(path: options.input, direction: .tun)]
         if let u = options.underlayInput { sources.append(try LookaheadCapture(path: u, direction: .underlay)) }
+        let linkType: LinkType = options.offloads ? .virtioNet : .raw
         func open(_ path: String?) throws -> PcapWriter? {
             guard let path else { return nil }
-            do { return try PcapWriter(path: path, linkType: .raw) } catch { throw ReplayError(error.description) }
+            do { return try PcapWriter(path: path, linkType: linkType) } catch { throw ReplayError(error.description) }
         }
         let all = try open(options.output)
         let underlay = try open(options.underlayOutput)
@@ -230,6 +309,8 @@ public final class Replay {
         var summary = ReplaySummary()
         let batchSize = max(1, options.batchSize)
         var feeder = EngineFeeder(engine: engine, batchSize: batchSize)
+        let stage = OutputStage(offloads: options.offloads, batchSize: batchSize)
+        let recordHeader = options.offloads ? VirtioNetHeader.byteCount : 0
         // Capture index of each batch slot, so verdicts name the packet's place in its file.
         var captureIndex = [Int](repeating: 0, count: batchSize)
         // Verdict lines of skipped (non-IPv4) records, keyed by the batch slot they precede, so the
@@ -261,6 +342,7 @@ public final class Replay {
         func flush() {
             feeder.process()
             let direction = feeder.direction
+            stage.prepare(feeder.batch, direction: direction)
             var g = 0
             var s = 0
             for i in 0...feeder.batch.count {
@@ -271,15 +353,23 @@ public final class Replay {
                 guard i < feeder.batch.count else { break }
                 let time = feeder.batch.time(of: i)
                 var outputs: [String] = []
-                if feeder.batch.side(of: i) != .none {
-                    let p = UnsafeRawBufferPointer(feeder.batch.packet(i))
-                    emit(p, side: feeder.batch.side(of: i), time: time)
-                    if verdictFile != nil { outputs.append(Self.outputJSON(p, side: feeder.batch.side(of: i))) }
+                stage.forEachRecord(of: feeder.batch, i) { record, side in
+                    emit(record, side: side, time: time)
+                    if verdictFile != nil {
+                        outputs.append(Self.outputJSON(UnsafeRawBufferPointer(rebasing: record[recordHeader...]), side: side,
+                                                       segmentSize: recordHeader > 0 ? Self.segmentSize(record) : 0))
+                    }
+                }
+                if verdictFile != nil, let head = stage.mergedInto(i) {
+                    outputs.append("{\"side\":\"tun\",\"merged_into\":\(captureIndex[head])}")
                 }
                 while g < feeder.generated.count && feeder.generated.origin(of: g) == i {
-                    let p = UnsafeRawBufferPointer(feeder.generated.packet(g))
-                    emit(p, side: feeder.generated.side(of: g), time: time)
-                    if verdictFile != nil { outputs.append(Self.outputJSON(p, side: feeder.generated.side(of: g))) }
+                    stage.forEachRecord(of: feeder.generated, g) { record, side in
+                        emit(record, side: side, time: time)
+                        if verdictFile != nil {
+                            outputs.append(Self.outputJSON(UnsafeRawBufferPointer(rebasing: record[recordHeader...]), side: side))
+                        }
+                    }
                     g += 1
                 }
                 if verdictFile != nil {
@@ -306,7 +396,8 @@ public final class Replay {
                 if feeder.mustProcess(before: source.direction) { flush() }
                 captureIndex[feeder.batch.count] = record.index
                 record.bytes.withUnsafeBytes { b in
-                    feeder.append(b, direction: source.direction, origin: record.index, time: record.timestamp)
+                    feeder.append(b, direction: source.direction, origin: record.index, time: record.timestamp,
+                                  offload: record.offload)
                 }
                 if feeder.batch.isFull { flush() }
             } else {
@@ -346,8 +437,16 @@ public final class Replay {
         return stat(path, &st) == 0 ? Int(st.st_size) : 0
     }
 
-    static func outputJSON(_ p: UnsafeRawBufferPointer, side: PacketSide) -> String {
-        "{\"side\":\"\(side)\",\"length\":\(p.count),\"summary\":\(jsonString(PacketSummary.describe(p)))}"
+    /// One output of a verdict line; `segmentSize` (a TUN super-packet's) is listed when not 0.
+    static func outputJSON(_ p: UnsafeRawBufferPointer, side: PacketSide, segmentSize: Int = 0) -> String {
+        "{\"side\":\"\(side)\",\"length\":\(p.count)" + (segmentSize > 0 ? ",\"segment_size\":\(segmentSize)" : "")
+            + ",\"summary\":\(jsonString(PacketSummary.describe(p)))}"
+    }
+
+    /// The GSO segment size a record's virtio header announces (0: none).
+    static func segmentSize(_ record: UnsafeRawBufferPointer) -> Int {
+        let h = VirtioNetHeader(loadingFrom: record.baseAddress!)
+        return h.gsoType == VirtioNetHeader.gsoNone ? 0 : Int(h.gsoSize)
     }
 
     static func verdictJSON(input: PacketDirection, index: Int, time: Timestamp, verdict v: PacketVerdict,

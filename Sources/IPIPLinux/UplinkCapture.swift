@@ -69,25 +69,47 @@ public final class UplinkCapture: @unchecked Sendable {
     ///   - interfaceIndex: the uplink's index.
     ///   - filter: which packets to take.
     ///   - maximumBatchSize: the most packets per `recvmmsg`.
-    ///   - receiveBufferByteCount: when given, `SO_RCVBUF` (doubled and capped by the kernel at
+    ///   - receiveBufferByteCount: when given, `SO_RCVBUFFORCE`, else `SO_RCVBUF` (doubled, and for the latter capped at
     ///     `net.core.rmem_max`).
     /// - Throws: `SystemCallError` from `socket` (`EPERM` without `CAP_NET_RAW`), `setsockopt`
     ///   (`PACKET_IGNORE_OUTGOING` needs Linux 4.20) or `bind` (`ENODEV`).
     ///   - linkHeaderLength: bytes of link-layer header on this interface (see
     ///     `UplinkCapture.linkHeaderLength(interface:)`).
+    ///   - ringFrameCount: when not 0, receive through a `TPACKET_V2` ring of that many 2 KiB
+    ///     frames instead of `recvmmsg` (see `receiveBatch`); a power of two.
     public init(interfaceIndex: Int32, filter: CaptureFilter, maximumBatchSize: Int = 64,
-                receiveBufferByteCount: Int? = nil, linkHeaderLength: Int = 14) throws(SystemCallError) {
+                receiveBufferByteCount: Int? = nil, linkHeaderLength: Int = 14, ringFrameCount: Int = 0) throws(SystemCallError) {
+        precondition(ringFrameCount >= 0 && ringFrameCount & (ringFrameCount &- 1) == 0, "a power of two")
         precondition(maximumBatchSize > 0 && maximumBatchSize <= 1024, "1…1024 messages per recvmmsg")
         precondition(linkHeaderLength >= 0 && linkHeaderLength <= 32, "a link header of 0…32 bytes")
         let type = Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         let fd = try Syscall.socket(AF_PACKET, type, 0)
-        do {
+        var ring: UnsafeMutableRawPointer?
+        do throws(SystemCallError) {
             try Syscall.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, Int32(1), call: "setsockopt(PACKET_IGNORE_OUTGOING)")
             try Syscall.setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, Int32(1), call: "setsockopt(PACKET_VNET_HDR)")
             if let receiveBufferByteCount {
-                try Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUF)")
+                // SO_RCVBUFFORCE (CAP_NET_ADMIN, which the daemon has) passes net.core.rmem_max;
+                // without the capability, SO_RCVBUF takes what rmem_max allows.
+                do {
+                    try Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUFFORCE)")
+                } catch {
+                    try Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUF)")
+                }
             }
             try Self.attach(filter, to: fd)
+            if ringFrameCount > 0 {
+                var failed: UnsafePointer<CChar>?
+                guard let r = cipl_packet_rx_ring(fd, UInt32(Self.ringBlockByteCount), UInt32(Self.ringFrameByteCount),
+                                                  UInt32(ringFrameCount), &failed)
+                else {
+                    throw SystemCallError(errno: errno, call: "TPACKET_V2 ring", detail: failed.map { String(cString: $0) } ?? "")
+                }
+                ring = r
+                // Frames longer than a ring frame (GSO super-packets) are queued whole to the
+                // socket as well, for recvmsg (TP_STATUS_COPY marks their place in the ring).
+                try Syscall.setsockopt(fd, SOL_PACKET, PACKET_COPY_THRESH, Int32(1), call: "setsockopt(PACKET_COPY_THRESH)")
+            }
             var address = sockaddr_ll()
             address.sll_family = UInt16(AF_PACKET)
             address.sll_protocol = UInt16(ETH_P_ALL).bigEndian
@@ -96,9 +118,12 @@ public final class UplinkCapture: @unchecked Sendable {
                 try Syscall.bind(fd, raw.baseAddress!, raw.count)
             }
         } catch {
+            if let r = ring { cipl_packet_rx_ring_unmap(r, UInt64(ringFrameCount * Self.ringFrameByteCount)) }
             Syscall.close(fd)
             throw error
         }
+        self.ring = ring
+        self.ringFrameCount = ringFrameCount
         self.fd = fd
         self.interfaceIndex = interfaceIndex
         self.filter = filter
@@ -115,10 +140,27 @@ public final class UplinkCapture: @unchecked Sendable {
     }
 
     deinit {
+        if let ring { cipl_packet_rx_ring_unmap(ring, UInt64(ringFrameCount * Self.ringFrameByteCount)) }
         if fd >= 0 { Syscall.close(fd) }
         messages.deallocate()
         vectors.deallocate()
     }
+
+    // MARK: The receive ring
+
+    /// The `TPACKET_V2` ring, when the capture uses one.
+    private let ring: UnsafeMutableRawPointer?
+    /// Frames in the ring (0 without one).
+    public let ringFrameCount: Int
+    /// The next ring frame to look at.
+    private var ringCursor = 0
+    /// One ring frame: the 32-byte `tpacket2_hdr` and the `sockaddr_ll` (aligned to 80 bytes),
+    /// the virtio header and the frame (the kernel puts the network header at 90). 2 KiB hold an
+    /// Ethernet frame of a 1,500-byte MTU; larger ones are copied to the socket (`TP_STATUS_COPY`).
+    public static let ringFrameByteCount = 2048
+    static let ringBlockByteCount = 1 << 17
+    /// Frames that arrived through the socket because they did not fit a ring frame.
+    public private(set) var ringCopies: UInt64 = 0
 
     /// The link-layer header length of an interface as a `SOCK_RAW` packet socket sees it: 14 for
     /// Ethernet (and loopback, which uses Ethernet framing), 0 for layer-3 devices (TUN,
@@ -181,8 +223,73 @@ public final class UplinkCapture: @unchecked Sendable {
     /// - Throws: `SystemCallError` for any other `recvmmsg` failure.
     public func receiveBatch(into batch: inout PacketBatch, time: Timestamp) throws(SystemCallError) -> Int {
         precondition(fd >= 0, "receive on a closed capture")
+        if let ring { return try receiveFromRing(ring, into: &batch, time: time) }
+        return try receiveMessages(into: &batch, time: time, limit: maximumBatchSize)
+    }
+
+    /// Takes the frames the kernel filled in the ring, in order, into the batch, and hands the
+    /// ring frames back; a frame marked `TP_STATUS_COPY` (too big for a ring frame) is read whole
+    /// from the socket instead, where the kernel queued it in the same order.
+    /// Cost per packet: one copy from the ring into the slot, no system call (`poll` only when the
+    /// ring is empty).
+    private func receiveFromRing(_ ring: UnsafeMutableRawPointer, into batch: inout PacketBatch,
+                                 time: Timestamp) throws(SystemCallError) -> Int {
         let first = batch.count
-        let count = min(batch.capacity - first, maximumBatchSize)
+        let prefix = VirtioNetHeader.byteCount + linkHeaderLength
+        precondition(batch.headroom >= prefix, "the batch's headroom must hold the virtio and link headers")
+        let maximum = batch.maximumPacketByteCount
+        while batch.count < batch.capacity {
+            let frame = ring + ringCursor &* Self.ringFrameByteCount
+            let statusWord = frame.assumingMemoryBound(to: UInt32.self)
+            let status = cipl_load_acquire_u32(statusWord)
+            guard status & UInt32(TP_STATUS_USER) != 0 else { break }
+            if status & UInt32(TP_STATUS_COPY) != 0 {
+                // The whole frame waits in the socket's queue; this ring frame is cut short.
+                if try receiveMessages(into: &batch, time: time, limit: 1) == 0 { truncated &+= 1 }
+                ringCopies &+= 1
+            } else {
+                let snap = Int(frame.load(fromByteOffset: 8, as: UInt32.self))
+                let mac = Int(frame.load(fromByteOffset: 12, as: UInt16.self))
+                // Safe: the kernel wrote the virtio header right before the link header, and
+                // mac + snap stays within the frame.
+                if snap >= linkHeaderLength &+ 20, mac >= VirtioNetHeader.byteCount, mac &+ snap <= Self.ringFrameByteCount,
+                   snap &- linkHeaderLength <= maximum {
+                    let slotIndex = batch.count
+                    let slot = batch.appendSlot(length: snap &- linkHeaderLength, origin: slotIndex, time: time)!
+                    (slot - prefix).copyMemory(from: frame + (mac &- VirtioNetHeader.byteCount), byteCount: snap &+ VirtioNetHeader.byteCount)
+                    takeIn(slotIndex, of: &batch, total: snap &+ VirtioNetHeader.byteCount)
+                } else {
+                    truncated &+= 1
+                }
+            }
+            cipl_store_release_u32(statusWord, UInt32(TP_STATUS_KERNEL))
+            ringCursor = (ringCursor &+ 1) & (ringFrameCount &- 1)
+        }
+        return batch.count &- first
+    }
+
+    /// Reads the virtio header of a packet received into slot `slot` (`total` bytes from the
+    /// virtio header on), trims link-layer padding and records its offload.
+    @inline(__always)
+    private func takeIn(_ slot: Int, of batch: inout PacketBatch, total: Int) {
+        let prefix = VirtioNetHeader.byteCount + linkHeaderLength
+        let header = VirtioNetHeader(loadingFrom: batch.packet(slot).baseAddress! - prefix)
+        var length = min(total - prefix, batch.maximumPacketByteCount)
+        if header.gsoType == VirtioNetHeader.gsoNone {
+            let packet = batch.packet(slot)
+            let ipLength = Int(UInt16(bigEndian: packet.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+            if ipLength >= 20 && ipLength < length { length = ipLength }
+        }
+        batch.setLength(length, of: slot)
+        let offload = SegmentationOffload.taking(header, packet: batch.packet(slot), linkHeaderLength: linkHeaderLength)
+        batch.setOffload(offload, of: slot)
+        if offload.isSegmented { superPackets &+= 1 }
+    }
+
+    /// `recvmmsg` of at most `limit` packets into the batch's free slots.
+    private func receiveMessages(into batch: inout PacketBatch, time: Timestamp, limit: Int) throws(SystemCallError) -> Int {
+        let first = batch.count
+        let count = min(batch.capacity - first, maximumBatchSize, limit)
         guard count > 0 else { return 0 }
         let maximum = batch.maximumPacketByteCount
         let prefix = VirtioNetHeader.byteCount + linkHeaderLength
@@ -214,22 +321,8 @@ public final class UplinkCapture: @unchecked Sendable {
                 continue
             }
             // Received into slot first + k; move it down over dropped ones (rare: truncations).
-            var slot = first + k
-            if slot != kept {
-                batch.copySlot(slot, to: kept)
-                slot = kept
-            }
-            let header = VirtioNetHeader(loadingFrom: batch.packet(slot).baseAddress! - prefix)
-            var length = min(total - prefix, maximum)
-            if header.gsoType == VirtioNetHeader.gsoNone {
-                let packet = batch.packet(slot)
-                let ipLength = Int(UInt16(bigEndian: packet.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-                if ipLength >= 20 && ipLength < length { length = ipLength }
-            }
-            batch.setLength(length, of: slot)
-            let offload = SegmentationOffload.taking(header, packet: batch.packet(slot), linkHeaderLength: linkHeaderLength)
-            batch.setOffload(offload, of: slot)
-            if offload.isSegmented { superPackets &+= 1 }
+            if first + k != kept { batch.copySlot(first + k, to: kept) }
+            takeIn(kept, of: &batch, total: total)
             kept += 1
         }
         batch.truncate(to: kept)

@@ -4,6 +4,8 @@
 /// are classified by that promise rather than by the version nibble.
 enum LinkFraming: Sendable, Equatable {
     case rawIP, rawIPv4, rawIPv6, ethernet, linuxSLL, linuxSLL2
+    /// `LINKTYPE_USER0` as swift-ipip uses it: a 10-byte virtio header, then IP.
+    case virtioNet
     /// `networkOrder` false: `DLT_NULL`, host order of the capturing host (either order accepted).
     /// `networkOrder` true: `DLT_LOOP`, network order (the other order is accepted too).
     case loopback(networkOrder: Bool)
@@ -18,6 +20,7 @@ enum LinkFraming: Sendable, Equatable {
         case 276: self = .linuxSLL2
         case 0: self = .loopback(networkOrder: false)
         case 108: self = .loopback(networkOrder: true)
+        case 147: self = .virtioNet
         default: return nil
         }
     }
@@ -49,6 +52,16 @@ enum LinkFraming: Sendable, Equatable {
             return .network(headerByteCount: 0, networkProtocol: networkProtocol)
         case .rawIPv4:
             return .network(headerByteCount: 0, networkProtocol: .ipv4)
+        case .virtioNet:
+            guard record.count >= 10 else { return .tooShort(needed: 10, header: "virtio_net_hdr") }
+            let version = record.count > 10 ? record[10] >> 4 : 0
+            let networkProtocol: NetworkProtocol =
+                switch version {
+                case 4: .ipv4
+                case 6: .ipv6
+                default: .other(UInt16(version))
+                }
+            return .network(headerByteCount: 10, networkProtocol: networkProtocol)
         case .rawIPv6:
             return .network(headerByteCount: 0, networkProtocol: .ipv6)
         case .ethernet:
@@ -127,6 +140,8 @@ extension LinkType {
             buffer[offset + 1] = UInt8(truncatingIfNeeded: value)
         }
         switch self {
+        case .virtioNet:
+            break  // all zero: an ordinary packet with complete checksums
         case .raw:
             precondition(
                 networkProtocol == .ipv4 || networkProtocol == .ipv6,

@@ -17,6 +17,12 @@ public enum LinkType: Sendable, Hashable, CaseIterable, CustomStringConvertible 
     case bsdLoopback
     /// OpenBSD loopback: a 4-byte address family in network byte order: `DLT_LOOP` (108).
     case openBSDLoopback
+    /// A 10-byte Linux `virtio_net_hdr` (little-endian) then an IP packet, as a TUN opened with
+    /// `IFF_VNET_HDR` reads and writes them: `LINKTYPE_USER0` (147), a link type for private use.
+    /// swift-ipip's captures use it for segmentation offload (`SegmentationOffload`): a record
+    /// whose header says `GSO_TCPV4` or `GSO_UDP_L4` is one super-packet. tshark decodes them
+    /// with `-o 'uat:user_dlts:"User 0 (DLT=147)","ip","10","","0",""'`.
+    case virtioNet
 
     /// The libpcap `DLT_*` value written into captures of this type.
     public var dataLinkType: Int32 {
@@ -27,6 +33,7 @@ public enum LinkType: Sendable, Hashable, CaseIterable, CustomStringConvertible 
         case .linuxSLL2: 276
         case .bsdLoopback: 0
         case .openBSDLoopback: 108
+        case .virtioNet: 147
         }
     }
 
@@ -43,6 +50,7 @@ public enum LinkType: Sendable, Hashable, CaseIterable, CustomStringConvertible 
         case 276: self = .linuxSLL2
         case 0: self = .bsdLoopback
         case 108: self = .openBSDLoopback
+        case 147: self = .virtioNet
         default: return nil
         }
     }
@@ -55,6 +63,7 @@ public enum LinkType: Sendable, Hashable, CaseIterable, CustomStringConvertible 
         case .linuxSLL: 16
         case .linuxSLL2: 20
         case .bsdLoopback, .openBSDLoopback: 4
+        case .virtioNet: 10
         }
     }
 
@@ -67,6 +76,7 @@ public enum LinkType: Sendable, Hashable, CaseIterable, CustomStringConvertible 
         case .linuxSLL2: "LINUX_SLL2"
         case .bsdLoopback: "NULL"
         case .openBSDLoopback: "LOOP"
+        case .virtioNet: "USER0 (virtio_net_hdr + IP)"
         }
     }
 }

@@ -33,6 +33,9 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Packets per engine batch.")
     var batch: Int = 64
 
+    @Flag(name: .long, help: "Time the live daemon's output stage too: super-packets cut into segments, packets toward the TUN coalesced (as with a TUN with virtio headers).")
+    var offloads = false
+
     @Flag(name: .long, help: "Print one JSON object instead of the report.")
     var json = false
 
@@ -55,6 +58,7 @@ struct Bench: ParsableCommand {
         options.batchSize = batch
         options.iterations = iterations
         options.duration = duration ?? 10
+        options.offloads = offloads
         do {
             let bench = try IPIPDataplane.Bench(engine: engine, options: options,
                                                 progress: json ? nil : ProgressReporter(label: "bench"),

@@ -97,6 +97,9 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: "Packets per engine batch.")
     var batch: Int = 64
 
+    @Flag(name: .long, help: "Write the TUN side as the live daemon's TUN (virtio headers, TSO/USO) takes it: packets toward it coalesced, super-packets whole; every output capture gets link type 147 (virtio_net_hdr + IPv4). Inputs of link type 147 mark super-packets either way.")
+    var offloads = false
+
     @Flag(name: .shortAndLong, help: "Print no summary.")
     var quiet = false
 
@@ -108,7 +111,7 @@ struct Replay: ParsableCommand {
         let topo = try topology.compile()
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
         let options = ReplayOptions(input: input, underlayInput: underlayInput, output: output, underlayOutput: underlayOutput, tunOutput: tunOutput,
-                                    verdicts: verdicts, batchSize: batch)
+                                    verdicts: verdicts, batchSize: batch, offloads: offloads)
         let replay = IPIPDataplane.Replay(engine: engine, options: options, progress: ProgressReporter(label: "replay"))
         do {
             let summary = try replay.run()
@@ -168,6 +171,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("uplink-io"), help: ArgumentHelp("How encapsulated packets leave: auto (the fastest that opens: xdp, packet, raw), xdp (AF_XDP), packet (AF_PACKET sendmmsg) or raw (raw IPv4 socket).", valueName: "method"))
     var uplinkIO = "auto"
 
+    @Option(name: .customLong("uplink-rx"), help: ArgumentHelp("How the uplink's packets are read: ring (a TPACKET_V2 ring, no system call per batch) or mmsg (recvmmsg).", valueName: "ring|mmsg"))
+    var uplinkRX = "ring"
+
     @Option(name: .customLong("uplink-gro"), help: ArgumentHelp("GRO/LRO on the uplink: keep (as the host has them; the capture takes super-packets) or off (switched off while ipipd runs, restored at exit).", valueName: "keep|off"))
     var uplinkGRO = "keep"
 
@@ -197,6 +203,7 @@ struct Run: ParsableCommand {
             throw ValidationError("--uplink-io must be auto, xdp, packet or raw, not '\(uplinkIO)'")
         }
         guard uplinkGRO == "keep" || uplinkGRO == "off" else { throw ValidationError("--uplink-gro must be keep or off") }
+        guard uplinkRX == "ring" || uplinkRX == "mmsg" else { throw ValidationError("--uplink-rx must be ring or mmsg") }
         guard tunOffloads == "on" || tunOffloads == "off" else { throw ValidationError("--tun-offloads must be on or off") }
         if metricsAddress != "off" {
             guard let colon = metricsAddress.lastIndex(of: ":"), UInt16(metricsAddress[metricsAddress.index(after: colon)...]) != nil else {
@@ -223,6 +230,7 @@ struct Run: ParsableCommand {
         options.disableUplinkReceiveOffloads = uplinkGRO == "off"
         options.uplinkIO = UplinkIOMethod(rawValue: uplinkIO)
         options.tunOffloads = tunOffloads == "on"
+        if uplinkRX == "mmsg" { options.captureRingFrames = 0 }
         // A random seed for SNAT port choice and hashing (the system generator reads getrandom).
         var generator = SystemRandomNumberGenerator()
         let seed = generator.next()

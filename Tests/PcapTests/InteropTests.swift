@@ -11,6 +11,10 @@ import Testing
     }
 
     static let cases = LinkType.allCases.map(Case.init)
+    /// tcpdump has no decoder for the private link type swift-ipip uses for virtio headers.
+    static let tcpdumpCases = cases.filter { $0.linkType != .virtioNet }
+    /// How tshark decodes it (see `LinkType.virtioNet`).
+    static let userLinkType = ["-o", "uat:user_dlts:\"User 0 (DLT=147)\",\"ip\",\"10\",\"\",\"0\",\"\""]
     static let sources: [(UInt8, UInt8, UInt8, UInt8)] = [(10, 0, 0, 1), (192, 0, 2, 7), (203, 0, 113, 254)]
     static let expectedSources = ["10.0.0.1", "192.0.2.7", "203.0.113.254"]
 
@@ -36,7 +40,7 @@ import Testing
         try Self.writeCapture(path, linkType: c.linkType)
         let (status, output) = try Tool.run(
             Tool.tshark!,
-            ["-n", "-r", path, "-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"]
+            ["-n", "-r", path] + Self.userLinkType + ["-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"]
         )
         #expect(status == 0)
         let lines = output.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
@@ -44,7 +48,7 @@ import Testing
         #expect(lines.map { $0.last ?? "" }.allSatisfy { $0.hasSuffix(".250000000") }, "tshark printed: \(output)")
     }
 
-    @Test(.enabled(if: Tool.tcpdump != nil, "tcpdump is not installed"), arguments: cases)
+    @Test(.enabled(if: Tool.tcpdump != nil, "tcpdump is not installed"), arguments: tcpdumpCases)
     func tcpdumpDecodesWriterOutput(_ c: Case) throws {
         let directory = try TemporaryDirectory()
         defer { directory.removeDirectory() }

@@ -73,6 +73,13 @@ int cipl_interface_hardware_address(const char *name, uint8_t mac[6], unsigned s
 static inline uint32_t cipl_load_acquire_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void cipl_store_release_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
+// --- TPACKET_V2 receive ring (linux/if_packet.h) ---
+/// PACKET_VERSION = TPACKET_V2, PACKET_RX_RING with `frame_count` frames of `frame_size` bytes in
+/// blocks of `block_size`, then mmap; returns the ring or NULL (errno set, `*failed_call` named).
+void *cipl_packet_rx_ring(int fd, uint32_t block_size, uint32_t frame_size, uint32_t frame_count,
+                          const char **failed_call);
+void cipl_packet_rx_ring_unmap(void *ring, uint64_t length);
+
 // --- AF_XDP (linux/if_xdp.h), transmit only ---
 /// One AF_XDP socket with its UMEM and its rings mapped (fill and completion rings, TX ring).
 typedef struct {
