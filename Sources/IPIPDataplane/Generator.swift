@@ -60,6 +60,10 @@ public struct GeneratorOptions: Sendable {
     /// Packets in both captures together (a target: a TCP flow has at least 7).
     public var packets = 100_000
     public var seed: UInt64 = 1
+    /// When above 1: every TCP data burst is that many full-sized segments: one super-packet on
+    /// the TUN side (a TSO read, marked with its segment size) and that many MTU-sized segments
+    /// in a row on the underlay (what the coalescer merges). 2…44 (64 KiB of payload at most).
+    public var superPackets = 0
 
     public init() {}
 
@@ -84,6 +88,8 @@ public struct GeneratorOptions: Sendable {
 public struct GeneratedPacket: Sendable, Equatable {
     public var time: Timestamp
     public var bytes: [UInt8]
+    /// `.tcp` with its segment size for a super-packet (`GeneratorOptions.superPackets`).
+    public var offload: SegmentationOffload = .none
 }
 
 /// The output of the generator: both captures, the manifests, and what the engine must do with it.
@@ -114,7 +120,8 @@ public struct GeneratedTraffic: Sendable {
 /// destination (else a workload of a random remote node); the source is a random local workload.
 /// TCP: SYN, SYN-ACK, ACK, data alternating out and in, FIN, FIN-ACK, ACK (control segments are
 /// 40 bytes; a flow has at least one data segment). UDP and ICMP echo: request, reply, request…
-/// Flows start at random in the first second; their packets are 200 µs apart.
+/// Flows start at random in the first second; their packets are 200 µs apart (the segments of a
+/// `superPackets` burst 1 µs apart, back to back as after a TSO send).
 ///
 /// Sizes are IP total lengths of data packets; toward pool destinations they are capped at the
 /// tunnel MTU (1480 = 1500 − 20, the MTU Calico gives workload interfaces), so the outer packet
@@ -163,6 +170,7 @@ public enum TrafficGenerator {
             throw .invalid("--external must be 1…\(maximumExternal) when --nat-share is above 0")
         }
         guard o.packets >= o.flows else { throw .invalid("--packets must be at least --flows") }
+        guard o.superPackets == 0 || (2...44).contains(o.superPackets) else { throw .invalid("--super-packets must be 2…44") }
 
         var rng = SplitMix64(seed: o.seed)
         var out = GeneratedTraffic()
@@ -175,8 +183,8 @@ public enum TrafficGenerator {
         var natUsed = [0, 0, 0]
         let weightTotal = o.mix.tcp + o.mix.udp + o.mix.icmp
         let local = localNodeAddress
-        var tun: [(t: Int64, f: Int, p: [UInt8])] = []
-        var underlay: [(t: Int64, f: Int, p: [UInt8])] = []
+        var tun: [(t: Int64, f: Int, p: [UInt8], o: SegmentationOffload)] = []
+        var underlay: [(t: Int64, f: Int, p: [UInt8], o: SegmentationOffload)] = []
         tun.reserveCapacity(o.packets / 2 + o.flows)
         underlay.reserveCapacity(o.packets / 2 + o.flows)
 
@@ -225,26 +233,40 @@ public enum TrafficGenerator {
                 return min(s, maxSize)
             }
             var step: Int64 = 0
+            /// Microseconds since the flow's start: 200 µs between packets, 1 µs between the
+            /// segments of a burst (they arrive back to back, as after a TSO send).
+            var clock: Int64 = 0
+            var last: Int64 = 0
             // `outbound`: from the workload (TUN side); else the reply (underlay side).
-            func emit(outbound: Bool, transport: [UInt8], protocolNumber: UInt8) {
-                let t = start + step * Int64(gapMicroseconds)
+            // A super-packet (`offload`) takes `segments` identifications and counts as many.
+            func emit(outbound: Bool, transport: [UInt8], protocolNumber: UInt8, offload: SegmentationOffload = .none,
+                      segments: Int = 1, backToBack: Bool = false) {
+                let t: Int64
+                if backToBack {
+                    t = last + 1
+                } else {
+                    t = start + clock
+                    clock += Int64(gapMicroseconds)
+                }
+                last = t
                 step += 1
                 if outbound {
                     ident &+= 1
                     tun.append((t, f, ipv4(source: source, destination: destination, protocolNumber: protocolNumber,
-                                           ttl: 63, identification: ident, payload: transport)))
-                    out.expected[nat ? .translated : .encapsulated, default: 0] += 1
+                                           ttl: 63, identification: ident, payload: transport), offload))
+                    ident &+= UInt16(truncatingIfNeeded: segments &- 1)
+                    out.expected[nat ? .translated : .encapsulated, default: 0] += segments
                 } else if nat {
                     underlay.append((t, f, ipv4(source: destination, destination: local, protocolNumber: protocolNumber,
                                                 ttl: 52, identification: replyIdent &+ UInt16(truncatingIfNeeded: step),
-                                                payload: transport)))
+                                                payload: transport), .none))
                     out.expected[.untranslated, default: 0] += 1
                 } else {
                     let inner = ipv4(source: destination, destination: source, protocolNumber: protocolNumber, ttl: 63,
                                      identification: replyIdent &+ UInt16(truncatingIfNeeded: step), payload: transport)
                     underlay.append((t, f, ipv4(source: nodeAddress(peer), destination: local, protocolNumber: 4, ttl: 64,
                                                 identification: replyIdent &+ UInt16(truncatingIfNeeded: step) &+ 0x8000,
-                                                payload: inner)))
+                                                payload: inner), .none))
                     out.expected[.decapsulated, default: 0] += 1
                 }
             }
@@ -257,20 +279,39 @@ public enum TrafficGenerator {
                 var clientSeq = UInt32(truncatingIfNeeded: rng.next())
                 var serverSeq = UInt32(truncatingIfNeeded: rng.next())
                 let data = max(1, budget - 6)
-                func segment(outbound: Bool, flags: UInt8, payload: Int) {
+                func segment(outbound: Bool, flags: UInt8, payload: Int, offload: SegmentationOffload = .none,
+                             segments: Int = 1, backToBack: Bool = false) {
                     let s = outbound
                         ? tcp(source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
                               seq: clientSeq, ack: serverSeq, flags: flags, payload: payload)
                         : tcp(source: destination, destination: replyDestination, sourcePort: destinationPort,
                               destinationPort: sourcePort, seq: serverSeq, ack: clientSeq, flags: flags, payload: payload)
-                    emit(outbound: outbound, transport: s, protocolNumber: 6)
+                    emit(outbound: outbound, transport: s, protocolNumber: 6, offload: offload, segments: segments,
+                         backToBack: backToBack)
                     let advance = UInt32(payload) &+ (flags & 0x03 != 0 ? 1 : 0)  // SYN and FIN count one
                     if outbound { clientSeq &+= advance } else { serverSeq &+= advance }
                 }
                 segment(outbound: true, flags: 0x02, payload: 0)  // SYN
                 segment(outbound: false, flags: 0x12, payload: 0)  // SYN-ACK
                 segment(outbound: true, flags: 0x10, payload: 0)  // ACK
-                for i in 0..<data { segment(outbound: i % 2 == 0, flags: 0x18, payload: dataSize() - 40) }
+                if o.superPackets > 1 {
+                    // Bulk: a TSO super-packet out, a run of full segments back (MSS of the MTU the
+                    // data travels at: the tunnel's, or 1500 natively).
+                    let n = o.superPackets
+                    let mss = (nat ? 1500 : tunnelMTU) - 40
+                    for i in 0..<data {
+                        if i % 2 == 0 {
+                            segment(outbound: true, flags: 0x18, payload: n * mss,
+                                    offload: SegmentationOffload(kind: .tcp, segmentSize: UInt16(mss)), segments: n)
+                        } else {
+                            for k in 0..<n {
+                                segment(outbound: false, flags: k == n - 1 ? 0x18 : 0x10, payload: mss, backToBack: k > 0)
+                            }
+                        }
+                    }
+                } else {
+                    for i in 0..<data { segment(outbound: i % 2 == 0, flags: 0x18, payload: dataSize() - 40) }
+                }
                 segment(outbound: true, flags: 0x11, payload: 0)  // FIN-ACK
                 segment(outbound: false, flags: 0x11, payload: 0)  // FIN-ACK
                 segment(outbound: true, flags: 0x10, payload: 0)  // ACK
@@ -292,12 +333,12 @@ public enum TrafficGenerator {
             }
         }
         // Time order; within the same microsecond, flow order, then generation order (stable).
-        func ordered(_ list: [(t: Int64, f: Int, p: [UInt8])]) -> [GeneratedPacket] {
+        func ordered(_ list: [(t: Int64, f: Int, p: [UInt8], o: SegmentationOffload)]) -> [GeneratedPacket] {
             list.enumerated().sorted { a, b in (a.element.t, a.element.f, a.offset) < (b.element.t, b.element.f, b.offset) }
                 .map { e in
                     let t = e.element.t
                     return GeneratedPacket(time: Timestamp(seconds: startSeconds + t / 1_000_000, nanoseconds: UInt32(t % 1_000_000) * 1000),
-                                           bytes: e.element.p)
+                                           bytes: e.element.p, offload: e.element.o)
                 }
         }
         out.tun = ordered(tun)
@@ -305,11 +346,28 @@ public enum TrafficGenerator {
         return out
     }
 
-    /// Writes the captures (raw IPv4 pcap) and the manifests.
+    /// Writes the captures (raw IPv4 pcap; a capture holding super-packets gets link type 147,
+    /// each record behind its virtio header as a TUN with TSO reads it) and the manifests.
     public static func write(_ traffic: GeneratedTraffic, out: String, underlayOut: String?, manifestsOut: String?) throws {
         func dump(_ packets: [GeneratedPacket], _ path: String) throws {
-            let w = try PcapWriter(path: path, linkType: .raw)
-            for p in packets { p.bytes.withUnsafeBytes { w.write($0, timestamp: p.time) } }
+            let virtio = packets.contains { $0.offload != .none }
+            let w = try PcapWriter(path: path, linkType: virtio ? .virtioNet : .raw)
+            var record = [UInt8](repeating: 0, count: 65536 + VirtioNetHeader.byteCount)
+            for p in packets {
+                guard virtio else {
+                    p.bytes.withUnsafeBytes { w.write($0, timestamp: p.time) }
+                    continue
+                }
+                let header = p.offload.isSegmented
+                    ? VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 40,
+                                      gsoSize: p.offload.segmentSize, checksumStart: 20, checksumOffset: 16)
+                    : VirtioNetHeader()
+                record.withUnsafeMutableBytes { r in
+                    header.store(to: r.baseAddress!)
+                    p.bytes.withUnsafeBytes { (r.baseAddress! + VirtioNetHeader.byteCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    w.write(UnsafeRawBufferPointer(rebasing: r[0..<(VirtioNetHeader.byteCount + p.bytes.count)]), timestamp: p.time)
+                }
+            }
             try w.close()
         }
         try dump(traffic.tun, out)

@@ -121,6 +121,9 @@ struct Gen: ParsableCommand {
     @Option(name: .long, help: "Seed of the generator.")
     var seed: UInt64 = 1
 
+    @Option(name: .customLong("super-packets"), help: ArgumentHelp("TCP data in bursts of N full segments (2…44): one TSO super-packet per burst on the TUN side (link type 147, virtio_net_hdr), N segments in a row on the underlay. 0: off.", valueName: "N"))
+    var superPackets = 0
+
     func options() throws -> GeneratorOptions {
         var o = GeneratorOptions()
         o.flows = flows
@@ -135,6 +138,7 @@ struct Gen: ParsableCommand {
         o.natShare = natShare
         o.packets = packets
         o.seed = seed
+        o.superPackets = superPackets
         return o
     }
 

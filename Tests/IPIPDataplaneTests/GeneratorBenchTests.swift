@@ -84,6 +84,41 @@ struct GeneratorTests {
         #expect(summary.emittedTUN == g.traffic.underlay.count)
     }
 
+    @Test("super-packets: a TSO capture replays with its segments counted, cut up for the underlay, coalesced toward the TUN with --offloads")
+    func superPackets() throws {
+        var o = smallOptions(mix: (1, 0, 0))
+        o.superPackets = 20
+        let g = try GeneratedFiles(o, name: "gen-super")
+        defer { g.remove() }
+        #expect(g.traffic.tun.contains { $0.offload == SegmentationOffload(kind: .tcp, segmentSize: 1440) })
+        #expect(g.traffic.tun.contains { $0.offload == SegmentationOffload(kind: .tcp, segmentSize: 1460) }, "SNAT flows: 1500-byte MTU")
+        for offloads in [false, true] {
+            let summary = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay,
+                                                                                 offloads: offloads)).run()
+            let c = try #require(summary.counters)
+            for a in [VerdictAction.encapsulated, .translated, .decapsulated, .untranslated] {
+                #expect(c.packets(a) == UInt64(g.traffic.expected[a] ?? 0), "\(a.name), offloads \(offloads)")
+            }
+            #expect(c.packets(.dropped) == 0, "drops: \(c.drops.filter { $0.value > 0 })")
+            let supers = g.traffic.tun.filter { $0.offload.isSegmented }.count
+            #expect(c.superPacketsIn == UInt64(supers))
+            // Every super-packet leaves as its 20 segments.
+            #expect(summary.emittedUnderlay == g.traffic.tun.count + 19 * supers)
+            if offloads {
+                #expect(summary.emittedTUN < g.traffic.underlay.count / 4, "runs of 20 segments coalesce: \(summary.emittedTUN) writes")
+            } else {
+                #expect(summary.emittedTUN == g.traffic.underlay.count)
+            }
+        }
+        var bench = BenchOptions(input: g.tun, underlayInput: g.underlay)
+        bench.iterations = 1
+        bench.offloads = true
+        let r = try Bench(engine: g.engine(), options: bench).run()
+        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay, offloads: true)).run()
+        #expect(r.counters == replay.counters)
+        #expect(r.emittedUnderlay == replay.emittedUnderlay && r.emittedTUN == replay.emittedTUN, "bench times what replay writes")
+    }
+
     @Test("flow kinds follow the options: no SNAT at share 0, only UDP with udp=1")
     func options() throws {
         let noNAT = try TrafficGenerator.generate(smallOptions(natShare: 0))
