@@ -2,7 +2,7 @@
 """Samples, Markdown table and SVG plot of scripts/bench-live (standard library only).
 
   benchlive.py sample OUT PHASE TEST REP [--iperf FILE] [--ping FILE] [--cpu-ticks N]
-                      [--tunnel-packets N] [--wall S]
+                      [--wire-packets N] [--wall S]
       append one measurement to OUT (JSON lines); the iperf3 -J output or ping output is read
       here, so OUT stands alone once the run's scratch directory is gone.
   benchlive.py report OUT [--plot FILE] [--title TEXT]
@@ -16,9 +16,13 @@ Definitions:
   tunnel CPU         utime+stime of the tunnel processes on both nodes (/proc/PID/stat, every
                      thread), during the run.
   per GB             tunnel CPU seconds / GB (10^9 bytes) of iperf3 payload received.
-  per packet         tunnel CPU / packets carried; packets carried = (rx+tx packets of the tunnel
-                     interfaces on both nodes) / 2, i.e. both directions, each packet counted
-                     once although both daemons handle it (encapsulate + decapsulate).
+  per packet         tunnel CPU / packets on the wire; packets on the wire = (rx+tx packets of the
+                     two nodes' uplinks) / 2, i.e. both directions, each packet counted once
+                     although both daemons handle it (encapsulate + decapsulate); a super-packet
+                     counts as the segments it became.
+  machine per GB     busy time of the whole machine (/proc/stat: user, nice, system, irq,
+                     softirq, steal; both CPUs) during the run / GB received: every process and
+                     the kernel's own work, for the kernel path too.
   cores              tunnel CPU seconds / wall seconds of the run.
   user space         utime share of the tunnel CPU (the rest, stime, is system calls and the
                      kernel work they trigger in the process's context: a packet written into a
@@ -31,8 +35,14 @@ import re
 import statistics
 import sys
 
-PHASES = [("kernel", "kernel routing"), ("ipipd", "ipipd (IP-in-IP)"), ("wireguard-go", "wireguard-go")]
-COLORS = {"kernel": "#7f7f7f", "ipipd": "#1f77b4", "wireguard-go": "#d62728"}
+PHASES = [("kernel", "kernel routing"), ("ipipd", "ipipd (IP-in-IP)"),
+          ("ipipd-packet", "ipipd --uplink-io packet"), ("ipipd-raw", "ipipd --uplink-io raw"),
+          ("ipipd-ring", "ipipd --uplink-rx ring"), ("ipipd-plain", "ipipd --tun-offloads off"),
+          ("wireguard-go", "wireguard-go (Debian 12)"), ("wireguard-go-ext", "wireguard-go (WG_GO)")]
+COLORS = {"kernel": "#7f7f7f", "ipipd": "#1f77b4", "ipipd-packet": "#6baed6", "ipipd-raw": "#9ecae1",
+          "ipipd-ring": "#3182bd", "ipipd-plain": "#c6dbef", "wireguard-go": "#d62728", "wireguard-go-ext": "#ff7f0e"}
+SHORT = {"kernel": "kernel", "ipipd": "ipipd", "ipipd-packet": "packet", "ipipd-raw": "raw", "ipipd-ring": "ring",
+         "ipipd-plain": "plain", "wireguard-go": "wg-go", "wireguard-go-ext": "wg-ext"}
 
 # key, label, unit, higher is better, decimals, needs a tunnel
 ROWS = [
@@ -41,10 +51,11 @@ ROWS = [
     ("udp_kpps", "UDP 64 B, delivered", "kpps", True, 0, False),
     ("udp_sent_kpps", "UDP 64 B, offered by the sender", "kpps", None, 0, False),
     ("rtt_ms", "ping RTT, median", "ms", False, 3, False),
+    ("tcp1_machine_per_gb", "machine CPU per GB, TCP 1 stream", "CPU s/GB", False, 2, False),
     ("tcp1_cpu_per_gb", "tunnel CPU per GB, TCP 1 stream", "CPU s/GB", False, 2, True),
     ("tcp4_cpu_per_gb", "tunnel CPU per GB, TCP 4 streams", "CPU s/GB", False, 2, True),
-    ("tcp1_cpu_per_pkt", "tunnel CPU per packet, TCP 1 stream", "µs/packet", False, 2, True),
-    ("udp_cpu_per_pkt", "tunnel CPU per packet, UDP 64 B", "µs/packet", False, 2, True),
+    ("tcp1_cpu_per_pkt", "tunnel CPU per wire packet, TCP 1 stream", "µs/packet", False, 2, True),
+    ("udp_cpu_per_pkt", "tunnel CPU per wire packet, UDP 64 B", "µs/packet", False, 2, True),
     ("tcp1_cores", "tunnel CPU busy, TCP 1 stream", "cores", False, 2, True),
     ("udp_cores", "tunnel CPU busy, UDP 64 B", "cores", False, 2, True),
     ("tcp1_user_pct", "tunnel CPU in user space, TCP 1 stream", "% of CPU", None, 0, True),
@@ -68,9 +79,12 @@ def sample(argv):
     uticks = arg(argv, "--user-ticks")
     if uticks is not None:
         rec["cpu_user_s"] = int(uticks) / os.sysconf("SC_CLK_TCK")
-    pkts = arg(argv, "--tunnel-packets")
+    pkts = arg(argv, "--wire-packets")
     if pkts is not None:
-        rec["tunnel_packets"] = int(pkts)
+        rec["wire_packets"] = int(pkts)
+    machine = arg(argv, "--machine-ticks")
+    if machine is not None:
+        rec["machine_s"] = int(machine) / os.sysconf("SC_CLK_TCK")
     wall = arg(argv, "--wall")
     if wall is not None:
         rec["wall_s"] = float(wall)
@@ -110,10 +124,12 @@ def metrics(rec):
     if t == "udp":
         m["udp_kpps"] = rec["delivered_packets"] / rec["seconds"] / 1e3
         m["udp_sent_kpps"] = rec["sent_packets"] / rec["sent_seconds"] / 1e3
+    if "machine_s" in rec and rec.get("bytes") and t in ("tcp1", "tcp4"):
+        m[f"{t}_machine_per_gb"] = rec["machine_s"] / (rec["bytes"] / 1e9)
     if "cpu_s" in rec and rec["phase"] != "kernel":
         if rec.get("bytes"):
             m[f"{t}_cpu_per_gb"] = rec["cpu_s"] / (rec["bytes"] / 1e9)
-        carried = rec.get("tunnel_packets", 0) / 2
+        carried = rec.get("wire_packets", 0) / 2
         if carried > 0:
             m[f"{t}_cpu_per_pkt"] = rec["cpu_s"] / carried * 1e6
         if rec.get("wall_s"):
@@ -153,7 +169,9 @@ def report(argv):
     plot = arg(argv, "--plot")
     title = arg(argv, "--title", "bench-live")
     values = collect(path)
-    phases = [p for p in PHASES if any(ph == p[0] for ph, _ in values)]
+    ext = arg(argv, "--ext-label")
+    known = [(p, ext if (p == "wireguard-go-ext" and ext) else l) for p, l in PHASES]
+    phases = [p for p in known if any(ph == p[0] for ph, _ in values)]
     rows = [r for r in ROWS if any((p[0], r[0]) in values for p in phases)]
     stats = {}
     for key, *_ in rows:
@@ -164,7 +182,8 @@ def report(argv):
     med = lambda p, k: stats[(p, k)][0] if (p, k) in stats else None
     head = "| metric | unit | " + " | ".join(f"{label} median (min–max)" for _, label in phases)
     have = {p for p, _ in phases}
-    ratios = [("ipipd", "kernel", "ipipd / kernel"), ("ipipd", "wireguard-go", "ipipd / wireguard-go")]
+    ratios = [("ipipd", "kernel", "ipipd / kernel"), ("ipipd", "wireguard-go", "ipipd / wireguard-go (Debian)"),
+              ("ipipd", "wireguard-go-ext", "ipipd / wireguard-go (WG_GO)")]
     ratios = [r for r in ratios if r[0] in have and r[1] in have]
     head += "".join(f" | {r[2]}" for r in ratios) + " |"
     print(head)
@@ -197,7 +216,7 @@ def esc(s):
 
 def write_svg(path, title, phases, rows, stats):
     cols = 4
-    pw, ph = 240, 190  # panel size
+    pw, ph = max(240, 40 + 56 * len(phases)), 190  # panel size
     top, left = 56, 10
     nrows = math.ceil(len(rows) / cols)
     width = left * 2 + cols * pw
@@ -226,7 +245,7 @@ def write_svg(path, title, phases, rows, stats):
         o.append(f'<line x1="{x0 + 8}" y1="{base}" x2="{x0 + pw - 8}" y2="{base}" stroke="#333"/>')
         for j, (p, plabel) in enumerate(phases):
             bx = x0 + 8 + gap + j * (bw + gap)
-            short = {"kernel": "kernel", "ipipd": "ipipd", "wireguard-go": "wg-go"}[p]
+            short = SHORT.get(p, p)
             o.append(f'<text x="{bx + bw / 2}" y="{base + 14}" text-anchor="middle">{short}</text>')
             if (p, key) not in stats:
                 o.append(f'<text x="{bx + bw / 2}" y="{base - 4}" text-anchor="middle" fill="#999">n/a</text>')
