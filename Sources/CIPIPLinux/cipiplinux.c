@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
-#include <linux/ethtool.h>
 #include <linux/sockios.h>
 #include <linux/if_xdp.h>
 #include <net/if_arp.h>
@@ -40,37 +39,6 @@ int cipl_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int cipl_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
 
-static int cipl_ethtool(const char *name, struct ethtool_value *ev) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    ifr.ifr_data = (void *)ev;
-    int r = ioctl(fd, SIOCETHTOOL, &ifr);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return r < 0 ? -1 : 0;
-}
-
-int cipl_ethtool_get(const char *name, uint32_t cmd, uint32_t *value) {
-    struct ethtool_value ev = { .cmd = cmd, .data = 0 };
-    if (cipl_ethtool(name, &ev) < 0) return -1;
-    *value = ev.data;
-    return 0;
-}
-
-int cipl_ethtool_set(const char *name, uint32_t cmd, uint32_t value) {
-    struct ethtool_value ev = { .cmd = cmd, .data = value };
-    return cipl_ethtool(name, &ev);
-}
-
-uint32_t cipl_ethtool_ggro(void) { return ETHTOOL_GGRO; }
-uint32_t cipl_ethtool_sgro(void) { return ETHTOOL_SGRO; }
-uint32_t cipl_ethtool_gflags(void) { return ETHTOOL_GFLAGS; }
-uint32_t cipl_ethtool_sflags(void) { return ETHTOOL_SFLAGS; }
-uint32_t cipl_eth_flag_lro(void) { return ETH_FLAG_LRO; }
 
 int cipl_tun_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
 int cipl_tun_set_vnet_header_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }

@@ -111,7 +111,10 @@ public enum Segmenter {
         // stays within it.
         let source = packet.baseAddress!
         destination.copyMemory(from: source, byteCount: layout.headerLength)
-        destination.advanced(by: layout.headerLength).copyMemory(from: source.advanced(by: from), byteCount: payload)
+        // The payload is summed as it is copied; the transport header (an even number of bytes)
+        // is summed after it was patched, and the two sums add up (RFC 1071 §2(A)).
+        let payloadSum = InternetChecksum.sumCopying(from: source.advanced(by: from), to: destination.advanced(by: layout.headerLength),
+                                                     count: payload)
 
         let outer = layout.outerHeaderLength
         if outer > 0 {
@@ -145,7 +148,9 @@ public enum Segmenter {
         let pseudo = InternetChecksum.pseudoHeaderSum(source: inner.sourceAddress, destination: inner.destinationAddress,
                                                       protocolNumber: layout.isTCP ? IPProtocolNumber.tcp : IPProtocolNumber.udp,
                                                       length: l4Length)
-        var c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: l4, count: l4Length), initial: pseudo)
+        let headerBytes = layout.headerLength &- layout.transportOffset
+        var c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: l4, count: headerBytes),
+                                          initial: pseudo &+ UInt32(payloadSum))
         if !layout.isTCP && c == 0 { c = 0xFFFF }
         l4.storeBytes(of: c.bigEndian, toByteOffset: checksumOffset, as: UInt16.self)
         return length

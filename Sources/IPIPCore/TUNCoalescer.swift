@@ -144,11 +144,6 @@ public final class TUNCoalescer {
                 tableHeads[entry] = -1
                 continue
             }
-            guard Self.transportChecksumVerifies(p) else {
-                checksumFailures &+= 1
-                tableHeads[entry] = -1
-                continue
-            }
             let head = Int(tableHeads[entry])
             if head >= 0 {
                 let result = proto == IPProtocolNumber.tcp ? appendTCP(j, to: head, in: batch) : appendUDP(j, to: head, in: batch)
@@ -157,9 +152,18 @@ public final class TUNCoalescer {
                     absorbed &+= 1
                     if closes { tableHeads[entry] = -1 }
                     continue
+                case .badChecksum:
+                    checksumFailures &+= 1
+                    tableHeads[entry] = -1
+                    continue
                 case .refused:
                     break
                 }
+            }
+            guard Self.transportChecksumVerifies(p) else {
+                checksumFailures &+= 1
+                tableHeads[entry] = -1
+                continue
             }
             // j opens a new group (the previous one of the flow, if any, is closed).
             tableHeads[entry] = startGroup(j, p, tcp: proto == IPProtocolNumber.tcp) ? Int32(truncatingIfNeeded: j) : -1
@@ -192,6 +196,8 @@ public final class TUNCoalescer {
 
     enum AppendResult {
         case appended(closesGroup: Bool)
+        /// It would have joined, but its checksum does not verify: it stays alone.
+        case badChecksum
         case refused
     }
 
@@ -233,6 +239,22 @@ public final class TUNCoalescer {
         return InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: p[20...]), initial: pseudo) == 0xFFFF
     }
 
+    /// Copies the payload of option-less IPv4 TCP/UDP packet `p` (after `headerLength` bytes of
+    /// IP and transport header) to `destination`, summing it on the way, and says whether the
+    /// packet's transport checksum verifies: one pass over the payload for both.
+    @inline(__always)
+    static func copyVerifying(_ p: UnsafeRawBufferPointer, headerLength: Int, to destination: UnsafeMutableRawPointer) -> Bool {
+        let base = p.baseAddress!
+        let payloadSum = InternetChecksum.sumCopying(from: base + headerLength, to: destination, count: p.count &- headerLength)
+        let pseudo = InternetChecksum.pseudoHeaderSum(
+            source: IPv4Address(rawValue: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))),
+            destination: IPv4Address(rawValue: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self))),
+            protocolNumber: p[9], length: p.count &- 20)
+        // Safe: the transport header [20, headerLength) is within the packet (checked by the candidates).
+        return InternetChecksum.sum(UnsafeRawBufferPointer(start: base + 20, count: headerLength &- 20),
+                                    initial: pseudo &+ UInt32(payloadSum)) == 0xFFFF
+    }
+
     /// Records `j` as the head of a new group; false when it cannot be extended (PSH set).
     @inline(__always)
     func startGroup(_ j: Int, _ p: UnsafeRawBufferPointer, tcp: Bool) -> Bool {
@@ -265,8 +287,12 @@ public final class TUNCoalescer {
               h.count &+ payload <= 65535, payload <= batch.tailroom(of: head),
               Self.sameBytes(h, p, from: 40, to: 20 &+ thl)
         else { return .refused }
+        let headLength = h.count
         let end = batch.extend(head, by: payload)
-        end.copyMemory(from: p.baseAddress!.advanced(by: 20 &+ thl), byteCount: payload)
+        guard Self.copyVerifying(p, headerLength: 20 &+ thl, to: end) else {
+            batch.setLength(headLength, of: head)
+            return .badChecksum
+        }
         noteMerge(j, into: head, in: batch)
         nextSequence[head] &+= UInt32(truncatingIfNeeded: payload)
         let push = p[33] & TCPFlags.psh != 0
@@ -286,8 +312,14 @@ public final class TUNCoalescer {
               payload <= Int(segmentSizes[head]), Int(segmentCounts[head]) < Self.maximumUDPSegments,
               h.count &+ payload <= 65535, payload <= batch.tailroom(of: head)
         else { return .refused }
+        let headLength = h.count
         let end = batch.extend(head, by: payload)
-        end.copyMemory(from: p.baseAddress!.advanced(by: 28), byteCount: payload)
+        if p.loadUnaligned(fromByteOffset: 26, as: UInt16.self) == 0 {
+            end.copyMemory(from: p.baseAddress!.advanced(by: 28), byteCount: payload)  // no checksum to verify
+        } else if !Self.copyVerifying(p, headerLength: 28, to: end) {
+            batch.setLength(headLength, of: head)
+            return .badChecksum
+        }
         noteMerge(j, into: head, in: batch)
         return .appended(closesGroup: payload < Int(segmentSizes[head])
                          || Int(segmentCounts[head]) >= Self.maximumUDPSegments)

@@ -13,16 +13,14 @@ public struct DaemonOptions: Sendable {
     public var node: String
     /// The uplink; nil = the interface that holds the node IP.
     public var uplink: String?
-    /// Switch GRO/LRO off on the uplink while running (restored at exit). Off by default: the
-    /// capture takes GRO super-packets (`PACKET_VNET_HDR`), so the host keeps its offloads.
-    public var disableUplinkReceiveOffloads = false
     /// How encapsulated packets leave on the uplink; nil chooses the fastest that works
     /// (`UplinkIOMethod`: xdp, then packet, then raw).
     public var uplinkIO: UplinkIOMethod?
     /// Open the TUN with virtio headers and TSO/USO (super-packets both ways).
     public var tunOffloads = true
-    /// Frames of the uplink capture's TPACKET_V2 receive ring; 0 receives with `recvmmsg`.
-    public var captureRingFrames = 8192
+    /// Frames of the uplink capture's TPACKET_V2 receive ring; 0 (the default) receives with
+    /// `recvmmsg`, which measured cheaper (docs/decisions.md, "Uplink receive").
+    public var captureRingFrames = 0
     /// Seconds between next-hop refreshes for the frame-writing transmit paths.
     public var nextHopSeconds: Double = 1
     /// The TUN device's name (never `tunl0`: the kernel's ipip module owns it).
@@ -140,19 +138,8 @@ public final class Daemon {
         try configureTUN(index: tunIndex, topology: topology)
         configureSysctls(tunName: tun.name)
 
-        // The capture takes GRO super-packets, so receive aggregation stays as the host has it
-        // unless asked (`--uplink-gro off`: off while we run, back as found when we stop).
-        let offloadsFound = options.disableUplinkReceiveOffloads ? switchOffReceiveAggregation(uplink: uplink.name) : nil
-        defer {
-            if let found = offloadsFound {
-                do {
-                    let now = try ReceiveOffloads.apply(found, interface: uplink.name)
-                    logger.notice("uplink \(uplink.name): receive offloads restored (\(now))")
-                } catch {
-                    logger.error("uplink \(uplink.name): could not restore receive offloads (\(found)): \(error)")
-                }
-            }
-        }
+        // Receive aggregation (GRO, LRO) on the uplink stays as the host has it: the capture takes
+        // super-packets whole (docs/decisions.md, "Offloads").
 
         let raw = try RawIPv4Socket(maximumBatchSize: 256)
         defer { raw.close() }
@@ -339,27 +326,6 @@ public final class Daemon {
             failures.append("packet: \(error)")
         }
         return (nil, nil, failures.joined(separator: "; "))
-    }
-
-    /// Switches GRO and LRO off on the uplink when either is on; returns the settings found (to
-    /// restore at exit), or nil when nothing was changed.
-    func switchOffReceiveAggregation(uplink: String) -> ReceiveOffloads? {
-        let found: ReceiveOffloads
-        do {
-            found = try ReceiveOffloads.read(interface: uplink)
-        } catch {
-            logger.warning("uplink \(uplink): cannot read GRO/LRO (\(error)); left as they are")
-            return nil
-        }
-        guard found.aggregates else { return nil }
-        do {
-            let now = try ReceiveOffloads.apply(ReceiveOffloads(gro: false, lro: found.lro.map { _ in false }), interface: uplink)
-            logger.notice("uplink \(uplink): receive aggregation switched off while ipipd runs (was \(found), now \(now)); restored at exit")
-            return found
-        } catch {
-            logger.error("uplink \(uplink): cannot switch GRO/LRO off (\(error))")
-            return nil
-        }
     }
 
     func configureTUN(index: Int32, topology: Topology) throws {

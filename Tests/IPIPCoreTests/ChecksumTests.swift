@@ -36,6 +36,27 @@ struct ChecksumTests {
         }
     }
 
+    @Test("a sum that continues a partial sum, and the copying sum, equal the reference; the copy is exact")
+    func initialAndCopying() {
+        var rng = SplitMix64(seed: 0x5C0F)
+        let data = (0..<3000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        var copy = [UInt8](repeating: 0, count: 3000)
+        data.withUnsafeBytes { all in
+            for n in Array(0...300) + [1447, 1448, 1480, 2999] {
+                for offset in [0, 1, 3] where offset + n <= all.count {
+                    let b = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + n)])
+                    let initial = UInt32(truncatingIfNeeded: rng.next()) & 0x1_FFFF
+                    let reference = InternetChecksum.fold(UInt64(~InternetChecksum.referenceChecksum(b)) + UInt64(initial))
+                    #expect(InternetChecksum.sum(b, initial: initial) == reference, "length \(n) offset \(offset)")
+                    let copied = copy.withUnsafeMutableBytes { c in
+                        InternetChecksum.sumCopying(from: b.baseAddress!, to: c.baseAddress!, count: n, initial: initial)
+                    }
+                    #expect(copied == reference && Array(copy[0..<n]) == Array(b), "copying, length \(n) offset \(offset)")
+                }
+            }
+        }
+    }
+
     @Test("incremental update equals full recomputation on random headers (16- and 32-bit fields)")
     func incrementalVersusFull() {
         let seed: UInt64 = 0x1624

@@ -43,16 +43,6 @@ int cipl_pipe_cloexec(int fds[2]);
 /// (setns needs _GNU_SOURCE). Used by tests and tools that create devices inside a namespace.
 int cipl_setns_net(int fd);
 
-/// SIOCETHTOOL with a struct ethtool_value: `cmd` (ETHTOOL_GGRO, ETHTOOL_GFLAGS, ...) on the
-/// interface `name`. Get: fills `*value`. Set: writes `value`. 0, or -1 with errno.
-int cipl_ethtool_get(const char *name, uint32_t cmd, uint32_t *value);
-int cipl_ethtool_set(const char *name, uint32_t cmd, uint32_t value);
-/// The ethtool command numbers and the LRO flag (linux/ethtool.h).
-uint32_t cipl_ethtool_ggro(void);
-uint32_t cipl_ethtool_sgro(void);
-uint32_t cipl_ethtool_gflags(void);
-uint32_t cipl_ethtool_sflags(void);
-uint32_t cipl_eth_flag_lro(void);
 
 // --- TUN offloads (linux/if_tun.h; USO needs Linux 6.2, newer than some distributions' headers) ---
 /// TUNSETOFFLOAD with `flags` (TUN_F_*): which segmentation offloads the reader takes.
