@@ -7,7 +7,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case malformedHeader
     /// The IPv4 header checksum does not verify.
     case badHeaderChecksum
-    /// TTL 0 on arrival: the host already used the last hop (DESIGN.md §3, RFC 2003 §3.1).
+    /// TTL 0 on arrival: the host already used the last hop (RFC 2003 §3.1).
     case ttlExpired
     /// The source is 0.0.0.0/8, 127.0.0.0/8, multicast or reserved: never forwarded (RFC 1812 §5.3.7).
     case invalidSource

@@ -23,6 +23,7 @@ extension Engine {
             for i in start..<end {
                 verdicts[i] = egress(i, in: &batch, generated: &generated, topology: topology, pathMTUs: pathMTUs,
                                      nat: nat, routeIndex: lookupRoutes[i &- start], now: batch.time(of: i))
+                endOffload(of: i, in: batch)
             }
             start = end
         }
@@ -187,7 +188,7 @@ extension Engine {
         emitWhole(i, in: batch, side: .underlay, action: .forwarded, length: length)
     }
 
-    /// Writes the outer header in front of the packet in slot `slot` (RFC 2003 §3.1, DESIGN.md §3):
+    /// Writes the outer header in front of the packet in slot `slot` (RFC 2003 §3.1):
     /// version 4, IHL 5, TOS copied whole from the inner header (DSCP copied; ECN copied, CE
     /// included: RFC 6040 normal mode), DF set, a fresh ID, TTL per configuration, protocol 4.
     /// A super-packet takes one fresh identification per segment (`identifications`); the

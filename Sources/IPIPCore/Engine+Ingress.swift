@@ -1,6 +1,6 @@
 /// The ingress path: packets arriving on the underlay for this node.
 ///
-/// Order of checks for IP-in-IP (CVE-2020-10136, standards.md §2 and §4):
+/// Order of checks for IP-in-IP (CVE-2020-10136, RFC 2003 §3 and RFC 6040 §4):
 /// 1. the cheapest look at the outer header (20 bytes, version 4) to read protocol and addresses;
 /// 2. protocol 4 to an address that is not this node's IP → `ipip_not_for_us`; from a source
 ///    outside the peer set → `ipip_unknown_peer`. Both before any other work, silently, with no
@@ -42,6 +42,7 @@ extension Engine {
             for i in start..<end {
                 verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat,
                                       innerSourceRoute: lookupRoutes[i &- start], now: batch.time(of: i))
+                endOffload(of: i, in: batch)
             }
             start = end
         }

@@ -230,11 +230,21 @@ public final class Engine {
     /// kernel left partial, is completed); metadata that does not fit the packet is refused.
     /// - Returns: the layout of a super-packet, nil for an ordinary one; `.failure` when refused
     ///   (the caller drops the packet as `invalid_offload`).
+    ///
+    /// An ordinary packet costs one load here: the per-packet counting state stays at (1, 0)
+    /// between packets, and `endOffload` puts it back after a super-packet.
     @inline(__always)
     func takeOffload(of i: Int, in batch: borrowing PacketBatch) -> Result<Segmenter.Layout?, OffloadRefused> {
-        beginPacket(segments: 1, headerBytes: 0)
         let offload = batch.offload(of: i)
         if offload.kind == .none { return .success(nil) }
+        return takeSegmentationOffload(offload, of: i, in: batch)
+    }
+
+    /// `takeOffload` for a slot that has offload metadata (the rare path, out of line).
+    @inline(never)
+    func takeSegmentationOffload(_ offload: SegmentationOffload, of i: Int, in batch: borrowing PacketBatch)
+        -> Result<Segmenter.Layout?, OffloadRefused>
+    {
         guard let layout = Segmenter.layout(of: UnsafeRawBufferPointer(batch.packet(i)), offload: offload) else {
             return .failure(OffloadRefused())
         }
@@ -246,6 +256,12 @@ public final class Engine {
         beginPacket(segments: layout.segmentCount, headerBytes: layout.headerLength)
         count(.superPacketsIn)
         return .success(layout)
+    }
+
+    /// Puts the counting state back to an ordinary packet's after slot `i` was processed.
+    @inline(__always)
+    func endOffload(of i: Int, in batch: borrowing PacketBatch) {
+        if batch.offload(of: i).kind != .none { beginPacket(segments: 1, headerBytes: 0) }
     }
 
     /// Offload metadata that does not describe the packet (see `takeOffload`).

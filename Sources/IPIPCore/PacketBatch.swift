@@ -121,7 +121,7 @@ public struct PacketBatch: ~Copyable {
         sides[i] = .none
         origins[i] = Int32(truncatingIfNeeded: origin)
         times[i] = time
-        offloads[i] = .none
+        offloads[i] = SegmentationOffload(kind: .none, segmentSize: 0)
         return memory + (i &* slotByteCount &+ headroom)
     }
 

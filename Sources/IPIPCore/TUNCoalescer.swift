@@ -138,7 +138,7 @@ public final class TUNCoalescer {
                               destination: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self),
                               ports: p.loadUnaligned(fromByteOffset: 20, as: UInt32.self), protocolNumber: proto)
             let entry = find(key)
-            let eligible = batch.offload(of: j) == .none
+            let eligible = batch.offload(of: j).kind == .none
                 && (proto == IPProtocolNumber.tcp ? Self.tcpCandidate(p) : Self.udpCandidate(p))
             guard eligible else {
                 tableHeads[entry] = -1

@@ -95,7 +95,7 @@ public struct TopologyError: Error, Sendable, CustomStringConvertible, Equatable
 /// Built once per configuration change by `Topology.compile(_:)` and swapped in whole; the engine
 /// only reads it. Per-packet work is one trie lookup plus array reads by index.
 ///
-/// Routing table (one LPM trie, DESIGN.md §3), most specific entry wins:
+/// Routing table (one LPM trie), most specific entry wins:
 /// - each pool CIDR → `.poolWithoutRoute` (in a pool, but no block is known for the address);
 /// - each block → `.remote(node, encapsulate)` or `.local`;
 /// - each node's tunnel address /32 → `.remote` / `.local` likewise;
@@ -134,13 +134,13 @@ public final class Topology: Sendable {
         public var tunnelAddress: IPv4Address?
         /// ENC-20: the node's own IP falls in an encapsulated route, so tunnelling to it would loop.
         public var routeLoopsThroughTunnel: Bool
-        /// The outer header for packets to this node, precomputed (DESIGN.md §3; STYLE.md §7).
+        /// The outer header for packets to this node, precomputed.
         public var outerTemplate: OuterHeaderTemplate?
     }
 
     /// Who may send us IP-in-IP: every other node's IP (/32, value = its index in `nodes`) and
     /// FelixConfiguration `externalNodesCIDRList` (value `Topology.externalPeer`), as Calico's
-    /// `cali40all-hosts-net` set (calico.md §5.7).
+    /// `cali40all-hosts-net` set (Felix).
     public let peers: IPv4PrefixTrie
     /// The `peers` value of an external-nodes CIDR.
     public static let externalPeer = UInt32.max
@@ -216,7 +216,7 @@ public final class Topology: Sendable {
         }
         let localAddress = localPrefix.address
         // A /32 carries no subnet information: every peer counts as cross-subnet, which is what
-        // Calico does too (calico.md §5.2, nodes created before v2.1).
+        // Calico does too (nodes created before Calico v2.1).
         let localSubnet: IPv4Prefix? = localPrefix.network
 
         let mtu = spec.ipipMTU ?? (spec.underlayMTU - encapsulationOverhead)

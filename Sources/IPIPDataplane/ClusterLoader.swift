@@ -6,7 +6,7 @@ import IPIPResources
 
 /// From Calico resources to a compiled topology: the control-plane path that `ipipd` commands
 /// share. Reading, decoding and validation are IPIPResources'; this file decides which resources
-/// count for the dataplane (DESIGN.md §1, §3) and hands plain values to `Topology.compile`.
+/// count for the dataplane and hands plain values to `Topology.compile`.
 public enum ClusterLoader {
     /// Loads manifests from paths (files or directories) or `-` for standard input (alone).
     /// - Throws: `ResourceErrors` naming file:line:column and field for every problem.
@@ -28,7 +28,7 @@ public enum ClusterLoader {
 
     /// The dataplane's reading of a resource set:
     /// - IPv4 pools only (IPv6 pools are valid Calico resources but this is an IPv4 dataplane);
-    ///   disabled pools still route and NAT (disabled only stops IPAM, calico.md §5.6);
+    ///   disabled pools still route and NAT (disabled only stops IPAM, as in Felix);
     /// - blocks from BlockAffinity resources in state `confirmed` and not marked deleted;
     /// - FelixConfiguration `default`, then `node.<name>` for this node on top (Calico's order):
     ///   `ipipMTU`, `externalNodesCIDRList`, `natPortRange`.

@@ -43,7 +43,7 @@ public struct DaemonOptions: Sendable {
     public init(node: String) { self.node = node }
 }
 
-/// `ipipd run`: the live dataplane on one host (DESIGN.md §4).
+/// `ipipd run`: the live dataplane on one host (docs/decisions.md, "Live mode").
 ///
 /// Threads: the packet loop (one `PacketLoop` over `LinuxDatapath`), the metrics server, and the
 /// control thread (this one), which owns every host change and the reload logic:

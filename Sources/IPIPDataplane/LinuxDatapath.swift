@@ -2,7 +2,7 @@ import IPIPCore
 import IPIPLinux
 import Synchronization
 
-/// The live devices behind the packet loop (DESIGN.md §4, docs/decisions.md "Live mode"):
+/// The live devices behind the packet loop (docs/decisions.md, "Live mode" and "Offloads"):
 /// - the TUN, opened with virtio headers and TSO/USO (`TUNDevice(offloads:)`): reads give
 ///   super-packets of up to 64 KiB, writes take the coalesced ones the loop builds;
 /// - the uplink capture (`UplinkCapture`, `PACKET_VNET_HDR`): GRO'd and TSO super-packets and

@@ -67,7 +67,7 @@ public struct ManifestInput: Hashable, Sendable {
 
 /// calicoctl's `create`, `apply`, `replace`, `delete` and `get` over a `Datastore`, with its
 /// messages and exit codes (calicoctl release-v3.5 `commands/{apply,create,replace,delete,get}.go`,
-/// reference/calico.md §4). `ipipctl` is a thin argument parser over these functions; tests call
+/// calicoctl's behaviour). `ipipctl` is a thin argument parser over these functions; tests call
 /// them directly.
 ///
 /// Success messages go to standard output, failures to standard error (as current calicoctl does);

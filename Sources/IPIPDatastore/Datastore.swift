@@ -52,7 +52,7 @@ public enum ResourceKind: String, CaseIterable, Hashable, Sendable {
         }
     }
 
-    /// The etcd v3 key of a resource in Calico's layout (reference/calico.md §6.2). Block affinities
+    /// The etcd v3 key of a resource in Calico's layout (libcalico-go's etcdv3 key layout). Block affinities
     /// live under the IPAM keys in a real Calico etcd datastore; an etcd store must map them there.
     public func etcdKey(name: String) -> String { "/calico/resources/v3/projectcalico.org/\(plural)/\(name)" }
 }

@@ -4,7 +4,7 @@ import IPIPResources
 import Synchronization
 
 /// The cluster datastore: etcd v3 with Calico's key layout and JSON values
-/// (reference/calico.md §6.2), so that it reads what a real Calico cluster (datastore type
+/// (libcalico-go's etcdv3 key layout), so that it reads what a real Calico cluster (datastore type
 /// `etcdv3`) wrote and Calico reads what it writes.
 ///
 /// | Resource | Key | Value |

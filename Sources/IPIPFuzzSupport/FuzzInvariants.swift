@@ -5,7 +5,7 @@ import Glibc
 import Darwin
 #endif
 
-/// What must hold after every batch, whatever the input bytes (STYLE.md §8).
+/// What must hold after every batch, whatever the input bytes.
 ///
 /// Per input slot `i` and its verdict:
 /// - `outputCount` = (1 if the slot itself leaves, side ≠ `.none`) + (generated packets with origin `i`);

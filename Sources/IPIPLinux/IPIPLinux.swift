@@ -1,4 +1,4 @@
-// IPIPLinux: every kernel call of the live dataplane (DESIGN.md §2, §4). See the files of this
+// IPIPLinux: every kernel call of the live dataplane. See the files of this
 // module for the TUN device, sockets, rtnetlink and nftables.
 import CIPIPLinux
 import IPIPCore

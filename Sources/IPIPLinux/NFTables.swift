@@ -19,7 +19,7 @@ public enum NFTablesError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// The nftables half of taking the dataplane's packets away from the host stack (DESIGN.md §4).
+/// The nftables half of taking the dataplane's packets away from the host stack (docs/decisions.md, "Live mode").
 ///
 /// `UplinkCapture` gets a copy of each packet the dataplane handles; the host would still
 /// answer it (TCP RST to a NAT port it has no socket for, ICMP port or protocol unreachable for

@@ -1,4 +1,4 @@
-// NetlinkError: what a failed rtnetlink exchange reports (STYLE.md §4: typed errors carrying the
+// NetlinkError: what a failed rtnetlink exchange reports (typed errors carrying the
 // errno and the call; the text is built lazily in `description`).
 import Glibc
 

@@ -1,4 +1,4 @@
-// The system calls of NetlinkSocket (STYLE.md §5, §6): errno is read right after each call,
+// The system calls of NetlinkSocket: errno is read right after each call,
 // EINTR is retried, pointers never leave the closures that lend them.
 import CIPIPLinux
 import Glibc

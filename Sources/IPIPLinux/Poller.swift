@@ -53,7 +53,7 @@ public struct Readiness: Sendable, Equatable {
 
 /// A `poll(2)` over up to 63 descriptors plus a waker, with the `pollfd` array allocated once.
 ///
-/// This is how worker loops stay cancellable while blocked (STYLE.md §5): every descriptor is
+/// This is how worker loops stay cancellable while blocked: every descriptor is
 /// non-blocking; a loop drains its descriptors until would-block, then waits here; `wake()`
 /// from another thread or a signal handler makes the wait return at once.
 ///

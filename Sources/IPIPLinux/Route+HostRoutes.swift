@@ -1,5 +1,5 @@
-// HostRoutes: the routes and rules a host needs for a compiled topology (DESIGN.md §4,
-// calico.md §5.2–§5.5). Pure: no system calls, unit-tested without root.
+// HostRoutes: the routes and rules a host needs for a compiled topology, as Felix
+// programs them for IP-in-IP pools (docs/decisions.md, "Live mode"). Pure: no system calls, unit-tested without root.
 import IPIPCore
 
 /// Computes the host's desired routes and policy rules from a compiled `Topology`.
@@ -12,7 +12,7 @@ import IPIPCore
 /// - a remote block routed natively (CrossSubnet within the subnet, Never, or outside every pool)
 ///   → `<dst> via <node IP> dev <uplink> onlink`. `onlink` lets the route exist even when the
 ///   uplink holds no connected prefix covering the node IP (a /32 on cloud VMs): native routing
-///   needs the nodes to be L2-adjacent anyway (calico.md §5.4), so the kernel should just ARP;
+///   needs the nodes to be L2-adjacent anyway (Felix's CrossSubnet rule), so the kernel should just ARP;
 /// - a local block → `blackhole <dst>`, as Felix does, so traffic to addresses of our blocks that
 ///   no workload holds is dropped here instead of leaking to the default route (the workloads'
 ///   own /32 routes are more specific). The local tunnel address gets no route: it is an address
@@ -20,7 +20,7 @@ import IPIPCore
 /// - pool entries without a block, blocks of nodes without an address and VXLAN pools get no
 ///   route (the kernel routes them as it would without us).
 ///
-/// natOutgoing (calico.md §5.6, the engine's SNAT): when some pool has `natOutgoing` (disabled
+/// natOutgoing (Felix's masquerade rule, the engine's SNAT): when some pool has `natOutgoing` (disabled
 /// pools count, as for the engine), table `natTable` holds `default dev <tun>` plus a `throw`
 /// route for every pool and for every block outside the pools, and one rule per such pool
 /// `from <pool> lookup <natTable>` at priority `natRulePriority`. Traffic from a pool to a

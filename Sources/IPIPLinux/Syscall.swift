@@ -1,4 +1,4 @@
-// Every libc call of the module, in one place (STYLE.md §5).
+// Every libc call of the module, in one place.
 //
 // Rules:
 // - `errno` is read immediately after the call, inside `Syscall.retrying`, before anything else

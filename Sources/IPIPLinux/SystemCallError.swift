@@ -5,7 +5,7 @@ import Glibc
 /// Thrown only for environment failures (a device that cannot be opened, a socket option the
 /// kernel refuses). Per-packet failures of the batch calls (`ENOBUFS`, `EMSGSIZE`,
 /// `EHOSTUNREACH`, …) are counted drops, and would-block is a result (`IOResult.wouldBlock`),
-/// never an error (STYLE.md §4).
+/// never an error.
 ///
 /// The text is built lazily, in `description`: creating the error does not allocate.
 public struct SystemCallError: Error, CustomStringConvertible, Sendable, Equatable {

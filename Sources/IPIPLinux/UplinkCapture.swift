@@ -25,8 +25,8 @@ import IPIPCore
 /// packet sockets (the "taps", as tcpdump uses) *before* the ingress hooks (tc, nftables
 /// netdev ingress), and to protocol-specific ones like `ETH_P_IP` only *after* them
 /// (`__netif_receive_skb_core`). The nftables drop (`NFTables.apply`) removes the host's copy
-/// of the dataplane's packets at netdev ingress; only a tap still receives them (DESIGN.md §4;
-/// checked by the nftables test: an `ETH_P_IP` socket saw nothing once the table was applied).
+/// of the dataplane's packets at netdev ingress; only a tap still receives them
+/// (checked by the nftables test: an `ETH_P_IP` socket saw nothing once the table was applied).
 ///
 /// Batching: `receiveBatch` claims the batch's free slots (up to `maximumBatchSize`), points the
 /// preallocated iovecs at them so that the virtio and link headers land in the headroom and the

@@ -68,9 +68,9 @@ public enum IPIPMode: String, CaseIterable, Hashable, Sendable {
 
     /// The mode an **IPv4** pool gets when its manifest has no `ipipMode`.
     ///
-    /// Project decision (DESIGN.md §1): `Always`, as the Calico v3.5 IP-in-IP guide says a pool
+    /// Project decision (docs/decisions.md, "Resources"): `Always`, as the Calico v3.5 IP-in-IP guide says a pool
     /// without the field behaves. Calico's own client stores `Never` in that case
-    /// (`validateAndSetDefaults`, reference/calico.md §0), but manifests read back from a real
+    /// (Calico's `validateAndSetDefaults`), but manifests read back from a real
     /// Calico datastore always carry an explicit value, so interoperability is unaffected.
     /// IPv6 pools default to `Never` (IP-in-IP over IPv6 pools is not supported), and so does a
     /// pool with VXLAN enabled (a pool cannot use both encapsulations, and a VXLAN manifest without

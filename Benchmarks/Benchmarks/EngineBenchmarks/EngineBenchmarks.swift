@@ -621,6 +621,28 @@ let benchmarks: @Sendable () -> Void = {
             ChecksumBuffers(size: size)
         }
     }
+    // Super-packets (OffloadWorkloads.swift): per segment.
+    Benchmark("Segment TCP super-packet 1428B segments, per segment") { benchmark, workload in
+        workload.run(segments: benchmark.scaledIterations.count)
+    } setup: {
+        SegmentWorkload()
+    }
+    Benchmark("Egress encapsulate TCP super-packet 45 x 1428B + segment, per segment") { benchmark, workload in
+        workload.run(segments: benchmark.scaledIterations.count)
+    } setup: {
+        SuperPacketEgressWorkload()
+    }
+    Benchmark("Ingress decapsulate 1428B TCP segments, 4 flows") { benchmark, workload in
+        workload.run(packets: benchmark.scaledIterations.count)
+    } setup: {
+        coalesceWorkload(coalesce: false)
+    }
+    Benchmark("Ingress decapsulate + coalesce 1428B TCP segments, 4 flows") { benchmark, workload in
+        workload.run(packets: benchmark.scaledIterations.count)
+    } setup: {
+        coalesceWorkload(coalesce: true)
+    }
+
     Benchmark("Checksum RFC 1624 update 16-bit") { benchmark in
         var c: UInt16 = 0xB1E6
         for i in benchmark.scaledIterations {
