@@ -76,6 +76,29 @@ public struct EngineCounters: Sendable, Equatable {
         drops = d
     }
 
+    /// Adds another engine's counters (workers' counters are summed on read, VPP style).
+    public mutating func add(_ o: EngineCounters) {
+        egressPacketsIn &+= o.egressPacketsIn
+        egressBytesIn &+= o.egressBytesIn
+        ingressPacketsIn &+= o.ingressPacketsIn
+        ingressBytesIn &+= o.ingressBytesIn
+        underlayPacketsOut &+= o.underlayPacketsOut
+        underlayBytesOut &+= o.underlayBytesOut
+        tunPacketsOut &+= o.tunPacketsOut
+        tunBytesOut &+= o.tunBytesOut
+        fragmentsCreated &+= o.fragmentsCreated
+        icmpErrorsSent &+= o.icmpErrorsSent
+        icmpRateLimited &+= o.icmpRateLimited
+        pathMTUUpdates &+= o.pathMTUUpdates
+        ecnUnusedCombinations &+= o.ecnUnusedCombinations
+        superPacketsIn &+= o.superPacketsIn
+        for (a, v) in o.actions {
+            let mine = actions[a] ?? (0, 0)
+            actions[a] = (mine.packets &+ v.packets, mine.bytes &+ v.bytes)
+        }
+        for (r, v) in o.drops { drops[r, default: 0] &+= v }
+    }
+
     /// Input packets with the given verdict.
     public func packets(_ action: VerdictAction) -> UInt64 { actions[action]?.packets ?? 0 }
     /// Input bytes with the given verdict.

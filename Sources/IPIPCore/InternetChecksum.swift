@@ -18,7 +18,34 @@ public enum InternetChecksum {
     @inlinable
     public static func sum(_ bytes: UnsafeRawBufferPointer, initial: UInt32 = 0) -> UInt16 {
         guard let base = bytes.baseAddress else { return fold(UInt64(initial)) }
-        return finish(nativeSum(base, bytes.count), initial: initial)
+        let n = bytes.count
+        // Headers (20–60 bytes) take the short loop inline; payloads the four-way loop.
+        return finish(n <= 64 ? shortSum(base, n) : nativeSum(base, n), initial: initial)
+    }
+
+    /// `nativeSum` for short buffers: one accumulator, no set-up, inlined at every call.
+    @inlinable @inline(__always)
+    static func shortSum(_ base: UnsafeRawPointer, _ count: Int) -> UInt64 {
+        var a: UInt64 = 0
+        var i = 0
+        // Safe: every load below is checked against count first.
+        while i &+ 8 <= count {
+            let w = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            a &+= (w & 0xFFFF_FFFF) &+ (w >> 32)
+            i &+= 8
+        }
+        if i &+ 4 <= count {
+            a &+= UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            i &+= 4
+        }
+        if i &+ 2 <= count {
+            a &+= UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt16.self))
+            i &+= 2
+        }
+        if i < count {
+            a &+= UInt64(UInt16(bigEndian: UInt16(base.load(fromByteOffset: i, as: UInt8.self)) << 8))
+        }
+        return a
     }
 
     /// Copies `count` bytes from `source` to `destination` (not overlapping) and returns their
@@ -90,7 +117,7 @@ public enum InternetChecksum {
     }
 
     /// Folds a native-order sum, puts it in network order and adds `initial`.
-    @inlinable
+    @inlinable @inline(__always)
     static func finish(_ native: UInt64, initial: UInt32) -> UInt16 {
         let networkOrder = UInt16(bigEndian: fold(native))
         return fold(UInt64(networkOrder) &+ UInt64(initial))

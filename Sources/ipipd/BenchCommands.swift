@@ -36,11 +36,15 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Time the live daemon's output stage too: super-packets cut into segments, packets toward the TUN coalesced (as with a TUN with virtio headers).")
     var offloads = false
 
+    @Option(name: .long, help: "Worker threads, each with its own engine over its own share of the flows.")
+    var workers = 1
+
     @Flag(name: .long, help: "Print one JSON object instead of the report.")
     var json = false
 
     func validate() throws {
         guard batch >= 1 && batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
+        guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
         guard duration == nil || iterations == nil else { throw ValidationError("give --duration or --iterations, not both") }
         if let d = duration { guard d > 0 else { throw ValidationError("--duration must be positive") } }
         if let i = iterations { guard i >= 1 else { throw ValidationError("--iterations must be at least 1") } }
@@ -59,6 +63,7 @@ struct Bench: ParsableCommand {
         options.iterations = iterations
         options.duration = duration ?? 10
         options.offloads = offloads
+        options.workers = workers
         do {
             let bench = try IPIPDataplane.Bench(engine: engine, options: options,
                                                 progress: json ? nil : ProgressReporter(label: "bench"),

@@ -206,6 +206,32 @@ struct BenchTests {
         }
     }
 
+    @Test("workers split the flows: one pass on 2 or 3 workers gives replay's counters, NAT replies included")
+    func workers() throws {
+        let g = try GeneratedFiles(smallOptions(seed: 9), name: "bench-workers")
+        defer { g.remove() }
+        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay)).run()
+        let once = try #require(replay.counters)
+        #expect(once.packets(.translated) > 0 && once.packets(.untranslated) > 0, "the mix has NAT flows both ways")
+        for workers in [2, 3] {
+            var options = BenchOptions(input: g.tun, underlayInput: g.underlay)
+            options.iterations = 1
+            options.workers = workers
+            let result = try Bench(engine: g.engine(), options: options).run()
+            #expect(result.workers == workers)
+            #expect(result.perWorker.count == workers)
+            #expect(result.perWorker.reduce(0) { $0 + $1.packets } == result.packets)
+            #expect(result.perWorker.allSatisfy { $0.packets > 0 }, "every worker got flows: \(result.perWorker)")
+            #expect(result.packets == g.traffic.tun.count + g.traffic.underlay.count)
+            let c = try #require(result.counters)
+            for a in VerdictAction.allCases {
+                #expect(c.packets(a) == once.packets(a), "\(workers) workers, \(a.name)")
+            }
+            #expect(result.emittedUnderlay == replay.emittedUnderlay)
+            #expect(result.emittedTUN == replay.emittedTUN)
+        }
+    }
+
     @Test("a duration run stops and reports consistent totals; JSON carries every number")
     func durationAndJSON() throws {
         let g = try GeneratedFiles(smallOptions(seed: 5), name: "bench-json")
