@@ -288,19 +288,9 @@ extension Engine {
         guard quoted.sourceAddress == topology.localAddress,
               let node = topology.peers.lookup(quoted.destinationAddress), node != Topology.externalPeer
         else { return drop(.icmpNotAboutOurTunnel, length: totalLength) }
-        if icmp.type == ICMPType.destinationUnreachable && icmp.code == ICMPUnreachableCode.fragmentationNeeded {
-            let reported = Int(icmp.sequenceOrMTU)
-            // RFC 1191 §5: a zero next-hop MTU comes from an old router; nothing to learn.
-            if reported > 0 {
-                let mtu = max(reported, configuration.minimumPathMTU)
-                let n = Int(node)
-                let current = learnedPathMTU(toNode: n, now: now) ?? (topology.tunnelMTU &+ Topology.encapsulationOverhead)
-                if mtu < current {
-                    pathMTUs.mtu[n] = UInt16(truncatingIfNeeded: mtu)
-                    pathMTUs.expiry[n] = now.totalNanoseconds &+ configuration.pathMTUExpirySeconds &* 1_000_000_000
-                    count(.pathMTUUpdates)
-                }
-            }
+        if icmp.type == ICMPType.destinationUnreachable && icmp.code == ICMPUnreachableCode.fragmentationNeeded,
+           lowerPathMTU(toNode: Int(node), reported: Int(icmp.sequenceOrMTU), now: now) {
+            count(.pathMTUUpdates)
         }
         countAction(.consumed, bytes: totalLength)
         return PacketVerdict(action: .consumed, peer: quoted.destinationAddress)

@@ -21,6 +21,9 @@ public struct EngineConfiguration: Sendable, Equatable {
     /// Seeds SNAT port choice and hashing: fixed (the default) so replays reproduce; the live
     /// daemon passes a random one.
     public var natSeed: UInt64
+    /// Which of the node's workers this engine is (`Engine+Workers.swift`): its slice of
+    /// `natPortRange` and the owners `egressOwner`/`ingressOwner` name.
+    public var worker: WorkerShare = .single
 
     public init(outerTimeToLive: UInt8 = 64, icmpRatePerSecond: Int = 1000, icmpBurst: Int = 50,
                 verifyHeaderChecksums: Bool = true, minimumPathMTU: Int = 552, pathMTUExpirySeconds: Int64 = 600,
@@ -119,7 +122,8 @@ public final class Engine {
         self.topology = topology
         self.configuration = configuration
         pathMTUs = PathMTUTable(nodeCount: topology.nodes.count)
-        nat = NATTable(capacity: configuration.natCapacity, portRange: topology.natPortRange,
+        nat = NATTable(capacity: configuration.natCapacity,
+                       portRange: Self.natRange(topology.natPortRange, share: configuration.worker),
                        timeouts: configuration.natTimeouts, seed: configuration.natSeed)
         counters = .allocate(capacity: CounterSlot.totalCount)
         counters.initialize(repeating: 0, count: CounterSlot.totalCount)
@@ -143,8 +147,9 @@ public final class Engine {
     /// for peers that keep their address; NAT sessions carry over unless `natPortRange` or the
     /// node IP changed (the sessions' external endpoint would no longer be ours).
     public func replaceTopology(_ topology: Topology) {
-        if topology.natPortRange != nat.portRange || topology.localAddress != self.topology.localAddress {
-            nat = NATTable(capacity: configuration.natCapacity, portRange: topology.natPortRange,
+        let range = Self.natRange(topology.natPortRange, share: configuration.worker)
+        if range != nat.portRange || topology.localAddress != self.topology.localAddress {
+            nat = NATTable(capacity: configuration.natCapacity, portRange: range,
                            timeouts: configuration.natTimeouts, seed: configuration.natSeed)
         }
         let old = self.topology

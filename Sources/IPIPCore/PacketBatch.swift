@@ -199,6 +199,24 @@ public struct PacketBatch: ~Copyable {
         offloads[to] = offloads[from]
     }
 
+    /// Moves the packet of slot `from` and everything recorded about it into slot `to`, at the
+    /// same offset, copying only the packet's bytes (not the whole slot as `copySlot` does): for
+    /// compacting a batch after some packets left it. - Precondition: both `< count`.
+    @inlinable
+    public func moveSlot(_ from: Int, to: Int) {
+        precondition(from >= 0 && from < count && to >= 0 && to < count, "slot index out of range")
+        guard from != to else { return }
+        let offset = Int(offsets[from])
+        (memory + (to &* slotByteCount &+ offset)).copyMemory(from: memory + (from &* slotByteCount &+ offset),
+                                                              byteCount: Int(lengths[from]))
+        offsets[to] = offsets[from]
+        lengths[to] = lengths[from]
+        sides[to] = sides[from]
+        origins[to] = origins[from]
+        times[to] = times[from]
+        offloads[to] = offloads[from]
+    }
+
     /// Bytes free in slot `i` after the end of its packet.
     @inlinable public func tailroom(of i: Int) -> Int { slotByteCount &- Int(offsets[i]) &- Int(lengths[i]) }
 

@@ -155,6 +155,8 @@ public final class Topology: Sendable {
     public let localNodeIndex: Int
     /// The pools, as given.
     public let pools: [TopologySpec.Pool]
+    /// Whether any pool has natOutgoing (disabled pools count, as for SNAT itself).
+    public let hasNATOutgoing: Bool
     /// This node's IP: outer source of every encapsulated packet.
     public let localAddress: IPv4Address
     /// This node's subnet for the CrossSubnet check (nil when unknown ⇒ always encapsulate).
@@ -184,6 +186,7 @@ public final class Topology: Sendable {
         self.nodes = nodes
         self.localNodeIndex = localNodeIndex
         self.pools = pools
+        hasNATOutgoing = pools.contains { $0.natOutgoing }
         self.localAddress = localAddress
         self.localSubnet = localSubnet
         self.icmpSourceAddress = icmpSourceAddress

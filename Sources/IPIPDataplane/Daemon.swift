@@ -37,6 +37,11 @@ public struct DaemonOptions: Sendable {
     /// change is programmed well within a second.
     public var watchSeconds: Double = 0.2
     public var batchSize: Int = 64
+    /// Packet workers: threads with an engine, a TUN queue, a capture socket and a transmit path
+    /// each (docs/decisions.md, "Workers").
+    public var workers = 1
+    /// After a batch, poll without sleeping for this long before blocking again (0 = never).
+    public var spinMicroseconds = 0
     public var engine: EngineConfiguration = EngineConfiguration()
     public var nftTable: String = "ipipd"
 
@@ -45,8 +50,9 @@ public struct DaemonOptions: Sendable {
 
 /// `ipipd run`: the live dataplane on one host (docs/decisions.md, "Live mode").
 ///
-/// Threads: the packet loop (one `PacketLoop` over `LinuxDatapath`), the metrics server, and the
-/// control thread (this one), which owns every host change and the reload logic:
+/// Threads: the packet workers (`PacketWorkers`: one `PacketLoop` over a `LinuxDatapath` each,
+/// `--workers`), the metrics server, and the control thread (this one), which owns every host
+/// change and the reload logic:
 /// 1. clean up leftovers of a previous run (routes and rules of our protocol, our nftables table);
 /// 2. load and compile the topology; find the uplink from the node IP; create the TUN;
 /// 3. program the host: TUN address, MTU and link up, sysctls, nftables, routes and rules;
@@ -129,8 +135,13 @@ public final class Daemon {
         for w in topology.warnings { logger.warning("\(w)") }
         logger.info("node \(options.node) \(topology.localAddress) on \(uplink.name) (MTU \(uplink.mtu)), tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools")
 
-        let tun = try TUNDevice(name: options.tunName, offloads: options.tunOffloads)
+        let workerCount = max(1, options.workers)
+        let tun = try TUNDevice(name: options.tunName, offloads: options.tunOffloads, multiQueue: workerCount > 1)
         defer { tun.close() }
+        // One TUN queue per worker; the kernel keeps each flow on one queue.
+        var tunQueues = [tun]
+        defer { for q in tunQueues.dropFirst() { q.close() } }
+        for _ in 1..<workerCount { tunQueues.append(try tun.attachQueue()) }
         if tun.hasVirtioHeaders {
             logger.info("TUN \(tun.name): virtio headers, offloads \(tun.offloadDescription)")
         }
@@ -141,34 +152,50 @@ public final class Daemon {
         // Receive aggregation (GRO, LRO) on the uplink stays as the host has it: the capture takes
         // super-packets whole (docs/decisions.md, "Offloads").
 
-        let raw = try RawIPv4Socket(maximumBatchSize: 256)
-        defer { raw.close() }
+        var raws: [RawIPv4Socket] = []
+        defer { for r in raws { r.close() } }
+        for _ in 0..<workerCount { raws.append(try RawIPv4Socket(maximumBatchSize: 256)) }
         let hardware = try? UplinkCapture.hardwareAddress(interface: uplink.name)
         let isEthernet = hardware?.isEthernet ?? false
-        let capture = try openCapture(uplink: uplink, ethernet: isEthernet, topology: topology)
-        defer { capture.close() }
+        // One capture socket per worker, in one PACKET_FANOUT group: the kernel deals the
+        // uplink's flows out over them by a symmetric hash.
+        let fanout: UInt16? = workerCount > 1 ? UInt16(truncatingIfNeeded: getpid()) : nil
+        var captures: [UplinkCapture] = []
+        defer { for c in captures { c.close() } }
+        for _ in 0..<workerCount {
+            captures.append(try openCapture(uplink: uplink, ethernet: isEthernet, topology: topology, fanoutGroup: fanout))
+        }
         applyNFTables(uplink: uplink.name, topology: topology)
         reconcileRoutes(topology: topology, tunIndex: tunIndex, uplinkIndex: uplink.index)
 
-        // 4. Packet loop and metrics.
-        let transmit = try openTransmitPath(uplink: uplink, ethernet: isEthernet)
-        let datapath = try LinuxDatapath(tun: tun, capture: capture, raw: raw, xdp: transmit.xdp, packet: transmit.packet,
-                                         uplinkMAC: hardware?.address ?? .zero, underlayMTU: uplink.mtu)
-        let receive = capture.ringFrameCount > 0 ? "a TPACKET_V2 ring of \(capture.ringFrameCount) frames" : "recvmmsg"
-        logger.notice("uplink \(uplink.name): transmit \(datapath.method) (\(transmit.reason)); receive AF_PACKET with virtio headers, \(receive)")
-        var nextHops = NextHopMonitor(datapath: datapath, uplinkIndex: uplink.index, netlink: netlink, logger: logger)
+        // 4. Packet workers and metrics.
+        var datapaths: [LinuxDatapath] = []
+        for w in 0..<workerCount {
+            let transmit = try openTransmitPath(uplink: uplink, ethernet: isEthernet, queue: w)
+            let datapath = try LinuxDatapath(tun: tunQueues[w], capture: captures[w], raw: raws[w], xdp: transmit.xdp,
+                                             packet: transmit.packet, uplinkMAC: hardware?.address ?? .zero,
+                                             underlayMTU: uplink.mtu)
+            datapaths.append(datapath)
+            let receive = captures[w].ringFrameCount > 0 ? "a TPACKET_V2 ring of \(captures[w].ringFrameCount) frames" : "recvmmsg"
+            let who = workerCount > 1 ? "worker \(w): " : ""
+            logger.notice("\(who)uplink \(uplink.name): transmit \(datapath.method) (\(transmit.reason)); receive AF_PACKET with virtio headers, \(receive)\(fanout == nil ? "" : " (fanout group \(fanout!))")")
+        }
+        let uplinkIO = Array(Set(datapaths.map(\.method.rawValue))).sorted().joined(separator: "+")
+        var nextHops = NextHopMonitor(datapaths: datapaths, uplinkIndex: uplink.index, netlink: netlink, logger: logger)
         nextHops.refresh(topology: topology)
-        let engine = Engine(topology: topology, configuration: options.engine)
-        let loop = PacketLoop(io: datapath, engine: engine, batchSize: options.batchSize)
-        let loopThread = Thread { loop.run() }
-        loopThread.name = "ipipd-packets"
-        loopThread.start()
+        let engines = (0..<workerCount).map { w in
+            Engine(topology: topology, configuration: Self.engineConfiguration(options.engine, worker: w, of: workerCount))
+        }
+        let loop = PacketWorkers(ios: datapaths, engines: engines, batchSize: options.batchSize,
+                                 spinMicroseconds: options.spinMicroseconds)
+        loop.start()
+        if workerCount > 1 { logger.info("\(workerCount) packet workers, NAT ports split: \(Self.natSliceDescription(topology.natPortRange, workers: workerCount))") }
         var metrics: MetricsServer?
         if options.metricsPort != 0 {
             do {
                 let server = try MetricsServer(host: options.metricsHost, port: options.metricsPort) { [stats] in
                     var s = loop.latestSnapshot()
-                    s.uplinkIO = datapath.method.rawValue
+                    s.uplinkIO = uplinkIO
                     let control = stats.value.withLock { $0 }
                     s.routesProgrammed = control.routesProgrammed
                     s.rulesProgrammed = control.rulesProgrammed
@@ -203,7 +230,7 @@ public final class Daemon {
                     stop = true
                 case .hangup:
                     logger.notice("SIGHUP: reloading \(source.description)")
-                    reload(&topology, loop: loop, capture: capture, tunIndex: tunIndex, uplink: uplink)
+                    reload(&topology, loop: loop, captures: captures, tunIndex: tunIndex, uplink: uplink)
                     nextHops.refresh(topology: topology)
                     token = source.changeToken()
                 case .user1:
@@ -213,7 +240,7 @@ public final class Daemon {
                 }
             }
             if stop { break }
-            if let failure = loop.failure.withLock({ $0 }) {
+            if let failure = loop.failure {
                 logger.critical("packet loop failed: \(failure)")
                 break
             }
@@ -221,7 +248,7 @@ public final class Daemon {
             if now != token {
                 token = now
                 logger.notice("\(source.description) changed: reloading")
-                reload(&topology, loop: loop, capture: capture, tunIndex: tunIndex, uplink: uplink)
+                reload(&topology, loop: loop, captures: captures, tunIndex: tunIndex, uplink: uplink)
                 nextHops.refresh(topology: topology)
             }
             nextHops.refreshIfDue(topology: topology, every: options.nextHopSeconds)
@@ -235,13 +262,30 @@ public final class Daemon {
 
         // 6. Shutdown.
         loop.stop()
-        while !loopThread.isFinished { usleep(5_000) }
         metrics?.stop()
         let removed = reconciler.removeAll()
         do { try NFTables.remove(table: options.nftTable) } catch { logger.error("nftables: \(error)") }
         logger.notice("removed \(removed.removed) routes and rules, nftables table \(options.nftTable); \(self.summary(loop))")
         print("ipipd: " + summary(loop))
-        return loop.failure.withLock { $0 } == nil ? 0 : 1
+        return loop.failure == nil ? 0 : 1
+    }
+
+    /// Worker `w` of `n`: its NAT share, and its part of the ICMP error budget (the node as a
+    /// whole keeps the configured rate and burst).
+    static func engineConfiguration(_ base: EngineConfiguration, worker w: Int, of n: Int) -> EngineConfiguration {
+        var c = base
+        c.worker = WorkerShare(index: w, count: n)
+        if n > 1 {
+            c.icmpRatePerSecond = max(1, base.icmpRatePerSecond / n)
+            c.icmpBurst = max(1, base.icmpBurst / n)
+        }
+        return c
+    }
+
+    static func natSliceDescription(_ range: ClosedRange<UInt16>, workers: Int) -> String {
+        (0..<workers).map { w in
+            WorkerShare.natSlice(of: range, worker: w, workers: workers).map { "\($0.lowerBound)-\($0.upperBound)" } ?? "none"
+        }.joined(separator: ", ")
     }
 
     /// The capture's receive buffer: the kernel queues frames there while the packet loop is busy
@@ -250,7 +294,7 @@ public final class Daemon {
     /// 16 MiB holds ~5,000 MTU-sized frames (the kernel counts each skb's truesize, ~3 KiB).
     static let captureReceiveBufferByteCount = 16 << 20
 
-    func summary(_ loop: PacketLoop<LinuxDatapath>) -> String {
+    func summary(_ loop: PacketWorkers<LinuxDatapath>) -> String {
         var s = loop.latestSnapshot()
         s.routesProgrammed = stats.value.withLock { $0.routesProgrammed }
         return s.summaryLine()
@@ -274,12 +318,12 @@ public final class Daemon {
     }
 
     /// The uplink capture, with a receive ring unless asked not to or the kernel refuses one.
-    func openCapture(uplink: Uplink, ethernet: Bool, topology: Topology) throws -> UplinkCapture {
+    func openCapture(uplink: Uplink, ethernet: Bool, topology: Topology, fanoutGroup: UInt16?) throws -> UplinkCapture {
         let filter = CaptureFilter(nodeAddress: topology.localAddress, natPortRange: topology.natPortRange)
         func open(ring: Int) throws -> UplinkCapture {
             try UplinkCapture(interfaceIndex: uplink.index, filter: filter, maximumBatchSize: options.batchSize,
                               receiveBufferByteCount: Self.captureReceiveBufferByteCount,
-                              linkHeaderLength: ethernet ? 14 : 0, ringFrameCount: ring)
+                              linkHeaderLength: ethernet ? 14 : 0, ringFrameCount: ring, fanoutGroup: fanoutGroup)
         }
         guard options.captureRingFrames > 0 else { return try open(ring: 0) }
         do {
@@ -290,10 +334,11 @@ public final class Daemon {
         }
     }
 
-    /// Opens the transmit path for encapsulated packets: the one asked for, or (nil) the fastest
-    /// that opens here: AF_XDP, then AF_PACKET, then only the raw socket. Frame-writing paths need
-    /// an Ethernet uplink. An explicit choice that cannot open is an error.
-    func openTransmitPath(uplink: Uplink, ethernet: Bool) throws
+    /// Opens worker `queue`'s transmit path for encapsulated packets: the one asked for, or (nil)
+    /// the fastest that opens here: AF_XDP (on the uplink's TX queue `queue`: one socket per
+    /// queue), then AF_PACKET, then only the raw socket. Frame-writing paths need an Ethernet
+    /// uplink. An explicit choice that cannot open is an error.
+    func openTransmitPath(uplink: Uplink, ethernet: Bool, queue: Int) throws
         -> (xdp: XDPTransmitSocket?, packet: PacketTransmitSocket?, reason: String)
     {
         let wanted = options.uplinkIO
@@ -310,11 +355,13 @@ public final class Daemon {
                 failures.append("xdp: MTU \(uplink.mtu) does not fit a 4 KiB AF_XDP frame")
             } else {
                 do {
-                    let x = try XDPTransmitSocket(interfaceIndex: uplink.index, frameSize: frame)
+                    let x = try XDPTransmitSocket(interfaceIndex: uplink.index, queue: UInt32(queue), frameSize: frame)
                     return (x, nil, wanted == nil ? "fastest available" + (x.largeBudget ? "" : ", 32 frames per sendto") : "as asked")
                 } catch {
-                    if wanted == .xdp { throw error }
-                    failures.append("xdp: \(error)")
+                    if wanted == .xdp {
+                        throw queue == 0 ? error : ReplayError("--uplink-io xdp: worker \(queue) needs TX queue \(queue) of \(uplink.name): \(error)")
+                    }
+                    failures.append("xdp queue \(queue): \(error)")
                 }
             }
         }
@@ -384,7 +431,7 @@ public final class Daemon {
         }
     }
 
-    func reload(_ topology: inout Topology, loop: PacketLoop<LinuxDatapath>, capture: UplinkCapture, tunIndex: Int32,
+    func reload(_ topology: inout Topology, loop: PacketWorkers<LinuxDatapath>, captures: [UplinkCapture], tunIndex: Int32,
                 uplink: Uplink) {
         do {
             let set = try source.load()
@@ -397,7 +444,7 @@ public final class Daemon {
             for w in next.warnings { logger.warning("\(w)") }
             loop.publish(next)
             if next.natPortRange != topology.natPortRange {
-                try capture.setFilter(CaptureFilter(nodeAddress: next.localAddress, natPortRange: next.natPortRange))
+                for c in captures { try c.setFilter(CaptureFilter(nodeAddress: next.localAddress, natPortRange: next.natPortRange)) }
             }
             topology = next
             try configureTUN(index: tunIndex, topology: next)
@@ -421,15 +468,15 @@ final class ControlStats: Sendable {
 /// right after a topology change, the peers' routes and neighbour entries are read again; a table
 /// that differs from the last one is published to the packet loop and the change logged.
 struct NextHopMonitor {
-    let datapath: LinuxDatapath
+    let datapaths: [LinuxDatapath]
     let uplinkIndex: Int32
     let netlink: NetlinkSocket
     let logger: Logger
     var last: NextHopTable?
     var lastRefresh = Date.distantPast
 
-    init(datapath: LinuxDatapath, uplinkIndex: Int32, netlink: NetlinkSocket, logger: Logger) {
-        self.datapath = datapath
+    init(datapaths: [LinuxDatapath], uplinkIndex: Int32, netlink: NetlinkSocket, logger: Logger) {
+        self.datapaths = datapaths
         self.uplinkIndex = uplinkIndex
         self.netlink = netlink
         self.logger = logger
@@ -441,7 +488,8 @@ struct NextHopMonitor {
 
     mutating func refresh(topology: Topology) {
         lastRefresh = Date()
-        guard datapath.method != .raw else { return }
+        let fast = datapaths.filter { $0.method != .raw }
+        guard let first = fast.first else { return }
         let peers = topology.nodes.enumerated().compactMap { i, n in i == topology.localNodeIndex ? nil : n.address }
         let table: NextHopTable
         do {
@@ -452,8 +500,8 @@ struct NextHopMonitor {
         }
         if let last, last.entries == table.entries, last.unresolved == table.unresolved { return }
         let resolved = table.entries.map { "\($0.peer) via \($0.nextHop) \($0.linkAddress)" }
-        logger.info("next hops (\(datapath.method)): \(table.entries.count) resolved\(resolved.isEmpty ? "" : ": " + resolved.prefix(8).joined(separator: ", ")), \(table.unresolved.count) through the kernel until resolved")
-        datapath.publish(nextHops: table)
+        logger.info("next hops (\(first.method)): \(table.entries.count) resolved\(resolved.isEmpty ? "" : ": " + resolved.prefix(8).joined(separator: ", ")), \(table.unresolved.count) through the kernel until resolved")
+        for d in fast { d.publish(nextHops: table) }
         last = table
     }
 }

@@ -22,6 +22,8 @@ public struct MetricsSnapshot: Sendable {
     public var ioCounters: [String: UInt64] = [:]
     /// The uplink transmit method in use (`--uplink-io`), once the daemon chose it.
     public var uplinkIO: String?
+    /// With several workers, each worker's own snapshot (the fields above are their sum).
+    public var workers: [MetricsSnapshot] = []
 
     public init() {}
 
@@ -100,6 +102,40 @@ public struct MetricsSnapshot: Sendable {
             family("ipipd_io_drops_total", "counter", "Packets lost at the device or socket, by cause.")
             for (k, v) in ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_drops_total", [("cause", k)], v) }
         }
+        family("ipipd_workers", "gauge", "Packet workers (threads with an engine, a TUN queue and a capture socket each).")
+        sample("ipipd_workers", [], UInt64(max(1, workers.count)))
+        if !workers.isEmpty {
+            // Per worker: the same counts with a worker label, in families of their own, so
+            // that summing a family never counts a packet twice.
+            family("ipipd_worker_input_packets_total", "counter", "Packets handed to each worker's engine, by direction.")
+            for (w, p) in workers.enumerated() {
+                guard let c = p.counters else { continue }
+                sample("ipipd_worker_input_packets_total", [("worker", "\(w)"), ("direction", "egress")], c.egressPacketsIn)
+                sample("ipipd_worker_input_packets_total", [("worker", "\(w)"), ("direction", "ingress")], c.ingressPacketsIn)
+            }
+            family("ipipd_worker_packets_total", "counter", "Input packets by worker and verdict.")
+            for (w, p) in workers.enumerated() {
+                guard let c = p.counters else { continue }
+                for a in VerdictAction.allCases { sample("ipipd_worker_packets_total", [("worker", "\(w)"), ("verdict", a.name)], c.packets(a)) }
+            }
+            family("ipipd_worker_drops_total", "counter", "Dropped packets by worker and reason (reasons with drops only).")
+            for (w, p) in workers.enumerated() {
+                guard let c = p.counters else { continue }
+                for r in DropReason.allCases where (c.drops[r] ?? 0) > 0 {
+                    sample("ipipd_worker_drops_total", [("worker", "\(w)"), ("reason", r.name)], c.drops[r] ?? 0)
+                }
+            }
+            family("ipipd_worker_nat_sessions", "gauge", "Live SNAT sessions per worker (each owns a slice of natPortRange).")
+            for (w, p) in workers.enumerated() { sample("ipipd_worker_nat_sessions", [("worker", "\(w)")], UInt64(p.natSessions)) }
+            family("ipipd_worker_io_total", "counter", "Device-level counts per worker, handoffs between workers included.")
+            for (w, p) in workers.enumerated() {
+                for (k, v) in p.ioCounters.sorted(by: { $0.key < $1.key }) { sample("ipipd_worker_io_total", [("worker", "\(w)"), ("counter", k)], v) }
+            }
+            family("ipipd_worker_io_drops_total", "counter", "Packets lost at the devices or in handoff queues, per worker.")
+            for (w, p) in workers.enumerated() {
+                for (k, v) in p.ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_worker_io_drops_total", [("worker", "\(w)"), ("cause", k)], v) }
+            }
+        }
         return out
     }
 
@@ -110,6 +146,10 @@ public struct MetricsSnapshot: Sendable {
         let drops = DropReason.allCases.filter { (c.drops[$0] ?? 0) > 0 }.map { "\($0.name) \(c.drops[$0]!)" }
         if !drops.isEmpty { parts.append("drops: " + drops.joined(separator: ", ")) }
         parts.append("nat sessions \(natSessions)")
+        if workers.count > 1 {
+            let per = workers.map { w in w.counters.map { "\($0.egressPacketsIn + $0.ingressPacketsIn)" } ?? "0" }
+            parts.append("workers \(workers.count) (in: \(per.joined(separator: "/")))")
+        }
         parts.append("routes \(routesProgrammed)")
         return "in: egress \(c.egressPacketsIn), ingress \(c.ingressPacketsIn); " + parts.joined(separator: "; ")
     }

@@ -47,7 +47,8 @@ public struct TUNOffloadSupport: Sendable, Equatable {
     }
 }
 
-/// The packet loop: one thread, one engine, batches in both directions.
+/// The packet loop: one thread, one engine, batches in both directions. The live daemon runs
+/// one per worker (`PacketWorkers`), each on its own TUN queue, capture socket and transmit path.
 ///
 /// Per iteration: take a newly published topology if there is one (an atomic generation check,
 /// then a lock only when it changed: the loop never pauses for a reload), wait for the devices,
@@ -57,12 +58,22 @@ public struct TUNOffloadSupport: Sendable, Equatable {
 /// write. Every second (and on request) it publishes a counters snapshot that other threads read
 /// for `/metrics` and SIGUSR1.
 ///
+/// With other workers (`links`): after each read, packets whose SNAT session another worker owns
+/// (`Engine.egressOwner`, `ingressOwner`) go into that worker's handoff queue instead of this
+/// engine, and the loop also drains the queues other workers fill for it; a worker about to
+/// sleep says so (`sleeping`), and a worker that handed it packets wakes it.
+///
+/// Wake-ups: with `spinMicroseconds` > 0, after a batch the loop polls without sleeping for that
+/// long before it blocks in `poll` again, so a packet that follows soon (a round trip, the next
+/// burst) finds it awake.
+///
 /// Hazards: the engine and batches belong to the loop thread; nothing else may touch them.
 /// `stop()` and `publish(_:)` are the only ways in from outside.
 public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     let io: IO
     let engine: Engine
     let batchSize: Int
+    let spinNanoseconds: Int64
     let pendingTopology = Mutex<Topology?>(nil)
     let topologyGeneration = Atomic<Int>(0)
     let stopRequested = Atomic<Bool>(false)
@@ -72,13 +83,28 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     var coalescer: TUNCoalescer?
     /// Set when the loop ended because of an I/O error.
     public let failure = Mutex<String?>(nil)
+    /// This worker's queues to and from the other workers, and the other workers' loops (set by
+    /// `PacketWorkers` before `run`); nil when it is the only worker.
+    var links: WorkerLinks?
+    var peers: [PacketLoop<IO>] = []
+    /// True while the loop is (about to be) blocked in `poll` with nothing handed to it.
+    let sleeping = Atomic<Bool>(false)
+    // Handoff counters (loop thread only).
+    var handedOff: UInt64 = 0
+    var handoffFull: UInt64 = 0
+    var handoffReceived: UInt64 = 0
+    var reportsSent: UInt64 = 0
+    var reportsAbsorbed: UInt64 = 0
+    var wakeupsSent: UInt64 = 0
+    /// Bit w set: this iteration handed worker w something (wake it if it sleeps).
+    var pendingWakes: UInt64 = 0
 
-    public init(io: IO, engine: Engine, batchSize: Int = 64) {
+    public init(io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0) {
         self.io = io
         self.engine = engine
         self.batchSize = batchSize
+        spinNanoseconds = Int64(max(0, spinMicroseconds)) * 1000
     }
-
     /// Hands a new topology to the loop; it is installed before the next batch.
     public func publish(_ topology: Topology) {
         pendingTopology.withLock { $0 = topology }
@@ -120,8 +146,10 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         let offloads = io.tunOffloads
         let coalescer = offloads.tcp ? TUNCoalescer(batchCapacity: batchSize, coalescesUDP: offloads.udp) : nil
         self.coalescer = coalescer
+        let links = self.links
         var seenGeneration = 0
         var lastSnapshot: Int64 = 0
+        var spinUntil: Int64 = 0
         publishSnapshot()
         while !stopRequested.load(ordering: .relaxed) {
             let generation = topologyGeneration.load(ordering: .acquiring)
@@ -132,22 +160,50 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                 }
             }
             do {
-                let ready = try io.wait(timeoutMilliseconds: 100)
+                var timeout: Int32 = 100
+                if spinNanoseconds > 0 && Self.now().totalNanoseconds < spinUntil {
+                    timeout = 0
+                } else if let links {
+                    // Say we sleep, then look at the queues once more: a worker that enqueues
+                    // after this sees the flag and wakes us (both sides fence in between).
+                    sleeping.store(true, ordering: .relaxed)
+                    atomicMemoryFence(ordering: .sequentiallyConsistent)
+                    if links.hasInbound { timeout = 0 }
+                }
+                let ready = try io.wait(timeoutMilliseconds: timeout)
+                if links != nil { sleeping.store(false, ordering: .relaxed) }
+                var worked = false
                 if ready.tun {
                     batch.removeAll()
                     if try io.readTUN(into: &batch, time: Self.now()) > 0 {
-                        engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
-                        emit(batch, generated)
+                        worked = true
+                        if let links { steer(&batch, egress: true, links: links) }
+                        if batch.count > 0 {
+                            engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+                            emit(batch, generated)
+                        }
                     }
                 }
                 if ready.uplink {
                     batch.removeAll()
                     if try io.readUplink(into: &batch, time: Self.now()) > 0 {
-                        engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
-                        coalescer?.coalesce(batch)
-                        emit(batch, generated)
+                        worked = true
+                        if let links { steer(&batch, egress: false, links: links) }
+                        if batch.count > 0 {
+                            engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
+                            coalescer?.coalesce(batch)
+                            emit(batch, generated)
+                        }
                     }
                 }
+                if let links {
+                    if links.hasInbound {
+                        worked = true
+                        drain(links, &batch, &generated, &verdicts, coalescer)
+                    }
+                    if pendingWakes != 0 { wakePeers() }
+                }
+                if worked && spinNanoseconds > 0 { spinUntil = Self.now().totalNanoseconds &+ spinNanoseconds }
             } catch {
                 failure.withLock { $0 = "\(error)" }
                 break
@@ -161,6 +217,93 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         publishSnapshot()
     }
 
+    /// Takes out of `batch` the packets another worker must process and queues them for it
+    /// (order kept among those that stay); a frag-needed about our tunnel stays and a copy goes
+    /// to every other worker. A full queue loses the packet, counted (`handoff_full`).
+    func steer(_ batch: inout PacketBatch, egress: Bool, links: WorkerLinks) {
+        let me = links.index
+        var kept = 0
+        for i in 0..<batch.count {
+            let p = UnsafeRawBufferPointer(batch.packet(i))
+            var owner = egress ? engine.egressOwner(p) : engine.ingressOwner(p)
+            if owner == Engine.everyWorker {
+                for w in 0..<links.count where w != me {
+                    if links.reportsTo[w]!.enqueue(p, offload: .none, time: batch.time(of: i)) {
+                        reportsSent &+= 1
+                        pendingWakes |= 1 << UInt64(w)
+                    } else {
+                        handoffFull &+= 1
+                    }
+                }
+                owner = me
+            }
+            if owner >= 0 && owner != me {
+                let q = egress ? links.egressTo[owner]! : links.ingressTo[owner]!
+                if q.enqueue(p, offload: batch.offload(of: i), time: batch.time(of: i)) {
+                    handedOff &+= 1
+                    pendingWakes |= 1 << UInt64(owner)
+                } else {
+                    handoffFull &+= 1
+                }
+                continue
+            }
+            if kept != i { batch.moveSlot(i, to: kept) }
+            kept &+= 1
+        }
+        if kept != batch.count { batch.truncate(to: kept) }
+    }
+
+    /// Processes what other workers handed this one: one batch per queue per call.
+    func drain(_ links: WorkerLinks, _ batch: inout PacketBatch, _ generated: inout PacketBatch,
+               _ verdicts: inout VerdictBatch, _ coalescer: TUNCoalescer?) {
+        for w in 0..<links.count where w != links.index {
+            let e = links.egressFrom[w]!
+            if e.mayHaveEntries {
+                batch.removeAll()
+                if e.dequeue(into: &batch) > 0 {
+                    handoffReceived &+= UInt64(batch.count)
+                    engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+                    emit(batch, generated)
+                }
+            }
+            let g = links.ingressFrom[w]!
+            if g.mayHaveEntries {
+                batch.removeAll()
+                if g.dequeue(into: &batch) > 0 {
+                    handoffReceived &+= UInt64(batch.count)
+                    engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
+                    coalescer?.coalesce(batch)
+                    emit(batch, generated)
+                }
+            }
+            let r = links.reportsFrom[w]!
+            if r.mayHaveEntries {
+                batch.removeAll()
+                if r.dequeue(into: &batch) > 0 {
+                    for i in 0..<batch.count {
+                        engine.absorbPathMTUReport(UnsafeRawBufferPointer(batch.packet(i)), now: batch.time(of: i))
+                    }
+                    reportsAbsorbed &+= UInt64(batch.count)
+                }
+            }
+        }
+    }
+
+    /// Wakes the workers this iteration handed packets to, those that sleep (or are about to).
+    func wakePeers() {
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        var m = pendingWakes
+        pendingWakes = 0
+        while m != 0 {
+            let w = m.trailingZeroBitCount
+            m &= m &- 1
+            if peers[w].sleeping.load(ordering: .relaxed) {
+                peers[w].io.wake()
+                wakeupsSent &+= 1
+            }
+        }
+    }
+
     @inline(__always)
     func emit(_ batch: borrowing PacketBatch, _ generated: borrowing PacketBatch) {
         _ = io.sendUnderlay(batch)
@@ -172,14 +315,27 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     }
 
     func publishSnapshot() {
+        // Sessions expire as batches pass; once a second also here, so that a worker without
+        // traffic releases its expired sessions and ports too.
+        engine.nat.expire(now: Self.now())
         let counters = engine.counterSnapshot
         let nat = engine.nat
-        let drops = io.ioDrops
+        var drops = io.ioDrops
         var io = self.io.ioCounters
         if let c = coalescer {
             io["tun_coalesced_packets"] = c.mergedPackets
             io["tun_coalesced_super_packets"] = c.superPackets
             io["tun_coalesce_checksum_failures"] = c.checksumFailures
+        }
+        if let links {
+            io["handoff_sent"] = handedOff
+            io["handoff_received"] = handoffReceived
+            io["handoff_reports_sent"] = reportsSent
+            io["handoff_reports_absorbed"] = reportsAbsorbed
+            io["handoff_wakeups"] = wakeupsSent
+            if handoffFull > 0 { drops["handoff_full"] = handoffFull }
+            let oversized = links.inbound.reduce(0) { $0 + $1.oversized }
+            if oversized > 0 { drops["handoff_oversized"] = oversized }
         }
         snapshot.withLock {
             $0.ioCounters = io

@@ -55,6 +55,23 @@ public final class TUNDevice: @unchecked Sendable {
     /// Super-packets read.
     public private(set) var superPacketReads: UInt64 = 0
 
+    /// Whether the device was opened with `IFF_MULTI_QUEUE` (this descriptor is one of its queues).
+    public let isMultiQueue: Bool
+    /// `IFF_MULTI_QUEUE` (linux/if_tun.h).
+    static let multiQueueFlag: Int32 = 0x0100
+
+    /// Opens one more queue of this multi-queue device: a descriptor of its own, with the same
+    /// flags and offloads, for another worker. The kernel picks a queue per flow when it hands
+    /// packets to the device (by the flow's hash, and afterwards the queue that flow's packets
+    /// were last written on: `tun_automq_select_queue`), so one flow stays on one queue.
+    /// The device goes away when its last queue is closed.
+    /// - Precondition: `isMultiQueue`.
+    /// - Throws: `SystemCallError` from `open` or `ioctl(TUNSETIFF)` (the kernel allows 256 queues).
+    public func attachQueue() throws(SystemCallError) -> TUNDevice {
+        precondition(isMultiQueue, "attachQueue needs a device opened with multiQueue")
+        return try TUNDevice(name: name, offloads: hasVirtioHeaders, multiQueue: true)
+    }
+
     /// The kernel's own IP-in-IP device, which this dataplane must never take over.
     public static let reservedName = "tunl0"
 
@@ -67,13 +84,16 @@ public final class TUNDevice: @unchecked Sendable {
     ///   or `ioctl(SIOCSIFMTU)`.
     ///   - offloads: open with `IFF_VNET_HDR` and ask for checksum and segmentation offloads
     ///     (see the type's description); `offloadFlags` says what the kernel accepted.
-    public init(name: String, mtu: Int? = nil, offloads: Bool = false) throws(SystemCallError) {
+    ///   - multiQueue: open with `IFF_MULTI_QUEUE`, so that `attachQueue()` can add queues (one
+    ///     per worker; the kernel spreads flows over them, see `attachQueue`).
+    public init(name: String, mtu: Int? = nil, offloads: Bool = false, multiQueue: Bool = false) throws(SystemCallError) {
         precondition(name != TUNDevice.reservedName, "tunl0 belongs to the kernel's ipip module")
         precondition(!name.isEmpty && name.utf8.count < Int(IFNAMSIZ), "interface names are 1…15 bytes")
         let fd = try Syscall.open("/dev/net/tun", flags: O_RDWR | O_CLOEXEC | O_NONBLOCK)
         var request = ifreq()
         withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { $0.copyBytes(from: name.utf8) }
-        request.ifr_ifru.ifru_flags = Int16(truncatingIfNeeded: IFF_TUN | IFF_NO_PI | (offloads ? Int32(cipl_iff_vnet_hdr()) : 0))
+        request.ifr_ifru.ifru_flags = Int16(truncatingIfNeeded: IFF_TUN | IFF_NO_PI | (offloads ? Int32(cipl_iff_vnet_hdr()) : 0)
+            | (multiQueue ? Self.multiQueueFlag : 0))
         var accepted: UInt32 = 0
         do {
             try withUnsafeMutableBytes(of: &request) { (raw) throws(SystemCallError) in
@@ -92,6 +112,7 @@ public final class TUNDevice: @unchecked Sendable {
         }
         self.fd = fd
         self.name = actual
+        isMultiQueue = multiQueue
         hasVirtioHeaders = offloads
         offloadFlags = accepted
         scratch = .allocate(byteCount: Self.scratchByteCount, alignment: 64)

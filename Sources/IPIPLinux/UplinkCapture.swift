@@ -77,8 +77,12 @@ public final class UplinkCapture: @unchecked Sendable {
     ///     `UplinkCapture.linkHeaderLength(interface:)`).
     ///   - ringFrameCount: when not 0, receive through a `TPACKET_V2` ring of that many 2 KiB
     ///     frames instead of `recvmmsg` (see `receiveBatch`); a power of two.
+    ///   - fanoutGroup: when given, the socket joins this `PACKET_FANOUT` group in hash mode:
+    ///     the kernel deals the uplink's packets out over the group's sockets (one per worker) by
+    ///     a symmetric flow hash, so a flow and its replies reach the same socket.
     public init(interfaceIndex: Int32, filter: CaptureFilter, maximumBatchSize: Int = 64,
-                receiveBufferByteCount: Int? = nil, linkHeaderLength: Int = 14, ringFrameCount: Int = 0) throws(SystemCallError) {
+                receiveBufferByteCount: Int? = nil, linkHeaderLength: Int = 14, ringFrameCount: Int = 0,
+                fanoutGroup: UInt16? = nil) throws(SystemCallError) {
         precondition(ringFrameCount >= 0 && ringFrameCount & (ringFrameCount &- 1) == 0, "a power of two")
         precondition(maximumBatchSize > 0 && maximumBatchSize <= 1024, "1…1024 messages per recvmmsg")
         precondition(linkHeaderLength >= 0 && linkHeaderLength <= 32, "a link header of 0…32 bytes")
@@ -116,6 +120,10 @@ public final class UplinkCapture: @unchecked Sendable {
             address.sll_ifindex = interfaceIndex
             try withUnsafeBytes(of: &address) { (raw) throws(SystemCallError) in
                 try Syscall.bind(fd, raw.baseAddress!, raw.count)
+            }
+            if let group = fanoutGroup {
+                // PACKET_FANOUT (18) with PACKET_FANOUT_HASH (0) in the upper half (linux/if_packet.h).
+                try Syscall.setsockopt(fd, SOL_PACKET, 18, Int32(group) | (0 << 16), call: "setsockopt(PACKET_FANOUT)")
             }
         } catch {
             if let r = ring { cipl_packet_rx_ring_unmap(r, UInt64(ringFrameCount * Self.ringFrameByteCount)) }

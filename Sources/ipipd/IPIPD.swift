@@ -177,6 +177,15 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("tun-offloads"), help: ArgumentHelp("on: the TUN carries virtio headers with TSO/USO super-packets; off: one plain packet per read and write.", valueName: "on|off"))
     var tunOffloads = "on"
 
+    @Option(name: .long, help: ArgumentHelp("Packet workers: threads with an engine, a TUN queue, a capture socket and a transmit path each; SNAT ports are split among them (see docs/decisions.md, Workers).", valueName: "n"))
+    var workers = 1
+
+    @Option(name: .customLong("nat-timeouts"), help: ArgumentHelp("SNAT idle timeouts in seconds, any of udp=300,tcp-established=7440,tcp-transitory=240,icmp=60 (the defaults: RFC 4787, RFC 5382, Linux conntrack).", valueName: "list"))
+    var natTimeouts: String?
+
+    @Option(name: .customLong("spin-us"), help: ArgumentHelp("After a batch, poll without sleeping for this many microseconds before blocking again (0: never spin).", valueName: "µs"))
+    var spinMicroseconds = 0
+
     @Flag(name: .customLong("keep-uplink-gro"), help: ArgumentHelp("Accepted for compatibility: ipipd no longer changes GRO/LRO on the uplink.", visibility: .hidden))
     var keepUplinkGRO = false
 
@@ -199,6 +208,9 @@ struct Run: ParsableCommand {
         guard uplinkIO == "auto" || UplinkIOMethod(rawValue: uplinkIO) != nil else {
             throw ValidationError("--uplink-io must be auto, xdp, packet or raw, not '\(uplinkIO)'")
         }
+        if let t = natTimeouts { _ = try Self.parseNATTimeouts(t) }
+        guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
+        guard spinMicroseconds >= 0 && spinMicroseconds <= 1_000_000 else { throw ValidationError("--spin-us must be 0…1000000") }
         guard uplinkRX == "ring" || uplinkRX == "mmsg" else { throw ValidationError("--uplink-rx must be ring or mmsg") }
         guard tunOffloads == "on" || tunOffloads == "off" else { throw ValidationError("--tun-offloads must be on or off") }
         if metricsAddress != "off" {
@@ -206,6 +218,25 @@ struct Run: ParsableCommand {
                 throw ValidationError("--metrics-address must be host:port or off")
             }
         }
+    }
+
+    /// `udp=S,tcp-established=S,tcp-transitory=S,icmp=S` (any subset) over the defaults.
+    static func parseNATTimeouts(_ text: String) throws -> NATTimeouts {
+        var t = NATTimeouts()
+        for item in text.split(separator: ",") {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, let v = Int64(kv[1]), v >= 1, v <= 86_400 * 7 else {
+                throw ValidationError("--nat-timeouts: '\(item)' is not NAME=SECONDS with 1…604800 seconds")
+            }
+            switch kv[0] {
+            case "udp": t.udp = v
+            case "tcp-established": t.tcpEstablished = v
+            case "tcp-transitory": t.tcpTransitory = v
+            case "icmp": t.icmp = v
+            default: throw ValidationError("--nat-timeouts: unknown timeout '\(kv[0])' (udp, tcp-established, tcp-transitory, icmp)")
+            }
+        }
+        return t
     }
 
     func run() throws {
@@ -225,11 +256,15 @@ struct Run: ParsableCommand {
         options.batchSize = batch
         options.uplinkIO = UplinkIOMethod(rawValue: uplinkIO)
         options.tunOffloads = tunOffloads == "on"
+        options.workers = workers
+        options.spinMicroseconds = spinMicroseconds
         if uplinkRX == "ring" { options.captureRingFrames = 8192 }
         // A random seed for SNAT port choice and hashing (the system generator reads getrandom).
         var generator = SystemRandomNumberGenerator()
         let seed = generator.next()
-        options.engine = EngineConfiguration(outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!, natSeed: seed)
+        options.engine = EngineConfiguration(outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!,
+                                             natTimeouts: try natTimeouts.map(Self.parseNATTimeouts) ?? NATTimeouts(),
+                                             natSeed: seed)
         if metricsAddress == "off" {
             options.metricsPort = 0
         } else {

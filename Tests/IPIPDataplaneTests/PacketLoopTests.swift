@@ -136,6 +136,89 @@ struct PacketLoopTests {
     }
 }
 
+@Suite("Packet workers")
+struct PacketWorkersTests {
+    func until(_ timeout: Double = 5, _ condition: () -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if condition() { return true }
+            usleep(2000)
+        }
+        return false
+    }
+
+    /// A UDP packet from `source`:`port` to `destination`:8080 with a valid header checksum
+    /// (UDP checksum 0: none).
+    func udp(_ source: [UInt8], _ port: UInt16, to destination: [UInt8]) -> [UInt8] {
+        var b: [UInt8] = [0x45, 0, 0, 28, 0, 1, 0x40, 0, 63, 17, 0, 0] + source + destination
+        b += [UInt8(port >> 8), UInt8(port & 0xFF), 0x1F, 0x90, 0, 8, 0, 0]
+        let c = b[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
+        b[10] = UInt8(c >> 8); b[11] = UInt8(c & 0xFF)
+        return b
+    }
+
+    @Test("two workers: SNAT read on the wrong worker is handed to its owner both ways; topology reaches both")
+    func handoff() throws {
+        let topology = try exampleTopology(mode: "Always")
+        let ios = [FakeDatapath(), FakeDatapath()]
+        let engines = (0..<2).map { w in
+            var c = EngineConfiguration()
+            c.worker = WorkerShare(index: w, count: 2)
+            return Engine(topology: topology, configuration: c)
+        }
+        let workers = PacketWorkers(ios: ios, engines: engines)
+        workers.start()
+        defer { workers.stop() }
+
+        // Inside sources owned by each worker; each packet is read by the other one.
+        var checked = Set<Int>()
+        for last in UInt8(10)...UInt8(30) {
+            let out = udp([192, 168, 0, last], 40000, to: [203, 0, 113, 10])
+            let owner = out.withUnsafeBytes { engines[0].egressOwner($0) }
+            guard owner >= 0, !checked.contains(owner) else { continue }
+            checked.insert(owner)
+            let other = 1 - owner
+            ios[other].lock.withLock { ios[other].tunQueue.append(out) }
+            #expect(until { ios[owner].lock.withLock { !ios[owner].underlaySent.isEmpty } }, "the owner sends it")
+            let translated = ios[owner].lock.withLock { ios[owner].underlaySent.removeLast() }
+            #expect(ios[other].lock.withLock { ios[other].underlaySent.isEmpty }, "the reader does not")
+            #expect(Array(translated[12..<16]) == [10, 0, 0, 1], "source is the node IP")
+            let external = UInt16(translated[20]) << 8 | UInt16(translated[21])
+            #expect(engines[owner].nat.portRange.contains(external))
+            // The reply arrives on the other worker's capture and reaches the workload through the owner.
+            var reply = udp([203, 0, 113, 10], 8080, to: [10, 0, 0, 1])
+            reply[20] = 0x1F; reply[21] = 0x90; reply[22] = UInt8(external >> 8); reply[23] = UInt8(external & 0xFF)
+            ios[other].lock.withLock { ios[other].uplinkQueue.append(reply) }
+            #expect(until { ios[owner].lock.withLock { !ios[owner].tunWritten.isEmpty } }, "the owner delivers the reply")
+            let delivered = ios[owner].lock.withLock { ios[owner].tunWritten.removeLast() }
+            #expect(Array(delivered[16..<20]) == [192, 168, 0, last] && delivered[22] == 0x9C && delivered[23] == 0x40)
+        }
+        #expect(checked.count == 2, "sources of both workers found")
+
+        workers.refreshSnapshot()
+        #expect(until {
+            let s = workers.latestSnapshot()
+            return s.workers.count == 2 && (s.counters?.packets(.translated) ?? 0) == 2 && (s.counters?.packets(.untranslated) ?? 0) == 2
+                && (s.ioCounters["handoff_sent"] ?? 0) == 4 && (s.ioCounters["handoff_received"] ?? 0) == 4
+        })
+        let text = workers.latestSnapshot().prometheusText()
+        #expect(text.contains("ipipd_workers 2\n"))
+        #expect(text.contains("ipipd_worker_packets_total{worker=\"0\",verdict=\"translated\"} 1\n"))
+        #expect(text.contains("ipipd_worker_packets_total{worker=\"1\",verdict=\"translated\"} 1\n"))
+
+        // A new topology reaches every worker (a packet already being read may still see the
+        // old one: it is installed between batches, so keep sending until both route natively).
+        workers.publish(try exampleTopology(mode: "Never"))
+        var native = false
+        for _ in 0..<100 where !native {
+            for io in ios { io.lock.withLock { io.tunQueue.append(examplePacket(to: "192.168.1.20")) } }
+            usleep(20_000)
+            native = ios.allSatisfy { io in io.lock.withLock { io.underlaySent.last?[9] == 17 } }
+        }
+        #expect(native, "both route natively now")
+    }
+}
+
 @Suite("Metrics and resource sources")
 struct MetricsTests {
     @Test("GET /metrics serves the Prometheus text; other paths get 404")

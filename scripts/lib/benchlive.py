@@ -38,12 +38,13 @@ import sys
 PHASES = [("kernel", "kernel routing"), ("ipipd", "ipipd (IP-in-IP)"),
           ("ipipd-packet", "ipipd --uplink-io packet"), ("ipipd-raw", "ipipd --uplink-io raw"),
           ("ipipd-ring", "ipipd --uplink-rx ring"), ("ipipd-plain", "ipipd --tun-offloads off"),
+          ("ipipd-w2", "ipipd --workers 2"), ("ipipd-spin", "ipipd --spin-us 50"),
           ("ipipd-before", "ipipd before (IPIPD_BEFORE)"),
           ("wireguard-go", "wireguard-go (Debian 12)"), ("wireguard-go-ext", "wireguard-go (WG_GO)")]
 COLORS = {"kernel": "#7f7f7f", "ipipd": "#1f77b4", "ipipd-packet": "#6baed6", "ipipd-raw": "#9ecae1",
-          "ipipd-ring": "#3182bd", "ipipd-plain": "#c6dbef", "ipipd-before": "#8c6d31", "wireguard-go": "#d62728", "wireguard-go-ext": "#ff7f0e"}
+          "ipipd-ring": "#3182bd", "ipipd-plain": "#c6dbef", "ipipd-before": "#8c6d31", "ipipd-w2": "#2ca02c", "ipipd-spin": "#98df8a", "wireguard-go": "#d62728", "wireguard-go-ext": "#ff7f0e"}
 SHORT = {"kernel": "kernel", "ipipd": "ipipd", "ipipd-packet": "packet", "ipipd-raw": "raw", "ipipd-ring": "ring",
-         "ipipd-plain": "plain", "ipipd-before": "before", "wireguard-go": "wg-go", "wireguard-go-ext": "wg-ext"}
+         "ipipd-plain": "plain", "ipipd-before": "before", "ipipd-w2": "2 workers", "ipipd-spin": "spin", "wireguard-go": "wg-go", "wireguard-go-ext": "wg-ext"}
 
 # key, label, unit, higher is better, decimals, needs a tunnel
 ROWS = [
@@ -184,6 +185,7 @@ def report(argv):
     head = "| metric | unit | " + " | ".join(f"{label} median (min–max)" for _, label in phases)
     have = {p for p, _ in phases}
     ratios = [("ipipd", "kernel", "ipipd / kernel"), ("ipipd", "ipipd-before", "ipipd / before"),
+              ("ipipd-w2", "ipipd", "--workers 2 / 1"), ("ipipd-spin", "ipipd", "--spin-us 50 / 0"),
               ("ipipd", "wireguard-go", "ipipd / wireguard-go (Debian)"),
               ("ipipd", "wireguard-go-ext", "ipipd / wireguard-go (WG_GO)")]
     ratios = [r for r in ratios if r[0] in have and r[1] in have]

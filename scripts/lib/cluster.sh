@@ -129,12 +129,15 @@ items:
 YAML
 }
 
+# workers_args: "--workers N" when IPIPD_WORKERS is set (every ipipd the tests start gets it).
+workers_args() { [ -n "${IPIPD_WORKERS:-}" ] && echo "--workers $IPIPD_WORKERS"; return 0; }
+
 # start_ipipd NODE MANIFESTS LOGDIR [extra args]: runs ipipd in the node's namespace, in the background.
 start_ipipd() {
     local node=$1 manifests=$2 logdir=$3
     shift 3
     # exec, so that $! is ipipd itself (signals must reach it, not a subshell).
-    (exec ip netns exec "${P}-$node" "$IPIPD" run --node "node-$node" --manifests "$manifests" --resync-interval 2 "$@" \
+    (exec ip netns exec "${P}-$node" "$IPIPD" run --node "node-$node" --manifests "$manifests" --resync-interval 2 "$@" $(workers_args) \
         > "$logdir/ipipd-$node.log" 2>&1) &
     echo $! > "$logdir/ipipd-$node.pid"
 }

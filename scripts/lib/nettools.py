@@ -11,11 +11,19 @@
   nettools.py tcp-fetch HOST PORT              read until EOF, print sha256 and byte count
   nettools.py udp-echo PORT COUNT OUTFILE      echo COUNT datagrams, record the peers in OUTFILE
   nettools.py udp-ping HOST PORT COUNT         send COUNT datagrams, print how many echoes came back
+  nettools.py udp-echo-serve PORT IDLE         echo every datagram until none came for IDLE seconds
+  nettools.py tcp-echo-serve PORT IDLE         echo on every connection until none was active for IDLE s
+  nettools.py udp-flows HOST PORT FLOWS SOURCES  FLOWS sockets (bound round robin to the comma-separated
+                                               SOURCES addresses) each send their own datagram and
+                                               wait for its echo; prints "ok wrong flows"
+  nettools.py tcp-flows HOST PORT FLOWS SOURCES  the same with FLOWS TCP connections (200 at a time)
   nettools.py ipip-inject SRC DST INNER_SRC INNER_DST    one IP-in-IP packet (raw socket, as root)
   nettools.py metric URL NAME [LABELS]         print the value of one Prometheus sample
 """
 import hashlib
 import random
+import resource
+import selectors
 import socket
 import struct
 import sys
@@ -155,6 +163,145 @@ def udp_ping(host, port, count):
     print(got)
 
 
+def more_files(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, min(hard, n + 64)) if hard != resource.RLIM_INFINITY else n + 64
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+
+
+def udp_echo_serve(port, idle):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", int(port)))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.settimeout(float(idle))
+    try:
+        while True:
+            d, peer = s.recvfrom(65536)
+            s.sendto(d, peer)
+    except socket.timeout:
+        pass
+
+
+def tcp_echo_serve(port, idle):
+    more_files(8192)
+    sel = selectors.DefaultSelector()
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", int(port)))
+    ls.listen(4096)
+    ls.setblocking(False)
+    sel.register(ls, selectors.EVENT_READ, None)
+    last = time.time()
+    while time.time() - last < float(idle):
+        for key, _ in sel.select(timeout=0.5):
+            last = time.time()
+            if key.data is None:
+                try:
+                    c, _ = ls.accept()
+                except BlockingIOError:
+                    continue
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ, "c")
+                continue
+            c = key.fileobj
+            try:
+                d = c.recv(65536)
+            except BlockingIOError:
+                continue
+            except ConnectionError:
+                d = b""
+            if not d:
+                sel.unregister(c)
+                c.close()
+                continue
+            c.setblocking(True)
+            c.sendall(d)
+            c.setblocking(False)
+
+
+def udp_flows(host, port, flows, sources):
+    flows = int(flows)
+    more_files(flows)
+    addrs = sources.split(",")
+    socks = []
+    for i in range(flows):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((addrs[i % len(addrs)], 0))
+        s.setblocking(False)
+        socks.append(s)
+    msgs = [("flow %d from %s:%d" % (i, *s.getsockname())).encode() for i, s in enumerate(socks)]
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
+    done = [False] * flows
+    wrong = 0
+    for attempt in range(4):
+        for i, s in enumerate(socks):
+            if not done[i]:
+                try:
+                    s.sendto(msgs[i], (host, int(port)))
+                except BlockingIOError:
+                    pass
+            if i % 100 == 99:
+                time.sleep(0.01)
+        end = time.time() + 1.5
+        while time.time() < end and not all(done):
+            for key, _ in sel.select(timeout=0.2):
+                i = key.data
+                try:
+                    d = key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                if d == msgs[i]:
+                    done[i] = True
+                else:
+                    wrong += 1
+        if all(done):
+            break
+    print(sum(done), wrong, flows)
+
+
+def tcp_flows(host, port, flows, sources):
+    flows = int(flows)
+    more_files(flows)
+    addrs = sources.split(",")
+    ok = wrong = 0
+    i = 0
+    while i < flows:
+        chunk = []
+        for k in range(i, min(flows, i + 200)):
+            s = socket.socket()
+            s.bind((addrs[k % len(addrs)], 0))
+            s.settimeout(10)
+            chunk.append((k, s))
+        i += len(chunk)
+        live = []
+        for k, s in chunk:
+            try:
+                s.connect((host, int(port)))
+                m = ("tcp flow %d from %s:%d" % (k, *s.getsockname())).encode()
+                s.sendall(m)
+                live.append((s, m))
+            except OSError:
+                s.close()
+        for s, m in live:
+            got = b""
+            try:
+                while len(got) < len(m):
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    got += d
+            except OSError:
+                pass
+            if got == m:
+                ok += 1
+            elif got:
+                wrong += 1
+            s.close()
+    print(ok, wrong, flows)
+
+
 def csum(b):
     if len(b) % 2:
         b += b"\0"
@@ -192,4 +339,5 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"tcp-sink": tcp_sink, "tcp-send": tcp_send,
      "tcp-paced-send": tcp_paced_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
-     "udp-echo": udp_echo, "udp-ping": udp_ping, "ipip-inject": ipip_inject, "metric": metric}[cmd](*args)
+     "udp-echo": udp_echo, "udp-ping": udp_ping, "udp-echo-serve": udp_echo_serve, "tcp-echo-serve": tcp_echo_serve,
+     "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric}[cmd](*args)
