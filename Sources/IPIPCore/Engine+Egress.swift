@@ -139,9 +139,13 @@ extension Engine {
         }
 
         // Encapsulation.
-        let node = topology.nodes[Int(route.nodeIndex)]
-        guard let template = node.outerTemplate else { return drop(.peerWithoutAddress, length: totalLength) }
-        if node.routeLoopsThroughTunnel { return drop(.peerRouteThroughTunnel, length: totalLength) }
+        // Fields read in place: a copy of the node would retain its name.
+        guard let template = topology.nodes[Int(route.nodeIndex)].outerTemplate else {
+            return drop(.peerWithoutAddress, length: totalLength)
+        }
+        if topology.nodes[Int(route.nodeIndex)].routeLoopsThroughTunnel {
+            return drop(.peerRouteThroughTunnel, length: totalLength)
+        }
         if source == topology.localAddress || source == template.destination {
             return drop(.sourceIsTunnelEndpoint, length: totalLength)
         }

@@ -280,9 +280,9 @@ public final class Bench {
             // One engine per worker (as the live daemon's workers have), each on its share; all
             // start together behind a barrier, so the shares run in parallel.
             let parts = (0..<workers).map { captures.share($0, of: workers) }
-            engines = (0..<workers).map { _ in Engine(topology: engine.topology, configuration: engine.configuration) }
+            // Each with a replica of the topology, as the live workers have.
+            engines = (0..<workers).map { _ in Engine(topology: engine.topology.replica(), configuration: engine.configuration) }
             let results = Mutex<[ShareResult]>(Array(repeating: ShareResult(), count: workers))
-            let ready = Atomic<Int>(0)
             let done = Atomic<Int>(0)
             /// What one thread owns (handed over once; nothing is shared while it runs).
             struct WorkerInput: @unchecked Sendable {
@@ -290,13 +290,15 @@ public final class Bench {
                 let part: LoadedCaptures
                 let engine: Engine
                 let progress: ProgressReporter?
+                let barrier: StartBarrier
             }
+            let barrier = StartBarrier(parties: workers)
             for w in 0..<workers {
-                let input = WorkerInput(bench: self, part: parts[w], engine: engines[w], progress: w == 0 ? progress : nil)
+                let input = WorkerInput(bench: self, part: parts[w], engine: engines[w], progress: w == 0 ? progress : nil,
+                                        barrier: barrier)
                 let t = Thread {
-                    ready.add(1, ordering: .acquiringAndReleasing)
-                    while ready.load(ordering: .acquiring) < workers {}
-                    let r = input.bench.runShare(input.part, engine: input.engine, progress: input.progress)
+                    let r = input.bench.runShare(input.part, engine: input.engine, progress: input.progress,
+                                                 barrier: input.barrier)
                     results.withLock { $0[w] = r }
                     done.add(1, ordering: .releasing)
                 }
@@ -327,7 +329,11 @@ public final class Bench {
     /// A plain loop over pointers taken once: no closure captures its state, so the loop pays
     /// no dynamic exclusivity checks (a nested function capturing the counters did, ~15 ns per
     /// packet under callgrind).
-    func runShare(_ captures: LoadedCaptures, engine: Engine, progress: ProgressReporter?) -> ShareResult {
+    ///
+    /// With `barrier`, the timed loop starts when every worker has copied its share, so the
+    /// workers' timed loops overlap and no copy runs beside another worker's loop.
+    func runShare(_ captures: LoadedCaptures, engine: Engine, progress: ProgressReporter?,
+                  barrier: StartBarrier? = nil) -> ShareResult {
         var share = ShareResult()
         let n = captures.count
         guard n > 0 else { return share }
@@ -357,6 +363,7 @@ public final class Bench {
         times.initialize(from: captures.relativeTimes, count: n)
 
         var loop = LoopCounters()
+        barrier?.arriveAndWait()
         let start = Self.now()
         while share.passes < passLimit && !loop.stop {
             let offset = base &+ Int64(share.passes) &* step
@@ -394,6 +401,17 @@ public final class Bench {
         share.underlayOut = loop.underlayOut
         share.tunOut = loop.tunOut
         return share
+    }
+
+    /// Holds every worker until all have arrived (a spin: the wait is the length of a copy).
+    final class StartBarrier: Sendable {
+        let arrived = Atomic<Int>(0)
+        let parties: Int
+        init(parties: Int) { self.parties = parties }
+        func arriveAndWait() {
+            arrived.add(1, ordering: .acquiringAndReleasing)
+            while arrived.load(ordering: .acquiring) < parties { sched_yield() }
+        }
     }
 
     /// The loop's running totals.

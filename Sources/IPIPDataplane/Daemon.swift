@@ -184,7 +184,7 @@ public final class Daemon {
         var nextHops = NextHopMonitor(datapaths: datapaths, uplinkIndex: uplink.index, netlink: netlink, logger: logger)
         nextHops.refresh(topology: topology)
         let engines = (0..<workerCount).map { w in
-            Engine(topology: topology, configuration: Self.engineConfiguration(options.engine, worker: w, of: workerCount))
+            Engine(topology: w == 0 ? topology : topology.replica(), configuration: Self.engineConfiguration(options.engine, worker: w, of: workerCount))
         }
         let loop = PacketWorkers(ios: datapaths, engines: engines, batchSize: options.batchSize,
                                  spinMicroseconds: options.spinMicroseconds)

@@ -100,9 +100,10 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
         }
     }
 
-    /// Hands a new topology to every worker.
+    /// Hands a new topology to every worker: the first takes it, every other worker a replica of
+    /// its own (`Topology.replica()`), so no two workers write one object's reference count.
     public func publish(_ topology: Topology) {
-        for l in loops { l.publish(topology) }
+        for (i, l) in loops.enumerated() { l.publish(i == 0 ? topology : topology.replica()) }
     }
 
     /// Stops every worker and waits for their threads.

@@ -178,4 +178,48 @@ struct WorkerTests {
         for e in es { e.replaceTopology(try Topology.compile(spec)) }
         #expect(es[0].nat.portRange == 40000...40049 && es[1].nat.portRange == 40050...40099)
     }
+
+    @Test("a topology replica answers every lookup as the original and shares none of its storage")
+    func replica() throws {
+        var spec = exampleSpec()
+        // A node name too long for Swift's inline small strings, so it has storage to share.
+        spec.nodes[1].name = "node-b-with-a-name-longer-than-fifteen-bytes"
+        spec.blocks[1].node = spec.nodes[1].name
+        let original = try Topology.compile(spec)
+        let copy = original.replica()
+        #expect(copy !== original)
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<20_000 {
+            // Addresses inside and around the pool and the node subnets, and anywhere.
+            let r = rng.next()
+            let address: IPv4Address
+            switch r % 3 {
+            case 0: address = IPv4Address(rawValue: 0xC0A8_0000 | UInt32(truncatingIfNeeded: r >> 40) & 0x3FF)
+            case 1: address = IPv4Address(rawValue: 0x0A00_0000 | UInt32(truncatingIfNeeded: r >> 40) & 0x1FF)
+            default: address = IPv4Address(rawValue: UInt32(truncatingIfNeeded: r >> 16))
+            }
+            #expect(copy.route(for: address) == original.route(for: address))
+            #expect(copy.peers.lookup(address) == original.peers.lookup(address))
+        }
+        #expect(copy.nodes.map(\.name) == original.nodes.map(\.name))
+        #expect(copy.nodes.map(\.address) == original.nodes.map(\.address))
+        #expect(copy.localAddress == original.localAddress && copy.tunnelMTU == original.tunnelMTU)
+        // No storage in common on the per-packet path.
+        func base<T>(_ a: [T]) -> UnsafeRawPointer? { a.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) } }
+        #expect(base(copy.table.table) != base(original.table.table))
+        #expect(base(copy.table.payloads) != base(original.table.payloads))
+        #expect(base(copy.peers.table) != base(original.peers.table))
+        #expect(base(copy.routes) != base(original.routes))
+        #expect(base(copy.nodes) != base(original.nodes))
+        #expect(base(copy.pools) != base(original.pools))
+        let longName = { (t: Topology) in t.nodes[1].name.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil }
+        #expect(longName(copy) != nil && longName(copy) != longName(original))
+        // And an engine on the replica does what one on the original does, byte for byte.
+        let packets = [flowPacket(proto: 17, destination: "192.168.1.20"), flowPacket(proto: 6),
+                       flowPacket(proto: 1), flowPacket(proto: 17, destination: "192.168.0.77")]
+        let a = try EgressRun(engine: Engine(topology: original), packets)
+        let b = try EgressRun(engine: Engine(topology: copy), packets)
+        #expect(a.verdicts == b.verdicts && a.outputs == b.outputs)
+        #expect(a.outputs.count == packets.count)
+    }
 }
