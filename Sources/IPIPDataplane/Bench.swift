@@ -93,6 +93,13 @@ final class LoadedCaptures {
     init(input: String, underlayInput: String?) throws {
         var sources = [try LookaheadCapture(path: input, direction: .tun)]
         if let u = underlayInput { sources.append(try LookaheadCapture(path: u, direction: .underlay)) }
+        // The files' sizes bound the packet bytes: reserved once, the slab never doubles past them.
+        var fileBytes = 0
+        for path in [input] + (underlayInput.map { [$0] } ?? []) {
+            var st = stat()
+            if stat(path, &st) == 0 { fileBytes += Int(st.st_size) }
+        }
+        bytes.reserveCapacity(fileBytes)
         var times: [Int64] = []
         while true {
             var pick: LookaheadCapture?
@@ -240,7 +247,27 @@ public final class Bench {
         self.options = options
         self.progress = progress
         self.mallocCount = mallocCount
+        try Self.checkMemory(options)
         captures = try LoadedCaptures(input: options.input, underlayInput: options.underlayInput)
+    }
+
+    /// Refuses, before loading, captures whose packets would not fit in memory: bench holds them
+    /// once as loaded and once more in each worker's copy (with several workers, also the shares
+    /// they are cut into). The captures' file sizes bound the packet bytes from above.
+    static func checkMemory(_ options: BenchOptions) throws {
+        var fileBytes = 0
+        for path in [options.input] + (options.underlayInput.map { [$0] } ?? []) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { continue }  // the loader names a missing file
+            fileBytes += Int(st.st_size)
+        }
+        let copies = options.workers > 1 ? 3 : 2
+        let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) &* Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard physical > 0, fileBytes &* copies > physical / 10 * 9 else { return }
+        func gib(_ n: Int) -> String { String(format: "%.1f GiB", Double(n) / Double(1 << 30)) }
+        throw ReplayError("the captures hold up to \(gib(fileBytes)) of packets; bench keeps \(copies) copies in memory "
+                          + "(\(gib(fileBytes * copies))) and this machine has \(gib(physical)): generate fewer packets "
+                          + "(ipipd gen --packets) or replay a part of the capture")
     }
 
     static func now() -> UInt64 {
@@ -272,10 +299,12 @@ public final class Bench {
         result.workers = workers
         var shares: [ShareResult] = []
         var engines: [Engine] = []
-        let mallocsBefore = mallocCount?() ?? 0
+        // The allocation counter is read when the last worker has set up (the barrier) and when
+        // the last has finished: the timed loops only, not the copies of the shares before them.
+        let barrier = StartBarrier(parties: workers, mallocCount: mallocCount)
         if workers == 1 {
             engines = [engine]
-            shares = [runShare(captures, engine: engine, progress: progress)]
+            shares = [runShare(captures, engine: engine, progress: progress, barrier: barrier)]
         } else {
             // One engine per worker (as the live daemon's workers have), each on its share; all
             // start together behind a barrier, so the shares run in parallel.
@@ -292,7 +321,6 @@ public final class Bench {
                 let progress: ProgressReporter?
                 let barrier: StartBarrier
             }
-            let barrier = StartBarrier(parties: workers)
             for w in 0..<workers {
                 let input = WorkerInput(bench: self, part: parts[w], engine: engines[w], progress: w == 0 ? progress : nil,
                                         barrier: barrier)
@@ -320,7 +348,7 @@ public final class Bench {
         var counters = engines[0].counterSnapshot
         for e in engines.dropFirst() { counters.add(e.counterSnapshot) }
         result.counters = counters
-        if mallocCount != nil { result.mallocs = mallocsAfter &- mallocsBefore }
+        if mallocCount != nil { result.mallocs = mallocsAfter &- barrier.mallocsAtStart.load(ordering: .acquiring) }
         return result
     }
 
@@ -336,7 +364,11 @@ public final class Bench {
                   barrier: StartBarrier? = nil) -> ShareResult {
         var share = ShareResult()
         let n = captures.count
-        guard n > 0 else { return share }
+        guard n > 0 else {
+            // An empty share still arrives, or the others would wait for it.
+            barrier?.arriveAndWait()
+            return share
+        }
         let batchSize = max(1, options.batchSize)
         var feeder = EngineFeeder(engine: engine, batchSize: batchSize)
         let stage = OutputStage(offloads: options.offloads, batchSize: batchSize)
@@ -404,13 +436,23 @@ public final class Bench {
     }
 
     /// Holds every worker until all have arrived (a spin: the wait is the length of a copy).
-    final class StartBarrier: Sendable {
+    /// The last to arrive reads the allocation counter before it lets everyone go.
+    final class StartBarrier: @unchecked Sendable {
         let arrived = Atomic<Int>(0)
+        let released = Atomic<Bool>(false)
+        let mallocsAtStart = Atomic<UInt64>(0)
         let parties: Int
-        init(parties: Int) { self.parties = parties }
+        let mallocCount: (() -> UInt64)?
+        init(parties: Int, mallocCount: (() -> UInt64)?) {
+            self.parties = parties
+            self.mallocCount = mallocCount
+        }
         func arriveAndWait() {
-            arrived.add(1, ordering: .acquiringAndReleasing)
-            while arrived.load(ordering: .acquiring) < parties { sched_yield() }
+            if arrived.add(1, ordering: .acquiringAndReleasing).newValue == parties {
+                mallocsAtStart.store(mallocCount?() ?? 0, ordering: .releasing)
+                released.store(true, ordering: .releasing)
+            }
+            while !released.load(ordering: .acquiring) { sched_yield() }
         }
     }
 

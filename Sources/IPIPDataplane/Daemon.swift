@@ -501,7 +501,11 @@ struct NextHopMonitor {
         if let last, last.entries == table.entries, last.unresolved == table.unresolved { return }
         let resolved = table.entries.map { "\($0.peer) via \($0.nextHop) \($0.linkAddress)" }
         logger.info("next hops (\(first.method)): \(table.entries.count) resolved\(resolved.isEmpty ? "" : ": " + resolved.prefix(8).joined(separator: ", ")), \(table.unresolved.count) through the kernel until resolved")
-        for d in fast { d.publish(nextHops: table) }
+        // A table of its own for each worker's transmit path: one shared object would have its
+        // reference count written from every worker's core.
+        for (i, d) in fast.enumerated() {
+            d.publish(nextHops: i == 0 ? table : NextHopTable(entries: table.entries, unresolved: table.unresolved))
+        }
         last = table
     }
 }

@@ -180,7 +180,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Packet workers: threads with an engine, a TUN queue, a capture socket and a transmit path each; SNAT ports are split among them (see docs/decisions.md, Workers).", valueName: "n"))
     var workers = 1
 
-    @Option(name: .customLong("nat-timeouts"), help: ArgumentHelp("SNAT idle timeouts in seconds, any of udp=300,tcp-established=7440,tcp-transitory=240,icmp=60 (the defaults: RFC 4787, RFC 5382, Linux conntrack).", valueName: "list"))
+    @Option(name: .customLong("nat-timeouts"), help: ArgumentHelp("SNAT idle timeouts in seconds, any of udp=300,tcp-established=7440,tcp-transitory=240,icmp=60 (the defaults: RFC 4787, RFC 5382 and RFC 7857, RFC 5508).", valueName: "list"))
     var natTimeouts: String?
 
     @Option(name: .customLong("spin-us"), help: ArgumentHelp("After a batch, poll without sleeping for this many microseconds before blocking again (0: never spin).", valueName: "µs"))

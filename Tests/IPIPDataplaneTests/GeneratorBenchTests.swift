@@ -232,6 +232,22 @@ struct BenchTests {
         }
     }
 
+    @Test("more workers than flows: the workers without a share still start the others, and the totals hold")
+    func emptyShares() throws {
+        var small = smallOptions(seed: 4)
+        small.flows = 3
+        small.packets = 60
+        let g = try GeneratedFiles(small, name: "bench-empty-shares")
+        defer { g.remove() }
+        var options = BenchOptions(input: g.tun, underlayInput: g.underlay)
+        options.iterations = 2
+        options.workers = 16
+        let result = try Bench(engine: g.engine(), options: options).run()
+        #expect(result.perWorker.count == 16)
+        #expect(result.perWorker.contains { $0.packets == 0 }, "some worker has no flow: \(result.perWorker)")
+        #expect(result.packets == 2 * (g.traffic.tun.count + g.traffic.underlay.count))
+    }
+
     @Test("a duration run stops and reports consistent totals; JSON carries every number")
     func durationAndJSON() throws {
         let g = try GeneratedFiles(smallOptions(seed: 5), name: "bench-json")
