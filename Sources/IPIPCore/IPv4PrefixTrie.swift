@@ -99,17 +99,14 @@ public struct IPv4PrefixTrie: Sendable {
     /// by two cores (a shared array's count is, on every retain the optimiser leaves in).
     public func replica() -> IPv4PrefixTrie {
         var r = IPv4PrefixTrie(empty: ())
-        r.table = Self.freshCopy(table)
-        r.payloads = Self.freshCopy(payloads)
+        r.table = table.withOwnStorage()
+        r.payloads = payloads.withOwnStorage()
         r.routes = Dictionary(minimumCapacity: routes.count)
         for (k, v) in routes { r.routes[k] = v }
-        r.freePayloadSlots = Self.freshCopy(freePayloadSlots)
-        r.freeChunks = Self.freshCopy(freeChunks)
+        r.freePayloadSlots = freePayloadSlots.withOwnStorage()
+        r.freeChunks = freeChunks.withOwnStorage()
         return r
     }
-
-    /// An array with the same elements in storage of its own (`Array(a)` would share `a`'s).
-    static func freshCopy<T>(_ a: [T]) -> [T] { a.withUnsafeBufferPointer { Array($0) } }
 
     private init(empty: ()) {
         table = []
@@ -368,4 +365,9 @@ public struct IPv4PrefixTrie: Sendable {
         guard routes.count + freePayloadSlots.count == payloads.count else { return "payload slots leak" }
         return nil
     }
+}
+
+extension Array {
+    /// The same elements in storage of their own (`Array(self)` would share this array's buffer).
+    func withOwnStorage() -> [Element] { withUnsafeBufferPointer { Array($0) } }
 }

@@ -201,13 +201,13 @@ public final class Topology: Sendable {
     /// retain and release of the shared object were a quarter of the profile). The spec and the
     /// warnings, which only the control plane reads, stay shared.
     public func replica() -> Topology {
-        Topology(peers: peers.replica(), table: table.replica(), routes: IPv4PrefixTrie.freshCopy(routes),
+        Topology(peers: peers.replica(), table: table.replica(), routes: routes.withOwnStorage(),
                  nodes: nodes.map { n in
                      var c = n
                      c.name = String(decoding: Array(n.name.utf8), as: UTF8.self)
                      return c
                  },
-                 localNodeIndex: localNodeIndex, pools: IPv4PrefixTrie.freshCopy(pools), localAddress: localAddress,
+                 localNodeIndex: localNodeIndex, pools: pools.withOwnStorage(), localAddress: localAddress,
                  localSubnet: localSubnet, icmpSourceAddress: icmpSourceAddress, tunnelMTU: tunnelMTU,
                  warnings: warnings, spec: spec)
     }

@@ -73,6 +73,16 @@ final class LoadedCaptures {
         return s
     }
 
+    /// The summed sizes of the capture files that exist (the loader names a missing one).
+    static func fileBytes(_ input: String, _ underlayInput: String?) -> Int {
+        var total = 0
+        for path in [input] + (underlayInput.map { [$0] } ?? []) {
+            var st = stat()
+            if stat(path, &st) == 0 { total += Int(st.st_size) }
+        }
+        return total
+    }
+
     static func flowHash(_ packet: UnsafeRawBufferPointer) -> UInt64 {
         var p = packet
         guard p.count >= 20 else { return 0 }
@@ -94,12 +104,7 @@ final class LoadedCaptures {
         var sources = [try LookaheadCapture(path: input, direction: .tun)]
         if let u = underlayInput { sources.append(try LookaheadCapture(path: u, direction: .underlay)) }
         // The files' sizes bound the packet bytes: reserved once, the slab never doubles past them.
-        var fileBytes = 0
-        for path in [input] + (underlayInput.map { [$0] } ?? []) {
-            var st = stat()
-            if stat(path, &st) == 0 { fileBytes += Int(st.st_size) }
-        }
-        bytes.reserveCapacity(fileBytes)
+        bytes.reserveCapacity(Self.fileBytes(input, underlayInput))
         var times: [Int64] = []
         while true {
             var pick: LookaheadCapture?
@@ -255,12 +260,7 @@ public final class Bench {
     /// once as loaded and once more in each worker's copy (with several workers, also the shares
     /// they are cut into). The captures' file sizes bound the packet bytes from above.
     static func checkMemory(_ options: BenchOptions) throws {
-        var fileBytes = 0
-        for path in [options.input] + (options.underlayInput.map { [$0] } ?? []) {
-            var st = stat()
-            guard stat(path, &st) == 0 else { continue }  // the loader names a missing file
-            fileBytes += Int(st.st_size)
-        }
+        let fileBytes = LoadedCaptures.fileBytes(options.input, options.underlayInput)
         let copies = options.workers > 1 ? 3 : 2
         let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) &* Int(sysconf(Int32(_SC_PAGESIZE)))
         guard physical > 0, fileBytes &* copies > physical / 10 * 9 else { return }
