@@ -1,5 +1,4 @@
 // Weak fallbacks so ipip-fuzz links with and without -sanitize=fuzzer.
-// (docs: shared/reference/swift-on-linux.md §6)
 #include <stdio.h>
 #include <stdlib.h>
 #include "cfuzz.h"
