@@ -136,6 +136,9 @@ workers_args() { [ -n "${IPIPD_WORKERS:-}" ] && echo "--workers $IPIPD_WORKERS";
 start_ipipd() {
     local node=$1 manifests=$2 logdir=$3
     shift 3
+    # The log is emptied here, before the fork: wait_ipipd must not find an earlier run's
+    # "running:" in it (and then signal a process that has not yet blocked its signals).
+    : > "$logdir/ipipd-$node.log"
     # exec, so that $! is ipipd itself (signals must reach it, not a subshell).
     (exec ip netns exec "${P}-$node" "$IPIPD" run --node "node-$node" --manifests "$manifests" --resync-interval 2 "$@" $(workers_args) \
         > "$logdir/ipipd-$node.log" 2>&1) &
