@@ -3,13 +3,15 @@ import PackageDescription
 
 let package = Package(
     name: "swift-ipip",
-    platforms: [.macOS(.v14)],
     products: [
         .library(name: "IPIPCore", targets: ["IPIPCore"]),
         .library(name: "Pcap", targets: ["Pcap"]),
         .library(name: "IPIPResources", targets: ["IPIPResources"]),
         .library(name: "IPIPDatastore", targets: ["IPIPDatastore"]),
         .library(name: "IPIPDataplane", targets: ["IPIPDataplane"]),
+        .library(name: "IPIPOffline", targets: ["IPIPOffline"]),
+        // The allocation counter, as a library `ipipd bench` preloads into itself (never linked).
+        .library(name: "IPIPMallocCounter", type: .dynamic, targets: ["CMallocCounter"]),
         .executable(name: "ipipd", targets: ["ipipd"]),
         .executable(name: "ipipctl", targets: ["ipipctl"]),
     ],
@@ -45,20 +47,25 @@ let package = Package(
         // Every kernel call: TUN, raw and packet sockets, batch I/O, rtnetlink, nftables, sysctl.
         .target(name: "CIPIPLinux"),
         .target(name: "IPIPLinux", dependencies: ["IPIPCore", "CIPIPLinux"]),
-        // Wiring: topology compilation from resources, the replay driver, the live daemon.
+        // The live daemon: control loop, packet workers, the Linux datapath, resource sources,
+        // metrics.
         .target(
             name: "IPIPDataplane",
             dependencies: [
-                "IPIPCore", "Pcap", "IPIPResources", "IPIPDatastore", "IPIPLinux",
+                "IPIPCore", "IPIPResources", "IPIPDatastore", "IPIPLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Counts allocation calls for `ipipd bench` by interposing malloc; linked only into ipipd.
+        // The offline tools over captures: replay, bench, gen, packet summaries, progress.
+        .target(name: "IPIPOffline", dependencies: ["IPIPCore", "Pcap", "IPIPResources"]),
+        // Counts allocation calls by interposing malloc. Built as a shared library only
+        // (product IPIPMallocCounter): `ipipd bench` preloads it into a re-executed copy of
+        // itself, so the production daemon never carries it (docs/decisions.md, "Allocation counter").
         .target(name: "CMallocCounter"),
         .executableTarget(
             name: "ipipd",
             dependencies: [
-                "IPIPDataplane", "CMallocCounter", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "IPIPDataplane", "IPIPOffline", "IPIPLinux", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Fuzzing: the program interpreter and invariant checks (shared by ipip-fuzz and the
@@ -66,10 +73,11 @@ let package = Package(
         .target(name: "IPIPFuzzSupport", dependencies: ["IPIPCore"]),
         .target(name: "CFuzz"),
         .executableTarget(name: "ipip-fuzz", dependencies: ["IPIPCore", "IPIPFuzzSupport", "CFuzz"]),
+        // The CLI: resources and the datastore only (no libpcap, no netlink).
         .executableTarget(
             name: "ipipctl",
             dependencies: [
-                "IPIPResources", "IPIPDataplane", "IPIPDatastore",
+                "IPIPResources", "IPIPDatastore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -80,8 +88,9 @@ let package = Package(
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux"]),
         .testTarget(
             name: "IPIPDataplaneTests",
-            dependencies: ["IPIPDataplane", "IPIPCore", "Pcap", "IPIPResources"]
+            dependencies: ["IPIPDataplane", "IPIPCore", "IPIPResources"]
         ),
+        .testTarget(name: "IPIPOfflineTests", dependencies: ["IPIPOffline", "IPIPCore", "Pcap", "IPIPResources"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -127,7 +127,7 @@ public final class Daemon {
         let set = try source.load()
         var spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? 1500)
         guard let nodePrefix = spec.nodes.first(where: { $0.name == options.node })?.address else {
-            throw ReplayError("node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
+            throw DaemonError("node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
         }
         let uplink = try findUplink(nodeAddress: nodePrefix.address)
         if options.underlayMTU == nil { spec.underlayMTU = uplink.mtu }
@@ -145,7 +145,7 @@ public final class Daemon {
         if tun.hasVirtioHeaders {
             logger.info("TUN \(tun.name): virtio headers, offloads \(tun.offloadDescription)")
         }
-        guard let tunIndex = try netlink.linkIndex(name: tun.name) else { throw ReplayError("TUN \(tun.name) vanished") }
+        guard let tunIndex = try netlink.linkIndex(name: tun.name) else { throw DaemonError("TUN \(tun.name) vanished") }
         try configureTUN(index: tunIndex, topology: topology)
         configureSysctls(tunName: tun.name)
 
@@ -308,11 +308,11 @@ public final class Daemon {
 
     func findUplink(nodeAddress: IPv4Address) throws -> Uplink {
         if let name = options.uplink {
-            guard let link = try netlink.link(name: name) else { throw ReplayError("uplink \(name) does not exist") }
+            guard let link = try netlink.link(name: name) else { throw DaemonError("uplink \(name) does not exist") }
             return Uplink(index: link.index, name: link.name, mtu: link.mtu)
         }
         guard let held = try netlink.interfaceHolding(address: nodeAddress) else {
-            throw ReplayError("no interface holds the node IP \(nodeAddress); give --uplink")
+            throw DaemonError("no interface holds the node IP \(nodeAddress); give --uplink")
         }
         return Uplink(index: held.index, name: held.name, mtu: held.mtu)
     }
@@ -344,7 +344,7 @@ public final class Daemon {
         let wanted = options.uplinkIO
         if wanted == .raw { return (nil, nil, "as asked") }
         guard ethernet else {
-            if let wanted { throw ReplayError("--uplink-io \(wanted) needs an Ethernet uplink; \(uplink.name) is not one") }
+            if let wanted { throw DaemonError("--uplink-io \(wanted) needs an Ethernet uplink; \(uplink.name) is not one") }
             return (nil, nil, "\(uplink.name) has no Ethernet header: frames cannot be written")
         }
         var failures: [String] = []
@@ -359,7 +359,7 @@ public final class Daemon {
                     return (x, nil, wanted == nil ? "fastest available" + (x.largeBudget ? "" : ", 32 frames per sendto") : "as asked")
                 } catch {
                     if wanted == .xdp {
-                        throw queue == 0 ? error : ReplayError("--uplink-io xdp: worker \(queue) needs TX queue \(queue) of \(uplink.name): \(error)")
+                        throw queue == 0 ? error : DaemonError("--uplink-io xdp: worker \(queue) needs TX queue \(queue) of \(uplink.name): \(error)")
                     }
                     failures.append("xdp queue \(queue): \(error)")
                 }
@@ -439,7 +439,7 @@ public final class Daemon {
             spec.underlayMTU = options.underlayMTU ?? uplink.mtu
             let next = try Topology.compile(spec)
             guard next.localAddress == topology.localAddress else {
-                throw ReplayError("the node IP changed from \(topology.localAddress) to \(next.localAddress): restart ipipd to apply it")
+                throw DaemonError("the node IP changed from \(topology.localAddress) to \(next.localAddress): restart ipipd to apply it")
             }
             for w in next.warnings { logger.warning("\(w)") }
             loop.publish(next)

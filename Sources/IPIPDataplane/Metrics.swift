@@ -1,8 +1,6 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 import IPIPCore
+import IPIPLinux
 
 /// Everything `/metrics` reports, captured at one moment (the packet loop publishes one every
 /// second, so the HTTP thread never reads the engine's counters while they change).
@@ -157,89 +155,51 @@ public struct MetricsSnapshot: Sendable {
 
 /// A minimal HTTP/1.0 server for `GET /metrics` on one address (127.0.0.1:9091 by default,
 /// Felix's port). One thread, one connection at a time, a 2-second I/O timeout per client: it
-/// serves scrapes, not the public.
+/// serves scrapes, not the public. The sockets are IPIPLinux's (`TCPListener`).
 public final class MetricsServer: @unchecked Sendable {
-    let fd: Int32
-    public let port: UInt16
+    let listener: TCPListener
+    public var port: UInt16 { listener.port }
     let render: @Sendable () -> String
     let stopped = Atomic<Bool>(false)
 
     /// Binds and listens; `port` 0 picks a free one (see `port`).
+    /// - Throws: `DaemonError` saying which address could not be served.
     public init(host: String = "127.0.0.1", port: UInt16 = 9091, render: @escaping @Sendable () -> String) throws {
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw ReplayError("metrics: socket: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
-            close(s)
-            throw ReplayError("metrics: '\(host)' is not an IPv4 address")
+        do {
+            listener = try TCPListener(host: host, port: port)
+        } catch {
+            throw DaemonError("metrics: cannot listen on \(host):\(port): \(error)")
         }
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(s, 16) == 0 else {
-            let e = String(cString: strerror(errno))
-            close(s)
-            throw ReplayError("metrics: cannot listen on \(host):\(port): \(e)")
-        }
-        var actual = sockaddr_in()
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &actual) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) }
-        }
-        fd = s
-        self.port = UInt16(bigEndian: actual.sin_port)
         self.render = render
     }
 
     /// Serves until `stop()`; run it on its own thread.
     public func serve() {
         while !stopped.load(ordering: .relaxed) {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, 200) > 0 else { continue }
-            let c = accept(fd, nil, nil)
-            guard c >= 0 else { continue }
+            guard let c = listener.accept(timeoutMilliseconds: 200) else { continue }
             handle(c)
-            close(c)
         }
-        close(fd)
     }
 
     public func stop() { stopped.store(true, ordering: .relaxed) }
 
-    func handle(_ c: Int32) {
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var request: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        while request.count < 16384 {
-            let n = buffer.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            request += buffer[0..<n]
-            if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
-        }
+    func handle(_ c: TCPConnection) {
+        c.setTimeouts(seconds: 2)
+        let request = c.read(until: [13, 10, 13, 10], limit: 16384)
+        c.write(Array(Self.response(to: request, render: render).utf8))
+    }
+
+    /// The whole HTTP response to a request's bytes.
+    static func response(to request: [UInt8], render: () -> String) -> String {
         let line = String(decoding: request.prefix(while: { $0 != 13 && $0 != 10 }), as: UTF8.self)
         let parts = line.split(separator: " ")
-        let response: String
         if parts.count >= 2, parts[0] == "GET", parts[1] == "/metrics" || parts[1].hasPrefix("/metrics?") {
             let body = render()
-            response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            return "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                 + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-        } else {
-            let body = "only GET /metrics is served here\n"
-            response = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
-                + "Connection: close\r\n\r\n" + body
         }
-        var bytes = Array(response.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { send(c, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }
-            sent += n
-        }
+        let body = "only GET /metrics is served here\n"
+        return "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
+            + "Connection: close\r\n\r\n" + body
     }
 }

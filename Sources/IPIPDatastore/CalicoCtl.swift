@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import IPIPResources
 
 /// What a command printed and how it ended; `ipipctl` writes it out and exits with `exitCode`.
@@ -38,7 +35,7 @@ public struct ManifestInput: Hashable, Sendable {
 
     /// Reads `-f PATH`; `-` reads standard input to its end.
     public static func read(_ path: String) throws(DatastoreError) -> ManifestInput {
-        if path == "-" { return ManifestInput(text: readStandardInput(), file: "<stdin>") }
+        if path == "-" { return ManifestInput(text: ResourceLoader.readStandardInput(), file: "<stdin>") }
         guard let data = FileManager.default.contents(atPath: path) else {
             var isDirectory: ObjCBool = false
             let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
@@ -46,22 +43,6 @@ public struct ManifestInput: Hashable, Sendable {
                 : isDirectory.boolValue ? "is a directory" : "permission denied"))
         }
         return ManifestInput(text: String(decoding: data, as: UTF8.self), file: path)
-    }
-
-    static func readStandardInput() -> String {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(0, $0.baseAddress, $0.count) }
-            if n > 0 {
-                bytes += buffer[0..<n]
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else {
-                break
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

@@ -157,3 +157,11 @@ public enum ResourceLoader {
         return errors
     }
 }
+
+extension ResourceLoader {
+    /// Standard input, read to its end (`-f -`, `--manifests -`), as UTF-8 (invalid bytes replaced;
+    /// the decoder reports them at their line).
+    public static func readStandardInput() -> String {
+        String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+    }
+}

@@ -1,5 +1,4 @@
 import ArgumentParser
-import IPIPDataplane
 import IPIPResources
 
 #if canImport(Glibc)

@@ -1,7 +1,8 @@
 import ArgumentParser
-import CMallocCounter
 import IPIPCore
 import IPIPDataplane
+import IPIPLinux
+import IPIPOffline
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,7 +13,8 @@ struct Bench: ParsableCommand {
             runs them through the same engine code as replay; outputs are counted, not written. NAT \
             state carries over between passes and timestamps advance by the capture's span each pass. \
             Reports packets/s, Gbit/s of input bytes, ns/packet, the verdict mix, and the allocation \
-            calls made during the timed loop (counted by ipipd's malloc interposer).
+            calls made during the timed loop (counted by the allocation counter, \
+            libIPIPMallocCounter.so beside the executable, which bench preloads into itself).
             """
     )
 
@@ -50,12 +52,11 @@ struct Bench: ParsableCommand {
         if let i = iterations { guard i >= 1 else { throw ValidationError("--iterations must be at least 1") } }
     }
 
-    /// The allocation counter, when this process's malloc is the interposer (glibc).
-    static func mallocCounter() -> (() -> UInt64)? {
-        ipip_malloc_counting() != 0 ? { ipip_malloc_count() } : nil
-    }
-
     func run() throws {
+        // Returns only when it did not re-execute this process with the counter preloaded.
+        let preload = AllocationCounter.reexecutePreloaded()
+        let mallocCount = AllocationCounter.reader()
+        if mallocCount == nil && !json { printError("bench: allocations not counted (\(preload))") }
         let topo = try topology.compile()
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
         var options = BenchOptions(input: input, underlayInput: underlayInput)
@@ -65,9 +66,9 @@ struct Bench: ParsableCommand {
         options.offloads = offloads
         options.workers = workers
         do {
-            let bench = try IPIPDataplane.Bench(engine: engine, options: options,
-                                                progress: json ? nil : ProgressReporter(label: "bench"),
-                                                mallocCount: Self.mallocCounter())
+            let bench = try IPIPOffline.Bench(engine: engine, options: options,
+                                              progress: json ? nil : ProgressReporter(label: "bench"),
+                                              mallocCount: mallocCount)
             let result = bench.run()
             if json {
                 print(result.json(input: input, underlayInput: underlayInput, node: topology.node))

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import IPIPCore
 import IPIPDataplane
+import IPIPOffline
+import IPIPResources
 import IPIPLinux
 import Logging
 
@@ -112,7 +114,7 @@ struct Replay: ParsableCommand {
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
         let options = ReplayOptions(input: input, underlayInput: underlayInput, output: output, underlayOutput: underlayOutput, tunOutput: tunOutput,
                                     verdicts: verdicts, batchSize: batch, offloads: offloads)
-        let replay = IPIPDataplane.Replay(engine: engine, options: options, progress: ProgressReporter(label: "replay"))
+        let replay = IPIPOffline.Replay(engine: engine, options: options, progress: ProgressReporter(label: "replay"))
         do {
             let summary = try replay.run()
             if !quiet { print(summary.report(input: input, node: topology.node, topology: topo)) }

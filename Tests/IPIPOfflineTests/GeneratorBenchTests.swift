@@ -1,8 +1,9 @@
 import Foundation
 import IPIPCore
+import IPIPResources
 import Testing
 
-@testable import IPIPDataplane
+@testable import IPIPOffline
 
 /// A generated capture on disk: both sides and the manifests.
 struct GeneratedFiles {

@@ -1,21 +1,19 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import IPIPCore
-import IPIPResources
 
-/// From Calico resources to a compiled topology: the control-plane path that `ipipd` commands
-/// share. Reading, decoding and validation are IPIPResources'; this file decides which resources
-/// count for the dataplane and hands plain values to `Topology.compile`.
+/// From Calico resources to a compiled topology: the control-plane path that `ipipd` and
+/// `ipipctl validate` share. Reading, decoding and validation are the rest of this module's; this
+/// file decides which resources count for the dataplane and hands plain values to
+/// `Topology.compile`.
 public enum ClusterLoader {
     /// Loads manifests from paths (files or directories) or `-` for standard input (alone).
     /// - Throws: `ResourceErrors` naming file:line:column and field for every problem.
     public static func resources(paths: [String]) throws -> ResourceSet {
         if paths.contains("-") {
             guard paths.count == 1 else {
-                throw ReplayError("standard input (-) cannot be combined with other manifest paths")
+                throw ResourceErrors([ResourceError(file: "-", line: 1, column: 1, kind: nil, name: nil, field: "",
+                                                    message: "standard input (-) cannot be combined with other manifest paths")])
             }
-            return try ResourceLoader.load(text: readStandardInput(), file: "<stdin>")
+            return try ResourceLoader.load(text: ResourceLoader.readStandardInput(), file: "<stdin>")
         }
         return try ResourceLoader.load(paths: paths)
     }
@@ -91,21 +89,5 @@ public enum ClusterLoader {
         lines.append("\(set.pools.count) pools, \(set.nodes.count) nodes, \(set.blockAffinities.count) block affinities, "
             + "\(set.felixConfigurations.count) felix configurations: valid")
         return lines
-    }
-
-    static func readStandardInput() -> String {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-            if n > 0 {
-                bytes += buffer[0..<n]
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else {
-                break
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -1,8 +1,7 @@
 import IPIPCore
-import IPIPResources
+@testable import IPIPResources
 import Testing
 
-@testable import IPIPDataplane
 
 @Suite("From resources to a topology")
 struct ClusterLoaderTests {

@@ -94,58 +94,6 @@ public struct ReplaySummary: Sendable {
 }
 
 
-/// One capture, read one record ahead so two captures can be merged by timestamp.
-final class LookaheadCapture {
-    struct Record {
-        var index: Int
-        var timestamp: Timestamp
-        var networkProtocol: NetworkProtocol
-        var capturedLength: Int
-        var bytes: [UInt8]
-        /// From the record's virtio header (link type 147), else `.none`.
-        var offload: SegmentationOffload
-    }
-
-    let reader: PcapReader
-    let direction: PacketDirection
-    private(set) var next: Record?
-    /// The error that ended reading, reported after everything before it was processed.
-    private(set) var failure: PcapError?
-
-    init(path: String, direction: PacketDirection) throws {
-        do { reader = try PcapReader(path: path) } catch { throw ReplayError(error.description) }
-        self.direction = direction
-        advance()
-    }
-
-    /// Takes the pending record and reads the one after it.
-    func take() -> Record? {
-        let r = next
-        advance()
-        return r
-    }
-
-    private func advance() {
-        next = nil
-        guard failure == nil else { return }
-        do {
-            let virtio = reader.linkType == .virtioNet
-            next = try reader.readNext { r in
-                var record = Record(index: r.index, timestamp: r.timestamp, networkProtocol: r.networkProtocol,
-                                    capturedLength: r.capturedLength, bytes: Array(r.networkBytes), offload: .none)
-                if virtio {
-                    // Safe: the framing guaranteed the 10 header bytes.
-                    let header = VirtioNetHeader(loadingFrom: r.capturedBytes.baseAddress!)
-                    record.offload = record.bytes.withUnsafeMutableBytes { SegmentationOffload.taking(header, packet: $0) }
-                }
-                return record
-            }
-        } catch {
-            failure = error
-        }
-    }
-}
-
 /// One engine fed a batch at a time, each batch from one side: the rule `ipipd replay` and
 /// `ipipd bench` share, so both run exactly the same engine and batch code. A packet from the
 /// other side than the pending batch's waits until that batch is processed (`mustProcess`), so
@@ -285,8 +233,7 @@ public final class Replay {
     }
 
     public func run() throws -> ReplaySummary {
-        var sources = [try LookaheadCapture(path: options.input, direction: .tun)]
-        if let u = options.underlayInput { sources.append(try LookaheadCapture(path: u, direction: .underlay)) }
+        let captures = try MergedCaptures(input: options.input, underlayInput: options.underlayInput)
         let linkType: LinkType = options.offloads ? .virtioNet : .raw
         func open(_ path: String?) throws -> PcapWriter? {
             guard let path else { return nil }
@@ -317,7 +264,7 @@ public final class Replay {
         // verdict file stays in time order.
         var skippedLines: [(beforeSlot: Int, line: String)] = []
         var fileBytesSeen = 0
-        let fileSize = sources.reduce(0) { $0 + Self.fileSize($1.reader.path) }
+        let fileSize = captures.sources.reduce(0) { $0 + Self.fileSize($1.reader.path) }
 
         func writeLine(_ s: String) {
             guard let f = verdictFile else { return }
@@ -381,14 +328,7 @@ public final class Replay {
             skippedLines.removeAll(keepingCapacity: true)
         }
 
-        while true {
-            // The earliest pending record; a tie goes to the TUN side (listed first).
-            var pick: LookaheadCapture?
-            for source in sources {
-                guard let r = source.next else { continue }
-                if pick == nil || r.timestamp < pick!.next!.timestamp { pick = source }
-            }
-            guard let source = pick, let record = source.take() else { break }
+        while let (source, record) = captures.next() {
             summary.packetsIn += 1
             if source.direction == .underlay { summary.underlayPacketsIn += 1 }
             fileBytesSeen += 16 + record.capturedLength
@@ -418,7 +358,7 @@ public final class Replay {
         flush()
         progress?.finish(packets: summary.packetsIn)
         summary.counters = engine.counterSnapshot
-        var failure: ReplayError? = sources.lazy.compactMap { $0.failure.map { ReplayError($0.description) } }.first
+        var failure: ReplayError? = captures.failure.map { ReplayError($0.description) }
         for w in [all, underlay, tun] {
             do { try w?.close() } catch { failure = failure ?? ReplayError(error.description) }
         }

@@ -1,8 +1,9 @@
 import Foundation
 import IPIPCore
+import IPIPResources
 import Testing
 
-@testable import IPIPDataplane
+@testable import IPIPOffline
 @testable import Pcap
 
 /// Where the committed fixtures live.

@@ -101,18 +101,11 @@ final class LoadedCaptures {
     }
 
     init(input: String, underlayInput: String?) throws {
-        var sources = [try LookaheadCapture(path: input, direction: .tun)]
-        if let u = underlayInput { sources.append(try LookaheadCapture(path: u, direction: .underlay)) }
+        let captures = try MergedCaptures(input: input, underlayInput: underlayInput)
         // The files' sizes bound the packet bytes: reserved once, the slab never doubles past them.
         bytes.reserveCapacity(Self.fileBytes(input, underlayInput))
         var times: [Int64] = []
-        while true {
-            var pick: LookaheadCapture?
-            for source in sources {
-                guard let r = source.next else { continue }
-                if pick == nil || r.timestamp < pick!.next!.timestamp { pick = source }
-            }
-            guard let source = pick, let record = source.take() else { break }
+        while let (source, record) = captures.next() {
             guard record.networkProtocol == .ipv4 else {
                 skipped += 1
                 continue
@@ -124,7 +117,7 @@ final class LoadedCaptures {
             offloads.append(record.offload)
             times.append(record.timestamp.totalNanoseconds)
         }
-        if let failure = sources.lazy.compactMap(\.failure).first { throw ReplayError(failure.description) }
+        if let failure = captures.failure { throw ReplayError(failure.description) }
         guard let t0 = times.first else { throw ReplayError("no IPv4 packets in \(input)" + (underlayInput.map { " or \($0)" } ?? "")) }
         first = Timestamp(seconds: t0 / 1_000_000_000, nanoseconds: UInt32(t0 % 1_000_000_000))
         relativeTimes = times.map { $0 - t0 }
