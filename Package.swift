@@ -81,11 +81,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // What the tests share: in-memory fakes of the host (routing), and helpers.
+        .target(name: "IPIPTestSupport", dependencies: ["IPIPCore", "IPIPLinux"]),
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
         .testTarget(name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore"]),
-        .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux"]),
+        .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux", "IPIPTestSupport"]),
         .testTarget(
             name: "IPIPDataplaneTests",
             dependencies: ["IPIPDataplane", "IPIPCore", "IPIPResources"]

@@ -78,7 +78,7 @@ public final class Daemon {
         self.source = source
         self.logger = logger
         netlink = try NetlinkSocket()
-        reconciler = RouteReconciler(socket: netlink)
+        reconciler = RouteReconciler(netlink: netlink)
     }
 
     enum Signal: Int32 { case terminate, interrupt, hangup, user1 }

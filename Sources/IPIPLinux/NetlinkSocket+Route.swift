@@ -16,19 +16,6 @@ extension NetlinkSocket {
         return out
     }
 
-    /// The IPv4 routes installed with `protocolNumber`, in one table or all of them.
-    ///
-    /// The dump covers every table and protocol; the filtering happens here, so routes of other
-    /// owners are never reported.
-    /// - Parameters:
-    ///   - table: The table, or nil for every table.
-    ///   - protocolNumber: The owner's route protocol number.
-    /// - Returns: The matching routes, in the kernel's order.
-    /// - Throws: `NetlinkError` when the dump fails.
-    public func routes(table: UInt32? = nil, protocolNumber: UInt8) throws(NetlinkError) -> [Route] {
-        try allRoutes().filter { $0.protocolNumber == protocolNumber && (table == nil || $0.table == table) }
-    }
-
     /// Adds a route, or replaces the route with the same key (table, destination, metric) in place
     /// (`NLM_F_CREATE|NLM_F_REPLACE`).
     /// - Warning: the replaced route may belong to another owner; `RouteReconciler` checks first.
@@ -57,12 +44,6 @@ extension NetlinkSocket {
             if let r = try Rule(parsing: m.payload) { out.append(r) }
         }
         return out
-    }
-
-    /// The IPv4 lookup rules installed with `protocolNumber` (filtered here; others are never reported).
-    /// - Throws: `NetlinkError` when the dump fails.
-    public func rules(protocolNumber: UInt8) throws(NetlinkError) -> [Rule] {
-        try allRules().filter { $0.protocolNumber == protocolNumber }
     }
 
     /// Adds a rule; an identical rule that is already there is fine (`NLM_F_EXCL` + `EEXIST`).

@@ -1,9 +1,11 @@
 // RouteReconciler: keeps the kernel's routes and policy rules of one owner equal to a desired set.
 //
 // Architecture (after Felix's route_table.go and its delta tracker, level-triggered): every call
-// dumps what is really there, compares it with what is wanted, and applies the difference. Nothing
-// is cached between calls, so a route deleted or changed behind our back is fixed by the next
-// call, and a failed operation is simply retried by the next call (`needsSync` says one is due).
+// dumps what is really there, plans the difference to what is wanted (`RoutePlan`, a pure
+// function of both states, table-tested without a kernel), and applies the plan through a
+// `RouteNetlink`. Nothing is cached between calls, so a route deleted or changed behind our back
+// is fixed by the next call, and a failed operation is simply retried by the next call
+// (`needsSync` says one is due).
 //
 // Ownership: a route is ours when it carries our route protocol number and lies in one of our
 // tables; a rule is ours when it carries our protocol number (FRA_PROTOCOL). Nothing else is ever
@@ -54,6 +56,135 @@ public struct ReconcileReport: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// The changes that make one owner's routes and rules equal to a desired set: a pure function of
+/// the desired and the actual state, so ownership, foreign routes, duplicates and the order of
+/// changes are decided (and tested) without a kernel.
+public struct RoutePlan: Sendable, Equatable, CustomStringConvertible {
+    /// One change, in the order `changes` lists them.
+    public enum Change: Sendable, Equatable, CustomStringConvertible {
+        /// A desired route that is missing.
+        case addRoute(Route)
+        /// A desired route whose key holds a different route of ours: replaced in place.
+        case replaceRoute(Route)
+        /// A desired rule that is missing.
+        case addRule(Rule)
+        /// A rule of ours that is not desired.
+        case deleteRule(Rule)
+        /// A route of ours that is not desired.
+        case deleteRoute(Route)
+
+        public var description: String {
+            switch self {
+            case .addRoute(let r): "add route \(r)"
+            case .replaceRoute(let r): "replace route \(r)"
+            case .addRule(let r): "add rule \(r)"
+            case .deleteRule(let r): "delete rule \(r)"
+            case .deleteRoute(let r): "delete route \(r)"
+            }
+        }
+    }
+
+    /// The changes, in the order they must be applied: routes added or replaced, then rules
+    /// added, then extra rules removed, then extra routes removed (each group ordered by table,
+    /// destination and metric, or by rule priority).
+    public var changes: [Change] = []
+    /// Desired routes that are not installed, and why: a key desired twice (`EINVAL`), a key that
+    /// a route of another owner holds (`EEXIST`, naming the holder).
+    public var refusals: [NetlinkError] = []
+
+    /// An empty plan.
+    public init() {}
+
+    /// True when nothing needs changing and nothing was refused.
+    public var isEmpty: Bool { changes.isEmpty && refusals.isEmpty }
+
+    /// One change per line, then the refusals.
+    public var description: String {
+        (changes.map(\.description) + refusals.map { "refused: \($0)" }).joined(separator: "\n")
+    }
+
+    /// Plans the changes.
+    /// - Parameters:
+    ///   - routes: The desired routes; their protocol number is set to `protocolNumber`.
+    ///   - rules: The desired rules; their protocol number is set to `protocolNumber`.
+    ///   - actualRoutes: Every route of the host (every table, every owner).
+    ///   - actualRules: Every rule of the host (every owner).
+    ///   - protocolNumber: Our route protocol number: what carries it (in `tables`) is ours.
+    ///   - tables: Our tables; routes elsewhere are never touched.
+    /// - Precondition: every desired route lies in one of `tables`.
+    public static func make(desired routes: Set<Route>, rules: Set<Rule>, actualRoutes: [Route], actualRules: [Rule],
+                            protocolNumber: UInt8, tables: Set<UInt32>) -> RoutePlan {
+        var plan = RoutePlan()
+
+        // Desired state, ours by construction, one route per kernel key.
+        var wanted: [Route.Key: Route] = [:]
+        var duplicated: Set<Route.Key> = []
+        for var r in routes {
+            precondition(tables.contains(r.table), "route \(r) lies outside the reconciler's tables \(tables.sorted())")
+            r.protocolNumber = protocolNumber
+            if wanted.updateValue(r, forKey: r.key) != nil { duplicated.insert(r.key) }
+        }
+        for key in duplicated.sorted(by: order) {
+            wanted[key] = nil
+            plan.refusals.append(NetlinkError(errno: EINVAL, operation: "reconcile",
+                                              detail: "several desired routes for \(key.destination) table \(key.table) metric \(key.metric): none installed"))
+        }
+        let wantedRules = Set(rules.map { r -> Rule in
+            var r = r
+            r.protocolNumber = protocolNumber
+            return r
+        })
+
+        // Actual state: ours, and the first route of another owner holding each key.
+        var ours: [Route.Key: [Route]] = [:]
+        var foreign: [Route.Key: Route] = [:]
+        for r in actualRoutes where tables.contains(r.table) {
+            if r.protocolNumber == protocolNumber {
+                ours[r.key, default: []].append(r)
+            } else if foreign[r.key] == nil {
+                foreign[r.key] = r
+            }
+        }
+
+        // 1. Missing routes added, different ones replaced (a key another owner holds: refused).
+        for key in wanted.keys.sorted(by: order) {
+            let route = wanted[key]!
+            let existing = ours[key] ?? []
+            if existing.count == 1 && existing[0] == route { continue }
+            if let holder = foreign[key] {
+                plan.refusals.append(NetlinkError(errno: EEXIST, operation: "reconcile",
+                                                  detail: "route \(route) not installed: \(holder) holds its key"))
+                continue
+            }
+            plan.changes.append(existing.isEmpty ? .addRoute(route) : .replaceRoute(route))
+        }
+
+        // 2. Missing rules added; 3. extra rules of ours removed.
+        let present = Set(actualRules.filter { $0.protocolNumber == protocolNumber })
+        for rule in wantedRules.subtracting(present).sorted(by: order) { plan.changes.append(.addRule(rule)) }
+        for rule in present.subtracting(wantedRules).sorted(by: order) { plan.changes.append(.deleteRule(rule)) }
+
+        // 4. Extra routes of ours removed (every route of ours under a key nobody wants).
+        for key in ours.keys.sorted(by: order) where wanted[key] == nil && !duplicated.contains(key) {
+            for route in ours[key]! { plan.changes.append(.deleteRoute(route)) }
+        }
+        return plan
+    }
+
+    // Deterministic order of changes (and so of errors): table, destination, metric.
+    static func order(_ a: Route.Key, _ b: Route.Key) -> Bool {
+        (a.table, a.destination.address.rawValue, a.destination.length, a.metric)
+            < (b.table, b.destination.address.rawValue, b.destination.length, b.metric)
+    }
+
+    static func order(_ a: Rule, _ b: Rule) -> Bool {
+        (a.priority, a.source?.address.rawValue ?? 0, a.source?.length ?? 0, a.destination?.address.rawValue ?? 0,
+         a.destination?.length ?? 0, a.table)
+            < (b.priority, b.source?.address.rawValue ?? 0, b.source?.length ?? 0, b.destination?.address.rawValue ?? 0,
+               b.destination?.length ?? 0, b.table)
+    }
+}
+
 /// Keeps the routes and policy rules that carry one route protocol number equal to a desired set.
 ///
 /// Thread-safe: calls are serialised.
@@ -66,8 +197,8 @@ public final class RouteReconciler: Sendable {
     /// these and lies in the range nobody registers, so a route with it is ours.
     public static let defaultProtocolNumber: UInt8 = 0xF2
 
-    /// The socket the reconciler talks through.
-    public let socket: NetlinkSocket
+    /// The routing tables the reconciler reads and changes (the kernel, or a fake in tests).
+    public let netlink: any RouteNetlink
     /// The route protocol number that marks our routes and rules.
     public let protocolNumber: UInt8
     /// The tables whose routes of our protocol we own.
@@ -80,12 +211,13 @@ public final class RouteReconciler: Sendable {
 
     /// Creates a reconciler.
     /// - Parameters:
-    ///   - socket: A NETLINK_ROUTE socket in the host's network namespace.
+    ///   - netlink: The routing tables: a NETLINK_ROUTE socket in the host's network namespace,
+    ///     or a fake.
     ///   - protocolNumber: Our route protocol number (default 242).
     ///   - tables: Our tables (default: main and `HostRoutes.defaultNATTable`).
-    public init(socket: NetlinkSocket, protocolNumber: UInt8 = RouteReconciler.defaultProtocolNumber,
+    public init(netlink: any RouteNetlink, protocolNumber: UInt8 = RouteReconciler.defaultProtocolNumber,
                 tables: Set<UInt32> = [Route.mainTable, HostRoutes.defaultNATTable]) {
-        self.socket = socket
+        self.netlink = netlink
         self.protocolNumber = protocolNumber
         self.tables = tables
     }
@@ -97,11 +229,12 @@ public final class RouteReconciler: Sendable {
     /// - Parameters:
     ///   - routes: The desired routes.
     ///   - rules: The desired rules.
-    /// - Returns: The counts and every error; errors do not stop the other operations.
+    /// - Returns: The counts and every error (the plan's refusals first, then failed changes in
+    ///   order); errors do not stop the other operations.
     /// - Precondition: every desired route lies in one of `tables`.
     public func reconcile(desired routes: Set<Route>, rules: Set<Rule>) -> ReconcileReport {
         needsSyncState.withLock { (needsSync: inout Bool) -> ReconcileReport in
-            let report = apply(desiredRoutes: routes, desiredRules: rules)
+            let report = sync(desiredRoutes: routes, desiredRules: rules)
             needsSync = !report.succeeded
             return report
         }
@@ -114,111 +247,51 @@ public final class RouteReconciler: Sendable {
         reconcile(desired: [], rules: [])
     }
 
-    private func apply(desiredRoutes: Set<Route>, desiredRules: Set<Rule>) -> ReconcileReport {
+    /// What `reconcile` would change now, without changing anything.
+    /// - Throws: `NetlinkError` when the routes or rules cannot be read.
+    public func plan(desired routes: Set<Route>, rules: Set<Rule>) throws(NetlinkError) -> RoutePlan {
+        RoutePlan.make(desired: routes, rules: rules, actualRoutes: try netlink.allRoutes(),
+                       actualRules: try netlink.allRules(), protocolNumber: protocolNumber, tables: tables)
+    }
+
+    private func sync(desiredRoutes: Set<Route>, desiredRules: Set<Rule>) -> ReconcileReport {
         var report = ReconcileReport()
-
-        // Desired state, ours by construction, one route per kernel key.
-        var wanted: [Route.Key: Route] = [:]
-        var duplicated: Set<Route.Key> = []
-        for var r in desiredRoutes {
-            precondition(tables.contains(r.table), "route \(r) lies outside the reconciler's tables \(tables.sorted())")
-            r.protocolNumber = protocolNumber
-            if wanted.updateValue(r, forKey: r.key) != nil { duplicated.insert(r.key) }
-        }
-        for key in duplicated.sorted(by: Self.order) {
-            wanted[key] = nil
-            report.errors.append(NetlinkError(errno: EINVAL, operation: "reconcile",
-                                              detail: "several desired routes for \(key.destination) table \(key.table) metric \(key.metric): none installed"))
-        }
-        let wantedRules = Set(desiredRules.map { r -> Rule in
-            var r = r
-            r.protocolNumber = protocolNumber
-            return r
-        })
-
-        // Actual state.
-        let actualRoutes: [Route]
-        let actualRules: [Rule]
+        let plan: RoutePlan
         do {
-            actualRoutes = try socket.allRoutes().filter { tables.contains($0.table) }
-            actualRules = try socket.rules(protocolNumber: protocolNumber)
+            plan = try self.plan(desired: desiredRoutes, rules: desiredRules)
         } catch {
             report.errors.append(error)
             return report
         }
-        var ours: [Route.Key: [Route]] = [:]
-        var foreign: [Route.Key: Route] = [:]
-        for r in actualRoutes {
-            if r.protocolNumber == protocolNumber {
-                ours[r.key, default: []].append(r)
-            } else if foreign[r.key] == nil {
-                foreign[r.key] = r
-            }
-        }
-
-        // 1. Add missing routes, replace different ones.
-        for key in wanted.keys.sorted(by: Self.order) {
-            let route = wanted[key]!
-            let existing = ours[key] ?? []
-            if existing.count == 1 && existing[0] == route { continue }
-            if let holder = foreign[key] {
-                report.errors.append(NetlinkError(errno: EEXIST, operation: "reconcile",
-                                                  detail: "route \(route) not installed: \(holder) holds its key"))
-                continue
-            }
-            do {
-                try socket.add(route)
-                if existing.isEmpty { report.added += 1 } else { report.replaced += 1 }
-            } catch {
-                report.errors.append(error)
-            }
-        }
-
-        // 2. Add missing rules.
-        let present = Set(actualRules)
-        for rule in wantedRules.subtracting(present).sorted(by: Self.order) {
-            do {
-                try socket.add(rule)
-                report.added += 1
-            } catch {
-                report.errors.append(error)
-            }
-        }
-
-        // 3. Remove extra rules.
-        for rule in present.subtracting(wantedRules).sorted(by: Self.order) {
-            do {
-                try socket.delete(rule)
-                report.removed += 1
-            } catch {
-                report.errors.append(error)
-            }
-        }
-
-        // 4. Remove extra routes.
-        for key in ours.keys.sorted(by: Self.order) where wanted[key] == nil && !duplicated.contains(key) {
-            for route in ours[key]! {
-                do {
-                    try socket.delete(route)
-                    report.removed += 1
-                } catch {
-                    report.errors.append(error)
-                }
-            }
-        }
+        report.errors = plan.refusals
+        apply(plan.changes, to: &report)
         return report
     }
 
-    // Deterministic order of operations (and so of errors): table, destination, metric.
-    private static func order(_ a: Route.Key, _ b: Route.Key) -> Bool {
-        (a.table, a.destination.address.rawValue, a.destination.length, a.metric)
-            < (b.table, b.destination.address.rawValue, b.destination.length, b.metric)
-    }
-
-    private static func order(_ a: Rule, _ b: Rule) -> Bool {
-        (a.priority, a.source?.address.rawValue ?? 0, a.source?.length ?? 0, a.destination?.address.rawValue ?? 0,
-         a.destination?.length ?? 0, a.table)
-            < (b.priority, b.source?.address.rawValue ?? 0, b.source?.length ?? 0, b.destination?.address.rawValue ?? 0,
-               b.destination?.length ?? 0, b.table)
+    /// Applies changes in order; a failed one is recorded and the rest still run.
+    func apply(_ changes: [RoutePlan.Change], to report: inout ReconcileReport) {
+        for change in changes {
+            do {
+                switch change {
+                case .addRoute(let r):
+                    try netlink.add(r)
+                    report.added += 1
+                case .replaceRoute(let r):
+                    try netlink.add(r)
+                    report.replaced += 1
+                case .addRule(let r):
+                    try netlink.add(r)
+                    report.added += 1
+                case .deleteRule(let r):
+                    try netlink.delete(r)
+                    report.removed += 1
+                case .deleteRoute(let r):
+                    try netlink.delete(r)
+                    report.removed += 1
+                }
+            } catch {
+                report.errors.append(error)
+            }
+        }
     }
 }

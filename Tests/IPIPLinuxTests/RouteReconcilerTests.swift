@@ -75,7 +75,7 @@ struct RouteReconcilerTests {
         let tun = try #require(try nl.linkIndex(name: "tn0"))
         let topology = try Topology.compile(spec)
         let desired = HostRoutes.desired(for: topology, tunnelInterface: tun, uplinkInterface: up.index)
-        let reconciler = RouteReconciler(socket: nl, tables: HostRoutes.tables())
+        let reconciler = RouteReconciler(netlink: nl, tables: HostRoutes.tables())
         return Fixture(ns: ns, nl: nl, reconciler: reconciler, routes: desired.routes, rules: desired.rules)
     }
 
