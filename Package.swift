@@ -82,7 +82,10 @@ let package = Package(
             ]
         ),
         // What the tests share: in-memory fakes of the host (routing), and helpers.
-        .target(name: "IPIPTestSupport", dependencies: ["IPIPCore", "IPIPLinux"]),
+        .target(
+            name: "IPIPTestSupport",
+            dependencies: ["IPIPCore", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
@@ -90,7 +93,7 @@ let package = Package(
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux", "IPIPTestSupport"]),
         .testTarget(
             name: "IPIPDataplaneTests",
-            dependencies: ["IPIPDataplane", "IPIPCore", "IPIPResources"]
+            dependencies: ["IPIPDataplane", "IPIPCore", "IPIPResources", "IPIPTestSupport"]
         ),
         .testTarget(name: "IPIPOfflineTests", dependencies: ["IPIPOffline", "IPIPCore", "Pcap", "IPIPResources"]),
     ],

@@ -1,8 +1,6 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 import IPIPCore
+import IPIPLinux
 
 /// The device side of the packet loop: where batches come from and go to. The live daemon's
 /// implementation is the TUN, the uplink capture and the raw socket (`LinuxDatapath`); tests use
@@ -129,9 +127,8 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
 
     /// The engine's monotonic clock.
     public static func now() -> Timestamp {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Timestamp(seconds: Int64(ts.tv_sec), nanoseconds: UInt32(ts.tv_nsec))
+        let t = MonotonicClock.now()
+        return Timestamp(seconds: t.seconds, nanoseconds: t.nanoseconds)
     }
 
     /// Runs until `stop()`; returns normally, or after recording `failure` on a fatal I/O error.

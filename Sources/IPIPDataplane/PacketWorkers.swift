@@ -1,8 +1,6 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import IPIPCore
+import IPIPLinux
 import Synchronization
 
 /// One worker's queues to and from every other worker (indexed by the other worker; nil at its
@@ -109,7 +107,7 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
     /// Stops every worker and waits for their threads.
     public func stop() {
         for l in loops { l.stop() }
-        while threads.contains(where: { !$0.isFinished }) { usleep(5_000) }
+        while threads.contains(where: { !$0.isFinished }) { MonotonicClock.sleep(seconds: 0.005) }
         for l in loops { l.peers = [] }
     }
 
