@@ -50,7 +50,8 @@ private func stopAtExit() {
     }
 }
 
-/// The value Calico writes for the README's example pool (Calico's v3.5 IP-in-IP example), with this store's uid and timestamp.
+/// The value Calico writes for the README's example pool (Calico's v3.5 IP-in-IP example), with
+/// this store's uid and timestamp.
 private func seedPoolValue(uid: String, created: String) -> String {
     #"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"ippool-ipip-1","uid":""#
         + uid + #"","creationTimestamp":""# + created
