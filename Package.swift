@@ -60,7 +60,7 @@ let package = Package(
         .target(name: "IPIPOffline", dependencies: ["IPIPCore", "Pcap", "IPIPResources"]),
         // Counts allocation calls by interposing malloc. Built as a shared library only
         // (product IPIPMallocCounter): `ipipd bench` preloads it into a re-executed copy of
-        // itself, so the production daemon never carries it (docs/decisions.md, "Allocation counter").
+        // itself, so the production daemon never carries it (docs/decisions.md, "Bench and gen").
         .target(name: "CMallocCounter"),
         .executableTarget(
             name: "ipipd",

@@ -1,7 +1,9 @@
 // Counts allocation calls for `ipipd bench` ("allocations per packet").
 //
-// The executable that links this file defines malloc and friends; ELF symbol resolution makes
-// every library in the process (the Swift runtime, libpcap, ...) call these instead of glibc's.
+// Built only as the shared library libIPIPMallocCounter.so (product IPIPMallocCounter); no
+// executable links it. `ipipd bench` re-executes itself with the library in LD_PRELOAD, so these
+// definitions of malloc and friends come first in ELF symbol resolution and every library in the
+// process (the Swift runtime, libpcap, ...) calls them instead of glibc's.
 // Each one adds 1 to a relaxed atomic counter and forwards to glibc's own implementation through
 // its exported __libc_* entry points, so memory still comes from (and goes back to) glibc's
 // allocator: free, malloc_usable_size and the rest are not interposed and stay consistent.

@@ -1,4 +1,4 @@
-/// SNAT for `natOutgoing` pools (RFC 4787, 5382, 5508; docs/decisions.md "SNAT").
+/// SNAT for `natOutgoing` pools (RFC 4787, 5382, 5508; docs/decisions.md, "SNAT (natOutgoing)").
 ///
 /// When: egress, the destination lies in no pool and no block, and the source lies in a pool with
 /// `natOutgoing` (disabled pools count). The new source is this node's IP. The session state is

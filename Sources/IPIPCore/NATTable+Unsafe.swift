@@ -374,7 +374,7 @@ extension NATTable {
     /// Walks the chain of records each queued key will touch (mapping slot, mapping, session slot,
     /// session, its timeout-list neighbours), one level at a time over all keys, so that the
     /// cache misses of different packets overlap instead of being paid one after another when the
-    /// packets are then processed (BENCHMARKS.md, "SNAT"). Reads only; follows only the home slot
+    /// packets are then processed (BENCHMARKS.md, "Engine per packet"). Reads only; follows only the home slot
     /// of each hash (a key further along its probe run is simply not warmed); clears the queue.
     func warm() {
         let n = state.pointee.warmCount

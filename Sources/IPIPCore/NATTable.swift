@@ -58,7 +58,7 @@
 //   `expire(now:)` once per batch spreads that work.
 // - Indices are Int32, so capacity is limited to 2^28 sessions.
 // - The PRNG seed and the hash secrets come from `seed`: with a fixed seed the port choice and the
-//   hash layout are predictable; live mode should seed from a random source.
+//   hash layout are predictable; live mode should seed from a random source (`ipipd run` does).
 // - `isExternalPortInUse` reads the bitmap directly and has no `now`: a mapping whose sessions
 //   have all expired but were not yet reaped still reports its port as in use.
 

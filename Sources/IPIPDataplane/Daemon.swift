@@ -16,7 +16,7 @@ public struct DaemonOptions: Sendable {
     /// Open the TUN with virtio headers and TSO/USO (super-packets both ways).
     public var tunOffloads = true
     /// Frames of the uplink capture's TPACKET_V2 receive ring; 0 (the default) receives with
-    /// `recvmmsg`, which measured cheaper (docs/decisions.md, "Uplink receive").
+    /// `recvmmsg`, which measured cheaper (docs/decisions.md, "Offloads (super-packets)", uplink receive).
     public var captureRingFrames = 0
     /// Seconds between next-hop refreshes for the frame-writing transmit paths.
     public var nextHopSeconds: Double = 1

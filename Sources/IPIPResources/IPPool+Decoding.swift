@@ -21,7 +21,8 @@ extension KindDecoder {
     /// Decodes an IPPool spec, applies defaults and runs Calico's IPPool rules.
     ///
     /// Messages: the struct validator's (libcalico-go's `validateIPPoolSpec`) for the
-    /// rules it has; the client's (§2.3) for block-size ranges, which only the client checks.
+    /// rules it has; the client's (`validateAndSetDefaults`; docs/calico.md, "IPPool") for
+    /// block-size ranges, which only the client checks.
     /// VXLAN on an IPv6 pool is accepted, as in Calico v3.23 and later.
     mutating func decodeIPPool(metadata: ObjectMetadata, spec: Yams.Node?) -> IPPool? {
         let fields = specFields(spec, allowed: Self.ipPoolSpecKeys)

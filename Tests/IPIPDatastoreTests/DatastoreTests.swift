@@ -164,7 +164,7 @@ struct DatastoreProcessTests {
         try #require(ipipctlPath(), "build ipipctl first (swift build)")
     }
 
-    @Test("the seed's heredoc: ipipctl apply -f - <<EOF, then get")
+    @Test("Calico's v3.5 IP-in-IP heredoc: ipipctl apply -f - <<EOF, then get")
     func heredoc() throws {
         let ctl = try Self.ctl()
         let dir = TempDir()
@@ -195,7 +195,7 @@ struct DatastoreProcessTests {
             """)
     }
 
-    @Test("the seed's two calicoctl apply examples, verbatim with ipipctl (SQLite)")
+    @Test("Calico's two v3.5 IP-in-IP calicoctl apply examples, verbatim with ipipctl (SQLite)")
     func seedExamples() throws {
         let ctl = try Self.ctl()
         let dir = TempDir()

@@ -50,7 +50,8 @@ private func stopAtExit() {
     }
 }
 
-/// The value Calico writes for the seed's pool, with this store's uid and timestamp.
+/// The value Calico writes for the README's example pool (Calico's v3.5 IP-in-IP example), with
+/// this store's uid and timestamp.
 private func seedPoolValue(uid: String, created: String) -> String {
     #"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"ippool-ipip-1","uid":""#
         + uid + #"","creationTimestamp":""# + created
@@ -310,7 +311,7 @@ struct EtcdDatastoreTests {
         if let pools = c.pools { #expect(try storedPools(store) == pools) }
     }
 
-    @Test("ipipctl on etcd: the seed's heredoc with calicoctl's DATASTORE_TYPE/ETCD_ENDPOINTS, --datastore etcd:URL")
+    @Test("ipipctl on etcd: Calico's v3.5 IP-in-IP heredoc with calicoctl's DATASTORE_TYPE/ETCD_ENDPOINTS, --datastore etcd:URL")
     func commandLine() throws {
         guard let server = try SharedEtcd.shared.server() else { return }
         _ = try server.freshStore()

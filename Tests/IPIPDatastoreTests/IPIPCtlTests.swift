@@ -34,7 +34,7 @@ struct IPIPCtlVerbTests {
         "error with field IPPool.Spec.CIDR = '192.168.5.0/24' (IPPool(p3) CIDR overlaps with IPPool(ippool-ipip-1) CIDR 192.168.0.0/16)"
 
     static let cases: [CtlCase] = [
-        CtlCase(name: "apply the seed's pool", verb: .apply, input: seedPool,
+        CtlCase(name: "apply the README's example pool", verb: .apply, input: seedPool,
                 stdout: "Successfully applied 1 'IPPool' resource(s)\n", pools: ["ippool-ipip-1"]),
         CtlCase(name: "apply again updates", setup: seedPool, verb: .apply, input: seedPool,
                 stdout: "Successfully applied 1 'IPPool' resource(s)\n", pools: ["ippool-ipip-1"]),

@@ -56,7 +56,8 @@ func node(_ name: String, _ address: String) -> String {
     """
 }
 
-/// The seed's pool (the v3.5 IP-in-IP guide's example).
+/// The README's example pool: Calico's v3.5 IP-in-IP example (docs/calico.md, "Calico's v3.5 IP-in-IP
+/// example manifests").
 let seedPool = """
     apiVersion: projectcalico.org/v3
     kind: IPPool
@@ -136,7 +137,8 @@ func startProcess(_ path: String, _ args: [String], stdin: String? = nil, enviro
     return RunningProcess(process: p, out: out, err: err)
 }
 
-/// The seed's two `calicoctl apply -f - << EOF` examples (reference/calico-v3.5-ip-in-ip.md), with
+/// Calico's two v3.5 IP-in-IP `calicoctl apply -f - << EOF` examples (docs/calico.md, "Calico's
+/// v3.5 IP-in-IP example manifests"), with
 /// `ipipctl` in place of `calicoctl`, verbatim otherwise.
 func seedExample(_ ctl: String, _ number: Int) -> String {
     let (name, mode) = number == 1 ? ("ippool-ipip-1", "Always") : ("ippool-cs-1", "CrossSubnet")
@@ -155,7 +157,7 @@ func seedExample(_ ctl: String, _ number: Int) -> String {
         """
 }
 
-/// Runs both seed examples against the store `environment` selects: the first, then the second
+/// Runs both examples against the store `environment` selects: the first, then the second
 /// (which overlaps the first: calicoctl's overlap error, exit 1), then, with the first pool
 /// deleted, the second again. Returns the three results.
 func runSeedExamples(_ ctl: String, environment: [String: String]) throws -> [ProcessResult] {

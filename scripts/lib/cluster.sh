@@ -104,7 +104,7 @@ cluster_up() {
     add_workload c c1 192.168.2.30
 }
 
-# write_manifests FILE MODE: the seed's pool with the given ipipMode, the three nodes and blocks.
+# write_manifests FILE MODE: the README's example pool (Calico's v3.5 IP-in-IP example) with the given ipipMode, the three nodes and blocks.
 write_manifests() {
     local file=$1 mode=${2:-Always}
     cat > "$file" <<YAML

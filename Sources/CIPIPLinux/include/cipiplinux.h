@@ -1,6 +1,6 @@
 #ifndef CIPIPLINUX_H
 #define CIPIPLINUX_H
-// What Swift imports badly from the kernel headers (swift-on-linux.md §2, §3): the _IOW ioctl
+// What Swift imports badly from the kernel headers: the _IOW ioctl
 // request numbers, mmsghdr (needs _GNU_SOURCE, which must stay out of Swift-imported headers).
 #include <stdint.h>
 #include <errno.h>
