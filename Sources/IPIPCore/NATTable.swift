@@ -539,15 +539,9 @@ public final class NATTable {
         }
     }
 
-    /// SplitMix64 step (Steele, Lea, Flood 2014).
+    /// One SplitMix64 step.
     @inlinable
-    static func splitMix(_ state: inout UInt64) -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    static func splitMix(_ state: inout UInt64) -> UInt64 { SplitMix64.step(&state) }
 }
 
 /// The timeout classes; each has its own expiry list.

@@ -4,28 +4,6 @@ import Glibc
 import IPIPCore
 import Pcap
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a fixed generator, so the same seed gives the same
-/// traffic on every platform and Swift version (the standard library's default is neither).
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// A value in `0..<n` (Lemire's multiply-shift; the tiny bias is irrelevant here and keeps
-    /// the sequence independent of the standard library's algorithms).
-    mutating func below(_ n: Int) -> Int {
-        precondition(n > 0)
-        return Int(truncatingIfNeeded: UInt64(n).multipliedFullWidth(by: next()).high)
-    }
-    /// A value in `[0, 1)`.
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}
-
 /// What `ipipd gen` is asked to generate.
 public struct GeneratorOptions: Sendable {
     /// IP total length of data packets.

@@ -1,5 +1,6 @@
 import Foundation
 import IPIPFuzzSupport
+import IPIPCore
 import Testing
 
 /// Every file in Tests/Fixtures/fuzz/ (the seed corpus) and Tests/Fixtures/fuzz/crashes/ (inputs
@@ -73,14 +74,8 @@ struct FuzzRegressionTests {
     @Test("arbitrary bytes keep every invariant (seeded)")
     func randomPrograms() {
         // A cheap stand-in for the fuzzer in every `swift test`: random programs in both modes.
-        var state: UInt64 = 0x1F2E_3D4C_5B6A_7988
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SplitMix64(seed: 0x1F2E_3D4C_5B6A_7988)
+        func next() -> UInt64 { rng.next() }
         let session = FuzzSession()
         for n in 0..<300 {
             let length = Int(next() % 200) + 1

@@ -1,22 +1,5 @@
 @testable import IPIPCore
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny and fully specified here, so a seed means the same
-/// sequence on every toolchain. Used for every seeded property test.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform enough in 0..<bound for tests (modulo bias is irrelevant here).
-    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    mutating func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: next() >> 32) }
-}
-
 func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
 func prefix(_ s: String) -> IPv4Prefix { IPv4Prefix(s)! }
 

@@ -23,7 +23,7 @@ struct HandoffQueueTests {
     func orderAndContent() {
         let q = HandoffQueue(byteCount: 256 << 10)
         var batch = PacketBatch(capacity: 64)
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var sent: UInt32 = 0
         var received: UInt32 = 0
         var lengths: [UInt32: Int] = [:]
@@ -127,16 +127,3 @@ struct HandoffQueueTests {
     }
 }
 
-/// SplitMix64 (the test's own; a fixed seed gives a fixed sequence).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
-}

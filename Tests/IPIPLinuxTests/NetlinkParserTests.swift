@@ -203,14 +203,8 @@ struct NetlinkParserTests {
 
     @Test("arbitrary bytes never trap the parsers (seeded)")
     func fuzz() {
-        var state: UInt64 = 0x5EED_1234
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SplitMix64(seed: 0x5EED_1234)
+        func next() -> UInt64 { rng.next() }
         let seeds = Self.routeRows.map { Self.bytes($0.hex) } + Self.ruleRows.map { Self.bytes($0.hex) }
         for i in 0..<5000 {
             var b = seeds[i % seeds.count]

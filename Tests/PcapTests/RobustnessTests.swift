@@ -4,18 +4,6 @@ import Testing
 
 /// Whatever the file holds, the reader hands out in-bounds views or throws; it never traps.
 @Suite struct RobustnessTests {
-    /// SplitMix64: small, seeded, reproducible.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     struct Case: Sendable, CustomTestStringConvertible {
         var fileLinkType: UInt32
         var testDescription: String { "LINKTYPE \(fileLinkType)" }
@@ -26,7 +14,7 @@ import Testing
     @Test(arguments: cases)
     func arbitraryRecordsNeverTrap(_ c: Case) throws {
         let seed: UInt64 = 0x5EED_0000 + UInt64(c.fileLinkType)
-        var generator = SeededGenerator(state: seed)
+        var generator = SplitMix64(seed: seed)
         // Short records of every length around the headers, biased to VLAN EtherTypes so that
         // tag peeling runs out of bytes at every position.
         var frames: [[UInt8]] = []

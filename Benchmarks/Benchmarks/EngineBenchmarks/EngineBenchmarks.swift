@@ -23,20 +23,7 @@ import IPIPCore
 
 // MARK: - Deterministic randomness
 
-/// SplitMix64: a fixed, seeded sequence, so every run benchmarks the same routes and packets.
-/// (The same generator as TrieBenchmarks; each executable target needs its own copy.)
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    mutating func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: next() >> 32) }
-}
+// SplitMix64 (IPIPCore): a fixed, seeded sequence, so every run benchmarks the same routes and packets.
 
 // MARK: - Topology
 
@@ -63,7 +50,7 @@ struct Cluster {
     init(blockCount: Int, nodeCount: Int = 100, underlayMTU: Int, seed: UInt64 = 0xB10C_2026,
          natOutgoing: Bool = false, natPortRange: ClosedRange<UInt16>? = nil) {
         precondition(2 * blockCount < 1 << 18 - 4, "the /8 pool holds 2^18 /26 blocks")
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         var nodes: [TopologySpec.Node] = [
             .init(name: "node-0", address: IPv4Prefix(address: IPv4Address(172, 16, 0, 1), length: 16))
         ]
@@ -421,7 +408,7 @@ let jumboUnderlayMTU = 9000
 /// Packets of the given size cycle to random addresses in remote blocks: the encapsulation path.
 func encapsulationWorkload(sizes: [Int], blockCount: Int, seed: UInt64 = 0xD57_0001) -> EngineWorkload {
     let cluster = Cluster(blockCount: blockCount, underlayMTU: jumboUnderlayMTU)
-    var rng = SplitMix64(state: seed)
+    var rng = SplitMix64(seed: seed)
     let count = poolPacketCount(cycle: sizes)
     let all = (0..<count).map { sizes[$0 % sizes.count] }
     var shuffled = all
@@ -438,7 +425,7 @@ func encapsulationWorkload(sizes: [Int], blockCount: Int, seed: UInt64 = 0xD57_0
 /// block, so the lookup misses and the packet is forwarded natively.
 func nativeWorkload(blockCount: Int) -> EngineWorkload {
     let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
-    var rng = SplitMix64(state: 0xD57_0002)
+    var rng = SplitMix64(seed: 0xD57_0002)
     let sizes = [64]
     let pool = PacketPool(sizes: Array(repeating: 64, count: poolPacketCount(cycle: sizes)), dontFragment: true) { _ in
         IPv4Address(rawValue: 0xC612_0000 | rng.nextUInt32() >> 15)
@@ -451,7 +438,7 @@ func nativeWorkload(blockCount: Int) -> EngineWorkload {
 /// fragments (1476 + 1476 + 88 bytes of inner datagram), each encapsulated, in `generated`.
 func fragmentWorkload(blockCount: Int) -> EngineWorkload {
     let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
-    var rng = SplitMix64(state: 0xD57_0003)
+    var rng = SplitMix64(seed: 0xD57_0003)
     let pool = PacketPool(sizes: Array(repeating: 3000, count: poolPacketCount(cycle: [3000])), dontFragment: false) { _ in
         cluster.randomRemoteAddress(&rng)
     }
@@ -465,7 +452,7 @@ func fragmentWorkload(blockCount: Int) -> EngineWorkload {
 /// packet pays for building the error; with the default 1000/s almost all would be rate-limited.
 func icmpWorkload(blockCount: Int) -> EngineWorkload {
     let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
-    var rng = SplitMix64(state: 0xD57_0004)
+    var rng = SplitMix64(seed: 0xD57_0004)
     let pool = PacketPool(sizes: Array(repeating: 1500, count: poolPacketCount(cycle: [1500])), dontFragment: true) { _ in
         cluster.randomRemoteAddress(&rng)
     }
@@ -489,7 +476,7 @@ final class ChecksumBuffers {
         self.size = size
         stride = (size + 63) & ~63
         storage = .allocate(byteCount: stride * Self.count, alignment: 64)
-        var rng = SplitMix64(state: UInt64(size))
+        var rng = SplitMix64(seed: UInt64(size))
         for i in 0..<(stride * Self.count) {
             storage.storeBytes(of: UInt8(truncatingIfNeeded: rng.next()), toByteOffset: i, as: UInt8.self)
         }

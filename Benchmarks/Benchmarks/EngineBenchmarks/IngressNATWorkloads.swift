@@ -24,7 +24,7 @@ let localBlock = IPv4Prefix(address: IPv4Address(10, 255, 255, 0), length: 26)
 /// time; with 10k routes the source lookup is the random, cache-missing one.
 func decapsulationWorkload(innerSize: Int, blockCount: Int, seed: UInt64 = 0xD57_0101) -> EngineWorkload {
     let cluster = Cluster(blockCount: blockCount, underlayMTU: jumboUnderlayMTU)
-    var rng = SplitMix64(state: seed)
+    var rng = SplitMix64(seed: seed)
     let size = innerSize + 20
     let pool = PacketPool(sizes: Array(repeating: size, count: poolPacketCount(cycle: [size]))) { p, i, size in
         let b = rng.next(below: cluster.blocks.count)
@@ -103,7 +103,7 @@ func establishedFlows(protocolNumber: UInt8, flowCount: Int = 100_000, packetSiz
     let cluster = Cluster(blockCount: 10_000, underlayMTU: defaultUnderlayMTU, natOutgoing: true,
                           natPortRange: natBenchmarkPortRange)
     let engine = makeEngine(cluster, natConfiguration)
-    var rng = SplitMix64(state: seed)
+    var rng = SplitMix64(seed: seed)
     // Flow f: endpoint f / 2, remote address d(endpoint) or d(endpoint) ^ 1 (distinct).
     var remotes = (0..<flowCount / 2).map { _ in randomExternalAddress(&rng) }
     var order = Array(0..<flowCount)
@@ -169,7 +169,7 @@ func establishedFlows(protocolNumber: UInt8, flowCount: Int = 100_000, packetSiz
 func newFlowsWorkload(seed: UInt64 = 0xD57_0301) -> EngineWorkload {
     let cluster = Cluster(blockCount: 10_000, underlayMTU: defaultUnderlayMTU, natOutgoing: true,
                           natPortRange: natBenchmarkPortRange)
-    var rng = SplitMix64(state: seed)
+    var rng = SplitMix64(seed: seed)
     let count = newFlowsPoolCount
     let pool = PacketPool(sizes: Array(repeating: 64, count: count)) { p, i, size in
         let (source, port) = natInternalEndpoint(i, basePort: 32768)

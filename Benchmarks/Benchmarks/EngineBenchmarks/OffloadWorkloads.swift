@@ -98,7 +98,7 @@ final class SuperPacketEgressWorkload {
 
     init() {
         let cluster = Cluster(blockCount: 10_000, underlayMTU: 1500)
-        var rng = SplitMix64(state: 0x7550)
+        var rng = SplitMix64(seed: 0x7550)
         let size = 20 + 32 + superSegments * superSegmentSize
         pool = PacketPool(sizes: Array(repeating: size, count: 16)) { p, i, _ in
             writeTCPSegment(into: p, payload: superSegments * superSegmentSize, source: localWorkload,

@@ -10,19 +10,7 @@ import IPIPCore
 
 // MARK: - Workload
 
-/// SplitMix64: a fixed, seeded sequence, so every run benchmarks the same prefixes and addresses.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    mutating func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: next() >> 32) }
-}
+// SplitMix64 (IPIPCore): a fixed, seeded sequence, so every run benchmarks the same prefixes and addresses.
 
 /// A Calico-like route set of `count` prefixes:
 /// - 60 % /26 IPAM blocks, drawn without repetition from the first 2·(block count) blocks of the
@@ -30,7 +18,7 @@ struct SplitMix64 {
 /// - 38 % /32 host routes (borrowed addresses) inside randomly chosen blocks;
 /// - 2 % pools and external routes of length 8…16 anywhere, plus the default route.
 func realisticPrefixes(count: Int, seed: UInt64 = 0x1B1B_2026) -> [IPv4Prefix] {
-    var rng = SplitMix64(state: seed)
+    var rng = SplitMix64(seed: seed)
     let blockCount = count * 60 / 100
     let hostCount = count * 38 / 100
     let shortCount = count - blockCount - hostCount - 1
@@ -76,7 +64,7 @@ struct LookupWorkload {
         } else {
             // 90 % inside a random installed prefix (so long prefixes are hit), 10 % anywhere in
             // the pool. Independent of the previous address, so no cache locality between lookups.
-            var rng = SplitMix64(state: 0xADD7_E55E5)
+            var rng = SplitMix64(seed: 0xADD7_E55E5)
             addresses = (0..<lookupsPerIteration).map { _ in
                 if rng.next(below: 10) == 0 { return IPv4Address(rawValue: 0x0A00_0000 | rng.nextUInt32() >> 8) }
                 let p = prefixes[rng.next(below: prefixes.count)]
