@@ -9,24 +9,7 @@ extension Engine {
     ///   The engine's clock is each packet's arrival time in the batch (`PacketBatch.time(of:)`).
     public func processEgress(_ batch: inout PacketBatch, generated: inout PacketBatch,
                               verdicts: inout VerdictBatch) {
-        precondition(verdicts.capacity >= batch.count, "verdict batch smaller than the packet batch")
-        generated.removeAll()
-        let topology = self.topology
-        let pathMTUs = self.pathMTUs
-        let nat = self.nat
-        if batch.count > 0 { nat.expire(now: batch.time(of: 0)) }
-        var start = 0
-        while start < batch.count {
-            let end = min(batch.count, start &+ Self.lookupChunk)
-            lookUpDestinations(of: batch, from: start, to: end, in: topology)
-            if nat.count > 0 { warmOutboundNAT(of: batch, from: start, to: end, nat: nat) }
-            for i in start..<end {
-                verdicts[i] = egress(i, in: &batch, generated: &generated, topology: topology, pathMTUs: pathMTUs,
-                                     nat: nat, routeIndex: lookupRoutes[i &- start], now: batch.time(of: i))
-                endOffload(of: i, in: batch)
-            }
-            start = end
-        }
+        process(.egress, &batch, generated: &generated, verdicts: &verdicts)
     }
 
     /// Looks up the destinations of packets `start..<end` in one batched pass, so that the cache

@@ -28,24 +28,7 @@ extension Engine {
     ///   - verdicts: one verdict per input slot; capacity ≥ `batch.count`.
     public func processIngress(_ batch: inout PacketBatch, generated: inout PacketBatch,
                                verdicts: inout VerdictBatch) {
-        precondition(verdicts.capacity >= batch.count, "verdict batch smaller than the packet batch")
-        generated.removeAll()
-        let topology = self.topology
-        let pathMTUs = self.pathMTUs
-        let nat = self.nat
-        if batch.count > 0 { nat.expire(now: batch.time(of: 0)) }
-        var start = 0
-        while start < batch.count {
-            let end = min(batch.count, start &+ Self.lookupChunk)
-            lookUpInnerSources(of: batch, from: start, to: end, in: topology)
-            if nat.count > 0 { warmInboundNAT(of: batch, from: start, to: end, localAddress: topology.localAddress, nat: nat) }
-            for i in start..<end {
-                verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat,
-                                      innerSourceRoute: lookupRoutes[i &- start], now: batch.time(of: i))
-                endOffload(of: i, in: batch)
-            }
-            start = end
-        }
+        process(.ingress, &batch, generated: &generated, verdicts: &verdicts)
     }
 
     /// Looks up the inner sources of the IP-in-IP packets among `start..<end` in one batched pass

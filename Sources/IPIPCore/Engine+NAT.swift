@@ -117,35 +117,74 @@ extension Engine {
         store16(l4, layout.checksumOffset, new)
     }
 
+    /// The transport fields a NAT lookup needs, read once for either direction.
+    struct NATFlowFields {
+        var layout: TransportLayout
+        var l4: UnsafeMutableRawPointer
+        /// Our side's port (or ICMP identifier): the internal one outbound, the external inbound.
+        var localPort: UInt16
+        /// The remote side's port; 0 for ICMP.
+        var remotePort: UInt16
+        /// TCP flags; 0 for the others.
+        var tcpFlags: UInt8
+    }
+
+    /// What a packet offers the NAT.
+    enum NATFlow {
+        /// A flow the table can look up.
+        case flow(NATFlowFields)
+        /// An ICMP error: its quoted packet is translated instead.
+        case icmpError
+        /// A fragment: never translated (no ports to read).
+        case fragment
+        /// Another protocol, a truncated transport header, or an ICMP message that is neither an
+        /// error nor the echo of this direction (request outbound, reply inbound).
+        case untranslatable
+    }
+
+    /// The prelude both directions share: fragment check, transport layout and length, the ICMP
+    /// type, TCP flags and the two ports.
+    @inline(__always)
+    static func natFlow(_ header: IPv4Header, totalLength: Int, outbound: Bool) -> NATFlow {
+        if header.isFragment { return .fragment }
+        let hl = header.headerLength
+        let l4 = header.base.advanced(by: hl)
+        guard let layout = layout(protocolNumber: header.protocolNumber, outbound: outbound),
+              totalLength &- hl >= layout.minimumLength
+        else { return .untranslatable }
+        var flags: UInt8 = 0
+        if layout.proto == .icmp {
+            let type = l4.load(as: UInt8.self)
+            if ICMPHeader.isError(type: type) { return .icmpError }
+            guard type == (outbound ? ICMPType.echoRequest : ICMPType.echoReply) else { return .untranslatable }
+        } else if layout.proto == .tcp {
+            flags = l4.load(fromByteOffset: 13, as: UInt8.self)
+        }
+        let remotePort = layout.remotePortOffset >= 0 ? load16(l4, layout.remotePortOffset) : 0
+        return .flow(NATFlowFields(layout: layout, l4: l4, localPort: load16(l4, layout.localPortOffset),
+                                   remotePort: remotePort, tcpFlags: flags))
+    }
+
     // MARK: Egress: workload → outside
 
     func translateOutbound(_ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
                            topology: Topology, nat: NATTable, generated: inout PacketBatch,
                            now: Timestamp) -> PacketVerdict {
-        if header.isFragment { return drop(.natUntranslatable, length: totalLength) }
-        let hl = header.headerLength
-        let l4 = header.base.advanced(by: hl)
-        let l4Length = totalLength &- hl
-        guard let layout = Self.layout(protocolNumber: header.protocolNumber, outbound: true),
-              l4Length >= layout.minimumLength
-        else { return drop(.natUntranslatable, length: totalLength) }
-        var flags: UInt8 = 0
-        if layout.proto == .icmp {
-            let type = l4.load(as: UInt8.self)
-            if ICMPHeader.isError(type: type) {
-                return translateOutboundICMPError(i, in: batch, header: header, totalLength: totalLength,
-                                                  topology: topology, nat: nat, now: now)
-            }
-            guard type == ICMPType.echoRequest else { return drop(.natUntranslatable, length: totalLength) }
-        } else if layout.proto == .tcp {
-            flags = l4.load(fromByteOffset: 13, as: UInt8.self)
+        let f: NATFlowFields
+        switch Self.natFlow(header, totalLength: totalLength, outbound: true) {
+        case .flow(let fields): f = fields
+        case .icmpError:
+            return translateOutboundICMPError(i, in: batch, header: header, totalLength: totalLength,
+                                              topology: topology, nat: nat, now: now)
+        case .fragment, .untranslatable: return drop(.natUntranslatable, length: totalLength)
         }
+        let layout = f.layout
+        let l4 = f.l4
         let source = header.sourceAddress
-        let internalPort = Self.load16(l4, layout.localPortOffset)
-        let remotePort = layout.remotePortOffset >= 0 ? Self.load16(l4, layout.remotePortOffset) : 0
+        let internalPort = f.localPort
         let result = nat.outbound(layout.proto, internalAddress: source, internalPort: internalPort,
-                                  remoteAddress: header.destinationAddress, remotePort: remotePort,
-                                  tcpFlags: flags, now: now)
+                                  remoteAddress: header.destinationAddress, remotePort: f.remotePort,
+                                  tcpFlags: f.tcpFlags, now: now)
         switch result.status {
         case .existing, .created:
             break
@@ -195,28 +234,20 @@ extension Engine {
     /// translated flow, or nothing we asked for.
     func translateInbound(_ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
                           topology: Topology, nat: NATTable, now: Timestamp) -> PacketVerdict {
-        if header.isFragment { return drop(.natUntranslatable, length: totalLength) }
-        let hl = header.headerLength
-        let l4 = header.base.advanced(by: hl)
-        let l4Length = totalLength &- hl
-        guard let layout = Self.layout(protocolNumber: header.protocolNumber, outbound: false),
-              l4Length >= layout.minimumLength
-        else { return drop(.unsolicited, length: totalLength) }
-        var flags: UInt8 = 0
-        if layout.proto == .icmp {
-            let type = l4.load(as: UInt8.self)
-            if ICMPHeader.isError(type: type) {
-                return translateInboundICMPError(i, in: batch, header: header, totalLength: totalLength,
-                                                 topology: topology, nat: nat, now: now)
-            }
-            guard type == ICMPType.echoReply else { return drop(.unsolicited, length: totalLength) }
-        } else if layout.proto == .tcp {
-            flags = l4.load(fromByteOffset: 13, as: UInt8.self)
+        let f: NATFlowFields
+        switch Self.natFlow(header, totalLength: totalLength, outbound: false) {
+        case .flow(let fields): f = fields
+        case .icmpError:
+            return translateInboundICMPError(i, in: batch, header: header, totalLength: totalLength,
+                                             topology: topology, nat: nat, now: now)
+        case .fragment: return drop(.natUntranslatable, length: totalLength)
+        case .untranslatable: return drop(.unsolicited, length: totalLength)
         }
-        let externalPort = Self.load16(l4, layout.localPortOffset)
-        let remotePort = layout.remotePortOffset >= 0 ? Self.load16(l4, layout.remotePortOffset) : 0
+        let layout = f.layout
+        let l4 = f.l4
+        let externalPort = f.localPort
         guard let target = nat.inbound(layout.proto, externalPort: externalPort, remoteAddress: header.sourceAddress,
-                                       remotePort: remotePort, tcpFlags: flags, now: now)
+                                       remotePort: f.remotePort, tcpFlags: f.tcpFlags, now: now)
         else { return drop(.unsolicited, length: totalLength) }
         var adjustment = ChecksumAdjustment()
         if layout.pseudoHeader {
