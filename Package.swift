@@ -84,18 +84,18 @@ let package = Package(
         // What the tests share: in-memory fakes of the host (routing), and helpers.
         .target(
             name: "IPIPTestSupport",
-            dependencies: ["IPIPCore", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["IPIPCore", "CIPIPLinux", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport"]),
-        .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore"]),
-        .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore"]),
-        .testTarget(name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore"]),
+        .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore", "IPIPTestSupport"]),
+        .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore", "IPIPTestSupport"]),
+        .testTarget(name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux", "IPIPTestSupport"]),
         .testTarget(
             name: "IPIPDataplaneTests",
             dependencies: ["IPIPDataplane", "IPIPCore", "IPIPResources", "IPIPTestSupport"]
         ),
-        .testTarget(name: "IPIPOfflineTests", dependencies: ["IPIPOffline", "IPIPCore", "Pcap", "IPIPResources"]),
+        .testTarget(name: "IPIPOfflineTests", dependencies: ["IPIPOffline", "IPIPCore", "Pcap", "IPIPResources", "IPIPTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

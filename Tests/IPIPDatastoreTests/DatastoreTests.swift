@@ -1,6 +1,7 @@
 import Foundation
 import IPIPDatastore
 import IPIPResources
+import IPIPTestSupport
 import Testing
 
 @Suite("Datastore: SQLite store semantics")

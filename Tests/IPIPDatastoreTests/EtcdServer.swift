@@ -1,13 +1,14 @@
 import Foundation
 import IPIPDatastore
+import IPIPTestSupport
 import Testing
 
 /// A real etcd (Debian's etcd-server) on loopback, started for a test suite and stopped with it:
 /// a fresh data directory, a client and a peer port picked free, ready once it answers a read.
 ///
-/// Where no `etcd` binary is installed the tests that need it skip with the reason printed, except
-/// under CI (`CI` set) or `scripts/test` (`IPIPD_REQUIRE_ETCD=1`, after it installed etcd-server),
-/// where a missing etcd is a failure.
+/// Where no `etcd` binary is installed the suites that need it are disabled (`.needsEtcd`), except
+/// under CI (`CI` set) or `scripts/test` (`IPIPD_REQUIRE_TOOLS=1`, after it installed
+/// etcd-server), where a missing etcd is a failure.
 final class EtcdServer: @unchecked Sendable {
     let endpoint: String
     let dataDir: TempDir
@@ -18,24 +19,10 @@ final class EtcdServer: @unchecked Sendable {
     private var process: Process?
     private let binary: String
 
-    /// The etcd binary, or nil.
-    static func binary() -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        let candidates = path.split(separator: ":").map { "\($0)/etcd" } + ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    /// Starts a server, or returns nil (after printing why) when etcd is not installed outside CI.
+    /// Starts a server. The suites that call it carry `.needsEtcd`, so without etcd they are
+    /// disabled, except under CI, where reaching this without etcd records an issue (nil).
     static func start(tls: Bool = false) throws -> EtcdServer? {
-        guard let binary = binary() else {
-            let environment = ProcessInfo.processInfo.environment
-            if environment["CI"] != nil || environment["IPIPD_REQUIRE_ETCD"] == "1" {
-                Issue.record("etcd is not installed, and CI must run the etcd tests (scripts/install-deps installs etcd-server)")
-            } else {
-                print("SKIP etcd tests: no etcd binary (apt-get install etcd-server)")
-            }
-            return nil
-        }
+        guard let binary = TestEnvironment.require(TestEnvironment.etcd, "etcd", package: "etcd-server") else { return nil }
         let server = try EtcdServer(binary: binary, clientPort: try freePort(), peerPort: try freePort(), tls: tls)
         try server.launch()
         return server

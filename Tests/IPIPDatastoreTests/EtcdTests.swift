@@ -3,6 +3,7 @@ import IPIPCore
 @testable import IPIPDatastore
 import IPIPResources
 import Synchronization
+import IPIPTestSupport
 import Testing
 
 /// One etcd per suite, started on first use and stopped at process exit (the suite's tests run one
@@ -58,7 +59,7 @@ private func seedPoolValue(uid: String, created: String) -> String {
         + #""},"spec":{"cidr":"192.168.0.0/16","vxlanMode":"Never","ipipMode":"Always","natOutgoing":true,"blockSize":26,"nodeSelector":"all()","allowedUses":["Workload","Tunnel"],"assignmentMode":"Automatic"}}"#
 }
 
-@Suite("Datastore: etcd v3 in Calico's key layout (a real etcd-server on loopback)", .serialized)
+@Suite("Datastore: etcd v3 in Calico's key layout (a real etcd-server on loopback)", .serialized, .needsEtcd)
 struct EtcdDatastoreTests {
     func store() throws -> EtcdDatastore? {
         guard let server = try SharedEtcd.shared.server() else { return nil }
@@ -351,7 +352,7 @@ extension EtcdServer {
     func freshStoreless() -> EtcdClient { EtcdClient(endpoints: [endpoint]) }
 }
 
-@Suite("Datastore: etcd over TLS with a client certificate (etcd --client-cert-auth)", .serialized)
+@Suite("Datastore: etcd over TLS with a client certificate (etcd --client-cert-auth)", .serialized, .needsEtcd)
 struct EtcdTLSTests {
     @Test("with calicoctl's ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE: store, read back, watch")
     func withCertificates() throws {
@@ -416,7 +417,7 @@ struct EtcdTLSTests {
     }
 }
 
-@Suite("Datastore: etcd with user authentication (calicoctl's ETCD_USERNAME / ETCD_PASSWORD)", .serialized)
+@Suite("Datastore: etcd with user authentication (calicoctl's ETCD_USERNAME / ETCD_PASSWORD)", .serialized, .needsEtcd)
 struct EtcdAuthTests {
     @Test("with credentials: store, read back, watch across an etcd restart; a rejected token is renewed")
     func withCredentials() throws {

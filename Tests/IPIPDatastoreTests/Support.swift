@@ -1,6 +1,7 @@
 import Foundation
 import IPIPDatastore
 import IPIPResources
+import IPIPTestSupport
 import Testing
 
 /// A fresh directory under /tmp, removed by `cleanup()`.
@@ -81,60 +82,21 @@ func ipipctlPath() -> String? {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
-struct ProcessResult {
-    var stdout: String
-    var stderr: String
-    var status: Int32
-}
+/// The datastore variables of the test runner's own environment: a child must not inherit them.
+let inheritedDatastoreVariables = ["IPIPD_DATASTORE", "DATASTORE_TYPE", "ETCD_ENDPOINTS"]
 
-/// Runs a program to completion, feeding `stdin`.
+/// Runs a program to completion, feeding `stdin`, without the runner's datastore variables.
 func runProcess(_ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:])
     throws -> ProcessResult
 {
-    let process = try startProcess(path, args, stdin: stdin, environment: environment)
-    return process.wait()
+    try Processes.run(path, args, stdin: stdin, environment: environment, removing: inheritedDatastoreVariables)
 }
 
-final class RunningProcess {
-    let process: Process
-    let out: Pipe
-    let err: Pipe
-
-    init(process: Process, out: Pipe, err: Pipe) {
-        self.process = process
-        self.out = out
-        self.err = err
-    }
-
-    func wait() -> ProcessResult {
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return ProcessResult(stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self),
-                             status: process.terminationStatus)
-    }
-}
-
+/// Starts a program without the runner's datastore variables.
 func startProcess(_ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:])
     throws -> RunningProcess
 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    var env = ProcessInfo.processInfo.environment
-    env["IPIPD_DATASTORE"] = nil
-    env["DATASTORE_TYPE"] = nil
-    env["ETCD_ENDPOINTS"] = nil
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
-    let out = Pipe(), err = Pipe(), input = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = input
-    try p.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try? input.fileHandleForWriting.close()
-    return RunningProcess(process: p, out: out, err: err)
+    try Processes.start(path, args, stdin: stdin, environment: environment, removing: inheritedDatastoreVariables)
 }
 
 /// Calico's two v3.5 IP-in-IP `calicoctl apply -f - << EOF` examples (docs/calico.md, "Calico's

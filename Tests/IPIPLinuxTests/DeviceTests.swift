@@ -3,6 +3,7 @@
 import CIPIPLinux
 import Glibc
 import IPIPCore
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPLinux
@@ -25,7 +26,7 @@ func waitForPacket(
     return nil
 }
 
-@Suite("Devices in network namespaces", .serialized, .enabled(if: NetworkTestEnvironment.isAvailable))
+@Suite("Devices in network namespaces", .serialized, .needsRoot)
 struct DeviceTests {
     @Test("TUN: a datagram routed to the TUN is read; a packet written into it reaches a socket")
     func tunReadWrite() throws {

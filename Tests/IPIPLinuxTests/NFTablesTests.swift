@@ -1,6 +1,7 @@
 import CIPIPLinux
 import Glibc
 import IPIPCore
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPLinux
@@ -69,7 +70,8 @@ struct NFTablesTests {
     }
 
     @Test("with the table, the host answers no NAT-port or IP-in-IP packet, and the capture still sees them",
-          .enabled(if: NetworkTestEnvironment.isAvailable && NetworkTestEnvironment.nftAvailable))
+          .needsRoot,
+          .enabled(if: Processes.find("nft") != nil || TestEnvironment.toolsRequired, "needs nft (apt-get install nftables)"))
     func dropKeepsCapture() throws {
         let hosts = try TwoHosts(subnet: 253, tag: "nft")
         defer { hosts.delete() }

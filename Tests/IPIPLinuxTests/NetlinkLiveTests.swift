@@ -2,26 +2,27 @@ import CIPIPLinux
 import Foundation
 import Glibc
 import IPIPCore
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPLinux
 
 /// NetlinkSocket against the real kernel, inside a throwaway network namespace (see
-/// NetlinkTestNamespace.swift for how the socket gets there). `ip` builds fixtures and checks
+/// IPIPTestSupport's NetworkNamespace for how the socket gets there). `ip` builds fixtures and checks
 /// independently what the socket reports.
-@Suite("rtnetlink in a network namespace", .enabled(if: TestNamespace.isRoot, "needs root: creates network namespaces"))
+@Suite("rtnetlink in a network namespace", .needsRoot)
 struct NetlinkLiveTests {
     static func p(_ s: String) -> IPv4Prefix { IPv4Prefix(s)! }
     static func a(_ s: String) -> IPv4Address { IPv4Address(s)! }
 
     /// A namespace with veth `up0` (peer `up0p`) and veth `tn0` (peer `tn0p`), all up.
-    static func fixture() throws -> (TestNamespace, NetlinkSocket, up: Int32, tun: Int32) {
-        let ns = try TestNamespace()
+    static func fixture() throws -> (NetworkNamespace, NetlinkSocket, up: Int32, tun: Int32) {
+        let ns = try NetworkNamespace("nl")
         for (name, peer) in [("up0", "up0p"), ("tn0", "tn0p")] {
             try ns.ip("link", "add", name, "type", "veth", "peer", "name", peer)
             try ns.ip("link", "set", peer, "up")
         }
-        let nl = try ns.socket()
+        let nl = try ns.netlinkSocket()
         let up = try #require(try nl.linkIndex(name: "up0"))
         let tun = try #require(try nl.linkIndex(name: "tn0"))
         return (ns, nl, up, tun)

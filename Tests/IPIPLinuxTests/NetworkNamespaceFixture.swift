@@ -1,43 +1,13 @@
-// Fixtures for the privileged tests: network namespaces joined by veth pairs, and small socket
-// helpers.
-//
-// How code runs "inside" a namespace: `NetworkNamespace.perform` starts a dedicated thread,
-// moves that thread (only) into the namespace with setns(CLONE_NEWNET), runs the closure and
-// lets the thread exit, so no thread of the test runner's pool ever changes namespace.
-// Descriptors keep the namespace they were created in: a TUN device, a socket or a capture
-// created inside `perform` can then be used from any thread. Child processes inherit the
-// calling thread's namespace, so `nft` spawned inside `perform` sees the namespace's tables.
-// `ip` commands use `ip -n <name>` instead.
-//
-// Every namespace is deleted by the test that created it, in a `defer`, even on failure; a
-// namespace's veth ends, TUN devices and nftables tables disappear with it. Addresses are
-// 10.250–10.254.x.y and exist only inside these namespaces.
+// Fixtures for the privileged tests built on the shared `NetworkNamespace` (IPIPTestSupport):
+// two namespaces joined by a veth pair, and small socket helpers. Addresses are 10.250–10.254.x.y
+// and exist only inside these namespaces.
 import CIPIPLinux
 import Foundation
 import Glibc
 import IPIPCore
+import IPIPTestSupport
 
 @testable import IPIPLinux
-
-enum NetworkTestEnvironment {
-    /// Why network tests cannot run here, or nil when they can.
-    static let skipReason: String? = {
-        if getuid() != 0 { return "network namespace tests need root" }
-        if access("/usr/sbin/ip", X_OK) != 0 { return "network namespace tests need /usr/sbin/ip (iproute2)" }
-        return nil
-    }()
-
-    static var isAvailable: Bool {
-        if let skipReason { print("skipping: \(skipReason)") }
-        return skipReason == nil
-    }
-
-    static var nftAvailable: Bool {
-        let ok = access(NFTables.defaultExecutable, X_OK) == 0
-        if !ok { print("skipping: \(NFTables.defaultExecutable) is missing (apt-get install nftables)") }
-        return ok
-    }
-}
 
 struct FixtureError: Error, CustomStringConvertible {
     var description: String
@@ -45,68 +15,6 @@ struct FixtureError: Error, CustomStringConvertible {
 
 final class ResultBox<T>: @unchecked Sendable {
     var result: Result<T, any Error>?
-}
-
-/// A network namespace created with `ip netns add`, removed by `delete()`.
-final class NetworkNamespace: Sendable {
-    let name: String
-    nonisolated(unsafe) private static var counter = 0
-    private static let lock = NSLock()
-
-    /// Creates `ipipt-<tag>-<pid>-<n>` with its loopback up.
-    init(_ tag: String) throws {
-        let n = Self.lock.withLock {
-            Self.counter += 1
-            return Self.counter
-        }
-        name = "ipipt-\(tag)-\(getpid())-\(n)"
-        try Self.ip(["netns", "add", name])
-        try ip("link", "set", "lo", "up")
-    }
-
-    /// Deletes the namespace (and every device in it). Never throws: it runs in `defer`.
-    func delete() {
-        _ = try? Self.ip(["netns", "delete", name])
-    }
-
-    /// Runs `ip -n <name> args…`; throws with its standard error on failure.
-    @discardableResult
-    func ip(_ arguments: String...) throws -> String {
-        try Self.ip(["-n", name] + arguments)
-    }
-
-    @discardableResult
-    static func ip(_ arguments: [String]) throws -> String {
-        let result = try Subprocess.run("/usr/sbin/ip", arguments: arguments, input: "")
-        guard result.status == 0 else {
-            throw FixtureError(description: "ip \(arguments.joined(separator: " ")): \(result.standardError)")
-        }
-        return result.standardOutput
-    }
-
-    /// Runs `body` on a new thread that has joined this namespace.
-    func perform<T>(_ body: @escaping @Sendable () throws -> T) throws -> T {
-        let box = ResultBox<T>()
-        let done = DispatchSemaphore(value: 0)
-        let path = "/var/run/netns/\(name)"
-        let thread = Thread {
-            defer { done.signal() }
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                box.result = .failure(FixtureError(description: "open \(path): errno \(errno)"))
-                return
-            }
-            defer { close(fd) }
-            guard cipl_setns_net(fd) == 0 else {
-                box.result = .failure(FixtureError(description: "setns \(path): errno \(errno)"))
-                return
-            }
-            box.result = Result { try body() }
-        }
-        thread.start()
-        done.wait()
-        return try box.result!.get()
-    }
 }
 
 /// Two namespaces joined by a veth pair `va` (10.S.0.1, MAC 02:00:00:00:S:01) — `vb`

@@ -2,6 +2,7 @@ import CIPIPLinux
 import Foundation
 import Glibc
 import IPIPCore
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPLinux
@@ -9,7 +10,7 @@ import Testing
 /// RouteReconciler against the real kernel in a network namespace: the desired state comes from
 /// HostRoutes on a small CrossSubnet cluster with natOutgoing (every kind of route and a rule);
 /// routes and rules of other owners are planted by hand with `ip` and must never change.
-@Suite("RouteReconciler in a network namespace", .enabled(if: TestNamespace.isRoot, "needs root: creates network namespaces"))
+@Suite("RouteReconciler in a network namespace", .needsRoot)
 struct RouteReconcilerTests {
     static func p(_ s: String) -> IPv4Prefix { IPv4Prefix(s)! }
     static func a(_ s: String) -> IPv4Address { IPv4Address(s)! }
@@ -31,7 +32,7 @@ struct RouteReconcilerTests {
     /// The namespace: uplink `up0` holding 10.0.0.1/24, stand-in TUN `tn0`; routes and a rule of
     /// other owners, in our tables and outside them.
     struct Fixture {
-        var ns: TestNamespace
+        var ns: NetworkNamespace
         var nl: NetlinkSocket
         var reconciler: RouteReconciler
         var routes: Set<Route>
@@ -55,7 +56,7 @@ struct RouteReconcilerTests {
     }
 
     static func fixture() throws -> Fixture {
-        let ns = try TestNamespace()
+        let ns = try NetworkNamespace("nl")
         for (name, peer) in [("up0", "up0p"), ("tn0", "tn0p")] {
             try ns.ip("link", "add", name, "type", "veth", "peer", "name", peer)
             try ns.ip("link", "set", peer, "up")
@@ -69,7 +70,7 @@ struct RouteReconcilerTests {
         try ns.ip("rule", "add", "from", "10.7.0.0/16", "lookup", "498", "pref", "498")
         try ns.ip("route", "add", "10.4.0.0/24", "dev", "tn0", "table", "100", "proto", "242")
 
-        let nl = try ns.socket()
+        let nl = try ns.netlinkSocket()
         let up = try #require(try nl.interfaceHolding(address: a("10.0.0.1")))
         #expect(up.name == "up0")
         let tun = try #require(try nl.linkIndex(name: "tn0"))

@@ -1,6 +1,7 @@
 import Foundation
 import IPIPCore
 import IPIPResources
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPOffline
@@ -138,20 +139,17 @@ struct GeneratorTests {
         #expect(throws: TrafficGenerator.Failure.self) { try TrafficGenerator.generate(o) }
     }
 
-    @Test("tshark decodes both generated captures: no malformed packets, every checksum valid")
+    @Test("tshark decodes both generated captures: no malformed packets, every checksum valid", .needsTshark)
     func tsharkDecodes() throws {
-        guard let tshark = findExecutable("tshark") else {
-            print("SKIP generator tshark check: tshark is not installed (apt-get install tshark)")
-            return
-        }
+        guard let tshark = TestEnvironment.require(TestEnvironment.tshark, "tshark", package: "tshark") else { return }
         let g = try GeneratedFiles(smallOptions())
         defer { g.remove() }
         for (path, count) in [(g.tun, g.traffic.tun.count), (g.underlay, g.traffic.underlay.count)] {
-            let fields = try runProcess(tshark, ["-r", path, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+            let fields = try Processes.run(tshark, ["-r", path, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
                                                  "-o", "udp.check_checksum:TRUE", "-T", "fields",
                                                  "-e", "frame.number", "-e", "ip.checksum.status", "-e", "_ws.malformed",
                                                  "-e", "tcp.checksum.status", "-e", "udp.checksum.status",
-                                                 "-e", "icmp.checksum.status"])
+                                                 "-e", "icmp.checksum.status"]).stdout
             let lines = fields.split(separator: "\n", omittingEmptySubsequences: true)
             #expect(lines.count == count, "\(path): tshark saw \(lines.count) frames, we wrote \(count)")
             for line in lines {

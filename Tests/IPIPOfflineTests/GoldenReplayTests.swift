@@ -1,6 +1,7 @@
 import Foundation
 import IPIPCore
 import IPIPResources
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPOffline
@@ -220,23 +221,20 @@ struct GoldenReplayTests {
         #expect((edge[0]["icmp"] as? [String: Int]) == ["type": 3, "code": 1])
     }
 
-    @Test("tshark decodes every golden capture: no malformed packets, valid IPv4 checksums inner and outer")
+    @Test("tshark decodes every golden capture: no malformed packets, valid IPv4 checksums inner and outer", .needsTshark)
     func tsharkDecodes() throws {
-        guard let tshark = findExecutable("tshark") else {
-            print("SKIP tshark check: tshark is not installed (apt-get install tshark)")
-            return
-        }
+        guard let tshark = TestEnvironment.require(TestEnvironment.tshark, "tshark", package: "tshark") else { return }
         let dir = try temporaryDirectory("tshark")
         defer { try? FileManager.default.removeItem(at: dir) }
         for c in GoldenCase.all {
             let r = try runReplay(c, into: dir)
             let count = try readCapture(r.out).count
             var badTransport = 0
-            let fields = try runProcess(tshark, ["-r", r.out] + tsharkUserLinkType + ["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+            let fields = try Processes.run(tshark, ["-r", r.out] + tsharkUserLinkType + ["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
                                                  "-o", "udp.check_checksum:TRUE", "-T", "fields",
                                                  "-e", "frame.number", "-e", "ip.checksum.status", "-e", "_ws.malformed",
                                                  "-e", "tcp.checksum.status", "-e", "udp.checksum.status",
-                                                 "-e", "icmp.checksum.status"])
+                                                 "-e", "icmp.checksum.status"]).stdout
             let lines = fields.split(separator: "\n", omittingEmptySubsequences: true)
             #expect(lines.count == count, "\(c.name): tshark saw \(lines.count) frames, we wrote \(count)")
             for line in lines {
@@ -258,8 +256,8 @@ struct GoldenReplayTests {
             }
             #expect(c.offloads || badTransport == c.corruptedSegments, "\(c.name): \(badTransport) bad L4 checksums")
             // The outer headers of encapsulated packets, decoded independently.
-            let outer = try runProcess(tshark, ["-r", r.underlay] + tsharkUserLinkType + ["-Y", "ip.proto == 4", "-T", "fields",
-                                                "-e", "ip.version", "-e", "ip.hdr_len", "-e", "ip.flags.df", "-e", "ip.ttl"])
+            let outer = try Processes.run(tshark, ["-r", r.underlay] + tsharkUserLinkType + ["-Y", "ip.proto == 4", "-T", "fields",
+                                                "-e", "ip.version", "-e", "ip.hdr_len", "-e", "ip.flags.df", "-e", "ip.ttl"]).stdout
             for line in outer.split(separator: "\n") {
                 let f = line.split(separator: "\t").map { $0.split(separator: ",").first.map(String.init) ?? "" }
                 #expect(f == ["4", "20", "1", "64"] || f == ["4", "20", "True", "64"], "\(c.name): outer header \(line)")
@@ -279,12 +277,9 @@ extension GoldenReplayTests {
         try w.close()
     }
 
-    @Test("SNAT both ways: the outside sees one TCP stream from the node IP, the workload one stream from itself")
+    @Test("SNAT both ways: the outside sees one TCP stream from the node IP, the workload one stream from itself", .needsTshark)
     func snatStreams() throws {
-        guard let tshark = findExecutable("tshark") else {
-            print("SKIP SNAT stream check: tshark is not installed (apt-get install tshark)")
-            return
-        }
+        guard let tshark = TestEnvironment.require(TestEnvironment.tshark, "tshark", package: "tshark") else { return }
         let c = GoldenCase.named("snat")
         let dir = try temporaryDirectory("snat-streams")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -296,10 +291,10 @@ extension GoldenReplayTests {
         let inside = dir.appendingPathComponent("inside.pcap").path
         try Self.merge([try readCapture(c.input.path), try readCapture(r.tun)], into: inside)
         for (name, path, address) in [("outside", outside, "10.0.0.1"), ("workload", inside, "192.168.0.10")] {
-            let out = try runProcess(tshark, ["-r", path, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+            let out = try Processes.run(tshark, ["-r", path, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
                                               "-Y", "tcp", "-T", "fields", "-e", "tcp.stream", "-e", "ip.src", "-e", "ip.dst",
                                               "-e", "tcp.checksum.status", "-e", "ip.checksum.status",
-                                              "-e", "tcp.analysis.flags"])
+                                              "-e", "tcp.analysis.flags"]).stdout
             let rows = out.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
             // The unsolicited SYN from 198.51.100.77 is in the outside view only, as its own stream.
             let flow = rows.filter { ($0[1] == address && $0[2] == "203.0.113.10") || ($0[2] == address && $0[1] == "203.0.113.10") }
@@ -316,23 +311,3 @@ extension GoldenReplayTests {
 /// tshark's decoding of link type 147 (a virtio header, then IP), for the offload captures.
 let tsharkUserLinkType = ["-o", "uat:user_dlts:\"User 0 (DLT=147)\",\"ip\",\"10\",\"\",\"0\",\"\""]
 
-func findExecutable(_ name: String) -> String? {
-    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-        let p = "\(dir)/\(name)"
-        if FileManager.default.isExecutableFile(atPath: p) { return p }
-    }
-    return nil
-}
-
-func runProcess(_ path: String, _ args: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
-}

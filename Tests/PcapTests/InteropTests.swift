@@ -1,5 +1,6 @@
 import IPIPCore
 import Pcap
+import IPIPTestSupport
 import Testing
 
 /// Captures the writer produces are readable by Wireshark's and tcpdump's tools, and pcapng
@@ -32,29 +33,31 @@ import Testing
         try writer.close()
     }
 
-    @Test(.enabled(if: Tool.tshark != nil, "tshark is not installed"), arguments: cases)
+    @Test(.needsTshark, arguments: cases)
     func tsharkDecodesWriterOutput(_ c: Case) throws {
         let directory = try TemporaryDirectory()
         defer { directory.removeDirectory() }
         let path = directory.path("out.pcap")
         try Self.writeCapture(path, linkType: c.linkType)
-        let (status, output) = try Tool.run(
-            Tool.tshark!,
-            ["-n", "-r", path] + Self.userLinkType + ["-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"]
-        )
+        let tshark = try #require(TestEnvironment.require(TestEnvironment.tshark, "tshark", package: "tshark"))
+        let r = try Processes.run(tshark, ["-n", "-r", path] + Self.userLinkType + ["-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"])
+        let (status, output) = (r.status, r.stdout)
         #expect(status == 0)
         let lines = output.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
         #expect(lines.map { $0.first ?? "" } == Self.expectedSources, "tshark printed: \(output)")
         #expect(lines.map { $0.last ?? "" }.allSatisfy { $0.hasSuffix(".250000000") }, "tshark printed: \(output)")
     }
 
-    @Test(.enabled(if: Tool.tcpdump != nil, "tcpdump is not installed"), arguments: tcpdumpCases)
+    @Test(.enabled(if: Processes.find("tcpdump") != nil || TestEnvironment.toolsRequired, "needs tcpdump (apt-get install tcpdump)"),
+          arguments: tcpdumpCases)
     func tcpdumpDecodesWriterOutput(_ c: Case) throws {
         let directory = try TemporaryDirectory()
         defer { directory.removeDirectory() }
         let path = directory.path("out.pcap")
         try Self.writeCapture(path, linkType: c.linkType)
-        let (status, output) = try Tool.run(Tool.tcpdump!, ["-n", "-r", path])
+        let tcpdump = try #require(TestEnvironment.require(Processes.find("tcpdump"), "tcpdump", package: "tcpdump"))
+        let r = try Processes.run(tcpdump, ["-n", "-r", path])
+        let (status, output) = (r.status, r.stdout)
         #expect(status == 0)
         let lines = output.split(separator: "\n")
         #expect(lines.count == 3, "tcpdump printed: \(output)")
@@ -63,15 +66,16 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: Tool.editcap != nil, "editcap is not installed"), arguments: cases)
+    @Test(.enabled(if: Processes.find("editcap") != nil || TestEnvironment.toolsRequired, "needs editcap (apt-get install tshark)"),
+          arguments: cases)
     func readsPcapngFromEditcap(_ c: Case) throws {
         let directory = try TemporaryDirectory()
         defer { directory.removeDirectory() }
         let pcap = directory.path("in.pcap")
         let pcapng = directory.path("in.pcapng")
         try Self.writeCapture(pcap, linkType: c.linkType)
-        let (status, _) = try Tool.run(Tool.editcap!, ["-F", "pcapng", pcap, pcapng])
-        try #require(status == 0)
+        let editcap = try #require(TestEnvironment.require(Processes.find("editcap"), "editcap", package: "tshark"))
+        try #require(try Processes.run(editcap, ["-F", "pcapng", pcap, pcapng]).status == 0)
 
         let original = readAll(try PcapReader(path: pcap))
         let converted = readAll(try PcapReader(path: pcapng))

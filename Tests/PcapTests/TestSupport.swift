@@ -179,30 +179,3 @@ enum CaptureFiles {
     }
 }
 
-/// Runs external tools (tshark, editcap, tcpdump) when installed.
-enum Tool {
-    static func find(_ name: String) -> String? {
-        let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
-        return (directories + ["/usr/sbin", "/usr/bin"]).map { "\($0)/\(name)" }
-            .first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    static let tshark = find("tshark")
-    static let editcap = find("editcap")
-    static let tcpdump = find("tcpdump")
-
-    /// Runs a tool; returns its exit status and standard output (standard error is discarded:
-    /// tshark warns there when run as root).
-    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-}

@@ -19,6 +19,9 @@
   nettools.py tcp-flows HOST PORT FLOWS SOURCES  the same with FLOWS TCP connections (200 at a time)
   nettools.py ipip-inject SRC DST INNER_SRC INNER_DST    one IP-in-IP packet (raw socket, as root)
   nettools.py metric URL NAME [LABELS]         print the value of one Prometheus sample
+  nettools.py ipip-phases PORT T0 MIN          read `tcpdump -tt -n` lines on stdin: the stream to or
+                                               from PORT as runs of "ipip" and "native" packets;
+                                               exit 0 when it went ipip, native, ipip (>= MIN each)
 """
 import hashlib
 import random
@@ -335,9 +338,68 @@ def metric(url, name, labels=""):
     print("absent")
 
 
+def classify_phases(lines, port, t0, minimum):
+    """The packets of the stream to or from 192.168.1.20:PORT in `tcpdump -tt -n` lines, in
+    capture order: "ipip" when the line's source is a node IP (10.0.0.1 or 10.0.0.2, so the
+    packet is IP-in-IP between the nodes), "native" otherwise (the bare workload TCP on the
+    underlay). Consecutive packets of one kind make a run; runs shorter than `minimum` (a switch,
+    while the two nodes reload a few milliseconds apart) are reported together as "mixed".
+
+    Returns (report lines, ok): ok when the runs of at least `minimum` packets hold ipip, native,
+    ipip in that order."""
+    marks = ("192.168.1.20.%s:" % port, "192.168.1.20.%s >" % port)
+    runs, other = [], 0          # runs: [kind, count, first time, last time]
+    for line in lines:
+        if not any(m in line for m in marks):
+            other += 1
+            continue
+        fields = line.split()
+        kind = "ipip" if fields[2] in ("10.0.0.1", "10.0.0.2") else "native"
+        when = float(fields[0])
+        if runs and runs[-1][0] == kind:
+            runs[-1][1] += 1
+            runs[-1][3] = when
+        else:
+            runs.append([kind, 1, when, when])
+    total = {"ipip": 0, "native": 0}
+    for kind, count, _, _ in runs:
+        total[kind] += count
+    parts, i = [], 0
+    while i < len(runs):
+        kind, count, first, last = runs[i]
+        if count >= minimum:
+            parts.append("%s %d (%.1f-%.1f s)" % (kind, count, first - t0, last - t0))
+            i += 1
+            continue
+        j = i
+        while j < len(runs) and runs[j][1] < minimum:
+            j += 1
+        mixed = sum(r[1] for r in runs[i:j])
+        parts.append("mixed %d in %d runs (%.1f-%.1f s)" % (mixed, j - i, runs[i][2] - t0, runs[j - 1][3] - t0))
+        i = j
+    report = ["capture: %d ipip, %d native, %d other packets in %d runs: %s"
+              % (total["ipip"], total["native"], other, len(runs), " ".join(parts))]
+    wanted, found = ["ipip", "native", "ipip"], []
+    for run in runs:
+        if len(found) < 3 and run[0] == wanted[len(found)] and run[1] >= minimum:
+            found.append(run)
+    if len(found) < 3:
+        report.append("no ipip, native, ipip sequence with >= %d packets each" % minimum)
+        return report, False
+    report.append("phases: " + ", ".join("%s %d from %.1f s" % (r[0], r[1], r[2] - t0) for r in found))
+    return report, True
+
+
+def ipip_phases(port, t0, minimum):
+    report, ok = classify_phases(sys.stdin, port, float(t0), int(minimum))
+    print("\n".join(report))
+    sys.exit(0 if ok else 1)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"tcp-sink": tcp_sink, "tcp-send": tcp_send,
      "tcp-paced-send": tcp_paced_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
      "udp-echo": udp_echo, "udp-ping": udp_ping, "udp-echo-serve": udp_echo_serve, "tcp-echo-serve": tcp_echo_serve,
-     "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric}[cmd](*args)
+     "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric,
+     "ipip-phases": ipip_phases}[cmd](*args)

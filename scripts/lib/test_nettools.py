@@ -1,0 +1,67 @@
+"""Unit tests of the helpers the shell scripts call (python3 -m unittest, run by scripts/test)."""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nettools  # noqa: E402
+
+
+def ipip(t, port=5201):
+    return "%.6f IP 10.0.0.1 > 10.0.0.2: IP 192.168.0.10.40000 > 192.168.1.20.%d: Flags [.], length 1448" % (t, port)
+
+
+def native(t, port=5201):
+    return "%.6f IP 192.168.0.10.40000 > 192.168.1.20.%d: Flags [.], length 1448" % (t, port)
+
+
+def reply_ipip(t, port=5201):
+    return "%.6f IP 10.0.0.2 > 10.0.0.1: IP 192.168.1.20.%d > 192.168.0.10.40000: Flags [.], length 0" % (t, port)
+
+
+class ClassifyPhases(unittest.TestCase):
+    T0 = 1000.0
+
+    def run_phases(self, lines, minimum=3):
+        return nettools.classify_phases(lines, "5201", self.T0, minimum)
+
+    def test_ipip_native_ipip(self):
+        lines = ([ipip(1000 + i * 0.1) for i in range(4)] + [reply_ipip(1000.45)]
+                 + [native(1004 + i * 0.1) for i in range(3)] + [ipip(1008 + i * 0.1) for i in range(3)])
+        report, ok = self.run_phases(lines)
+        self.assertTrue(ok, report)
+        self.assertEqual(report[0], "capture: 8 ipip, 3 native, 0 other packets in 3 runs: "
+                         "ipip 5 (0.0-0.5 s) native 3 (4.0-4.2 s) ipip 3 (8.0-8.2 s)")
+        self.assertEqual(report[1], "phases: ipip 5 from 0.0 s, native 3 from 4.0 s, ipip 3 from 8.0 s")
+
+    def test_short_runs_at_a_switch_are_mixed_and_skipped(self):
+        lines = ([ipip(1000 + i * 0.1) for i in range(3)] + [native(1004.0), ipip(1004.01), native(1004.02)]
+                 + [native(1004.1 + i * 0.1) for i in range(3)] + [ipip(1008 + i * 0.1) for i in range(3)])
+        report, ok = self.run_phases(lines)
+        self.assertTrue(ok, report)
+        self.assertIn("mixed 2 in 2 runs (4.0-4.0 s)", report[0])
+
+    def test_other_ports_are_counted_apart(self):
+        lines = [ipip(1000 + i * 0.1) for i in range(3)] + [native(1001, port=22), ipip(1001, port=52010)]
+        report, ok = self.run_phases(lines)
+        self.assertFalse(ok)
+        self.assertTrue(report[0].startswith("capture: 3 ipip, 0 native, 2 other packets in 1 runs"), report)
+
+    def test_never_native_fails(self):
+        report, ok = self.run_phases([ipip(1000 + i * 0.1) for i in range(20)])
+        self.assertFalse(ok)
+        self.assertEqual(report[-1], "no ipip, native, ipip sequence with >= 3 packets each")
+
+    def test_no_return_to_ipip_fails(self):
+        lines = [ipip(1000 + i * 0.1) for i in range(3)] + [native(1004 + i * 0.1) for i in range(5)]
+        _, ok = self.run_phases(lines)
+        self.assertFalse(ok)
+
+    def test_empty_capture(self):
+        report, ok = self.run_phases([])
+        self.assertFalse(ok)
+        self.assertEqual(report[0], "capture: 0 ipip, 0 native, 0 other packets in 0 runs: ")
+
+
+if __name__ == "__main__":
+    unittest.main()
