@@ -86,7 +86,7 @@ let package = Package(
             name: "IPIPTestSupport",
             dependencies: ["IPIPCore", "CIPIPLinux", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport"]),
+        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport", "IPIPTestSupport"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore", "IPIPTestSupport"]),

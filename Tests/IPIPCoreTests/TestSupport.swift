@@ -1,3 +1,4 @@
+import IPIPTestSupport
 @testable import IPIPCore
 
 func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
@@ -43,19 +44,7 @@ struct PacketBuilder {
 
 /// The example cluster of the README as a spec.
 func exampleSpec(mode: EncapsulationMode = .always, local: String = "node-a") -> TopologySpec {
-    TopologySpec(
-        localNodeName: local,
-        pools: [.init(name: "ippool-ipip-1", prefix: prefix("192.168.0.0/16"), ipipMode: mode, natOutgoing: true)],
-        nodes: [
-            .init(name: "node-a", address: prefix("10.0.0.1/24"), tunnelAddress: ip("192.168.0.1")),
-            .init(name: "node-b", address: prefix("10.0.0.2/24"), tunnelAddress: ip("192.168.1.1")),
-            .init(name: "node-c", address: prefix("10.0.1.3/24"), tunnelAddress: ip("192.168.2.1")),
-        ],
-        blocks: [
-            .init(prefix: prefix("192.168.0.0/26"), node: "node-a"),
-            .init(prefix: prefix("192.168.1.0/26"), node: "node-b"),
-            .init(prefix: prefix("192.168.2.0/26"), node: "node-c"),
-        ])
+    ExampleCluster.spec(mode: mode, local: local)
 }
 
 /// Wraps an inner datagram in an outer IPv4 header (as a peer would send it).

@@ -13,8 +13,6 @@ import Testing
 @Suite("Daemon lifecycle on a fake host (no root)")
 struct DaemonLifecycleTests {
     static let ours = RouteReconciler.defaultProtocolNumber
-    static let exampleCluster = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("examples/cluster.yaml")
 
     /// A fourth node and its block, appended to the example cluster.
     static let nodeD = """
@@ -49,7 +47,7 @@ struct DaemonLifecycleTests {
             directory = FileManager.default.temporaryDirectory.appendingPathComponent("ipipd-lifecycle-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             file = directory.appendingPathComponent("cluster.yaml")
-            example = try String(contentsOf: DaemonLifecycleTests.exampleCluster, encoding: .utf8)
+            example = try ExampleCluster.manifests()
             try write(example)
         }
 

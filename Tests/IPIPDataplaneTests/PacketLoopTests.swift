@@ -1,6 +1,7 @@
 import Foundation
 import IPIPCore
 import Synchronization
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPDataplane
@@ -74,9 +75,7 @@ func examplePacket(to destination: String) -> [UInt8] {
 }
 
 func exampleTopology(mode: String) throws -> Topology {
-    let text = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("examples/cluster.yaml"), encoding: .utf8)
-        .replacingOccurrences(of: "ipipMode: Always", with: "ipipMode: \(mode)")
+    let text = try ExampleCluster.manifests(mode: mode)
     let set = try IPIPResources.ResourceLoader.load(text: text, file: "cluster.yaml")
     return try Topology.compile(ClusterLoader.spec(from: set, node: "node-a", underlayMTU: 1500))
 }

@@ -1,4 +1,5 @@
 import IPIPCore
+import IPIPTestSupport
 import Testing
 
 @testable import IPIPLinux
@@ -24,19 +25,7 @@ struct HostRoutesTests {
     static func natRule(_ s: String) -> Rule { Rule(priority: 498, source: p(s), table: 498, protocolNumber: proto) }
 
     static func spec(mode: EncapsulationMode, natOutgoing: Bool = true) -> TopologySpec {
-        TopologySpec(
-            localNodeName: "node-a",
-            pools: [.init(name: "ippool-ipip-1", prefix: p("192.168.0.0/16"), ipipMode: mode, natOutgoing: natOutgoing)],
-            nodes: [
-                .init(name: "node-a", address: p("10.0.0.1/24"), tunnelAddress: a("192.168.0.1")),
-                .init(name: "node-b", address: p("10.0.0.2/24"), tunnelAddress: a("192.168.1.1")),
-                .init(name: "node-c", address: p("10.0.1.3/24"), tunnelAddress: a("192.168.2.1")),
-            ],
-            blocks: [
-                .init(prefix: p("192.168.0.0/26"), node: "node-a"),
-                .init(prefix: p("192.168.1.0/26"), node: "node-b"),
-                .init(prefix: p("192.168.2.0/26"), node: "node-c"),
-            ])
+        ExampleCluster.spec(mode: mode, natOutgoing: natOutgoing)
     }
 
     struct Row: CustomTestStringConvertible, Sendable {

@@ -15,19 +15,7 @@ struct RouteReconcilerTests {
     static func p(_ s: String) -> IPv4Prefix { IPv4Prefix(s)! }
     static func a(_ s: String) -> IPv4Address { IPv4Address(s)! }
 
-    static let spec = TopologySpec(
-        localNodeName: "node-a",
-        pools: [.init(name: "ipip", prefix: p("192.168.0.0/16"), ipipMode: .crossSubnet, natOutgoing: true)],
-        nodes: [
-            .init(name: "node-a", address: p("10.0.0.1/24"), tunnelAddress: a("192.168.0.1")),
-            .init(name: "node-b", address: p("10.0.0.2/24"), tunnelAddress: a("192.168.1.1")),
-            .init(name: "node-c", address: p("10.0.1.3/24"), tunnelAddress: a("192.168.2.1")),
-        ],
-        blocks: [
-            .init(prefix: p("192.168.0.0/26"), node: "node-a"),
-            .init(prefix: p("192.168.1.0/26"), node: "node-b"),
-            .init(prefix: p("192.168.2.0/26"), node: "node-c"),
-        ])
+    static let spec = ExampleCluster.spec(mode: .crossSubnet)
 
     /// The namespace: uplink `up0` holding 10.0.0.1/24, stand-in TUN `tn0`; routes and a rule of
     /// other owners, in our tables and outside them.

@@ -10,7 +10,7 @@ import Testing
 /// Where the committed fixtures live.
 let fixturesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures")
-let repositoryRoot = fixturesDirectory.deletingLastPathComponent().deletingLastPathComponent()
+let repositoryRoot = ExampleCluster.repositoryRoot
 
 struct GoldenCase: CustomTestStringConvertible, Sendable {
     let name: String

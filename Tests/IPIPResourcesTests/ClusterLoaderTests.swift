@@ -1,5 +1,6 @@
 import IPIPCore
 @testable import IPIPResources
+import IPIPTestSupport
 import Testing
 
 
@@ -72,6 +73,17 @@ struct ClusterLoaderTests {
         #expect(t.tunnelMTU == 1300 && t.natPortRange == 40000...40999)
         // For another node only the default FelixConfiguration applies.
         #expect(ClusterLoader.spec(from: set, node: "node-b", underlayMTU: 1500).ipipMTU == 1400)
+    }
+
+    @Test("examples/cluster.yaml is the test-support ExampleCluster, field for field, in every mode")
+    func exampleClusterAgrees() throws {
+        for (text, mode) in [("Always", EncapsulationMode.always), ("CrossSubnet", .crossSubnet), ("Never", .never)] {
+            let set = try ResourceLoader.load(text: try ExampleCluster.manifests(mode: text), file: "cluster.yaml")
+            for node in ["node-a", "node-b", "node-c"] {
+                let loaded = ClusterLoader.spec(from: set, node: node, underlayMTU: 1500)
+                #expect("\(loaded)" == "\(ExampleCluster.spec(mode: mode, local: node))")
+            }
+        }
     }
 
     @Test("bad manifests: every problem named with file:line:column, nothing compiled")

@@ -104,29 +104,13 @@ cluster_up() {
     add_workload c c1 192.168.2.30
 }
 
-# write_manifests FILE MODE: the README's example pool (Calico's v3.5 IP-in-IP example) with the given ipipMode, the three nodes and blocks.
+# write_manifests FILE MODE [without|only NAME]: examples/cluster.yaml (the README's three-node
+# cluster) with the pool's ipipMode set to MODE, optionally without (or only) the documents of NAME
+# (a node's Node and BlockAffinity, or one block): scripts/lib/nettools.py cluster-manifests.
 write_manifests() {
     local file=$1 mode=${2:-Always}
-    cat > "$file" <<YAML
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: ippool-ipip-1}
-spec: {cidr: 192.168.0.0/16, ipipMode: $mode, natOutgoing: true}
----
-apiVersion: projectcalico.org/v3
-kind: NodeList
-items:
-- {apiVersion: projectcalico.org/v3, kind: Node, metadata: {name: node-a}, spec: {bgp: {ipv4Address: 10.0.0.1/24, ipv4IPIPTunnelAddr: 192.168.0.1}}}
-- {apiVersion: projectcalico.org/v3, kind: Node, metadata: {name: node-b}, spec: {bgp: {ipv4Address: 10.0.0.2/24, ipv4IPIPTunnelAddr: 192.168.1.1}}}
-- {apiVersion: projectcalico.org/v3, kind: Node, metadata: {name: node-c}, spec: {bgp: {ipv4Address: 10.0.1.3/24, ipv4IPIPTunnelAddr: 192.168.2.1}}}
----
-apiVersion: projectcalico.org/v3
-kind: BlockAffinityList
-items:
-- {apiVersion: projectcalico.org/v3, kind: BlockAffinity, metadata: {name: node-a-192-168-0-0-26}, spec: {state: confirmed, node: node-a, cidr: 192.168.0.0/26}}
-- {apiVersion: projectcalico.org/v3, kind: BlockAffinity, metadata: {name: node-b-192-168-1-0-26}, spec: {state: confirmed, node: node-b, cidr: 192.168.1.0/26}}
-- {apiVersion: projectcalico.org/v3, kind: BlockAffinity, metadata: {name: node-c-192-168-2-0-26}, spec: {state: confirmed, node: node-c, cidr: 192.168.2.0/26}}
-YAML
+    shift 2 || shift $#
+    python3 "$(dirname "${BASH_SOURCE[0]}")/nettools.py" cluster-manifests "$mode" "$@" > "$file"
 }
 
 # workers_args: "--workers N" when IPIPD_WORKERS is set (every ipipd the tests start gets it).

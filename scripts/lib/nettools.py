@@ -19,11 +19,17 @@
   nettools.py tcp-flows HOST PORT FLOWS SOURCES  the same with FLOWS TCP connections (200 at a time)
   nettools.py ipip-inject SRC DST INNER_SRC INNER_DST    one IP-in-IP packet (raw socket, as root)
   nettools.py metric URL NAME [LABELS]         print the value of one Prometheus sample
+  nettools.py cluster-manifests MODE [without|only NAME]
+                                               examples/cluster.yaml with the pool's ipipMode set to
+                                               MODE, optionally without (or only) the documents of
+                                               NAME (a node: its Node and BlockAffinity; a block)
   nettools.py ipip-phases PORT T0 MIN          read `tcpdump -tt -n` lines on stdin: the stream to or
                                                from PORT as runs of "ipip" and "native" packets;
                                                exit 0 when it went ipip, native, ipip (>= MIN each)
 """
 import hashlib
+import os
+import re
 import random
 import resource
 import selectors
@@ -338,6 +344,30 @@ def metric(url, name, labels=""):
     print("absent")
 
 
+EXAMPLE_CLUSTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "cluster.yaml")
+
+
+def select_manifests(text, mode, selection=None, name=None):
+    """The example cluster's YAML with ipipMode MODE; with selection "without" or "only", the
+    documents that belong to NAME left out or kept alone. A document belongs to NAME when its
+    `name:` or its `node:` field is NAME: "node-c" is node-c's Node and BlockAffinity,
+    "node-c-192-168-2-0-26" that BlockAffinity alone. One document per resource, as in
+    examples/cluster.yaml."""
+    text = text.replace("ipipMode: Always", "ipipMode: " + mode)
+    if selection is None:
+        return text
+    if selection not in ("without", "only"):
+        raise ValueError("selection must be 'without' or 'only', not %r" % selection)
+    owned = re.compile(r"^\s*(name|node): %s$" % re.escape(name), re.M)
+    documents = [d for d in re.split(r"^---\n", text, flags=re.M) if d.strip()]
+    return "---\n".join(d for d in documents if bool(owned.search(d)) == (selection == "only"))
+
+
+def cluster_manifests(mode, selection=None, name=None):
+    with open(EXAMPLE_CLUSTER) as f:
+        sys.stdout.write(select_manifests(f.read(), mode, selection, name))
+
+
 def classify_phases(lines, port, t0, minimum):
     """The packets of the stream to or from 192.168.1.20:PORT in `tcpdump -tt -n` lines, in
     capture order: "ipip" when the line's source is a node IP (10.0.0.1 or 10.0.0.2, so the
@@ -402,4 +432,4 @@ if __name__ == "__main__":
      "tcp-paced-send": tcp_paced_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
      "udp-echo": udp_echo, "udp-ping": udp_ping, "udp-echo-serve": udp_echo_serve, "tcp-echo-serve": tcp_echo_serve,
      "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric,
-     "ipip-phases": ipip_phases}[cmd](*args)
+     "ipip-phases": ipip_phases, "cluster-manifests": cluster_manifests}[cmd](*args)

@@ -63,5 +63,46 @@ class ClassifyPhases(unittest.TestCase):
         self.assertEqual(report[0], "capture: 0 ipip, 0 native, 0 other packets in 0 runs: ")
 
 
+class SelectManifests(unittest.TestCase):
+    with open(nettools.EXAMPLE_CLUSTER) as f:
+        EXAMPLE = f.read()
+
+    @staticmethod
+    def kinds_and_names(text):
+        out = []
+        for doc in text.split("---\n"):
+            kind = [l.split(": ")[1] for l in doc.splitlines() if l.startswith("kind: ")]
+            name = [l.split(": ")[1] for l in doc.splitlines() if l.startswith("  name: ")]
+            out.append((kind[0], name[0]))
+        return out
+
+    def test_mode_only(self):
+        text = nettools.select_manifests(self.EXAMPLE, "CrossSubnet")
+        self.assertIn("ipipMode: CrossSubnet", text)
+        self.assertNotIn("ipipMode: Always", text)
+        self.assertEqual(len(self.kinds_and_names(text)), 7)
+
+    def test_without_a_node(self):
+        text = nettools.select_manifests(self.EXAMPLE, "Always", "without", "node-c")
+        self.assertEqual(self.kinds_and_names(text), [
+            ("IPPool", "ippool-ipip-1"), ("Node", "node-a"), ("Node", "node-b"),
+            ("BlockAffinity", "node-a-192-168-0-0-26"), ("BlockAffinity", "node-b-192-168-1-0-26")])
+        self.assertTrue(text.startswith("# A three-node cluster"), "the header comment stays with the pool")
+
+    def test_only_a_node(self):
+        text = nettools.select_manifests(self.EXAMPLE, "Never", "only", "node-c")
+        self.assertEqual(self.kinds_and_names(text), [("Node", "node-c"), ("BlockAffinity", "node-c-192-168-2-0-26")])
+
+    def test_without_one_block(self):
+        text = nettools.select_manifests(self.EXAMPLE, "Always", "without", "node-c-192-168-2-0-26")
+        names = [n for _, n in self.kinds_and_names(text)]
+        self.assertIn("node-c", names)
+        self.assertNotIn("node-c-192-168-2-0-26", names)
+
+    def test_unknown_selection(self):
+        with self.assertRaises(ValueError):
+            nettools.select_manifests(self.EXAMPLE, "Always", "except", "node-c")
+
+
 if __name__ == "__main__":
     unittest.main()
