@@ -65,7 +65,8 @@ let package = Package(
         .executableTarget(
             name: "ipipd",
             dependencies: [
-                "IPIPDataplane", "IPIPOffline", "IPIPLinux", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "IPIPDataplane", "IPIPOffline", "IPIPLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Fuzzing: the program interpreter and invariant checks (shared by ipip-fuzz and the
@@ -84,18 +85,23 @@ let package = Package(
         // What the tests share: in-memory fakes of the host (routing), and helpers.
         .target(
             name: "IPIPTestSupport",
-            dependencies: ["IPIPCore", "CIPIPLinux", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "IPIPCore", "CIPIPLinux", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport", "IPIPTestSupport"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore", "IPIPTestSupport"]),
-        .testTarget(name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore", "IPIPTestSupport"]),
+        .testTarget(
+            name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux", "IPIPTestSupport"]),
         .testTarget(
             name: "IPIPDataplaneTests",
             dependencies: ["IPIPDataplane", "IPIPCore", "IPIPResources", "IPIPTestSupport"]
         ),
-        .testTarget(name: "IPIPOfflineTests", dependencies: ["IPIPOffline", "IPIPCore", "Pcap", "IPIPResources", "IPIPTestSupport"]),
+        .testTarget(
+            name: "IPIPOfflineTests",
+            dependencies: ["IPIPOffline", "IPIPCore", "Pcap", "IPIPResources", "IPIPTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -167,8 +167,10 @@ public struct PacketVerdict: Sendable, Equatable {
 
     /// A verdict with the given action and nothing emitted.
     @inlinable
-    public init(action: VerdictAction, dropReason: DropReason? = nil, peer: IPv4Address = .any,
-                outputCount: UInt16 = 0, icmpType: UInt8? = nil, icmpCode: UInt8 = 0) {
+    public init(
+        action: VerdictAction, dropReason: DropReason? = nil, peer: IPv4Address = .any,
+        outputCount: UInt16 = 0, icmpType: UInt8? = nil, icmpCode: UInt8 = 0
+    ) {
         self.action = action
         self.dropReason = dropReason
         self.peer = peer

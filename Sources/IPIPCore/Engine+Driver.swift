@@ -8,8 +8,10 @@ extension Engine {
     /// then the per-packet path, then the offload bookkeeping of each packet. Always inlined
     /// with a constant direction, so each public entry point compiles to its own loop.
     @inline(__always)
-    func process(_ direction: Direction, _ batch: inout PacketBatch, generated: inout PacketBatch,
-                 verdicts: inout VerdictBatch) {
+    func process(
+        _ direction: Direction, _ batch: inout PacketBatch, generated: inout PacketBatch,
+        verdicts: inout VerdictBatch
+    ) {
         precondition(verdicts.capacity >= batch.count, "verdict batch smaller than the packet batch")
         generated.removeAll()
         let topology = self.topology
@@ -25,18 +27,22 @@ extension Engine {
                 if nat.count > 0 { warmOutboundNAT(of: batch, from: start, to: end, nat: nat) }
             case .ingress:
                 lookUpInnerSources(of: batch, from: start, to: end, in: topology)
-                if nat.count > 0 { warmInboundNAT(of: batch, from: start, to: end, localAddress: topology.localAddress, nat: nat) }
+                if nat.count > 0 {
+                    warmInboundNAT(of: batch, from: start, to: end, localAddress: topology.localAddress, nat: nat)
+                }
             }
             for i in start..<end {
                 let route = lookupRoutes[i &- start]
                 let now = batch.time(of: i)
                 switch direction {
                 case .egress:
-                    verdicts[i] = egress(i, in: &batch, generated: &generated, topology: topology, pathMTUs: pathMTUs,
-                                         nat: nat, routeIndex: route, now: now)
+                    verdicts[i] = egress(
+                        i, in: &batch, generated: &generated, topology: topology, pathMTUs: pathMTUs,
+                        nat: nat, routeIndex: route, now: now)
                 case .ingress:
-                    verdicts[i] = ingress(i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat,
-                                          innerSourceRoute: route, now: now)
+                    verdicts[i] = ingress(
+                        i, in: &batch, topology: topology, pathMTUs: pathMTUs, nat: nat,
+                        innerSourceRoute: route, now: now)
                 }
                 endOffload(of: i, in: batch)
             }

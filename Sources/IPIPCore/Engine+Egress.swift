@@ -7,8 +7,10 @@ extension Engine {
     ///   - generated: receives fragments and ICMP errors; emptied first.
     ///   - verdicts: receives one verdict per input slot; capacity ≥ `batch.count`.
     ///   The engine's clock is each packet's arrival time in the batch (`PacketBatch.time(of:)`).
-    public func processEgress(_ batch: inout PacketBatch, generated: inout PacketBatch,
-                              verdicts: inout VerdictBatch) {
+    public func processEgress(
+        _ batch: inout PacketBatch, generated: inout PacketBatch,
+        verdicts: inout VerdictBatch
+    ) {
         process(.egress, &batch, generated: &generated, verdicts: &verdicts)
     }
 
@@ -21,13 +23,15 @@ extension Engine {
         for i in start..<end {
             let p = batch.packet(i)
             // Safe: the destination is read only when 20 bytes are present.
-            lookupAddresses[i &- start] = p.count >= IPv4Header.minimumByteCount
+            lookupAddresses[i &- start] =
+                p.count >= IPv4Header.minimumByteCount
                 ? IPv4Address(rawValue: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
                 : .any
         }
-        topology.table.lookup(UnsafeBufferPointer(start: lookupAddresses, count: end &- start),
-                              into: UnsafeMutableBufferPointer(start: lookupRoutes, count: end &- start),
-                              absent: Self.noRoute)
+        topology.table.lookup(
+            UnsafeBufferPointer(start: lookupAddresses, count: end &- start),
+            into: UnsafeMutableBufferPointer(start: lookupRoutes, count: end &- start),
+            absent: Self.noRoute)
     }
 
     /// Queues the packets of `start..<end` that may be SNATed (no route: the destination is outside
@@ -40,11 +44,13 @@ extension Engine {
             guard let f = Self.peekNATFields(UnsafeRawBufferPointer(batch.packet(i))) else { continue }
             switch f.proto {
             case .tcp, .udp:
-                nat.warmOutbound(f.proto, internalAddress: f.source, internalPort: f.sourcePort,
-                                 remoteAddress: f.destination, remotePort: f.destinationPort)
+                nat.warmOutbound(
+                    f.proto, internalAddress: f.source, internalPort: f.sourcePort,
+                    remoteAddress: f.destination, remotePort: f.destinationPort)
             case .icmp where f.icmpType == ICMPType.echoRequest:
-                nat.warmOutbound(.icmp, internalAddress: f.source, internalPort: f.icmpIdentifier,
-                                 remoteAddress: f.destination, remotePort: 0)
+                nat.warmOutbound(
+                    .icmp, internalAddress: f.source, internalPort: f.icmpIdentifier,
+                    remoteAddress: f.destination, remotePort: 0)
             default:
                 continue
             }
@@ -52,9 +58,11 @@ extension Engine {
         nat.warm()
     }
 
-    func egress(_ i: Int, in batch: inout PacketBatch, generated: inout PacketBatch,
-                topology: Topology, pathMTUs: PathMTUTable, nat: NATTable, routeIndex: UInt32,
-                now: Timestamp) -> PacketVerdict {
+    func egress(
+        _ i: Int, in batch: inout PacketBatch, generated: inout PacketBatch,
+        topology: Topology, pathMTUs: PathMTUTable, nat: NATTable, routeIndex: UInt32,
+        now: Timestamp
+    ) -> PacketVerdict {
         batch.setSide(.none, of: i)
         let layout: Segmenter.Layout?
         switch takeOffload(of: i, in: batch) {
@@ -95,8 +103,9 @@ extension Engine {
         guard routeIndex != Self.noRoute else {
             // Outside every pool and block: SNAT for natOutgoing sources, else native.
             if sourceNeedsSNAT(source, topology: topology) {
-                return translateOutbound(i, in: batch, header: header, totalLength: totalLength, topology: topology,
-                                         nat: nat, generated: &generated, now: now)
+                return translateOutbound(
+                    i, in: batch, header: header, totalLength: totalLength, topology: topology,
+                    nat: nat, generated: &generated, now: now)
             }
             return forward(i, in: batch, length: totalLength)
         }
@@ -105,16 +114,21 @@ extension Engine {
         case .local:
             return forward(i, in: batch, length: totalLength)
         case .poolWithoutRoute:
-            let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
-                                     code: ICMPUnreachableCode.host, mtu: 0, origin: i, into: &generated,
-                                     topology: topology, now: now)
-            return drop(.noRoute, length: totalLength, icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.host) : nil)
+            let sent = sendICMPError(
+                about: header, length: totalLength, type: ICMPType.destinationUnreachable,
+                code: ICMPUnreachableCode.host, mtu: 0, origin: i, into: &generated,
+                topology: topology, now: now)
+            return drop(
+                .noRoute, length: totalLength,
+                icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.host) : nil)
         case .remoteWithoutAddress:
-            let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
-                                     code: ICMPUnreachableCode.host, mtu: 0, origin: i, into: &generated,
-                                     topology: topology, now: now)
-            return drop(.peerWithoutAddress, length: totalLength,
-                        icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.host) : nil)
+            let sent = sendICMPError(
+                about: header, length: totalLength, type: ICMPType.destinationUnreachable,
+                code: ICMPUnreachableCode.host, mtu: 0, origin: i, into: &generated,
+                topology: topology, now: now)
+            return drop(
+                .peerWithoutAddress, length: totalLength,
+                icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.host) : nil)
         case .vxlanPool:
             return drop(.vxlanPool, length: totalLength)
         case .remote:
@@ -147,27 +161,32 @@ extension Engine {
         let segmentLength = layout.map { $0.headerLength &+ Int(batch.offload(of: i).segmentSize) } ?? totalLength
         if segmentLength <= mtu {
             let segments = state.pointee.segments
-            encapsulate(slot: i, of: batch, innerLength: totalLength, template: template, header: header,
-                        identifications: segments)
+            encapsulate(
+                slot: i, of: batch, innerLength: totalLength, template: template, header: header,
+                identifications: segments)
             batch.setSide(.underlay, of: i)
             countAction(.encapsulated, bytes: totalLength)
             count(.underlayPacketsOut, segments)
             count(.underlayBytesOut, segmentedBytes(totalLength &+ 20, headers: state.pointee.segmentHeaderBytes &+ 20))
-            return PacketVerdict(action: .encapsulated, peer: template.destination,
-                                 outputCount: UInt16(truncatingIfNeeded: segments))
+            return PacketVerdict(
+                action: .encapsulated, peer: template.destination,
+                outputCount: UInt16(truncatingIfNeeded: segments))
         }
         // Segments too big for the tunnel (a learned path MTU below the TUN's): the sender is a
         // local stack that segments itself, so it is told the MTU whatever its DF bit; the
         // engine does not fragment segments of a super-packet (docs/decisions.md).
         if header.dontFragment || layout != nil {
-            let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
-                                     code: ICMPUnreachableCode.fragmentationNeeded, mtu: UInt16(truncatingIfNeeded: mtu),
-                                     origin: i, into: &generated, topology: topology, now: now)
-            return drop(.fragmentationNeeded, length: totalLength,
-                        icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.fragmentationNeeded) : nil)
+            let sent = sendICMPError(
+                about: header, length: totalLength, type: ICMPType.destinationUnreachable,
+                code: ICMPUnreachableCode.fragmentationNeeded, mtu: UInt16(truncatingIfNeeded: mtu),
+                origin: i, into: &generated, topology: topology, now: now)
+            return drop(
+                .fragmentationNeeded, length: totalLength,
+                icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.fragmentationNeeded) : nil)
         }
-        return fragmentAndEncapsulate(header: header, totalLength: totalLength, mtu: mtu, origin: i,
-                                      template: template, into: &generated, now: now)
+        return fragmentAndEncapsulate(
+            header: header, totalLength: totalLength, mtu: mtu, origin: i,
+            template: template, into: &generated, now: now)
     }
 
     @inline(__always)
@@ -181,8 +200,10 @@ extension Engine {
     /// A super-packet takes one fresh identification per segment (`identifications`); the
     /// segmenter numbers its segments' outer headers from the one written here.
     @inline(__always)
-    func encapsulate(slot: Int, of batch: borrowing PacketBatch, innerLength: Int, template: OuterHeaderTemplate,
-                     header inner: IPv4Header, identifications: Int = 1) {
+    func encapsulate(
+        slot: Int, of batch: borrowing PacketBatch, innerLength: Int, template: OuterHeaderTemplate,
+        header inner: IPv4Header, identifications: Int = 1
+    ) {
         let tos = inner.typeOfService
         let ttl = configuration.outerTimeToLive == 0 ? inner.timeToLive : configuration.outerTimeToLive
         let outerLength = UInt16(truncatingIfNeeded: innerLength &+ 20)
@@ -192,8 +213,10 @@ extension Engine {
     }
 
     @inline(__always)
-    func writeOuterHeader(at p: UnsafeMutableRawPointer, template: OuterHeaderTemplate, tos: UInt8, ttl: UInt8,
-                          totalLength: UInt16, identification: UInt16) {
+    func writeOuterHeader(
+        at p: UnsafeMutableRawPointer, template: OuterHeaderTemplate, tos: UInt8, ttl: UInt8,
+        totalLength: UInt16, identification: UInt16
+    ) {
         // Safe: the caller moved the packet start back by 20 bytes inside the slot's headroom.
         p.storeBytes(of: 0x45, as: UInt8.self)
         p.storeBytes(of: tos, toByteOffset: 1, as: UInt8.self)
@@ -204,7 +227,8 @@ extension Engine {
         p.storeBytes(of: IPProtocolNumber.ipInIP, toByteOffset: 9, as: UInt8.self)
         p.storeBytes(of: template.source.rawValue.bigEndian, toByteOffset: 12, as: UInt32.self)
         p.storeBytes(of: template.destination.rawValue.bigEndian, toByteOffset: 16, as: UInt32.self)
-        let sum = template.constantSum &+ UInt32(tos) &+ UInt32(totalLength) &+ UInt32(identification)
+        let sum =
+            template.constantSum &+ UInt32(tos) &+ UInt32(totalLength) &+ UInt32(identification)
             &+ UInt32(ttl) << 8
         p.storeBytes(of: (~InternetChecksum.fold(UInt64(sum))).bigEndian, toByteOffset: 10, as: UInt16.self)
     }
@@ -213,9 +237,11 @@ extension Engine {
     /// 8-byte units, the first fragment keeps every option, later ones only options whose copy
     /// flag is set), then encapsulates each one. An inner packet that is itself a fragment keeps
     /// its offset base and its MF bit on the last piece.
-    func fragmentAndEncapsulate(header: IPv4Header, totalLength: Int, mtu: Int, origin: Int,
-                                template: OuterHeaderTemplate, into generated: inout PacketBatch,
-                                now: Timestamp) -> PacketVerdict {
+    func fragmentAndEncapsulate(
+        header: IPv4Header, totalLength: Int, mtu: Int, origin: Int,
+        template: OuterHeaderTemplate, into generated: inout PacketBatch,
+        now: Timestamp
+    ) -> PacketVerdict {
         let headerLength = header.headerLength
         let laterHeaderLength = Self.copiedOptionsHeaderLength(header)
         let firstData = (mtu &- headerLength) & ~7
@@ -261,8 +287,9 @@ extension Engine {
         countAction(.encapsulated, bytes: totalLength)
         count(.underlayPacketsOut, pieces)
         count(.underlayBytesOut, outBytes)
-        return PacketVerdict(action: .encapsulated, peer: template.destination,
-                             outputCount: UInt16(truncatingIfNeeded: pieces))
+        return PacketVerdict(
+            action: .encapsulated, peer: template.destination,
+            outputCount: UInt16(truncatingIfNeeded: pieces))
     }
 
     /// The header length of non-first fragments: 20 plus the options whose copy flag is set,
@@ -297,7 +324,10 @@ extension Engine {
         while at < end {
             let type = header.base.load(fromByteOffset: at, as: UInt8.self)
             if type == 0 { break }  // End of Option List
-            if type == 1 { at &+= 1; continue }  // No Operation, never copied
+            if type == 1 {
+                at &+= 1
+                continue
+            }  // No Operation, never copied
             guard at &+ 1 < end else { break }
             let length = Int(header.base.load(fromByteOffset: at &+ 1, as: UInt8.self))
             guard length >= 2, at &+ length <= end else { break }

@@ -26,8 +26,10 @@ extension Engine {
     ///   - batch: packets as received on the uplink (IPv4, link header removed); rewritten in place.
     ///   - generated: receives packets the engine creates; emptied first.
     ///   - verdicts: one verdict per input slot; capacity ≥ `batch.count`.
-    public func processIngress(_ batch: inout PacketBatch, generated: inout PacketBatch,
-                               verdicts: inout VerdictBatch) {
+    public func processIngress(
+        _ batch: inout PacketBatch, generated: inout PacketBatch,
+        verdicts: inout VerdictBatch
+    ) {
         process(.ingress, &batch, generated: &generated, verdicts: &verdicts)
     }
 
@@ -45,31 +47,37 @@ extension Engine {
                 let outerLength = Int(p[0] & 0x0F) &<< 2
                 // Safe: read only when the inner source's four bytes lie within the packet.
                 if outerLength >= IPv4Header.minimumByteCount, p.count >= outerLength &+ IPv4Header.minimumByteCount {
-                    address = IPv4Address(rawValue: UInt32(bigEndian: UnsafeRawBufferPointer(p).loadUnaligned(
-                        fromByteOffset: outerLength &+ 12, as: UInt32.self)))
+                    address = IPv4Address(
+                        rawValue: UInt32(
+                            bigEndian: UnsafeRawBufferPointer(p).loadUnaligned(
+                                fromByteOffset: outerLength &+ 12, as: UInt32.self)))
                 }
             }
             lookupAddresses[i &- start] = address
         }
-        topology.table.lookup(UnsafeBufferPointer(start: lookupAddresses, count: end &- start),
-                              into: UnsafeMutableBufferPointer(start: lookupRoutes, count: end &- start),
-                              absent: Self.noRoute)
+        topology.table.lookup(
+            UnsafeBufferPointer(start: lookupAddresses, count: end &- start),
+            into: UnsafeMutableBufferPointer(start: lookupRoutes, count: end &- start),
+            absent: Self.noRoute)
     }
 
     /// Queues the packets of `start..<end` that may be replies to SNAT sessions (to this node's
     /// IP; TCP, UDP or ICMP echo reply; not a fragment) and warms their NAT records in one pass
     /// (see `warmOutboundNAT`). Only reads.
     @inline(__always)
-    func warmInboundNAT(of batch: borrowing PacketBatch, from start: Int, to end: Int, localAddress: IPv4Address,
-                        nat: NATTable) {
+    func warmInboundNAT(
+        of batch: borrowing PacketBatch, from start: Int, to end: Int, localAddress: IPv4Address,
+        nat: NATTable
+    ) {
         for i in start..<end {
             guard let f = Self.peekNATFields(UnsafeRawBufferPointer(batch.packet(i))),
-                  f.destination == localAddress.rawValue
+                f.destination == localAddress.rawValue
             else { continue }
             switch f.proto {
             case .tcp, .udp:
-                nat.warmInbound(f.proto, externalPort: f.destinationPort, remoteAddress: f.source,
-                                remotePort: f.sourcePort)
+                nat.warmInbound(
+                    f.proto, externalPort: f.destinationPort, remoteAddress: f.source,
+                    remotePort: f.sourcePort)
             case .icmp where f.icmpType == ICMPType.echoReply:
                 nat.warmInbound(.icmp, externalPort: f.icmpIdentifier, remoteAddress: f.source, remotePort: 0)
             default:
@@ -79,8 +87,10 @@ extension Engine {
         nat.warm()
     }
 
-    func ingress(_ i: Int, in batch: inout PacketBatch, topology: Topology, pathMTUs: PathMTUTable, nat: NATTable,
-                 innerSourceRoute: UInt32, now: Timestamp) -> PacketVerdict {
+    func ingress(
+        _ i: Int, in batch: inout PacketBatch, topology: Topology, pathMTUs: PathMTUTable, nat: NATTable,
+        innerSourceRoute: UInt32, now: Timestamp
+    ) -> PacketVerdict {
         batch.setSide(.none, of: i)
         if case .failure = takeOffload(of: i, in: batch) {
             let n = batch.packet(i).count
@@ -120,22 +130,26 @@ extension Engine {
         }
         if isTunnel {
             if outer.isFragment { return drop(.outerFragment, length: totalLength) }
-            return decapsulate(i, in: batch, outer: outer, totalLength: totalLength, peer: peer, topology: topology,
-                               innerSourceRoute: innerSourceRoute)
+            return decapsulate(
+                i, in: batch, outer: outer, totalLength: totalLength, peer: peer, topology: topology,
+                innerSourceRoute: innerSourceRoute)
         }
         if outer.protocolNumber == IPProtocolNumber.icmp && isTunnelFeedback(outer, totalLength: totalLength) {
             return icmpFromUnderlay(outer, totalLength: totalLength, topology: topology, pathMTUs: pathMTUs, now: now)
         }
-        return translateInbound(i, in: batch, header: outer, totalLength: totalLength, topology: topology, nat: nat,
-                                now: now)
+        return translateInbound(
+            i, in: batch, header: outer, totalLength: totalLength, topology: topology, nat: nat,
+            now: now)
     }
 
     // MARK: Decapsulation
 
     /// - Parameter innerSourceRoute: the route index of the inner source, looked up in the batch
     ///   pass (`lookUpInnerSources`), or `noRoute`.
-    func decapsulate(_ i: Int, in batch: borrowing PacketBatch, outer: IPv4Header, totalLength: Int, peer: UInt32,
-                     topology: Topology, innerSourceRoute: UInt32) -> PacketVerdict {
+    func decapsulate(
+        _ i: Int, in batch: borrowing PacketBatch, outer: IPv4Header, totalLength: Int, peer: UInt32,
+        topology: Topology, innerSourceRoute: UInt32
+    ) -> PacketVerdict {
         let outerLength = outer.headerLength
         let available = totalLength &- outerLength
         guard available >= IPv4Header.minimumByteCount else { return drop(.innerMalformed, length: totalLength) }
@@ -144,7 +158,7 @@ extension Engine {
         let innerHeaderLength = inner.headerLength
         let innerLength = Int(inner.totalLength)
         guard innerHeaderLength >= IPv4Header.minimumByteCount, innerLength >= innerHeaderLength,
-              innerLength <= available
+            innerLength <= available
         else { return drop(.innerMalformed, length: totalLength) }
         // Safe from here: the inner header and its options lie within the validated outer datagram.
         if configuration.verifyHeaderChecksums && !inner.hasValidChecksum {
@@ -193,7 +207,8 @@ extension Engine {
         let segments = state.pointee.segments
         count(.tunPacketsOut, segments)
         count(.tunBytesOut, segmentedBytes(innerLength, headers: state.pointee.segmentHeaderBytes &- outerLength))
-        return PacketVerdict(action: .decapsulated, peer: outerSource, outputCount: UInt16(truncatingIfNeeded: segments))
+        return PacketVerdict(
+            action: .decapsulated, peer: outerSource, outputCount: UInt16(truncatingIfNeeded: segments))
     }
 
     /// RFC 6040 §4.2, Figure 4: the ECN field leaving the decapsulator for (inner, outer), or nil
@@ -227,7 +242,10 @@ extension Engine {
         while at < end {
             let type = header.base.load(fromByteOffset: at, as: UInt8.self)
             if type == 0 { return false }
-            if type == 1 { at &+= 1; continue }
+            if type == 1 {
+                at &+= 1
+                continue
+            }
             if type == 0x83 || type == 0x89 { return true }
             guard at &+ 1 < end else { return false }
             let length = Int(header.base.load(fromByteOffset: at &+ 1, as: UInt8.self))
@@ -244,7 +262,8 @@ extension Engine {
     func isTunnelFeedback(_ ip: IPv4Header, totalLength: Int) -> Bool {
         let hl = ip.headerLength
         guard ip.fragmentOffset == 0,
-              totalLength &- hl >= ICMPHeader.minimumByteCount &+ IPv4Header.minimumByteCount else { return false }
+            totalLength &- hl >= ICMPHeader.minimumByteCount &+ IPv4Header.minimumByteCount
+        else { return false }
         let icmp = ICMPHeader(unchecked: ip.base.advanced(by: hl))
         guard ICMPHeader.isError(type: icmp.type) else { return false }
         let quoted = IPv4Header(unchecked: icmp.base.advanced(by: ICMPHeader.minimumByteCount))
@@ -256,10 +275,13 @@ extension Engine {
     /// (ENC-17; values below `minimumPathMTU` are raised to it, ENC-18); other errors are taken
     /// in without effect (Linux counts them, nobody relays them). Anything quoting a tunnel packet
     /// we did not send is `icmp_not_about_our_tunnel` (SEC-T11).
-    func icmpFromUnderlay(_ ip: IPv4Header, totalLength: Int, topology: Topology, pathMTUs: PathMTUTable,
-                          now: Timestamp) -> PacketVerdict {
+    func icmpFromUnderlay(
+        _ ip: IPv4Header, totalLength: Int, topology: Topology, pathMTUs: PathMTUTable,
+        now: Timestamp
+    ) -> PacketVerdict {
         let hl = ip.headerLength
-        guard totalLength &- hl >= ICMPHeader.minimumByteCount &+ IPv4Header.minimumByteCount, ip.fragmentOffset == 0 else {
+        guard totalLength &- hl >= ICMPHeader.minimumByteCount &+ IPv4Header.minimumByteCount, ip.fragmentOffset == 0
+        else {
             return drop(.unsolicited, length: totalLength)
         }
         let icmp = ICMPHeader(unchecked: ip.base.advanced(by: hl))
@@ -269,10 +291,11 @@ extension Engine {
             return drop(.unsolicited, length: totalLength)
         }
         guard quoted.sourceAddress == topology.localAddress,
-              let node = topology.peers.lookup(quoted.destinationAddress), node != Topology.externalPeer
+            let node = topology.peers.lookup(quoted.destinationAddress), node != Topology.externalPeer
         else { return drop(.icmpNotAboutOurTunnel, length: totalLength) }
         if icmp.type == ICMPType.destinationUnreachable && icmp.code == ICMPUnreachableCode.fragmentationNeeded,
-           lowerPathMTU(toNode: Int(node), reported: Int(icmp.sequenceOrMTU), now: now) {
+            lowerPathMTU(toNode: Int(node), reported: Int(icmp.sequenceOrMTU), now: now)
+        {
             count(.pathMTUUpdates)
         }
         countAction(.consumed, bytes: totalLength)

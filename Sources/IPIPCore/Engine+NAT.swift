@@ -48,14 +48,17 @@ extension Engine {
     static func layout(protocolNumber: UInt8, outbound: Bool) -> TransportLayout? {
         switch protocolNumber {
         case IPProtocolNumber.tcp:
-            return TransportLayout(proto: .tcp, localPortOffset: outbound ? 0 : 2, remotePortOffset: outbound ? 2 : 0,
-                                   checksumOffset: 16, pseudoHeader: true, minimumLength: 20)
+            return TransportLayout(
+                proto: .tcp, localPortOffset: outbound ? 0 : 2, remotePortOffset: outbound ? 2 : 0,
+                checksumOffset: 16, pseudoHeader: true, minimumLength: 20)
         case IPProtocolNumber.udp:
-            return TransportLayout(proto: .udp, localPortOffset: outbound ? 0 : 2, remotePortOffset: outbound ? 2 : 0,
-                                   checksumOffset: 6, pseudoHeader: true, minimumLength: 8)
+            return TransportLayout(
+                proto: .udp, localPortOffset: outbound ? 0 : 2, remotePortOffset: outbound ? 2 : 0,
+                checksumOffset: 6, pseudoHeader: true, minimumLength: 8)
         case IPProtocolNumber.icmp:
-            return TransportLayout(proto: .icmp, localPortOffset: 4, remotePortOffset: -1, checksumOffset: 2,
-                                   pseudoHeader: false, minimumLength: 8)
+            return TransportLayout(
+                proto: .icmp, localPortOffset: 4, remotePortOffset: -1, checksumOffset: 2,
+                pseudoHeader: false, minimumLength: 8)
         default:
             return nil
         }
@@ -83,8 +86,8 @@ extension Engine {
         let hl = Int(p[0] & 0x0F) &<< 2
         // Safe: every read below is within hl + 8 ≤ count bytes.
         guard hl >= IPv4Header.minimumByteCount, p.count >= hl &+ 8,
-              UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3FFF == 0,
-              let proto = NATProtocol(rawValue: p[9])
+            UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3FFF == 0,
+            let proto = NATProtocol(rawValue: p[9])
         else { return nil }
         return NATFields(
             proto: proto,
@@ -108,8 +111,10 @@ extension Engine {
 
     /// Patches a transport checksum: UDP's "no checksum" 0 stays 0 and a computed 0 becomes 0xFFFF.
     @inline(__always)
-    static func patchTransportChecksum(_ l4: UnsafeMutableRawPointer, _ layout: TransportLayout,
-                                       _ adjustment: ChecksumAdjustment) {
+    static func patchTransportChecksum(
+        _ l4: UnsafeMutableRawPointer, _ layout: TransportLayout,
+        _ adjustment: ChecksumAdjustment
+    ) {
         let old = load16(l4, layout.checksumOffset)
         if layout.proto == .udp && old == 0 { return }
         var new = adjustment.applied(to: old)
@@ -150,7 +155,7 @@ extension Engine {
         let hl = header.headerLength
         let l4 = header.base.advanced(by: hl)
         guard let layout = layout(protocolNumber: header.protocolNumber, outbound: outbound),
-              totalLength &- hl >= layout.minimumLength
+            totalLength &- hl >= layout.minimumLength
         else { return .untranslatable }
         var flags: UInt8 = 0
         if layout.proto == .icmp {
@@ -161,39 +166,47 @@ extension Engine {
             flags = l4.load(fromByteOffset: 13, as: UInt8.self)
         }
         let remotePort = layout.remotePortOffset >= 0 ? load16(l4, layout.remotePortOffset) : 0
-        return .flow(NATFlowFields(layout: layout, l4: l4, localPort: load16(l4, layout.localPortOffset),
-                                   remotePort: remotePort, tcpFlags: flags))
+        return .flow(
+            NATFlowFields(
+                layout: layout, l4: l4, localPort: load16(l4, layout.localPortOffset),
+                remotePort: remotePort, tcpFlags: flags))
     }
 
     // MARK: Egress: workload → outside
 
-    func translateOutbound(_ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
-                           topology: Topology, nat: NATTable, generated: inout PacketBatch,
-                           now: Timestamp) -> PacketVerdict {
+    func translateOutbound(
+        _ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
+        topology: Topology, nat: NATTable, generated: inout PacketBatch,
+        now: Timestamp
+    ) -> PacketVerdict {
         let f: NATFlowFields
         switch Self.natFlow(header, totalLength: totalLength, outbound: true) {
         case .flow(let fields): f = fields
         case .icmpError:
-            return translateOutboundICMPError(i, in: batch, header: header, totalLength: totalLength,
-                                              topology: topology, nat: nat, now: now)
+            return translateOutboundICMPError(
+                i, in: batch, header: header, totalLength: totalLength,
+                topology: topology, nat: nat, now: now)
         case .fragment, .untranslatable: return drop(.natUntranslatable, length: totalLength)
         }
         let layout = f.layout
         let l4 = f.l4
         let source = header.sourceAddress
         let internalPort = f.localPort
-        let result = nat.outbound(layout.proto, internalAddress: source, internalPort: internalPort,
-                                  remoteAddress: header.destinationAddress, remotePort: f.remotePort,
-                                  tcpFlags: f.tcpFlags, now: now)
+        let result = nat.outbound(
+            layout.proto, internalAddress: source, internalPort: internalPort,
+            remoteAddress: header.destinationAddress, remotePort: f.remotePort,
+            tcpFlags: f.tcpFlags, now: now)
         switch result.status {
         case .existing, .created:
             break
         case .tableFull, .portsExhausted:
-            let sent = sendICMPError(about: header, length: totalLength, type: ICMPType.destinationUnreachable,
-                                     code: ICMPUnreachableCode.administrativelyProhibited, mtu: 0, origin: i,
-                                     into: &generated, topology: topology, now: now)
-            return drop(result.status == .tableFull ? .natTableFull : .natPortsExhausted, length: totalLength,
-                        icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.administrativelyProhibited) : nil)
+            let sent = sendICMPError(
+                about: header, length: totalLength, type: ICMPType.destinationUnreachable,
+                code: ICMPUnreachableCode.administrativelyProhibited, mtu: 0, origin: i,
+                into: &generated, topology: topology, now: now)
+            return drop(
+                result.status == .tableFull ? .natTableFull : .natPortsExhausted, length: totalLength,
+                icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.administrativelyProhibited) : nil)
         case .refused:
             return drop(.natUntranslatable, length: totalLength)
         }
@@ -210,8 +223,10 @@ extension Engine {
     /// A workload's ICMP error about a packet it received through the NAT (the quoted packet runs
     /// remote → workload): the outer source and the quoted destination become (node IP, external
     /// port) again (RFC 5508 REQ-3, NAT-14).
-    func translateOutboundICMPError(_ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
-                                    topology: Topology, nat: NATTable, now: Timestamp) -> PacketVerdict {
+    func translateOutboundICMPError(
+        _ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
+        topology: Topology, nat: NATTable, now: Timestamp
+    ) -> PacketVerdict {
         let hl = header.headerLength
         let icmp = header.base.advanced(by: hl)
         guard let q = Self.quotedFlow(icmp: icmp, icmpLength: totalLength &- hl, ourSideIsSource: false) else {
@@ -219,8 +234,9 @@ extension Engine {
         }
         let internalAddress = header.sourceAddress
         guard q.quoted.destinationAddress == internalAddress,
-              let externalPort = nat.peekOutbound(q.layout.proto, internalAddress: internalAddress, internalPort: q.localPort,
-                                                  remoteAddress: q.quoted.sourceAddress, remotePort: q.remotePort, now: now)
+            let externalPort = nat.peekOutbound(
+                q.layout.proto, internalAddress: internalAddress, internalPort: q.localPort,
+                remoteAddress: q.quoted.sourceAddress, remotePort: q.remotePort, now: now)
         else { return drop(.natUntranslatable, length: totalLength) }
         let external = topology.localAddress
         Self.rewriteQuoted(q, icmp: icmp, ourAddress: external, ourPort: externalPort, ourSideIsSource: false)
@@ -232,22 +248,27 @@ extension Engine {
 
     /// A packet to this node's IP that is not IP-in-IP and not tunnel feedback: a reply to a
     /// translated flow, or nothing we asked for.
-    func translateInbound(_ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
-                          topology: Topology, nat: NATTable, now: Timestamp) -> PacketVerdict {
+    func translateInbound(
+        _ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
+        topology: Topology, nat: NATTable, now: Timestamp
+    ) -> PacketVerdict {
         let f: NATFlowFields
         switch Self.natFlow(header, totalLength: totalLength, outbound: false) {
         case .flow(let fields): f = fields
         case .icmpError:
-            return translateInboundICMPError(i, in: batch, header: header, totalLength: totalLength,
-                                             topology: topology, nat: nat, now: now)
+            return translateInboundICMPError(
+                i, in: batch, header: header, totalLength: totalLength,
+                topology: topology, nat: nat, now: now)
         case .fragment: return drop(.natUntranslatable, length: totalLength)
         case .untranslatable: return drop(.unsolicited, length: totalLength)
         }
         let layout = f.layout
         let l4 = f.l4
         let externalPort = f.localPort
-        guard let target = nat.inbound(layout.proto, externalPort: externalPort, remoteAddress: header.sourceAddress,
-                                       remotePort: f.remotePort, tcpFlags: f.tcpFlags, now: now)
+        guard
+            let target = nat.inbound(
+                layout.proto, externalPort: externalPort, remoteAddress: header.sourceAddress,
+                remotePort: f.remotePort, tcpFlags: f.tcpFlags, now: now)
         else { return drop(.unsolicited, length: totalLength) }
         var adjustment = ChecksumAdjustment()
         if layout.pseudoHeader {
@@ -262,17 +283,21 @@ extension Engine {
 
     /// An ICMP error from the outside quoting one of our translated packets (node IP, external
     /// port → remote): the outer destination and the quoted source become the workload's again.
-    func translateInboundICMPError(_ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
-                                   topology: Topology, nat: NATTable, now: Timestamp) -> PacketVerdict {
+    func translateInboundICMPError(
+        _ i: Int, in batch: borrowing PacketBatch, header: IPv4Header, totalLength: Int,
+        topology: Topology, nat: NATTable, now: Timestamp
+    ) -> PacketVerdict {
         let hl = header.headerLength
         let icmp = header.base.advanced(by: hl)
         guard let q = Self.quotedFlow(icmp: icmp, icmpLength: totalLength &- hl, ourSideIsSource: true),
-              q.quoted.sourceAddress == topology.localAddress,
-              let target = nat.peekInbound(q.layout.proto, externalPort: q.localPort,
-                                           remoteAddress: q.quoted.destinationAddress, remotePort: q.remotePort, now: now)
+            q.quoted.sourceAddress == topology.localAddress,
+            let target = nat.peekInbound(
+                q.layout.proto, externalPort: q.localPort,
+                remoteAddress: q.quoted.destinationAddress, remotePort: q.remotePort, now: now)
         else { return drop(.unsolicited, length: totalLength) }
-        Self.rewriteQuoted(q, icmp: icmp, ourAddress: target.internalAddress, ourPort: target.internalPort,
-                           ourSideIsSource: true)
+        Self.rewriteQuoted(
+            q, icmp: icmp, ourAddress: target.internalAddress, ourPort: target.internalPort,
+            ourSideIsSource: true)
         header.setDestinationAddressUpdatingChecksum(target.internalAddress)
         return emitWhole(i, in: batch, side: .tun, action: .untranslated, length: totalLength)
     }
@@ -297,8 +322,9 @@ extension Engine {
         let quoted = IPv4Header(unchecked: icmp.advanced(by: ICMPHeader.minimumByteCount))
         let available = icmpLength &- ICMPHeader.minimumByteCount
         let qhl = quoted.headerLength
-        guard quoted.version == 4, qhl >= IPv4Header.minimumByteCount, available >= qhl &+ 8, quoted.fragmentOffset == 0,
-              let layout = Self.layout(protocolNumber: quoted.protocolNumber, outbound: ourSideIsSource)
+        guard quoted.version == 4, qhl >= IPv4Header.minimumByteCount, available >= qhl &+ 8,
+            quoted.fragmentOffset == 0,
+            let layout = Self.layout(protocolNumber: quoted.protocolNumber, outbound: ourSideIsSource)
         else { return nil }
         let l4 = quoted.base.advanced(by: qhl)
         if layout.proto == .icmp {
@@ -308,15 +334,18 @@ extension Engine {
         }
         let localPort = load16(l4, layout.localPortOffset)
         let remotePort = layout.remotePortOffset >= 0 ? load16(l4, layout.remotePortOffset) : 0
-        return QuotedFlow(quoted: quoted, layout: layout, l4: l4, l4Available: available &- qhl,
-                          localPort: localPort, remotePort: remotePort)
+        return QuotedFlow(
+            quoted: quoted, layout: layout, l4: l4, l4Available: available &- qhl,
+            localPort: localPort, remotePort: remotePort)
     }
 
     /// Rewrites our side's endpoint in a quoted packet and patches, incrementally, the quoted IPv4
     /// checksum, the quoted transport checksum when it was quoted, and the ICMP checksum over all
     /// of it (RFC 5508 REQ-3).
-    static func rewriteQuoted(_ q: QuotedFlow, icmp: UnsafeMutableRawPointer, ourAddress: IPv4Address,
-                              ourPort: UInt16, ourSideIsSource: Bool) {
+    static func rewriteQuoted(
+        _ q: QuotedFlow, icmp: UnsafeMutableRawPointer, ourAddress: IPv4Address,
+        ourPort: UInt16, ourSideIsSource: Bool
+    ) {
         var outer = ChecksumAdjustment()
         let oldAddress = ourSideIsSource ? q.quoted.sourceAddress : q.quoted.destinationAddress
         let oldHeaderChecksum = q.quoted.headerChecksum

@@ -87,8 +87,11 @@ extension Engine {
     /// validation is the engine's job (a malformed packet is `anyWorker` and dropped where it is).
     public func egressOwner(_ packet: UnsafeRawBufferPointer) -> Int {
         let share = configuration.worker
-        guard share.count > 1, topology.hasNATOutgoing, packet.count >= 20, packet[0] >> 4 == 4 else { return Self.anyWorker }
-        let destination = IPv4Address(rawValue: UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
+        guard share.count > 1, topology.hasNATOutgoing, packet.count >= 20, packet[0] >> 4 == 4 else {
+            return Self.anyWorker
+        }
+        let destination = IPv4Address(
+            rawValue: UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
         guard topology.table.lookup(destination) == nil else { return Self.anyWorker }
         let source = UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
         guard sourceNeedsSNAT(IPv4Address(rawValue: source), topology: topology) else { return Self.anyWorker }
@@ -105,8 +108,9 @@ extension Engine {
         guard share.count > 1, packet.count >= 20, packet[0] >> 4 == 4 else { return Self.anyWorker }
         let proto = packet[9]
         guard proto != IPProtocolNumber.ipInIP,
-              UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt32.self)) == topology.localAddress.rawValue,
-              packet.loadUnaligned(fromByteOffset: 6, as: UInt16.self).bigEndian & 0x1FFF == 0
+            UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+                == topology.localAddress.rawValue,
+            packet.loadUnaligned(fromByteOffset: 6, as: UInt16.self).bigEndian & 0x1FFF == 0
         else { return Self.anyWorker }
         let hl = Int(packet[0] & 0x0F) &* 4
         guard hl >= 20, packet.count >= hl &+ 8 else { return Self.anyWorker }
@@ -126,7 +130,8 @@ extension Engine {
                 let qhl = Int(packet[q] & 0x0F) &* 4
                 let qproto = packet[q &+ 9]
                 if qproto == IPProtocolNumber.ipInIP {
-                    return type == ICMPType.destinationUnreachable && packet[hl &+ 1] == ICMPUnreachableCode.fragmentationNeeded
+                    return type == ICMPType.destinationUnreachable
+                        && packet[hl &+ 1] == ICMPUnreachableCode.fragmentationNeeded
                         ? Self.everyWorker : Self.anyWorker
                 }
                 guard qhl >= 20, packet.count >= q &+ qhl &+ 8 else { return Self.anyWorker }
@@ -153,19 +158,23 @@ extension Engine {
     /// path MTU.
     @discardableResult
     public func absorbPathMTUReport(_ packet: UnsafeRawBufferPointer, now: Timestamp) -> Bool {
-        guard case .valid(_, let totalLength) = IPv4Header.validate(packet), totalLength <= packet.count else { return false }
+        guard case .valid(_, let totalLength) = IPv4Header.validate(packet), totalLength <= packet.count else {
+            return false
+        }
         let ip = IPv4Header(unchecked: UnsafeMutableRawPointer(mutating: packet.baseAddress!))
         guard ip.destinationAddress == topology.localAddress, ip.protocolNumber == IPProtocolNumber.icmp,
-              !configuration.verifyHeaderChecksums || ip.hasValidChecksum,
-              ip.fragmentOffset == 0, !ip.moreFragments,
-              totalLength &- ip.headerLength >= ICMPHeader.minimumByteCount &+ IPv4Header.minimumByteCount
+            !configuration.verifyHeaderChecksums || ip.hasValidChecksum,
+            ip.fragmentOffset == 0, !ip.moreFragments,
+            totalLength &- ip.headerLength >= ICMPHeader.minimumByteCount &+ IPv4Header.minimumByteCount
         else { return false }
         let icmp = ICMPHeader(unchecked: ip.base.advanced(by: ip.headerLength))
-        guard icmp.type == ICMPType.destinationUnreachable, icmp.code == ICMPUnreachableCode.fragmentationNeeded else { return false }
+        guard icmp.type == ICMPType.destinationUnreachable, icmp.code == ICMPUnreachableCode.fragmentationNeeded else {
+            return false
+        }
         let quoted = IPv4Header(unchecked: icmp.base.advanced(by: ICMPHeader.minimumByteCount))
         guard quoted.version == 4, quoted.protocolNumber == IPProtocolNumber.ipInIP,
-              quoted.sourceAddress == topology.localAddress,
-              let node = topology.peers.lookup(quoted.destinationAddress), node != Topology.externalPeer
+            quoted.sourceAddress == topology.localAddress,
+            let node = topology.peers.lookup(quoted.destinationAddress), node != Topology.externalPeer
         else { return false }
         return lowerPathMTU(toNode: Int(node), reported: Int(icmp.sequenceOrMTU), now: now)
     }

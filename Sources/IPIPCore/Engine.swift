@@ -25,9 +25,11 @@ public struct EngineConfiguration: Sendable, Equatable {
     /// `natPortRange` and the owners `egressOwner`/`ingressOwner` name.
     public var worker: WorkerShare = .single
 
-    public init(outerTimeToLive: UInt8 = 64, icmpRatePerSecond: Int = 1000, icmpBurst: Int = 50,
-                verifyHeaderChecksums: Bool = true, minimumPathMTU: Int = 552, pathMTUExpirySeconds: Int64 = 600,
-                natCapacity: Int = 262_144, natTimeouts: NATTimeouts = NATTimeouts(), natSeed: UInt64 = 0x5EED) {
+    public init(
+        outerTimeToLive: UInt8 = 64, icmpRatePerSecond: Int = 1000, icmpBurst: Int = 50,
+        verifyHeaderChecksums: Bool = true, minimumPathMTU: Int = 552, pathMTUExpirySeconds: Int64 = 600,
+        natCapacity: Int = 262_144, natTimeouts: NATTimeouts = NATTimeouts(), natSeed: UInt64 = 0x5EED
+    ) {
         self.natCapacity = natCapacity
         self.natTimeouts = natTimeouts
         self.natSeed = natSeed
@@ -122,9 +124,10 @@ public final class Engine {
         self.topology = topology
         self.configuration = configuration
         pathMTUs = PathMTUTable(nodeCount: topology.nodes.count)
-        nat = NATTable(capacity: configuration.natCapacity,
-                       portRange: Self.natRange(topology.natPortRange, share: configuration.worker),
-                       timeouts: configuration.natTimeouts, seed: configuration.natSeed)
+        nat = NATTable(
+            capacity: configuration.natCapacity,
+            portRange: Self.natRange(topology.natPortRange, share: configuration.worker),
+            timeouts: configuration.natTimeouts, seed: configuration.natSeed)
         counters = .allocate(capacity: CounterSlot.totalCount)
         counters.initialize(repeating: 0, count: CounterSlot.totalCount)
         state = .allocate(capacity: 1)
@@ -149,8 +152,9 @@ public final class Engine {
     public func replaceTopology(_ topology: Topology) {
         let range = Self.natRange(topology.natPortRange, share: configuration.worker)
         if range != nat.portRange || topology.localAddress != self.topology.localAddress {
-            nat = NATTable(capacity: configuration.natCapacity, portRange: range,
-                           timeouts: configuration.natTimeouts, seed: configuration.natSeed)
+            nat = NATTable(
+                capacity: configuration.natCapacity, portRange: range,
+                timeouts: configuration.natTimeouts, seed: configuration.natSeed)
         }
         let old = self.topology
         let table = PathMTUTable(nodeCount: topology.nodes.count)
@@ -199,22 +203,27 @@ public final class Engine {
     func countAction(_ action: VerdictAction, bytes: Int) {
         let base = CounterSlot.actionBase.rawValue &+ 2 &* Int(action.rawValue)
         counters[base] &+= UInt64(truncatingIfNeeded: state.pointee.segments)
-        counters[base &+ 1] &+= UInt64(truncatingIfNeeded: segmentedBytes(bytes, headers: state.pointee.segmentHeaderBytes))
+        counters[base &+ 1] &+= UInt64(
+            truncatingIfNeeded: segmentedBytes(bytes, headers: state.pointee.segmentHeaderBytes))
     }
 
     @inline(__always)
     func drop(_ reason: DropReason, length: Int, icmp: (UInt8, UInt8)? = nil) -> PacketVerdict {
         countAction(.dropped, bytes: length)
-        counters[CounterSlot.dropBase.rawValue &+ Int(reason.rawValue)] &+= UInt64(truncatingIfNeeded: state.pointee.segments)
-        return PacketVerdict(action: .dropped, dropReason: reason, outputCount: icmp == nil ? 0 : 1,
-                             icmpType: icmp?.0, icmpCode: icmp?.1 ?? 0)
+        counters[CounterSlot.dropBase.rawValue &+ Int(reason.rawValue)] &+= UInt64(
+            truncatingIfNeeded: state.pointee.segments)
+        return PacketVerdict(
+            action: .dropped, dropReason: reason, outputCount: icmp == nil ? 0 : 1,
+            icmpType: icmp?.0, icmpCode: icmp?.1 ?? 0)
     }
 
     /// Sends input slot `i` on `side` as it stands (one output of `length` bytes, or the segments
     /// of a super-packet) and counts it.
     @inline(__always)
-    func emitWhole(_ i: Int, in batch: borrowing PacketBatch, side: PacketSide, action: VerdictAction,
-                   length: Int) -> PacketVerdict {
+    func emitWhole(
+        _ i: Int, in batch: borrowing PacketBatch, side: PacketSide, action: VerdictAction,
+        length: Int
+    ) -> PacketVerdict {
         batch.setSide(side, of: i)
         countAction(action, bytes: length)
         let segments = state.pointee.segments
@@ -247,7 +256,9 @@ public final class Engine {
 
     /// `takeOffload` for a slot that has offload metadata (the rare path, out of line).
     @inline(never)
-    func takeSegmentationOffload(_ offload: SegmentationOffload, of i: Int, in batch: borrowing PacketBatch)
+    func takeSegmentationOffload(
+        _ offload: SegmentationOffload, of i: Int, in batch: borrowing PacketBatch
+    )
         -> Result<Segmenter.Layout?, OffloadRefused>
     {
         guard let layout = Segmenter.layout(of: UnsafeRawBufferPointer(batch.packet(i)), offload: offload) else {
@@ -288,7 +299,6 @@ public final class Engine {
         return id
     }
 
-
     // MARK: ICMP errors
 
     /// Takes one token from the ICMP bucket, refilled from the packet clock.
@@ -317,15 +327,19 @@ public final class Engine {
     /// Follows RFC 1812 §4.3.2.7: never about an ICMP error, a non-first fragment, or a packet
     /// to/from a broadcast, multicast or invalid address; quotes as much of the offending datagram
     /// as fits in 576 bytes; rate-limited. Returns whether one was generated.
-    func sendICMPError(about offending: IPv4Header, length: Int, type: UInt8, code: UInt8, mtu: UInt16, origin: Int,
-                       into generated: inout PacketBatch, topology: Topology, now: Timestamp) -> Bool {
+    func sendICMPError(
+        about offending: IPv4Header, length: Int, type: UInt8, code: UInt8, mtu: UInt16, origin: Int,
+        into generated: inout PacketBatch, topology: Topology, now: Timestamp
+    ) -> Bool {
         if offending.fragmentOffset != 0 { return false }
         if Self.isMartian(offending.sourceAddress) || Self.isMartian(offending.destinationAddress) { return false }
         let headerLength = offending.headerLength
         if offending.protocolNumber == IPProtocolNumber.icmp {
             // An ICMP packet too short to show its type is treated as an error message: say nothing.
             guard length >= headerLength &+ 1 else { return false }
-            if ICMPHeader.isError(type: offending.base.load(fromByteOffset: headerLength, as: UInt8.self)) { return false }
+            if ICMPHeader.isError(type: offending.base.load(fromByteOffset: headerLength, as: UInt8.self)) {
+                return false
+            }
         }
         guard takeICMPToken(now: now) else {
             count(.icmpRateLimited)

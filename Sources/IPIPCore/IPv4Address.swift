@@ -47,8 +47,10 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     /// The four octets, most significant first.
     @inlinable
     public var octets: (UInt8, UInt8, UInt8, UInt8) {
-        (UInt8(truncatingIfNeeded: rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
-         UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue))
+        (
+            UInt8(truncatingIfNeeded: rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
+            UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue)
+        )
     }
 
     /// Canonical dotted-quad text.
@@ -102,8 +104,8 @@ public struct IPv4Prefix: Hashable, Sendable, CustomStringConvertible {
         guard let a = IPv4Address(text[text.startIndex..<slash]) else { return nil }
         let lengthText = text[text.index(after: slash)...]
         guard !lengthText.isEmpty, lengthText.count <= 2,
-              lengthText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-              let n = UInt8(lengthText), n <= 32
+            lengthText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let n = UInt8(lengthText), n <= 32
         else { return nil }
         self.init(address: a, length: n)
     }
@@ -114,7 +116,9 @@ public struct IPv4Prefix: Hashable, Sendable, CustomStringConvertible {
 
     /// The prefix with host bits cleared.
     @inlinable
-    public var network: IPv4Prefix { IPv4Prefix(address: IPv4Address(rawValue: address.rawValue & mask), length: length) }
+    public var network: IPv4Prefix {
+        IPv4Prefix(address: IPv4Address(rawValue: address.rawValue & mask), length: length)
+    }
 
     /// The first address of the range.
     @inlinable

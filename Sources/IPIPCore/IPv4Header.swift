@@ -135,7 +135,9 @@ public struct IPv4Header {
     /// Fragment offset in 8-byte units.
     @inlinable public var fragmentOffset: UInt16 { flagsAndFragmentOffset & Self.fragmentOffsetMask }
     /// True for any fragment: MF set or a non-zero offset.
-    @inlinable public var isFragment: Bool { flagsAndFragmentOffset & (Self.moreFragmentsFlag | Self.fragmentOffsetMask) != 0 }
+    @inlinable public var isFragment: Bool {
+        flagsAndFragmentOffset & (Self.moreFragmentsFlag | Self.fragmentOffsetMask) != 0
+    }
     /// Time to live.
     @inlinable public var timeToLive: UInt8 {
         get { base.load(fromByteOffset: 8, as: UInt8.self) }

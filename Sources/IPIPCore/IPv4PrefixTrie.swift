@@ -141,7 +141,9 @@ public struct IPv4PrefixTrie: Sendable {
     public var tableByteCount: Int { (table.count + payloads.count) * MemoryLayout<UInt32>.stride }
 
     /// Chunks currently linked into the table (level 2 and level 3).
-    public var chunkCount: Int { table.count / Self.chunkSlotCount - Self.rootSlotCount / Self.chunkSlotCount - freeChunks.count }
+    public var chunkCount: Int {
+        table.count / Self.chunkSlotCount - Self.rootSlotCount / Self.chunkSlotCount - freeChunks.count
+    }
 
     // MARK: Updates (control plane)
 
@@ -336,7 +338,7 @@ public struct IPv4PrefixTrie: Sendable {
                 linked += 1
                 let first = table[base]
                 if first & Self.chunkFlag == 0,
-                   (base..<(base + Self.chunkSlotCount)).allSatisfy({ table[$0] == first })
+                    (base..<(base + Self.chunkSlotCount)).allSatisfy({ table[$0] == first })
                 {
                     return "uniform chunk \(base >> 8) not folded"
                 }

@@ -51,8 +51,10 @@ public enum InternetChecksum {
     /// Copies `count` bytes from `source` to `destination` (not overlapping) and returns their
     /// ones' complement sum as `sum(_:initial:)` would: one pass over the data instead of two.
     @inlinable
-    public static func sumCopying(from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, count: Int,
-                                  initial: UInt32 = 0) -> UInt16 {
+    public static func sumCopying(
+        from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, count: Int,
+        initial: UInt32 = 0
+    ) -> UInt16 {
         var a0: UInt64 = 0
         var a1: UInt64 = 0
         var i = 0
@@ -154,7 +156,8 @@ public enum InternetChecksum {
     /// RFC 1624 update for a 32-bit field (two 16-bit words), such as an IPv4 address.
     @inlinable
     public static func update(_ checksum: UInt16, old: UInt32, new: UInt32) -> UInt16 {
-        let sum = UInt64(~checksum) &+ UInt64(~UInt16(truncatingIfNeeded: old >> 16))
+        let sum =
+            UInt64(~checksum) &+ UInt64(~UInt16(truncatingIfNeeded: old >> 16))
             &+ UInt64(~UInt16(truncatingIfNeeded: old)) &+ UInt64(new >> 16) &+ UInt64(new & 0xFFFF)
         return ~fold(sum)
     }
@@ -217,7 +220,9 @@ extension InternetChecksum {
         var end = total
         if ip.protocolNumber == IPProtocolNumber.ipInIP && !ip.isFragment {
             let inner = UnsafeMutableRawBufferPointer(rebasing: packet[hl..<total])
-            guard case .valid(let ihl, let itotal) = IPv4Header.validate(UnsafeRawBufferPointer(inner)) else { return false }
+            guard case .valid(let ihl, let itotal) = IPv4Header.validate(UnsafeRawBufferPointer(inner)) else {
+                return false
+            }
             ip = IPv4Header(unchecked: inner.baseAddress!)
             start = hl &+ ihl
             end = hl &+ itotal

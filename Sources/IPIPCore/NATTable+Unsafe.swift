@@ -124,7 +124,9 @@ extension NATTable {
     // MARK: Session hash
 
     /// The index of the session with this key, or -1.
-    func findSession(_ proto: NATProtocol, _ externalPort: UInt16, _ remoteAddress: UInt32, _ remotePort: UInt16) -> Int32 {
+    func findSession(
+        _ proto: NATProtocol, _ externalPort: UInt16, _ remoteAddress: UInt32, _ remotePort: UInt16
+    ) -> Int32 {
         let p = proto.rawValue
         var i = sessionHome(p, externalPort, remoteAddress, remotePort)
         while true {
@@ -226,7 +228,9 @@ extension NATTable {
     }
 
     /// Creates a mapping holding `externalPort` (already marked in the bitmap) with no sessions.
-    func insertMapping(_ proto: NATProtocol, _ internalAddress: UInt32, _ internalPort: UInt16, externalPort: UInt16)
+    func insertMapping(
+        _ proto: NATProtocol, _ internalAddress: UInt32, _ internalPort: UInt16, externalPort: UInt16
+    )
         -> Int32
     {
         precondition(state.pointee.freeMappingCount > 0, "NAT mapping records exhausted")
@@ -343,8 +347,10 @@ extension NATTable {
 
     /// Queues an outbound packet's key (as `outbound(...)` will look it up).
     @inline(__always)
-    func warmOutbound(_ proto: NATProtocol, internalAddress: UInt32, internalPort: UInt16, remoteAddress: UInt32,
-                      remotePort: UInt16) {
+    func warmOutbound(
+        _ proto: NATProtocol, internalAddress: UInt32, internalPort: UInt16, remoteAddress: UInt32,
+        remotePort: UInt16
+    ) {
         let n = state.pointee.warmCount
         guard n < NATTable.warmCapacity else { return }
         // Safe: n < warmCapacity.
@@ -397,7 +403,8 @@ extension NATTable {
             guard m >= 0 else { continue }
             let key = warmKeys[k]
             let r = mappings[m]  // Safe: a slot holds index + 1 of a live record, < capacity.
-            warmSlots[k] = r.internalAddress == key.address && r.internalPort == key.port && r.proto == key.proto
+            warmSlots[k] =
+                r.internalAddress == key.address && r.internalPort == key.port && r.proto == key.proto
                 ? sessionHome(key.proto, r.externalPort, key.remoteAddress, key.remotePort) : -1
         }
         // Level 3: the session slots.

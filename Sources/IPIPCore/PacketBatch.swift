@@ -61,8 +61,10 @@ public struct PacketBatch: ~Copyable {
     ///   - capacity: number of slots (the batch size).
     ///   - maximumPacketByteCount: the largest packet a slot must hold (after headroom).
     ///   - headroom: bytes in front of each received packet.
-    public init(capacity: Int, maximumPacketByteCount: Int = PacketBatch.maximumPacketByteCount,
-                headroom: Int = PacketBatch.defaultHeadroom) {
+    public init(
+        capacity: Int, maximumPacketByteCount: Int = PacketBatch.maximumPacketByteCount,
+        headroom: Int = PacketBatch.defaultHeadroom
+    ) {
         precondition(capacity > 0 && maximumPacketByteCount > 0 && headroom >= 20)
         self.capacity = capacity
         self.headroom = headroom
@@ -127,7 +129,8 @@ public struct PacketBatch: ~Copyable {
 
     /// Copies `bytes` into the next slot; false when full or too big.
     @inlinable @discardableResult
-    public mutating func append(copying bytes: UnsafeRawBufferPointer, origin: Int = 0, time: Timestamp = .zero) -> Bool {
+    public mutating func append(copying bytes: UnsafeRawBufferPointer, origin: Int = 0, time: Timestamp = .zero) -> Bool
+    {
         guard let p = appendSlot(length: bytes.count, origin: origin, time: time) else { return false }
         if let b = bytes.baseAddress, !bytes.isEmpty { p.copyMemory(from: b, byteCount: bytes.count) }
         return true
@@ -137,7 +140,8 @@ public struct PacketBatch: ~Copyable {
     @inlinable
     public func packet(_ i: Int) -> UnsafeMutableRawBufferPointer {
         precondition(i >= 0 && i < count, "packet index out of range")
-        return UnsafeMutableRawBufferPointer(start: memory + (i &* slotByteCount &+ Int(offsets[i])), count: Int(lengths[i]))
+        return UnsafeMutableRawBufferPointer(
+            start: memory + (i &* slotByteCount &+ Int(offsets[i])), count: Int(lengths[i]))
     }
 
     /// Bytes free in front of packet `i`.
@@ -207,8 +211,9 @@ public struct PacketBatch: ~Copyable {
         precondition(from >= 0 && from < count && to >= 0 && to < count, "slot index out of range")
         guard from != to else { return }
         let offset = Int(offsets[from])
-        (memory + (to &* slotByteCount &+ offset)).copyMemory(from: memory + (from &* slotByteCount &+ offset),
-                                                              byteCount: Int(lengths[from]))
+        (memory + (to &* slotByteCount &+ offset)).copyMemory(
+            from: memory + (from &* slotByteCount &+ offset),
+            byteCount: Int(lengths[from]))
         offsets[to] = offsets[from]
         lengths[to] = lengths[from]
         sides[to] = sides[from]

@@ -117,8 +117,10 @@ public struct VirtioNetHeader: Sendable, Hashable {
 
     /// An all-zero header: an ordinary packet with complete checksums.
     @inlinable
-    public init(flags: UInt8 = 0, gsoType: UInt8 = VirtioNetHeader.gsoNone, headerLength: UInt16 = 0,
-                gsoSize: UInt16 = 0, checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0) {
+    public init(
+        flags: UInt8 = 0, gsoType: UInt8 = VirtioNetHeader.gsoNone, headerLength: UInt16 = 0,
+        gsoSize: UInt16 = 0, checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0
+    ) {
         self.flags = flags
         self.gsoType = gsoType
         self.headerLength = headerLength
@@ -174,14 +176,17 @@ extension SegmentationOffload {
     ///   - linkHeaderLength: bytes between the virtio header and the network header (14 for an
     ///     Ethernet frame from a packet socket, 0 for a TUN): the header's offsets count them.
     @inlinable
-    public static func taking(_ header: VirtioNetHeader, packet: UnsafeMutableRawBufferPointer,
-                              linkHeaderLength: Int = 0) -> SegmentationOffload {
+    public static func taking(
+        _ header: VirtioNetHeader, packet: UnsafeMutableRawBufferPointer,
+        linkHeaderLength: Int = 0
+    ) -> SegmentationOffload {
         guard packet.count >= IPv4Header.minimumByteCount, packet[0] >> 4 == 4 else { return .none }
         if header.gsoType == VirtioNetHeader.gsoNone {
             if header.flags & VirtioNetHeader.needsChecksum != 0 {
                 let start = Int(header.checksumStart) &- linkHeaderLength
                 let field = start &+ Int(header.checksumOffset)
-                let end = min(packet.count, Int(UInt16(bigEndian: packet.loadUnaligned(fromByteOffset: 2, as: UInt16.self))))
+                let end = min(
+                    packet.count, Int(UInt16(bigEndian: packet.loadUnaligned(fromByteOffset: 2, as: UInt16.self))))
                 guard start >= IPv4Header.minimumByteCount, field &+ 2 <= end else { return .invalid }
                 // Safe: start < field + 2 <= end <= packet.count.
                 let sum = InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: packet[start..<end]))

@@ -34,8 +34,10 @@ public enum Segmenter {
         @inlinable public var wireByteCount: Int { payloadLength &+ segmentCount &* headerLength }
 
         @inlinable
-        public init(outerHeaderLength: Int, transportOffset: Int, headerLength: Int, payloadLength: Int,
-                    segmentCount: Int, isTCP: Bool) {
+        public init(
+            outerHeaderLength: Int, transportOffset: Int, headerLength: Int, payloadLength: Int,
+            segmentCount: Int, isTCP: Bool
+        ) {
             self.outerHeaderLength = outerHeaderLength
             self.transportOffset = transportOffset
             self.headerLength = headerLength
@@ -60,15 +62,15 @@ public enum Segmenter {
         if packet[9] == IPProtocolNumber.ipInIP {
             outer = Int(packet[0] & 0x0F) &<< 2
             guard outer >= 20, count >= outer &+ 20, packet[outer] >> 4 == 4,
-                  Int(Self.load16(packet, 2)) == count, Self.load16(packet, 6) & 0x3FFF == 0
+                Int(Self.load16(packet, 2)) == count, Self.load16(packet, 6) & 0x3FFF == 0
             else { return nil }
             ip = outer
         }
         let ihl = Int(packet[ip] & 0x0F) &<< 2
         let transport = ip &+ ihl
         guard ihl >= 20, transport <= count,
-              Int(Self.load16(packet, ip &+ 2)) == count &- ip,
-              Self.load16(packet, ip &+ 6) & 0x3FFF == 0
+            Int(Self.load16(packet, ip &+ 2)) == count &- ip,
+            Self.load16(packet, ip &+ 6) & 0x3FFF == 0
         else { return nil }
         let isTCP = offload.kind == .tcp
         let transportHeader: Int
@@ -86,8 +88,9 @@ public enum Segmenter {
         let size = Int(offload.segmentSize)
         let segments = (payload &+ size &- 1) / size
         guard segments <= SegmentationOffload.maximumSegmentCount else { return nil }
-        return Layout(outerHeaderLength: outer, transportOffset: transport, headerLength: headers,
-                      payloadLength: payload, segmentCount: segments, isTCP: isTCP)
+        return Layout(
+            outerHeaderLength: outer, transportOffset: transport, headerLength: headers,
+            payloadLength: payload, segmentCount: segments, isTCP: isTCP)
     }
 
     /// Bytes of segment `k` on the wire.
@@ -100,8 +103,10 @@ public enum Segmenter {
     /// - Precondition: `layout` is `layout(of: packet, offload:)`, `0 <= k < layout.segmentCount`,
     ///   and `destination` has room for `segmentLength(k, …)` bytes and does not overlap `packet`.
     @inlinable
-    public static func writeSegment(_ k: Int, of packet: UnsafeRawBufferPointer, layout: Layout,
-                                    offload: SegmentationOffload, to destination: UnsafeMutableRawPointer) -> Int {
+    public static func writeSegment(
+        _ k: Int, of packet: UnsafeRawBufferPointer, layout: Layout,
+        offload: SegmentationOffload, to destination: UnsafeMutableRawPointer
+    ) -> Int {
         precondition(k >= 0 && k < layout.segmentCount, "segment index out of range")
         let size = Int(offload.segmentSize)
         let from = layout.headerLength &+ k &* size
@@ -113,8 +118,9 @@ public enum Segmenter {
         destination.copyMemory(from: source, byteCount: layout.headerLength)
         // The payload is summed as it is copied; the transport header (an even number of bytes)
         // is summed after it was patched, and the two sums add up (RFC 1071 §2(A)).
-        let payloadSum = InternetChecksum.sumCopying(from: source.advanced(by: from), to: destination.advanced(by: layout.headerLength),
-                                                     count: payload)
+        let payloadSum = InternetChecksum.sumCopying(
+            from: source.advanced(by: from), to: destination.advanced(by: layout.headerLength),
+            count: payload)
 
         let outer = layout.outerHeaderLength
         if outer > 0 {
@@ -134,7 +140,8 @@ public enum Segmenter {
         let checksumOffset: Int
         if layout.isTCP {
             let sequence = UInt32(bigEndian: l4.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-            l4.storeBytes(of: (sequence &+ UInt32(truncatingIfNeeded: k &* size)).bigEndian, toByteOffset: 4, as: UInt32.self)
+            l4.storeBytes(
+                of: (sequence &+ UInt32(truncatingIfNeeded: k &* size)).bigEndian, toByteOffset: 4, as: UInt32.self)
             var flags = l4.load(fromByteOffset: 13, as: UInt8.self)
             if k &+ 1 < layout.segmentCount { flags &= ~(TCPFlags.fin | TCPFlags.psh) }
             if k > 0 { flags &= ~TCPFlags.cwr }
@@ -145,12 +152,14 @@ public enum Segmenter {
             checksumOffset = 6
         }
         l4.storeBytes(of: 0, toByteOffset: checksumOffset, as: UInt16.self)
-        let pseudo = InternetChecksum.pseudoHeaderSum(source: inner.sourceAddress, destination: inner.destinationAddress,
-                                                      protocolNumber: layout.isTCP ? IPProtocolNumber.tcp : IPProtocolNumber.udp,
-                                                      length: l4Length)
+        let pseudo = InternetChecksum.pseudoHeaderSum(
+            source: inner.sourceAddress, destination: inner.destinationAddress,
+            protocolNumber: layout.isTCP ? IPProtocolNumber.tcp : IPProtocolNumber.udp,
+            length: l4Length)
         let headerBytes = layout.headerLength &- layout.transportOffset
-        var c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: l4, count: headerBytes),
-                                          initial: pseudo &+ UInt32(payloadSum))
+        var c = InternetChecksum.checksum(
+            UnsafeRawBufferPointer(start: l4, count: headerBytes),
+            initial: pseudo &+ UInt32(payloadSum))
         if !layout.isTCP && c == 0 { c = 0xFFFF }
         l4.storeBytes(of: c.bigEndian, toByteOffset: checksumOffset, as: UInt16.self)
         return length
@@ -178,9 +187,12 @@ extension InternetChecksum {
     /// The ones' complement sum of the IPv4 pseudo-header (RFC 793 §3.1, RFC 768), folded to 16
     /// bits, to start a TCP or UDP checksum from (`sum(_:initial:)`).
     @inlinable
-    public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address, protocolNumber: UInt8,
-                                       length: Int) -> UInt32 {
-        let s = UInt64(source.rawValue >> 16) &+ UInt64(source.rawValue & 0xFFFF)
+    public static func pseudoHeaderSum(
+        source: IPv4Address, destination: IPv4Address, protocolNumber: UInt8,
+        length: Int
+    ) -> UInt32 {
+        let s =
+            UInt64(source.rawValue >> 16) &+ UInt64(source.rawValue & 0xFFFF)
             &+ UInt64(destination.rawValue >> 16) &+ UInt64(destination.rawValue & 0xFFFF)
             &+ UInt64(protocolNumber) &+ UInt64(truncatingIfNeeded: length)
         return UInt32(fold(s))
@@ -201,7 +213,9 @@ extension VirtioNetHeader {
     /// with `csum_offset` 16, UDP_L4 with `NEEDS_CSUM` and `csum_offset` 6, transport offset ≥ 20.
     /// - Precondition: a super-packet satisfies `Segmenter.layout` without an outer header.
     @inlinable
-    public static func preparingTransmit(of packet: UnsafeMutableRawBufferPointer, offload: SegmentationOffload)
+    public static func preparingTransmit(
+        of packet: UnsafeMutableRawBufferPointer, offload: SegmentationOffload
+    )
         -> VirtioNetHeader
     {
         guard offload.isSegmented else { return VirtioNetHeader() }
@@ -213,15 +227,17 @@ extension VirtioNetHeader {
         let tcp = offload.kind == .tcp
         let transportHeader = tcp ? Int(l4.load(fromByteOffset: 12, as: UInt8.self) >> 4) &<< 2 : 8
         if !tcp { l4.storeBytes(of: UInt16(truncatingIfNeeded: l4Length).bigEndian, toByteOffset: 4, as: UInt16.self) }
-        let partial = InternetChecksum.pseudoHeaderSum(source: ip.sourceAddress, destination: ip.destinationAddress,
-                                                       protocolNumber: tcp ? IPProtocolNumber.tcp : IPProtocolNumber.udp,
-                                                       length: l4Length)
+        let partial = InternetChecksum.pseudoHeaderSum(
+            source: ip.sourceAddress, destination: ip.destinationAddress,
+            protocolNumber: tcp ? IPProtocolNumber.tcp : IPProtocolNumber.udp,
+            length: l4Length)
         l4.storeBytes(of: UInt16(truncatingIfNeeded: partial).bigEndian, toByteOffset: tcp ? 16 : 6, as: UInt16.self)
         var type = tcp ? gsoTCPv4 : gsoUDPL4
         if tcp && offload.congestionWindowReduced { type |= gsoECN }
-        return VirtioNetHeader(flags: needsChecksum, gsoType: type,
-                               headerLength: UInt16(truncatingIfNeeded: ihl &+ transportHeader),
-                               gsoSize: offload.segmentSize, checksumStart: UInt16(truncatingIfNeeded: ihl),
-                               checksumOffset: tcp ? 16 : 6)
+        return VirtioNetHeader(
+            flags: needsChecksum, gsoType: type,
+            headerLength: UInt16(truncatingIfNeeded: ihl &+ transportHeader),
+            gsoSize: offload.segmentSize, checksumStart: UInt16(truncatingIfNeeded: ihl),
+            checksumOffset: tcp ? 16 : 6)
     }
 }

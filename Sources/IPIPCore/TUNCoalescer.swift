@@ -134,11 +134,13 @@ public final class TUNCoalescer {
             guard p.count >= 24, p[0] == 0x45 else { continue }
             let proto = p[9]
             guard proto == IPProtocolNumber.tcp || (proto == IPProtocolNumber.udp && coalescesUDP) else { continue }
-            let key = FlowKey(source: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
-                              destination: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self),
-                              ports: p.loadUnaligned(fromByteOffset: 20, as: UInt32.self), protocolNumber: proto)
+            let key = FlowKey(
+                source: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
+                destination: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self),
+                ports: p.loadUnaligned(fromByteOffset: 20, as: UInt32.self), protocolNumber: proto)
             let entry = find(key)
-            let eligible = batch.offload(of: j).kind == .none
+            let eligible =
+                batch.offload(of: j).kind == .none
                 && (proto == IPProtocolNumber.tcp ? Self.tcpCandidate(p) : Self.udpCandidate(p))
             guard eligible else {
                 tableHeads[entry] = -1
@@ -146,7 +148,9 @@ public final class TUNCoalescer {
             }
             let head = Int(tableHeads[entry])
             if head >= 0 {
-                let result = proto == IPProtocolNumber.tcp ? appendTCP(j, to: head, in: batch) : appendUDP(j, to: head, in: batch)
+                let result =
+                    proto == IPProtocolNumber.tcp
+                    ? appendTCP(j, to: head, in: batch) : appendUDP(j, to: head, in: batch)
                 switch result {
                 case .appended(let closes):
                     absorbed &+= 1
@@ -207,7 +211,7 @@ public final class TUNCoalescer {
     @inline(__always)
     static func tcpCandidate(_ p: UnsafeRawBufferPointer) -> Bool {
         guard p.count >= 40, p.loadUnaligned(fromByteOffset: 6, as: UInt16.self) & UInt16(0x3FFF).bigEndian == 0,
-              Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))) == p.count
+            Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))) == p.count
         else { return false }
         let thl = Int(p[32] >> 4) &<< 2
         guard thl >= 20, 20 &+ thl < p.count else { return false }
@@ -220,8 +224,8 @@ public final class TUNCoalescer {
     @inline(__always)
     static func udpCandidate(_ p: UnsafeRawBufferPointer) -> Bool {
         guard p.count > 28, p.loadUnaligned(fromByteOffset: 6, as: UInt16.self) & UInt16(0x3FFF).bigEndian == 0,
-              Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))) == p.count,
-              Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt16.self))) == p.count &- 20
+            Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))) == p.count,
+            Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt16.self))) == p.count &- 20
         else { return false }
         return true
     }
@@ -243,16 +247,20 @@ public final class TUNCoalescer {
     /// IP and transport header) to `destination`, summing it on the way, and says whether the
     /// packet's transport checksum verifies: one pass over the payload for both.
     @inline(__always)
-    static func copyVerifying(_ p: UnsafeRawBufferPointer, headerLength: Int, to destination: UnsafeMutableRawPointer) -> Bool {
+    static func copyVerifying(
+        _ p: UnsafeRawBufferPointer, headerLength: Int, to destination: UnsafeMutableRawPointer
+    ) -> Bool {
         let base = p.baseAddress!
-        let payloadSum = InternetChecksum.sumCopying(from: base + headerLength, to: destination, count: p.count &- headerLength)
+        let payloadSum = InternetChecksum.sumCopying(
+            from: base + headerLength, to: destination, count: p.count &- headerLength)
         let pseudo = InternetChecksum.pseudoHeaderSum(
             source: IPv4Address(rawValue: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))),
             destination: IPv4Address(rawValue: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt32.self))),
             protocolNumber: p[9], length: p.count &- 20)
         // Safe: the transport header [20, headerLength) is within the packet (checked by the candidates).
-        return InternetChecksum.sum(UnsafeRawBufferPointer(start: base + 20, count: headerLength &- 20),
-                                    initial: pseudo &+ UInt32(payloadSum)) == 0xFFFF
+        return InternetChecksum.sum(
+            UnsafeRawBufferPointer(start: base + 20, count: headerLength &- 20),
+            initial: pseudo &+ UInt32(payloadSum)) == 0xFFFF
     }
 
     /// Records `j` as the head of a new group; false when it cannot be extended (PSH set).
@@ -262,7 +270,9 @@ public final class TUNCoalescer {
             let thl = Int(p[32] >> 4) &<< 2
             let payload = p.count &- 20 &- thl
             guard p[33] & TCPFlags.psh == 0 else { return false }
-            nextSequence[j] = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self)) &+ UInt32(truncatingIfNeeded: payload)
+            nextSequence[j] =
+                UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
+                &+ UInt32(truncatingIfNeeded: payload)
             segmentSizes[j] = UInt16(truncatingIfNeeded: payload)
         } else {
             segmentSizes[j] = UInt16(truncatingIfNeeded: p.count &- 28)
@@ -279,13 +289,14 @@ public final class TUNCoalescer {
         let payload = p.count &- 20 &- thl
         // Safe: both passed tcpCandidate, so both hold 20 + thl (resp. the head's own) bytes.
         guard h[1] == p[1], h[8] == p[8], h[6] & 0x40 == p[6] & 0x40,
-              Int(h[32] >> 4) &<< 2 == thl,
-              h.loadUnaligned(fromByteOffset: 28, as: UInt32.self) == p.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
-              (h[33] ^ p[33]) & ~TCPFlags.psh == 0,
-              UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self)) == nextSequence[head],
-              payload <= Int(segmentSizes[head]),
-              h.count &+ payload <= 65535, payload <= batch.tailroom(of: head),
-              Self.sameBytes(h, p, from: 40, to: 20 &+ thl)
+            Int(h[32] >> 4) &<< 2 == thl,
+            h.loadUnaligned(fromByteOffset: 28, as: UInt32.self)
+                == p.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
+            (h[33] ^ p[33]) & ~TCPFlags.psh == 0,
+            UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self)) == nextSequence[head],
+            payload <= Int(segmentSizes[head]),
+            h.count &+ payload <= 65535, payload <= batch.tailroom(of: head),
+            Self.sameBytes(h, p, from: 40, to: 20 &+ thl)
         else { return .refused }
         let headLength = h.count
         let end = batch.extend(head, by: payload)
@@ -309,8 +320,8 @@ public final class TUNCoalescer {
         let p = UnsafeRawBufferPointer(batch.packet(j))
         let payload = p.count &- 28
         guard h[1] == p[1], h[8] == p[8], h[6] & 0x40 == p[6] & 0x40,
-              payload <= Int(segmentSizes[head]), Int(segmentCounts[head]) < Self.maximumUDPSegments,
-              h.count &+ payload <= 65535, payload <= batch.tailroom(of: head)
+            payload <= Int(segmentSizes[head]), Int(segmentCounts[head]) < Self.maximumUDPSegments,
+            h.count &+ payload <= 65535, payload <= batch.tailroom(of: head)
         else { return .refused }
         let headLength = h.count
         let end = batch.extend(head, by: payload)
@@ -321,8 +332,9 @@ public final class TUNCoalescer {
             return .badChecksum
         }
         noteMerge(j, into: head, in: batch)
-        return .appended(closesGroup: payload < Int(segmentSizes[head])
-                         || Int(segmentCounts[head]) >= Self.maximumUDPSegments)
+        return .appended(
+            closesGroup: payload < Int(segmentSizes[head])
+                || Int(segmentCounts[head]) >= Self.maximumUDPSegments)
     }
 
     /// Books packet `j` into `head`'s group; its content now travels in the head's super-packet,
@@ -346,7 +358,8 @@ public final class TUNCoalescer {
         ip.updateChecksum()
         let tcp = ip.protocolNumber == IPProtocolNumber.tcp
         if !tcp {
-            p.baseAddress!.storeBytes(of: UInt16(truncatingIfNeeded: p.count &- 20).bigEndian, toByteOffset: 24, as: UInt16.self)
+            p.baseAddress!.storeBytes(
+                of: UInt16(truncatingIfNeeded: p.count &- 20).bigEndian, toByteOffset: 24, as: UInt16.self)
         }
         batch.setOffload(SegmentationOffload(kind: tcp ? .tcp : .udp, segmentSize: segmentSizes[head]), of: head)
     }
@@ -355,7 +368,9 @@ public final class TUNCoalescer {
     static func sameBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, from: Int, to: Int) -> Bool {
         var i = from
         while i &+ 4 <= to {
-            if a.loadUnaligned(fromByteOffset: i, as: UInt32.self) != b.loadUnaligned(fromByteOffset: i, as: UInt32.self) {
+            if a.loadUnaligned(fromByteOffset: i, as: UInt32.self)
+                != b.loadUnaligned(fromByteOffset: i, as: UInt32.self)
+            {
                 return false
             }
             i &+= 4

@@ -20,8 +20,10 @@ public struct TopologySpec: Sendable {
         public var vxlanEnabled: Bool
         public var natOutgoing: Bool
         public var disabled: Bool
-        public init(name: String, prefix: IPv4Prefix, ipipMode: EncapsulationMode, vxlanEnabled: Bool = false,
-                    natOutgoing: Bool = false, disabled: Bool = false) {
+        public init(
+            name: String, prefix: IPv4Prefix, ipipMode: EncapsulationMode, vxlanEnabled: Bool = false,
+            natOutgoing: Bool = false, disabled: Bool = false
+        ) {
             self.name = name
             self.prefix = prefix
             self.ipipMode = ipipMode
@@ -69,9 +71,11 @@ public struct TopologySpec: Sendable {
     /// FelixConfiguration `natPortRange`; nil means `NATTable.defaultPortRange`.
     public var natPortRange: ClosedRange<UInt16>?
 
-    public init(localNodeName: String, pools: [Pool] = [], nodes: [Node] = [], blocks: [Block] = [],
-                ipipMTU: Int? = nil, underlayMTU: Int = 1500, externalNodes: [IPv4Prefix] = [],
-                natPortRange: ClosedRange<UInt16>? = nil) {
+    public init(
+        localNodeName: String, pools: [Pool] = [], nodes: [Node] = [], blocks: [Block] = [],
+        ipipMTU: Int? = nil, underlayMTU: Int = 1500, externalNodes: [IPv4Prefix] = [],
+        natPortRange: ClosedRange<UInt16>? = nil
+    ) {
         self.localNodeName = localNodeName
         self.pools = pools
         self.nodes = nodes
@@ -177,9 +181,11 @@ public final class Topology: Sendable {
     /// The outer header size.
     public static let encapsulationOverhead = 20
 
-    init(peers: IPv4PrefixTrie, table: IPv4PrefixTrie, routes: [Route], nodes: [CompiledNode], localNodeIndex: Int,
-         pools: [TopologySpec.Pool], localAddress: IPv4Address, localSubnet: IPv4Prefix?,
-         icmpSourceAddress: IPv4Address, tunnelMTU: Int, warnings: [String], spec: TopologySpec) {
+    init(
+        peers: IPv4PrefixTrie, table: IPv4PrefixTrie, routes: [Route], nodes: [CompiledNode], localNodeIndex: Int,
+        pools: [TopologySpec.Pool], localAddress: IPv4Address, localSubnet: IPv4Prefix?,
+        icmpSourceAddress: IPv4Address, tunnelMTU: Int, warnings: [String], spec: TopologySpec
+    ) {
         self.peers = peers
         self.table = table
         self.routes = routes
@@ -201,15 +207,16 @@ public final class Topology: Sendable {
     /// retain and release of the shared object were a quarter of the profile). The spec and the
     /// warnings, which only the control plane reads, stay shared.
     public func replica() -> Topology {
-        Topology(peers: peers.replica(), table: table.replica(), routes: routes.withOwnStorage(),
-                 nodes: nodes.map { n in
-                     var c = n
-                     c.name = String(decoding: Array(n.name.utf8), as: UTF8.self)
-                     return c
-                 },
-                 localNodeIndex: localNodeIndex, pools: pools.withOwnStorage(), localAddress: localAddress,
-                 localSubnet: localSubnet, icmpSourceAddress: icmpSourceAddress, tunnelMTU: tunnelMTU,
-                 warnings: warnings, spec: spec)
+        Topology(
+            peers: peers.replica(), table: table.replica(), routes: routes.withOwnStorage(),
+            nodes: nodes.map { n in
+                var c = n
+                c.name = String(decoding: Array(n.name.utf8), as: UTF8.self)
+                return c
+            },
+            localNodeIndex: localNodeIndex, pools: pools.withOwnStorage(), localAddress: localAddress,
+            localSubnet: localSubnet, icmpSourceAddress: icmpSourceAddress, tunnelMTU: tunnelMTU,
+            warnings: warnings, spec: spec)
     }
 
     /// Looks up the route for `address` (longest prefix match), nil when outside every pool and block.
@@ -232,7 +239,8 @@ public final class Topology: Sendable {
             throw TopologyError("node '\(spec.localNodeName)' is not defined (no Node resource with that name)")
         }
         guard let localPrefix = spec.nodes[localIndex].address else {
-            throw TopologyError("node '\(spec.localNodeName)' has no spec.bgp.ipv4Address: it cannot be a tunnel endpoint")
+            throw TopologyError(
+                "node '\(spec.localNodeName)' has no spec.bgp.ipv4Address: it cannot be a tunnel endpoint")
         }
         let localAddress = localPrefix.address
         // A /32 carries no subnet information: every peer counts as cross-subnet, which is what
@@ -241,13 +249,17 @@ public final class Topology: Sendable {
 
         let mtu = spec.ipipMTU ?? (spec.underlayMTU - encapsulationOverhead)
         guard mtu >= minimumMTU, mtu <= PacketBatch.maximumPacketByteCount - encapsulationOverhead else {
-            throw TopologyError("tunnel MTU \(mtu) is out of range \(minimumMTU)…\(PacketBatch.maximumPacketByteCount - encapsulationOverhead)")
+            throw TopologyError(
+                "tunnel MTU \(mtu) is out of range \(minimumMTU)…\(PacketBatch.maximumPacketByteCount - encapsulationOverhead)"
+            )
         }
         if let r = spec.natPortRange, r.lowerBound == 0 {
             throw TopologyError("natPortRange \(r.lowerBound):\(r.upperBound) includes port 0")
         }
         if let i = spec.ipipMTU, i > spec.underlayMTU - encapsulationOverhead {
-            warnings.append("ipipMTU \(i) is larger than the underlay MTU \(spec.underlayMTU) − 20: DF packets near that size will be dropped on the path")
+            warnings.append(
+                "ipipMTU \(i) is larger than the underlay MTU \(spec.underlayMTU) − 20: DF packets near that size will be dropped on the path"
+            )
         }
 
         // Nodes.
@@ -259,8 +271,10 @@ public final class Topology: Sendable {
                 continue
             }
             nodeIndexByName[n.name] = nodes.count
-            nodes.append(CompiledNode(name: n.name, address: n.address?.address, subnet: n.address?.network,
-                                      tunnelAddress: n.tunnelAddress, routeLoopsThroughTunnel: false, outerTemplate: nil))
+            nodes.append(
+                CompiledNode(
+                    name: n.name, address: n.address?.address, subnet: n.address?.network,
+                    tunnelAddress: n.tunnelAddress, routeLoopsThroughTunnel: false, outerTemplate: nil))
         }
         let localNodeIndex = nodeIndexByName[spec.localNodeName]!
 
@@ -270,7 +284,9 @@ public final class Topology: Sendable {
         for (i, p) in pools.enumerated() {
             poolTable.insert(p.prefix, value: UInt32(i))
             if p.vxlanEnabled {
-                warnings.append("pool '\(p.name)' (\(p.prefix.network)) has VXLAN enabled: stored, but not routed by this dataplane")
+                warnings.append(
+                    "pool '\(p.name)' (\(p.prefix.network)) has VXLAN enabled: stored, but not routed by this dataplane"
+                )
             }
         }
         func pool(containing prefix: IPv4Prefix) -> Int? {
@@ -293,22 +309,28 @@ public final class Topology: Sendable {
             routes.append(route)
         }
         for (i, p) in pools.enumerated() {
-            add(p.prefix, Route(kind: p.vxlanEnabled ? .vxlanPool : .poolWithoutRoute, nodeIndex: -1,
-                                poolIndex: Int32(i), encapsulate: false))
+            add(
+                p.prefix,
+                Route(
+                    kind: p.vxlanEnabled ? .vxlanPool : .poolWithoutRoute, nodeIndex: -1,
+                    poolIndex: Int32(i), encapsulate: false))
         }
 
         func remoteRoute(node nodeIndex: Int, prefix: IPv4Prefix) -> Route {
             let poolIndex = pool(containing: prefix)
             let p = poolIndex.map { pools[$0] }
             if let p, p.vxlanEnabled {
-                return Route(kind: .vxlanPool, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex!), encapsulate: false)
+                return Route(
+                    kind: .vxlanPool, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex!), encapsulate: false)
             }
             if nodeIndex == localNodeIndex {
-                return Route(kind: .local, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex ?? -1), encapsulate: false)
+                return Route(
+                    kind: .local, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex ?? -1), encapsulate: false)
             }
             guard let address = nodes[nodeIndex].address else {
-                return Route(kind: .remoteWithoutAddress, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex ?? -1),
-                             encapsulate: false)
+                return Route(
+                    kind: .remoteWithoutAddress, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex ?? -1),
+                    encapsulate: false)
             }
             let encapsulate: Bool
             switch p?.ipipMode {
@@ -319,7 +341,8 @@ public final class Topology: Sendable {
                 // Outside every pool: Calico's BIRD filter accepts such routes without a tunnel.
                 encapsulate = false
             }
-            return Route(kind: .remote, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex ?? -1), encapsulate: encapsulate)
+            return Route(
+                kind: .remote, nodeIndex: Int32(nodeIndex), poolIndex: Int32(poolIndex ?? -1), encapsulate: encapsulate)
         }
 
         for b in spec.blocks {
@@ -346,7 +369,9 @@ public final class Topology: Sendable {
             guard let a = nodes[i].address else { continue }
             if let r = table.lookup(a).map({ routes[Int($0)] }), r.kind == .remote, r.encapsulate {
                 nodes[i].routeLoopsThroughTunnel = true
-                warnings.append("node '\(nodes[i].name)' has address \(a) inside an encapsulated route: tunnelling to it would loop, its traffic is dropped")
+                warnings.append(
+                    "node '\(nodes[i].name)' has address \(a) inside an encapsulated route: tunnelling to it would loop, its traffic is dropped"
+                )
             }
             nodes[i].outerTemplate = OuterHeaderTemplate(source: localAddress, destination: a)
         }
@@ -357,10 +382,11 @@ public final class Topology: Sendable {
             if let a = n.address { peers.insert(IPv4Prefix(address: a, length: 32), value: UInt32(i)) }
         }
 
-        return Topology(peers: peers, table: table, routes: routes, nodes: nodes, localNodeIndex: localNodeIndex, pools: pools,
-                        localAddress: localAddress, localSubnet: localSubnet,
-                        icmpSourceAddress: spec.nodes[localIndex].tunnelAddress ?? localAddress,
-                        tunnelMTU: mtu, warnings: warnings, spec: spec)
+        return Topology(
+            peers: peers, table: table, routes: routes, nodes: nodes, localNodeIndex: localNodeIndex, pools: pools,
+            localAddress: localAddress, localSubnet: localSubnet,
+            icmpSourceAddress: spec.nodes[localIndex].tunnelAddress ?? localAddress,
+            tunnelMTU: mtu, warnings: warnings, spec: spec)
     }
 }
 

@@ -47,7 +47,7 @@ public struct ICMPHeader {
     @inlinable public static func isError(type: UInt8) -> Bool {
         switch type {
         case ICMPType.destinationUnreachable, ICMPType.sourceQuench, ICMPType.redirect,
-             ICMPType.timeExceeded, ICMPType.parameterProblem:
+            ICMPType.timeExceeded, ICMPType.parameterProblem:
             return true
         default:
             return false
@@ -76,7 +76,7 @@ public enum ICMPUnreachableCode {
 }
 
 /// A view of a UDP header.
-public struct UDPHeader {
+public struct UDPHeader: TransportPortsView {
     /// The fixed UDP header size.
     public static let minimumByteCount = 8
     /// Start of the UDP header.
@@ -90,20 +90,20 @@ public struct UDPHeader {
         guard length >= Self.minimumByteCount, length <= bytes.count else { return nil }
         base = b
     }
-    @inlinable func load16(_ o: Int) -> UInt16 { UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
-    @inlinable func store16(_ v: UInt16, _ o: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self) }
-    /// Source port.
-    @inlinable public var sourcePort: UInt16 { get { load16(0) } nonmutating set { store16(newValue, 0) } }
-    /// Destination port.
-    @inlinable public var destinationPort: UInt16 { get { load16(2) } nonmutating set { store16(newValue, 2) } }
     /// Length of header and data.
-    @inlinable public var length: UInt16 { get { load16(4) } nonmutating set { store16(newValue, 4) } }
+    @inlinable public var length: UInt16 {
+        get { load16(4) }
+        nonmutating set { store16(newValue, 4) }
+    }
     /// Checksum; 0 means "not computed" (RFC 768).
-    @inlinable public var checksum: UInt16 { get { load16(6) } nonmutating set { store16(newValue, 6) } }
+    @inlinable public var checksum: UInt16 {
+        get { load16(6) }
+        nonmutating set { store16(newValue, 6) }
+    }
 }
 
 /// A view of a TCP header.
-public struct TCPHeader {
+public struct TCPHeader: TransportPortsView {
     /// The header size without options.
     public static let minimumByteCount = 20
     /// Start of the TCP header.
@@ -117,21 +117,44 @@ public struct TCPHeader {
         guard headerLength >= Self.minimumByteCount, headerLength <= bytes.count else { return nil }
         base = b
     }
-    @inlinable func load16(_ o: Int) -> UInt16 { UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
-    @inlinable func store16(_ v: UInt16, _ o: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self) }
-    /// Source port.
-    @inlinable public var sourcePort: UInt16 { get { load16(0) } nonmutating set { store16(newValue, 0) } }
-    /// Destination port.
-    @inlinable public var destinationPort: UInt16 { get { load16(2) } nonmutating set { store16(newValue, 2) } }
     /// Data offset in bytes.
     @inlinable public var headerLength: Int { Int(base.load(fromByteOffset: 12, as: UInt8.self) >> 4) &* 4 }
     /// The flag bits (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...).
     @inlinable public var flags: UInt8 { base.load(fromByteOffset: 13, as: UInt8.self) }
     /// Checksum.
-    @inlinable public var checksum: UInt16 { get { load16(16) } nonmutating set { store16(newValue, 16) } }
+    @inlinable public var checksum: UInt16 {
+        get { load16(16) }
+        nonmutating set { store16(newValue, 16) }
+    }
 
     public static let fin: UInt8 = 0x01
     public static let syn: UInt8 = 0x02
     public static let rst: UInt8 = 0x04
     public static let ack: UInt8 = 0x10
+}
+
+/// What UDP and TCP headers share: the source and destination ports at offsets 0 and 2, and
+/// big-endian 16-bit fields. Statically dispatched (the conforming views are concrete structs).
+public protocol TransportPortsView {
+    /// Start of the header.
+    var base: UnsafeMutableRawPointer { get }
+}
+
+extension TransportPortsView {
+    @inlinable func load16(_ o: Int) -> UInt16 {
+        UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self))
+    }
+    @inlinable func store16(_ v: UInt16, _ o: Int) {
+        base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self)
+    }
+    /// Source port.
+    @inlinable public var sourcePort: UInt16 {
+        get { load16(0) }
+        nonmutating set { store16(newValue, 0) }
+    }
+    /// Destination port.
+    @inlinable public var destinationPort: UInt16 {
+        get { load16(2) }
+        nonmutating set { store16(newValue, 2) }
+    }
 }

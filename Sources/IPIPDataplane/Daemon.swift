@@ -96,24 +96,31 @@ public final class Daemon {
     public func run() throws -> Int32 {
         // 1. Leftovers of a crashed run.
         let leftovers = reconciler.removeAll()
-        if leftovers.removed > 0 { logger.notice("removed \(leftovers.removed) routes and rules left by a previous run") }
+        if leftovers.removed > 0 {
+            logger.notice("removed \(leftovers.removed) routes and rules left by a previous run")
+        }
         try? host.removeFirewall(table: options.nftTable)
 
         // 2. Topology and devices.
         let set = try source.load()
         var spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? 1500)
         guard let nodePrefix = spec.nodes.first(where: { $0.name == options.node })?.address else {
-            throw DaemonError("node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
+            throw DaemonError(
+                "node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
         }
         let uplink = try host.findUplink(name: options.uplink, nodeAddress: nodePrefix.address)
         if options.underlayMTU == nil { spec.underlayMTU = uplink.mtu }
         var topology = try Topology.compile(spec)
         for w in topology.warnings { logger.warning("\(w)") }
-        logger.info("node \(options.node) \(topology.localAddress) on \(uplink.name) (MTU \(uplink.mtu)), tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools")
+        logger.info(
+            "node \(options.node) \(topology.localAddress) on \(uplink.name) (MTU \(uplink.mtu)), tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools"
+        )
 
         let workerCount = max(1, options.workers)
-        let datapath = try host.openDatapath(DatapathRequest(uplink: uplink, topology: topology, workers: workerCount,
-                                                              options: options))
+        let datapath = try host.openDatapath(
+            DatapathRequest(
+                uplink: uplink, topology: topology, workers: workerCount,
+                options: options))
         var started = false
         defer { if !started { datapath.stop() } }
         if let offloads = datapath.tunOffloadDescription {
@@ -130,16 +137,23 @@ public final class Daemon {
         datapath.refreshNextHops(topology: topology)
         var lastNextHops = host.now()
         let engines = (0..<workerCount).map { w in
-            Engine(topology: w == 0 ? topology : topology.replica(), configuration: Self.engineConfiguration(options.engine, worker: w, of: workerCount))
+            Engine(
+                topology: w == 0 ? topology : topology.replica(),
+                configuration: Self.engineConfiguration(options.engine, worker: w, of: workerCount))
         }
         datapath.start(engines: engines)
         started = true
-        if workerCount > 1 { logger.info("\(workerCount) packet workers, NAT ports split: \(Self.natSliceDescription(topology.natPortRange, workers: workerCount))") }
+        if workerCount > 1 {
+            logger.info(
+                "\(workerCount) packet workers, NAT ports split: \(Self.natSliceDescription(topology.natPortRange, workers: workerCount))"
+            )
+        }
         let metrics = startMetrics(datapath)
 
         // 5. The control loop. The signals were blocked in every thread (`blockControlSignals`),
         // so they queue up here instead of interrupting anyone.
-        logger.notice("running: TUN \(datapath.tunName), uplink \(uplink.name), resync every \(options.resyncSeconds) s")
+        logger.notice(
+            "running: TUN \(datapath.tunName), uplink \(uplink.name), resync every \(options.resyncSeconds) s")
 
         var token = source.changeToken()
         var lastResync = host.now()
@@ -237,7 +251,8 @@ public final class Daemon {
 
     static func natSliceDescription(_ range: ClosedRange<UInt16>, workers: Int) -> String {
         (0..<workers).map { w in
-            WorkerShare.natSlice(of: range, worker: w, workers: workers).map { "\($0.lowerBound)-\($0.upperBound)" } ?? "none"
+            WorkerShare.natSlice(of: range, worker: w, workers: workers).map { "\($0.lowerBound)-\($0.upperBound)" }
+                ?? "none"
         }.joined(separator: ", ")
     }
 
@@ -251,8 +266,9 @@ public final class Daemon {
     }
 
     func configureTUN(index: Int32, topology: Topology) throws {
-        try host.configureTunnel(index: index, mtu: topology.tunnelMTU,
-                                 address: topology.nodes[topology.localNodeIndex].tunnelAddress)
+        try host.configureTunnel(
+            index: index, mtu: topology.tunnelMTU,
+            address: topology.nodes[topology.localNodeIndex].tunnelAddress)
     }
 
     /// Forwarding on; reverse-path filtering off on the TUN (replies to translated flows enter it
@@ -281,8 +297,9 @@ public final class Daemon {
 
     func applyFirewall(uplink: String, topology: Topology) {
         do {
-            try host.applyFirewall(table: options.nftTable, uplink: uplink, nodeAddress: topology.localAddress,
-                                   natPortRange: topology.natPortRange)
+            try host.applyFirewall(
+                table: options.nftTable, uplink: uplink, nodeAddress: topology.localAddress,
+                natPortRange: topology.natPortRange)
         } catch {
             logger.error("nftables: \(error)")
             stats.value.withLock { $0.reconcileErrors += 1 }
@@ -294,7 +311,8 @@ public final class Daemon {
         let report = reconciler.reconcile(desired: desired.routes, rules: desired.rules)
         for e in report.errors { logger.error("reconcile: \(e)") }
         if report.changeCount > 0 {
-            logger.info("routes and rules: \(report.added) added, \(report.replaced) replaced, \(report.removed) removed")
+            logger.info(
+                "routes and rules: \(report.added) added, \(report.replaced) replaced, \(report.removed) removed")
         }
         stats.value.withLock {
             $0.reconciles += 1
@@ -311,7 +329,9 @@ public final class Daemon {
             spec.underlayMTU = options.underlayMTU ?? uplink.mtu
             let next = try Topology.compile(spec)
             guard next.localAddress == topology.localAddress else {
-                throw DaemonError("the node IP changed from \(topology.localAddress) to \(next.localAddress): restart ipipd to apply it")
+                throw DaemonError(
+                    "the node IP changed from \(topology.localAddress) to \(next.localAddress): restart ipipd to apply it"
+                )
             }
             for w in next.warnings { logger.warning("\(w)") }
             try datapath.publish(next, previous: topology)
@@ -320,7 +340,8 @@ public final class Daemon {
             applyFirewall(uplink: uplink.name, topology: next)
             reconcileRoutes(topology: next, tunIndex: datapath.tunIndex, uplinkIndex: uplink.index)
             stats.value.withLock { $0.topologyReloads += 1 }
-            logger.notice("topology reloaded: \(next.nodes.count) nodes, \(next.pools.count) pools, tunnel MTU \(next.tunnelMTU)")
+            logger.notice(
+                "topology reloaded: \(next.nodes.count) nodes, \(next.pools.count) pools, tunnel MTU \(next.tunnelMTU)")
         } catch {
             stats.value.withLock { $0.topologyReloadErrors += 1 }
             logger.error("reload refused, the previous topology stays: \(error)")

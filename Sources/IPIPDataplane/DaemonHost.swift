@@ -62,7 +62,8 @@ public protocol DaemonHost: AnyObject {
     /// Sets a sysctl.
     func writeSysctl(_ name: String, _ value: String) throws
     /// Installs or refreshes the daemon's nftables table (idempotent).
-    func applyFirewall(table: String, uplink: String, nodeAddress: IPv4Address, natPortRange: ClosedRange<UInt16>) throws
+    func applyFirewall(
+        table: String, uplink: String, nodeAddress: IPv4Address, natPortRange: ClosedRange<UInt16>) throws
     /// Removes the daemon's nftables table; absent is fine.
     func removeFirewall(table: String) throws
     /// Waits up to `seconds` for control signals; returns those that came.

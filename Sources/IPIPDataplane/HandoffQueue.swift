@@ -81,7 +81,9 @@ public final class HandoffQueue: @unchecked Sendable {
         e.storeBytes(of: offload.segmentSize, toByteOffset: 6, as: UInt16.self)
         e.storeBytes(of: time.seconds, toByteOffset: 8, as: Int64.self)
         e.storeBytes(of: time.nanoseconds, toByteOffset: 16, as: UInt32.self)
-        if packet.count > 0 { (e + Self.headerByteCount).copyMemory(from: packet.baseAddress!, byteCount: packet.count) }
+        if packet.count > 0 {
+            (e + Self.headerByteCount).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+        }
         producerTail &+= size
         tail.store(producerTail, ordering: .releasing)
         return true
@@ -107,15 +109,18 @@ public final class HandoffQueue: @unchecked Sendable {
                 continue
             }
             let n = Int(length)
-            let time = Timestamp(seconds: e.load(fromByteOffset: 8, as: Int64.self),
-                                 nanoseconds: e.load(fromByteOffset: 16, as: UInt32.self))
+            let time = Timestamp(
+                seconds: e.load(fromByteOffset: 8, as: Int64.self),
+                nanoseconds: e.load(fromByteOffset: 16, as: UInt32.self))
             if let dst = batch.appendSlot(length: n, origin: batch.count, time: time) {
                 if n > 0 { dst.copyMemory(from: e + Self.headerByteCount, byteCount: n) }
                 let kind = SegmentationOffload.Kind(rawValue: e.load(fromByteOffset: 4, as: UInt8.self)) ?? .invalid
                 if kind != .none {
-                    batch.setOffload(SegmentationOffload(kind: kind, segmentSize: e.load(fromByteOffset: 6, as: UInt16.self),
-                                                         congestionWindowReduced: e.load(fromByteOffset: 5, as: UInt8.self) != 0),
-                                     of: batch.count - 1)
+                    batch.setOffload(
+                        SegmentationOffload(
+                            kind: kind, segmentSize: e.load(fromByteOffset: 6, as: UInt16.self),
+                            congestionWindowReduced: e.load(fromByteOffset: 5, as: UInt8.self) != 0),
+                        of: batch.count - 1)
                 }
                 moved &+= 1
             } else {

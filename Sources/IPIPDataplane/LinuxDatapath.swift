@@ -66,8 +66,10 @@ public final class LinuxDatapath: DatapathIO, @unchecked Sendable {
     ///   - method: the transmit method for encapsulated packets; `.xdp` and `.packet` need an
     ///     Ethernet uplink (`uplinkMAC`) and are given already opened, `.raw` needs nothing.
     ///   - underlayMTU: the uplink MTU (sizes the staging buffers).
-    public init(tun: TUNDevice, capture: UplinkCapture, raw: RawIPv4Socket, xdp: XDPTransmitSocket? = nil,
-                packet: PacketTransmitSocket? = nil, uplinkMAC: MACAddress = .zero, underlayMTU: Int = 1500) throws {
+    public init(
+        tun: TUNDevice, capture: UplinkCapture, raw: RawIPv4Socket, xdp: XDPTransmitSocket? = nil,
+        packet: PacketTransmitSocket? = nil, uplinkMAC: MACAddress = .zero, underlayMTU: Int = 1500
+    ) throws {
         self.tun = tun
         self.capture = capture
         self.raw = raw
@@ -310,7 +312,10 @@ public final class LinuxDatapath: DatapathIO, @unchecked Sendable {
         let g = nextHopGeneration.load(ordering: .acquiring)
         guard g != seenNextHopGeneration else { return }
         seenNextHopGeneration = g
-        if let t = pendingNextHops.withLock({ p -> NextHopTable? in defer { p = nil }; return p }) {
+        if let t = pendingNextHops.withLock({ p -> NextHopTable? in
+            defer { p = nil }
+            return p
+        }) {
             nextHops = t
             confirmed = [Int64](repeating: 0, count: t.slotCount)
         }
@@ -349,7 +354,9 @@ public final class LinuxDatapath: DatapathIO, @unchecked Sendable {
     /// Called from the packet loop once a second. PACKET_STATISTICS resets on read, so the
     /// capture's overruns are accumulated here.
     public var ioDrops: [String: UInt64] {
-        if let s = try? capture.statistics(), s.drops > 0 { drops["uplink_capture_overrun", default: 0] &+= UInt64(s.drops) }
+        if let s = try? capture.statistics(), s.drops > 0 {
+            drops["uplink_capture_overrun", default: 0] &+= UInt64(s.drops)
+        }
         if capture.truncated > 0 { drops["uplink_truncated"] = capture.truncated }
         if case .xdp(let x) = fast, x.exhausted > 0 { drops["underlay_xdp_no_frame"] = x.exhausted }
         return drops

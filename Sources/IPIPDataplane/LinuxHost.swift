@@ -37,7 +37,9 @@ public final class LinuxHost: DaemonHost {
 
     public func writeSysctl(_ name: String, _ value: String) throws { try Sysctl.write(name, value) }
 
-    public func applyFirewall(table: String, uplink: String, nodeAddress: IPv4Address, natPortRange: ClosedRange<UInt16>) throws {
+    public func applyFirewall(
+        table: String, uplink: String, nodeAddress: IPv4Address, natPortRange: ClosedRange<UInt16>
+    ) throws {
         try NFTables.apply(table: table, uplink: uplink, nodeAddress: nodeAddress, natPortRange: natPortRange)
     }
 
@@ -106,7 +108,9 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
             opened.append { q.close() }
             tunQueues.append(q)
         }
-        guard let tunIndex = try netlink.linkIndex(name: tun.name) else { throw DaemonError("TUN \(tun.name) vanished") }
+        guard let tunIndex = try netlink.linkIndex(name: tun.name) else {
+            throw DaemonError("TUN \(tun.name) vanished")
+        }
 
         var raws: [RawIPv4Socket] = []
         for _ in 0..<workerCount {
@@ -121,21 +125,28 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
         let fanout: UInt16? = workerCount > 1 ? UInt16(truncatingIfNeeded: CurrentProcess.id) : nil
         var captures: [UplinkCapture] = []
         for _ in 0..<workerCount {
-            let c = try Self.openCapture(uplink: uplink, ethernet: isEthernet, topology: request.topology,
-                                         fanoutGroup: fanout, options: options, logger: logger)
+            let c = try Self.openCapture(
+                uplink: uplink, ethernet: isEthernet, topology: request.topology,
+                fanoutGroup: fanout, options: options, logger: logger)
             opened.append { c.close() }
             captures.append(c)
         }
         var datapaths: [LinuxDatapath] = []
         for w in 0..<workerCount {
-            let transmit = try Self.openTransmitPath(uplink: uplink, ethernet: isEthernet, queue: w, wanted: options.uplinkIO)
-            let datapath = try LinuxDatapath(tun: tunQueues[w], capture: captures[w], raw: raws[w], xdp: transmit.xdp,
-                                             packet: transmit.packet, uplinkMAC: hardware?.address ?? .zero,
-                                             underlayMTU: uplink.mtu)
+            let transmit = try Self.openTransmitPath(
+                uplink: uplink, ethernet: isEthernet, queue: w, wanted: options.uplinkIO)
+            let datapath = try LinuxDatapath(
+                tun: tunQueues[w], capture: captures[w], raw: raws[w], xdp: transmit.xdp,
+                packet: transmit.packet, uplinkMAC: hardware?.address ?? .zero,
+                underlayMTU: uplink.mtu)
             datapaths.append(datapath)
-            let receive = captures[w].ringFrameCount > 0 ? "a TPACKET_V2 ring of \(captures[w].ringFrameCount) frames" : "recvmmsg"
+            let receive =
+                captures[w].ringFrameCount > 0
+                ? "a TPACKET_V2 ring of \(captures[w].ringFrameCount) frames" : "recvmmsg"
             let who = workerCount > 1 ? "worker \(w): " : ""
-            logger.notice("\(who)uplink \(uplink.name): transmit \(datapath.method) (\(transmit.reason)); receive AF_PACKET with virtio headers, \(receive)\(fanout == nil ? "" : " (fanout group \(fanout!))")")
+            logger.notice(
+                "\(who)uplink \(uplink.name): transmit \(datapath.method) (\(transmit.reason)); receive AF_PACKET with virtio headers, \(receive)\(fanout == nil ? "" : " (fanout group \(fanout!))")"
+            )
         }
         self.tun = tun
         self.tunQueues = tunQueues
@@ -152,8 +163,9 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     var tunOffloadDescription: String? { tun.hasVirtioHeaders ? tun.offloadDescription : nil }
 
     func start(engines: [Engine]) {
-        let w = PacketWorkers(ios: datapaths, engines: engines, batchSize: options.batchSize,
-                              spinMicroseconds: options.spinMicroseconds)
+        let w = PacketWorkers(
+            ios: datapaths, engines: engines, batchSize: options.batchSize,
+            spinMicroseconds: options.spinMicroseconds)
         workers = w
         w.start()
     }
@@ -191,13 +203,16 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     }
 
     /// The uplink capture, with a receive ring unless asked not to or the kernel refuses one.
-    static func openCapture(uplink: HostUplink, ethernet: Bool, topology: Topology, fanoutGroup: UInt16?,
-                            options: DaemonOptions, logger: Logger) throws -> UplinkCapture {
+    static func openCapture(
+        uplink: HostUplink, ethernet: Bool, topology: Topology, fanoutGroup: UInt16?,
+        options: DaemonOptions, logger: Logger
+    ) throws -> UplinkCapture {
         let filter = CaptureFilter(nodeAddress: topology.localAddress, natPortRange: topology.natPortRange)
         func open(ring: Int) throws -> UplinkCapture {
-            try UplinkCapture(interfaceIndex: uplink.index, filter: filter, maximumBatchSize: options.batchSize,
-                              receiveBufferByteCount: captureReceiveBufferByteCount,
-                              linkHeaderLength: ethernet ? 14 : 0, ringFrameCount: ring, fanoutGroup: fanoutGroup)
+            try UplinkCapture(
+                interfaceIndex: uplink.index, filter: filter, maximumBatchSize: options.batchSize,
+                receiveBufferByteCount: captureReceiveBufferByteCount,
+                linkHeaderLength: ethernet ? 14 : 0, ringFrameCount: ring, fanoutGroup: fanoutGroup)
         }
         guard options.captureRingFrames > 0 else { return try open(ring: 0) }
         do {
@@ -212,12 +227,16 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     /// the fastest that opens here: AF_XDP (on the uplink's TX queue `queue`: one socket per
     /// queue), then AF_PACKET, then only the raw socket. Frame-writing paths need an Ethernet
     /// uplink. An explicit choice that cannot open is an error.
-    static func openTransmitPath(uplink: HostUplink, ethernet: Bool, queue: Int, wanted: UplinkIOMethod?) throws
+    static func openTransmitPath(
+        uplink: HostUplink, ethernet: Bool, queue: Int, wanted: UplinkIOMethod?
+    ) throws
         -> (xdp: XDPTransmitSocket?, packet: PacketTransmitSocket?, reason: String)
     {
         if wanted == .raw { return (nil, nil, "as asked") }
         guard ethernet else {
-            if let wanted { throw DaemonError("--uplink-io \(wanted) needs an Ethernet uplink; \(uplink.name) is not one") }
+            if let wanted {
+                throw DaemonError("--uplink-io \(wanted) needs an Ethernet uplink; \(uplink.name) is not one")
+            }
             return (nil, nil, "\(uplink.name) has no Ethernet header: frames cannot be written")
         }
         var failures: [String] = []
@@ -229,10 +248,17 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
             } else {
                 do {
                     let x = try XDPTransmitSocket(interfaceIndex: uplink.index, queue: UInt32(queue), frameSize: frame)
-                    return (x, nil, wanted == nil ? "fastest available" + (x.largeBudget ? "" : ", 32 frames per sendto") : "as asked")
+                    return (
+                        x, nil,
+                        wanted == nil
+                            ? "fastest available" + (x.largeBudget ? "" : ", 32 frames per sendto") : "as asked"
+                    )
                 } catch {
                     if wanted == .xdp {
-                        throw queue == 0 ? error : DaemonError("--uplink-io xdp: worker \(queue) needs TX queue \(queue) of \(uplink.name): \(error)")
+                        throw queue == 0
+                            ? error
+                            : DaemonError(
+                                "--uplink-io xdp: worker \(queue) needs TX queue \(queue) of \(uplink.name): \(error)")
                     }
                     failures.append("xdp queue \(queue): \(error)")
                 }
@@ -279,7 +305,9 @@ struct NextHopMonitor {
         }
         if let last, last.entries == table.entries, last.unresolved == table.unresolved { return }
         let resolved = table.entries.map { "\($0.peer) via \($0.nextHop) \($0.linkAddress)" }
-        logger.info("next hops (\(first.method)): \(table.entries.count) resolved\(resolved.isEmpty ? "" : ": " + resolved.prefix(8).joined(separator: ", ")), \(table.unresolved.count) through the kernel until resolved")
+        logger.info(
+            "next hops (\(first.method)): \(table.entries.count) resolved\(resolved.isEmpty ? "" : ": " + resolved.prefix(8).joined(separator: ", ")), \(table.unresolved.count) through the kernel until resolved"
+        )
         // A table of its own for each worker's transmit path: one shared object would have its
         // reference count written from every worker's core.
         for (i, d) in fast.enumerated() {

@@ -1,6 +1,6 @@
-import Synchronization
 import IPIPCore
 import IPIPLinux
+import Synchronization
 
 /// Everything `/metrics` reports, captured at one moment (the packet loop publishes one every
 /// second, so the HTTP thread never reads the engine's counters while they change).
@@ -59,7 +59,10 @@ public struct MetricsSnapshot: Sendable {
             sample("ipipd_output_bytes_total", [("side", "tun")], c.tunBytesOut)
             family("ipipd_drops_total", "counter", "Dropped packets by reason.")
             for r in DropReason.allCases { sample("ipipd_drops_total", [("reason", r.name)], c.drops[r] ?? 0) }
-            family("ipipd_super_packets_total", "counter", "Super-packets (TSO/GSO/GRO) the engine took whole; each also counts as its segments in the packet counters.")
+            family(
+                "ipipd_super_packets_total", "counter",
+                "Super-packets (TSO/GSO/GRO) the engine took whole; each also counts as its segments in the packet counters."
+            )
             sample("ipipd_super_packets_total", [], c.superPacketsIn)
             family("ipipd_fragments_created_total", "counter", "Inner fragments made before encapsulation.")
             sample("ipipd_fragments_created_total", [], c.fragmentsCreated)
@@ -67,7 +70,8 @@ public struct MetricsSnapshot: Sendable {
             sample("ipipd_icmp_errors_sent_total", [], c.icmpErrorsSent)
             family("ipipd_icmp_rate_limited_total", "counter", "ICMP errors suppressed by the rate limit.")
             sample("ipipd_icmp_rate_limited_total", [], c.icmpRateLimited)
-            family("ipipd_path_mtu_updates_total", "counter", "Valid frag-needed messages that lowered a peer's path MTU.")
+            family(
+                "ipipd_path_mtu_updates_total", "counter", "Valid frag-needed messages that lowered a peer's path MTU.")
             sample("ipipd_path_mtu_updates_total", [], c.pathMTUUpdates)
         }
         family("ipipd_nat_sessions", "gauge", "Live SNAT sessions.")
@@ -86,52 +90,78 @@ public struct MetricsSnapshot: Sendable {
         sample("ipipd_reconcile_errors_total", [], reconcileErrors)
         family("ipipd_topology_reloads_total", "counter", "Topologies compiled and swapped in.")
         sample("ipipd_topology_reloads_total", [], topologyReloads)
-        family("ipipd_topology_reload_errors_total", "counter", "Reloads refused (invalid resources); the previous topology stays.")
+        family(
+            "ipipd_topology_reload_errors_total", "counter",
+            "Reloads refused (invalid resources); the previous topology stays.")
         sample("ipipd_topology_reload_errors_total", [], topologyReloadErrors)
         if let uplinkIO {
             family("ipipd_uplink_io_info", "gauge", "The uplink transmit method in use (label method).")
             sample("ipipd_uplink_io_info", [("method", uplinkIO)], 1)
         }
         if !ioCounters.isEmpty {
-            family("ipipd_io_total", "counter", "Device-level counts: super-packets read and written, coalescing, frames per transmit path, next hops.")
+            family(
+                "ipipd_io_total", "counter",
+                "Device-level counts: super-packets read and written, coalescing, frames per transmit path, next hops.")
             for (k, v) in ioCounters.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_total", [("counter", k)], v) }
         }
         if !ioDrops.isEmpty {
             family("ipipd_io_drops_total", "counter", "Packets lost at the device or socket, by cause.")
             for (k, v) in ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_drops_total", [("cause", k)], v) }
         }
-        family("ipipd_workers", "gauge", "Packet workers (threads with an engine, a TUN queue and a capture socket each).")
+        family(
+            "ipipd_workers", "gauge", "Packet workers (threads with an engine, a TUN queue and a capture socket each).")
         sample("ipipd_workers", [], UInt64(max(1, workers.count)))
         if !workers.isEmpty {
             // Per worker: the same counts with a worker label, in families of their own, so
             // that summing a family never counts a packet twice.
-            family("ipipd_worker_input_packets_total", "counter", "Packets handed to each worker's engine, by direction.")
+            family(
+                "ipipd_worker_input_packets_total", "counter", "Packets handed to each worker's engine, by direction.")
             for (w, p) in workers.enumerated() {
                 guard let c = p.counters else { continue }
-                sample("ipipd_worker_input_packets_total", [("worker", "\(w)"), ("direction", "egress")], c.egressPacketsIn)
-                sample("ipipd_worker_input_packets_total", [("worker", "\(w)"), ("direction", "ingress")], c.ingressPacketsIn)
+                sample(
+                    "ipipd_worker_input_packets_total", [("worker", "\(w)"), ("direction", "egress")], c.egressPacketsIn
+                )
+                sample(
+                    "ipipd_worker_input_packets_total", [("worker", "\(w)"), ("direction", "ingress")],
+                    c.ingressPacketsIn)
             }
             family("ipipd_worker_packets_total", "counter", "Input packets by worker and verdict.")
             for (w, p) in workers.enumerated() {
                 guard let c = p.counters else { continue }
-                for a in VerdictAction.allCases { sample("ipipd_worker_packets_total", [("worker", "\(w)"), ("verdict", a.name)], c.packets(a)) }
+                for a in VerdictAction.allCases {
+                    sample("ipipd_worker_packets_total", [("worker", "\(w)"), ("verdict", a.name)], c.packets(a))
+                }
             }
-            family("ipipd_worker_drops_total", "counter", "Dropped packets by worker and reason (reasons with drops only).")
+            family(
+                "ipipd_worker_drops_total", "counter", "Dropped packets by worker and reason (reasons with drops only)."
+            )
             for (w, p) in workers.enumerated() {
                 guard let c = p.counters else { continue }
                 for r in DropReason.allCases where (c.drops[r] ?? 0) > 0 {
                     sample("ipipd_worker_drops_total", [("worker", "\(w)"), ("reason", r.name)], c.drops[r] ?? 0)
                 }
             }
-            family("ipipd_worker_nat_sessions", "gauge", "Live SNAT sessions per worker (each owns a slice of natPortRange).")
-            for (w, p) in workers.enumerated() { sample("ipipd_worker_nat_sessions", [("worker", "\(w)")], UInt64(p.natSessions)) }
-            family("ipipd_worker_io_total", "counter", "Device-level counts per worker, handoffs between workers included.")
+            family(
+                "ipipd_worker_nat_sessions", "gauge",
+                "Live SNAT sessions per worker (each owns a slice of natPortRange).")
             for (w, p) in workers.enumerated() {
-                for (k, v) in p.ioCounters.sorted(by: { $0.key < $1.key }) { sample("ipipd_worker_io_total", [("worker", "\(w)"), ("counter", k)], v) }
+                sample("ipipd_worker_nat_sessions", [("worker", "\(w)")], UInt64(p.natSessions))
             }
-            family("ipipd_worker_io_drops_total", "counter", "Packets lost at the devices or in handoff queues, per worker.")
+            family(
+                "ipipd_worker_io_total", "counter", "Device-level counts per worker, handoffs between workers included."
+            )
             for (w, p) in workers.enumerated() {
-                for (k, v) in p.ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_worker_io_drops_total", [("worker", "\(w)"), ("cause", k)], v) }
+                for (k, v) in p.ioCounters.sorted(by: { $0.key < $1.key }) {
+                    sample("ipipd_worker_io_total", [("worker", "\(w)"), ("counter", k)], v)
+                }
+            }
+            family(
+                "ipipd_worker_io_drops_total", "counter",
+                "Packets lost at the devices or in handoff queues, per worker.")
+            for (w, p) in workers.enumerated() {
+                for (k, v) in p.ioDrops.sorted(by: { $0.key < $1.key }) {
+                    sample("ipipd_worker_io_drops_total", [("worker", "\(w)"), ("cause", k)], v)
+                }
             }
         }
         return out

@@ -1,6 +1,6 @@
-import Synchronization
 import IPIPCore
 import IPIPLinux
+import Synchronization
 
 /// The device side of the packet loop: where batches come from and go to. The live daemon's
 /// implementation is the TUN, the uplink capture and the raw socket (`LinuxDatapath`); tests use
@@ -137,8 +137,9 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         // Packets read from the TUN are at most its MTU, so fragmentation makes a few pieces at
         // most (a learned path MTU is never below 552) and ICMP errors one per packet: eight
         // generated slots per input are plenty; running out is a counted drop (`output_full`).
-        var generated = PacketBatch(capacity: batchSize * 8,
-                                    maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount, 9216 + 20))
+        var generated = PacketBatch(
+            capacity: batchSize * 8,
+            maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount, 9216 + 20))
         var verdicts = VerdictBatch(capacity: batchSize)
         let offloads = io.tunOffloads
         let coalescer = offloads.tcp ? TUNCoalescer(batchCapacity: batchSize, coalescesUDP: offloads.udp) : nil
@@ -152,7 +153,10 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
             let generation = topologyGeneration.load(ordering: .acquiring)
             if generation != seenGeneration {
                 seenGeneration = generation
-                if let t = pendingTopology.withLock({ p -> Topology? in defer { p = nil }; return p }) {
+                if let t = pendingTopology.withLock({ p -> Topology? in
+                    defer { p = nil }
+                    return p
+                }) {
                     engine.replaceTopology(t)
                 }
             }
@@ -251,8 +255,10 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     }
 
     /// Processes what other workers handed this one: one batch per queue per call.
-    func drain(_ links: WorkerLinks, _ batch: inout PacketBatch, _ generated: inout PacketBatch,
-               _ verdicts: inout VerdictBatch, _ coalescer: TUNCoalescer?) {
+    func drain(
+        _ links: WorkerLinks, _ batch: inout PacketBatch, _ generated: inout PacketBatch,
+        _ verdicts: inout VerdictBatch, _ coalescer: TUNCoalescer?
+    ) {
         for w in 0..<links.count where w != links.index {
             let e = links.egressFrom[w]!
             if e.mayHaveEntries {

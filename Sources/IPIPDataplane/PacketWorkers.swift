@@ -19,8 +19,10 @@ final class WorkerLinks: @unchecked Sendable {
     /// Every queue this worker consumes.
     let inbound: [HandoffQueue]
 
-    init(index: Int, count: Int, egressTo: [HandoffQueue?], ingressTo: [HandoffQueue?], reportsTo: [HandoffQueue?],
-         egressFrom: [HandoffQueue?], ingressFrom: [HandoffQueue?], reportsFrom: [HandoffQueue?]) {
+    init(
+        index: Int, count: Int, egressTo: [HandoffQueue?], ingressTo: [HandoffQueue?], reportsTo: [HandoffQueue?],
+        egressFrom: [HandoffQueue?], ingressFrom: [HandoffQueue?], reportsFrom: [HandoffQueue?]
+    ) {
         self.index = index
         self.count = count
         self.egressTo = egressTo
@@ -44,12 +46,15 @@ final class WorkerLinks: @unchecked Sendable {
         func grid(_ bytes: Int) -> [[HandoffQueue?]] {
             (0..<count).map { a in (0..<count).map { b in a == b ? nil : HandoffQueue(byteCount: bytes) } }
         }
-        let egress = grid(packetQueueByteCount), ingress = grid(packetQueueByteCount), reports = grid(256 << 10)
+        let egress = grid(packetQueueByteCount)
+        let ingress = grid(packetQueueByteCount)
+        let reports = grid(256 << 10)
         return (0..<count).map { w in
-            WorkerLinks(index: w, count: count,
-                        egressTo: egress[w], ingressTo: ingress[w], reportsTo: reports[w],
-                        egressFrom: (0..<count).map { egress[$0][w] }, ingressFrom: (0..<count).map { ingress[$0][w] },
-                        reportsFrom: (0..<count).map { reports[$0][w] })
+            WorkerLinks(
+                index: w, count: count,
+                egressTo: egress[w], ingressTo: ingress[w], reportsTo: reports[w],
+                egressFrom: (0..<count).map { egress[$0][w] }, ingressFrom: (0..<count).map { ingress[$0][w] },
+                reportsFrom: (0..<count).map { reports[$0][w] })
         }
     }
 }
@@ -73,9 +78,13 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
     public init(ios: [IO], engines: [Engine], batchSize: Int = 64, spinMicroseconds: Int = 0) {
         precondition(ios.count == engines.count && !ios.isEmpty, "one engine per worker")
         for (i, e) in engines.enumerated() {
-            precondition(e.configuration.worker == WorkerShare(index: i, count: engines.count), "engine \(i) has \(e.configuration.worker)")
+            precondition(
+                e.configuration.worker == WorkerShare(index: i, count: engines.count),
+                "engine \(i) has \(e.configuration.worker)")
         }
-        loops = zip(ios, engines).map { PacketLoop(io: $0, engine: $1, batchSize: batchSize, spinMicroseconds: spinMicroseconds) }
+        loops = zip(ios, engines).map {
+            PacketLoop(io: $0, engine: $1, batchSize: batchSize, spinMicroseconds: spinMicroseconds)
+        }
         if loops.count > 1 {
             let links = WorkerLinks.mesh(count: loops.count)
             for (i, l) in loops.enumerated() {
@@ -152,7 +161,11 @@ extension MetricsSnapshot {
             s.natPortsInRange += p.natPortsInRange
             for (k, v) in p.ioDrops { s.ioDrops[k, default: 0] &+= v }
             for (k, v) in p.ioCounters {
-                if sharedIOCounters.contains(k) { s.ioCounters[k] = max(s.ioCounters[k] ?? 0, v) } else { s.ioCounters[k, default: 0] &+= v }
+                if sharedIOCounters.contains(k) {
+                    s.ioCounters[k] = max(s.ioCounters[k] ?? 0, v)
+                } else {
+                    s.ioCounters[k, default: 0] &+= v
+                }
             }
         }
         s.counters = counters

@@ -1,7 +1,8 @@
+import IPIPResources
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import IPIPResources
 
 /// Where the live daemon gets its Calico resources from. Today: manifest files; the datastore
 /// `DatastoreSource` puts SQLite and etcd behind the same protocol.

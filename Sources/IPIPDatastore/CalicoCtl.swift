@@ -39,8 +39,11 @@ public struct ManifestInput: Hashable, Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             var isDirectory: ObjCBool = false
             let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
-            throw .storage("open \(path): " + (!exists ? "no such file or directory"
-                : isDirectory.boolValue ? "is a directory" : "permission denied"))
+            throw .storage(
+                "open \(path): "
+                    + (!exists
+                        ? "no such file or directory"
+                        : isDirectory.boolValue ? "is a directory" : "permission denied"))
         }
         return ManifestInput(text: String(decoding: data, as: UTF8.self), file: path)
     }
@@ -86,8 +89,10 @@ public enum CalicoCtl {
         public var poolDisableGrace: Duration = .milliseconds(500)
 
         /// Default options.
-        public init(skipExists: Bool = false, skipNotExists: Bool = false,
-                    poolDisableGrace: Duration = .milliseconds(500)) {
+        public init(
+            skipExists: Bool = false, skipNotExists: Bool = false,
+            poolDisableGrace: Duration = .milliseconds(500)
+        ) {
             self.skipExists = skipExists
             self.skipNotExists = skipNotExists
             self.poolDisableGrace = poolDisableGrace
@@ -97,8 +102,10 @@ public enum CalicoCtl {
     // MARK: Write verbs
 
     /// `VERB -f FILE`: every document of the input, in order, stopping at the first error.
-    public static func execute(_ verb: Verb, input: ManifestInput, store: () throws(DatastoreError) -> any Datastore,
-                               options: Options = Options()) -> CtlOutput {
+    public static func execute(
+        _ verb: Verb, input: ManifestInput, store: () throws(DatastoreError) -> any Datastore,
+        options: Options = Options()
+    ) -> CtlOutput {
         let resources: [Resource]
         do {
             resources = try ResourceDecoder.decode(input.text, file: input.file)
@@ -109,13 +116,16 @@ public enum CalicoCtl {
     }
 
     /// `delete KIND NAME`.
-    public static func delete(kind: String, name: String, store: () throws(DatastoreError) -> any Datastore,
-                              options: Options = Options()) -> CtlOutput {
+    public static func delete(
+        kind: String, name: String, store: () throws(DatastoreError) -> any Datastore,
+        options: Options = Options()
+    ) -> CtlOutput {
         guard let kind = ResourceKind(argument: kind) else {
             return .failure("Failed to execute command: resource type '\(kind)' is not supported")
         }
         let target = Target(kind: kind, name: name, resourceVersion: nil)
-        return run(.delete, targets: [target], store: store) { (store: any Datastore, target: Target) throws(DatastoreError) in
+        return run(.delete, targets: [target], store: store) {
+            (store: any Datastore, target: Target) throws(DatastoreError) in
             do throws(DatastoreError) {
                 try store.delete(target.kind, name: target.name, poolDisableGrace: options.poolDisableGrace)
             } catch .doesNotExist where options.skipNotExists {
@@ -125,12 +135,16 @@ public enum CalicoCtl {
     }
 
     /// The resources a write verb acts on.
-    public static func execute(_ verb: Verb, resources: [Resource], store: () throws(DatastoreError) -> any Datastore,
-                               options: Options = Options()) -> CtlOutput {
+    public static func execute(
+        _ verb: Verb, resources: [Resource], store: () throws(DatastoreError) -> any Datastore,
+        options: Options = Options()
+    ) -> CtlOutput {
         let targets = resources.map {
-            Target(kind: ResourceKind(of: $0), name: $0.name, resourceVersion: $0.metadata.resourceVersion, resource: $0)
+            Target(
+                kind: ResourceKind(of: $0), name: $0.name, resourceVersion: $0.metadata.resourceVersion, resource: $0)
         }
-        return run(verb, targets: targets, store: store) { (store: any Datastore, target: Target) throws(DatastoreError) in
+        return run(verb, targets: targets, store: store) {
+            (store: any Datastore, target: Target) throws(DatastoreError) in
             guard let resource = target.resource else { return }
             switch verb {
             case .create:
@@ -145,8 +159,9 @@ public enum CalicoCtl {
                 try store.update(resource)
             case .delete:
                 do throws(DatastoreError) {
-                    try store.delete(target.kind, name: target.name, resourceVersion: target.resourceVersion,
-                                     poolDisableGrace: options.poolDisableGrace)
+                    try store.delete(
+                        target.kind, name: target.name, resourceVersion: target.resourceVersion,
+                        poolDisableGrace: options.poolDisableGrace)
                 } catch .doesNotExist where options.skipNotExists {
                     return
                 }
@@ -162,8 +177,10 @@ public enum CalicoCtl {
     }
 
     /// calicoctl's `executeConfigCommand` and the result messages of the verb commands.
-    private static func run(_ verb: Verb, targets: [Target], store open: () throws(DatastoreError) -> any Datastore,
-                            _ action: (any Datastore, Target) throws(DatastoreError) -> Void) -> CtlOutput {
+    private static func run(
+        _ verb: Verb, targets: [Target], store open: () throws(DatastoreError) -> any Datastore,
+        _ action: (any Datastore, Target) throws(DatastoreError) -> Void
+    ) -> CtlOutput {
         guard !targets.isEmpty else { return .failure("No resources specified in file") }
         let kinds = Set(targets.map(\.kind))
         let singleKind = kinds.count == 1 ? targets[0].kind.rawValue : nil
@@ -187,11 +204,14 @@ public enum CalicoCtl {
             if targets.count == 1 {
                 return .failure("Failed to \(verb.rawValue) '\(targets[0].kind.rawValue)' resource: \(failure)")
             }
-            if let singleKind { return .failure("Failed to \(verb.rawValue) any '\(singleKind)' resources: \(failure)") }
+            if let singleKind {
+                return .failure("Failed to \(verb.rawValue) any '\(singleKind)' resources: \(failure)")
+            }
             return .failure("Failed to \(verb.rawValue) any resources: \(failure)")
         }
         let what = singleKind.map { "'\($0)' resources" } ?? "resources"
-        return .failure("Partial success: \(past) the first \(handled) out of \(targets.count) \(what):\nHit error: \(failure)")
+        return .failure(
+            "Partial success: \(past) the first \(handled) out of \(targets.count) \(what):\nHit error: \(failure)")
     }
 
     // MARK: get
@@ -220,7 +240,9 @@ public enum CalicoCtl {
     }
 
     /// `get KIND [NAME] -o FORMAT`.
-    public static func get(kind: String, name: String?, output: String, store: () throws(DatastoreError) -> any Datastore)
+    public static func get(
+        kind: String, name: String?, output: String, store: () throws(DatastoreError) -> any Datastore
+    )
         -> CtlOutput
     {
         guard let kind = ResourceKind(argument: kind) else {
@@ -236,15 +258,19 @@ public enum CalicoCtl {
                 return CtlOutput(stdout: render([resource], kind: kind, format: format, listVersion: nil))
             }
             let resources = try store.list(kind)
-            return CtlOutput(stdout: render(resources, kind: kind, format: format,
-                                            listVersion: String(try store.revision())))
+            return CtlOutput(
+                stdout: render(
+                    resources, kind: kind, format: format,
+                    listVersion: String(try store.revision())))
         } catch {
             return .failure("Failed to get resources: \(error)")
         }
     }
 
     /// `get -f FILE -o FORMAT`: the stored objects the manifest names.
-    public static func get(input: ManifestInput, output: String, store: () throws(DatastoreError) -> any Datastore)
+    public static func get(
+        input: ManifestInput, output: String, store: () throws(DatastoreError) -> any Datastore
+    )
         -> CtlOutput
     {
         guard let format = OutputFormat(argument: output) else {
@@ -277,14 +303,17 @@ public enum CalicoCtl {
                 }.joined()
                 return CtlOutput(stdout: text)
             default:
-                return CtlOutput(stdout: render(found, kind: ResourceKind(of: found[0]), format: format, listVersion: nil))
+                return CtlOutput(
+                    stdout: render(found, kind: ResourceKind(of: found[0]), format: format, listVersion: nil))
             }
         } catch {
             return .failure("Failed to get resources: \(error)")
         }
     }
 
-    private static func open(_ store: () throws(DatastoreError) -> any Datastore) throws(DatastoreError)
+    private static func open(
+        _ store: () throws(DatastoreError) -> any Datastore
+    ) throws(DatastoreError)
         -> any Datastore
     {
         try store()
@@ -292,7 +321,9 @@ public enum CalicoCtl {
 
     /// A named get (`listVersion` nil, one object) prints the bare object; a list prints a
     /// `<Kind>List` with the store revision as its resourceVersion.
-    static func render(_ resources: [Resource], kind: ResourceKind, format: OutputFormat, listVersion: String?)
+    static func render(
+        _ resources: [Resource], kind: ResourceKind, format: OutputFormat, listVersion: String?
+    )
         -> String
     {
         switch format {
@@ -300,12 +331,16 @@ public enum CalicoCtl {
             return table(resources, kind: kind, wide: format == .wide)
         case .yaml:
             if listVersion == nil, resources.count == 1 { return ResourceEncoder.yaml(resources[0]) }
-            return ResourceEncoder.yaml(ResourceEncoder.list(kind: kind.rawValue, items: resources,
-                                                             resourceVersion: listVersion))
+            return ResourceEncoder.yaml(
+                ResourceEncoder.list(
+                    kind: kind.rawValue, items: resources,
+                    resourceVersion: listVersion))
         case .json:
             if listVersion == nil, resources.count == 1 { return ResourceEncoder.json(resources[0]) }
-            return ResourceEncoder.json(ResourceEncoder.list(kind: kind.rawValue, items: resources,
-                                                             resourceVersion: listVersion)) + "\n"
+            return ResourceEncoder.json(
+                ResourceEncoder.list(
+                    kind: kind.rawValue, items: resources,
+                    resourceVersion: listVersion)) + "\n"
         }
     }
 
@@ -316,7 +351,10 @@ public enum CalicoCtl {
         switch (kind, wide) {
         case (.ipPool, false): ["NAME", "CIDR", "SELECTOR"]
         case (.ipPool, true):
-            ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR", "ASSIGNMENTMODE"]
+            [
+                "NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR",
+                "ASSIGNMENTMODE",
+            ]
         case (.node, false): ["NAME"]
         case (.node, true): ["NAME", "ASN", "IPV4", "IPV6"]
         case (.blockAffinity, false): ["NAME", "NODE", "CIDR", "STATE"]
@@ -332,9 +370,11 @@ public enum CalicoCtl {
         switch resource {
         case .ipPool(let p):
             guard wide else { return [p.metadata.name, p.spec.cidr, p.spec.nodeSelector] }
-            return [p.metadata.name, p.spec.cidr, String(p.spec.natOutgoing), p.spec.ipipMode.rawValue,
-                    p.spec.vxlanMode.rawValue, String(p.spec.disabled), String(p.spec.disableBGPExport),
-                    p.spec.nodeSelector, p.spec.assignmentMode.rawValue]
+            return [
+                p.metadata.name, p.spec.cidr, String(p.spec.natOutgoing), p.spec.ipipMode.rawValue,
+                p.spec.vxlanMode.rawValue, String(p.spec.disabled), String(p.spec.disableBGPExport),
+                p.spec.nodeSelector, p.spec.assignmentMode.rawValue,
+            ]
         case .node(let n):
             guard wide else { return [n.metadata.name] }
             let asn = n.spec.bgp?.asNumber.map { String($0) } ?? "(\(defaultASNumber))"

@@ -161,8 +161,10 @@ extension Datastore {
         if case .ipPool(let pool) = resource {
             for case .ipPool(let other) in try fetchAll(.ipPool)
             where other.metadata.name != pool.metadata.name && other.spec.prefix.overlaps(pool.spec.prefix) {
-                throw .field("IPPool.Spec.CIDR", pool.spec.cidr,
-                             "IPPool(\(pool.metadata.name)) CIDR overlaps with IPPool(\(other.metadata.name)) CIDR \(other.spec.cidr)")
+                throw .field(
+                    "IPPool.Spec.CIDR", pool.spec.cidr,
+                    "IPPool(\(pool.metadata.name)) CIDR overlaps with IPPool(\(other.metadata.name)) CIDR \(other.spec.cidr)"
+                )
             }
         }
         var stored = resource
@@ -224,12 +226,16 @@ extension Datastore {
     /// `disabled: true` (so watchers stop using it), then after `poolDisableGrace` its block
     /// affinities are released, then the pool is deleted.
     @discardableResult
-    public func delete(_ kind: ResourceKind, name: String, resourceVersion: String? = nil,
-                       poolDisableGrace: Duration = .milliseconds(500)) throws(DatastoreError) -> Resource {
+    public func delete(
+        _ kind: ResourceKind, name: String, resourceVersion: String? = nil,
+        poolDisableGrace: Duration = .milliseconds(500)
+    ) throws(DatastoreError) -> Resource {
         let given = resourceVersion.flatMap { $0.isEmpty ? nil : $0 }
         guard kind == .ipPool else { return try remove(kind, name: name, ifRevision: given) }
         let current = try fetch(.ipPool, name: name)
-        if let given, current.metadata.resourceVersion != given { throw .updateConflict(kind: kind.rawValue, name: name) }
+        if let given, current.metadata.resourceVersion != given {
+            throw .updateConflict(kind: kind.rawValue, name: name)
+        }
         guard case .ipPool(var pool) = current else { return try remove(kind, name: name, ifRevision: given) }
         var revision = current.metadata.resourceVersion
         if !pool.spec.disabled {

@@ -22,7 +22,9 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
     public static let environmentVariable = "IPIPD_DATASTORE"
 
     /// Parses one `--datastore` value.
-    public static func parse(_ text: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+    public static func parse(
+        _ text: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    )
         throws(DatastoreError) -> DatastoreLocation
     {
         let (type, rest): (Substring, Substring?) = {
@@ -37,7 +39,9 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
             }
             return .sqlite(path: String(rest))
         case "manifests":
-            guard !items.isEmpty else { throw .notSupported("datastore 'manifests' needs a path: manifests:PATH[,PATH...]") }
+            guard !items.isEmpty else {
+                throw .notSupported("datastore 'manifests' needs a path: manifests:PATH[,PATH...]")
+            }
             return .manifests(paths: items)
         case "etcd", "etcdv3":
             var endpoints = items
@@ -57,27 +61,36 @@ public enum DatastoreLocation: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The location chosen by an option (when given), else by `IPIPD_DATASTORE`, else the default.
-    public static func resolve(option: String?, environment: [String: String] = ProcessInfo.processInfo.environment)
+    public static func resolve(
+        option: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    )
         throws(DatastoreError) -> DatastoreLocation
     {
         if let option, !option.isEmpty { return try parse(option, environment: environment) }
-        if let value = environment[environmentVariable], !value.isEmpty { return try parse(value, environment: environment) }
-        if let type = environment["DATASTORE_TYPE"], type == "etcdv3" { return try parse("etcd", environment: environment) }
+        if let value = environment[environmentVariable], !value.isEmpty {
+            return try parse(value, environment: environment)
+        }
+        if let type = environment["DATASTORE_TYPE"], type == "etcdv3" {
+            return try parse("etcd", environment: environment)
+        }
         return .sqlite(path: SQLiteDatastore.defaultPath(environment: environment))
     }
 
     /// Opens the store. An etcd store takes its TLS files and credentials from calicoctl's
     /// variables (`ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_USERNAME`,
     /// `ETCD_PASSWORD`).
-    public func open(environment: [String: String] = ProcessInfo.processInfo.environment) throws(DatastoreError)
+    public func open(
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(DatastoreError)
         -> any Datastore
     {
         switch self {
         case .sqlite(let path): return try SQLiteDatastore(path: path)
         case .manifests(let paths): return ManifestDatastore(paths: paths)
         case .etcd(let endpoints):
-            return try EtcdDatastore(endpoints: endpoints, tls: EtcdClient.TLSFiles.from(environment: environment),
-                                     credentials: EtcdClient.Credentials.from(environment: environment))
+            return try EtcdDatastore(
+                endpoints: endpoints, tls: EtcdClient.TLSFiles.from(environment: environment),
+                credentials: EtcdClient.Credentials.from(environment: environment))
         }
     }
 

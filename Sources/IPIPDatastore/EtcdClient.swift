@@ -90,8 +90,9 @@ public final class EtcdClient: @unchecked Sendable {
         /// The files named by calicoctl's variables; nil when none is set.
         public static func from(environment: [String: String]) -> TLSFiles? {
             func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
-            let files = TLSFiles(caFile: value("ETCD_CA_CERT_FILE"), certFile: value("ETCD_CERT_FILE"),
-                                 keyFile: value("ETCD_KEY_FILE"))
+            let files = TLSFiles(
+                caFile: value("ETCD_CA_CERT_FILE"), certFile: value("ETCD_CERT_FILE"),
+                keyFile: value("ETCD_KEY_FILE"))
             return files == TLSFiles() ? nil : files
         }
 
@@ -173,9 +174,10 @@ public final class EtcdClient: @unchecked Sendable {
     }
 
     /// A client for `https://` endpoints with a CA and/or a client certificate.
-    public init(endpoints: [String], tls files: TLSFiles?, credentials: Credentials? = nil,
-                requestTimeout: TimeAmount = .seconds(10)) throws(DatastoreError)
-    {
+    public init(
+        endpoints: [String], tls files: TLSFiles?, credentials: Credentials? = nil,
+        requestTimeout: TimeAmount = .seconds(10)
+    ) throws(DatastoreError) {
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.requestTimeout = requestTimeout
         tls = try files?.configuration()
@@ -185,7 +187,8 @@ public final class EtcdClient: @unchecked Sendable {
     private func request(_ url: String, body: [UInt8], authorized: Bool = true) throws -> HTTPClient.Request {
         var headers: HTTPHeaders = ["Content-Type": "application/json"]
         if authorized, let token = token.withLock({ $0 }) { headers.add(name: "Authorization", value: token) }
-        return try HTTPClient.Request(url: url, method: .POST, headers: headers, body: .bytes(body), tlsConfiguration: tls)
+        return try HTTPClient.Request(
+            url: url, method: .POST, headers: headers, body: .bytes(body), tlsConfiguration: tls)
     }
 
     /// Replaces the held token (tests: an expired or revoked token, which etcd answers with 401
@@ -200,9 +203,10 @@ public final class EtcdClient: @unchecked Sendable {
     /// Gets a token for the credentials (`/v3/auth/authenticate`) from `endpoint`.
     private func authenticate(at endpoint: String) throws(SendError) {
         guard let credentials else { return }
-        let reply = try send(endpoint, "/v3/auth/authenticate",
-                             Self.json(["name": credentials.username, "password": credentials.password]),
-                             authorized: false)
+        let reply = try send(
+            endpoint, "/v3/auth/authenticate",
+            Self.json(["name": credentials.username, "password": credentials.password]),
+            authorized: false)
         guard let issued = reply["token"] as? String, !issued.isEmpty else {
             throw .failed(.storage("etcd \(endpoint): authentication as \(credentials.username) returned no token"))
         }
@@ -213,7 +217,9 @@ public final class EtcdClient: @unchecked Sendable {
 
     /// Reads one key, or every key under a prefix (sorted by key), at the current revision or at
     /// `revision`. Returns the store revision the read saw.
-    public func range(_ key: String, prefix: Bool = false, revision: Int64? = nil) throws(DatastoreError)
+    public func range(
+        _ key: String, prefix: Bool = false, revision: Int64? = nil
+    ) throws(DatastoreError)
         -> (revision: Int64, kvs: [KeyValue])
     {
         var body: [String: Any] = ["key": Self.base64(key)]
@@ -226,15 +232,17 @@ public final class EtcdClient: @unchecked Sendable {
     /// Deletes every key under `prefix`; returns how many went.
     @discardableResult
     public func deletePrefix(_ prefix: String) throws(DatastoreError) -> Int64 {
-        let reply = try call("/v3/kv/deleterange",
-                             ["key": Self.base64(prefix), "range_end": Self.base64(Self.prefixEnd(prefix))])
+        let reply = try call(
+            "/v3/kv/deleterange",
+            ["key": Self.base64(prefix), "range_end": Self.base64(Self.prefixEnd(prefix))])
         return Self.int64(reply["deleted"])
     }
 
     /// Writes one key unconditionally (tests and tools that seed a store as Calico would).
     @discardableResult
     public func put(_ key: String, _ value: [UInt8]) throws(DatastoreError) -> Int64 {
-        Self.headerRevision(try call("/v3/kv/put", ["key": Self.base64(key), "value": Data(value).base64EncodedString()]))
+        Self.headerRevision(
+            try call("/v3/kv/put", ["key": Self.base64(key), "value": Data(value).base64EncodedString()]))
     }
 
     /// Compacts the key history up to `revision` (older revisions can no longer be read or watched).
@@ -249,7 +257,9 @@ public final class EtcdClient: @unchecked Sendable {
     }
 
     /// One transaction: if every comparison holds, `success` runs, else `failure`.
-    public func txn(_ compare: [Compare], success: [Operation], failure: [Operation] = []) throws(DatastoreError)
+    public func txn(
+        _ compare: [Compare], success: [Operation], failure: [Operation] = []
+    ) throws(DatastoreError)
         -> TxnResult
     {
         let compares: [[String: Any]] = compare.map { c in
@@ -310,14 +320,15 @@ public final class EtcdClient: @unchecked Sendable {
 
     /// Streams the changes under `prefix` from `startRevision` (inclusive) to `report`, until the
     /// stream ends (returns normally when cancelled, throws when it broke). Blocks while it runs.
-    public func watch(prefix: String, from startRevision: Int64, handle: Watch,
-                      report: @escaping @Sendable (WatchReport) -> Void) throws(DatastoreError)
-    {
+    public func watch(
+        prefix: String, from startRevision: Int64, handle: Watch,
+        report: @escaping @Sendable (WatchReport) -> Void
+    ) throws(DatastoreError) {
         let create: [String: Any] = [
             "create_request": [
                 "key": Self.base64(prefix), "range_end": Self.base64(Self.prefixEnd(prefix)),
                 "start_revision": String(startRevision),
-            ],
+            ]
         ]
         let body = Self.json(create)
         var lastError: DatastoreError = .storage("etcd: no endpoint")
@@ -405,7 +416,9 @@ public final class EtcdClient: @unchecked Sendable {
         case failed(DatastoreError)
     }
 
-    private func send(_ endpoint: String, _ path: String, _ body: [UInt8], authorized: Bool = true)
+    private func send(
+        _ endpoint: String, _ path: String, _ body: [UInt8], authorized: Bool = true
+    )
         throws(SendError) -> [String: Any]
     {
         let response: HTTPClient.Response
@@ -419,7 +432,8 @@ public final class EtcdClient: @unchecked Sendable {
         let bytes = response.body.map { Array($0.readableBytesView) } ?? []
         let parsed = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
         guard response.status == .ok, let parsed else {
-            let message = (parsed?["message"] as? String) ?? (parsed?["error"] as? String)
+            let message =
+                (parsed?["message"] as? String) ?? (parsed?["error"] as? String)
                 ?? String(decoding: bytes.prefix(300), as: UTF8.self)
             let text = "etcd \(endpoint)\(path): HTTP \(response.status.code): \(message)"
             if authorized, Self.isAuthenticationError(status: response.status, message: message) {
@@ -475,8 +489,10 @@ public final class EtcdClient: @unchecked Sendable {
                 throw .storage("etcd: a key-value without a key")
             }
             let value = (kv["value"] as? String).flatMap { Data(base64Encoded: $0) } ?? Data()
-            result.append(KeyValue(key: String(decoding: key, as: UTF8.self), value: Array(value),
-                                   createRevision: int64(kv["create_revision"]), modRevision: int64(kv["mod_revision"])))
+            result.append(
+                KeyValue(
+                    key: String(decoding: key, as: UTF8.self), value: Array(value),
+                    createRevision: int64(kv["create_revision"]), modRevision: int64(kv["mod_revision"])))
         }
         return result
     }
@@ -518,7 +534,7 @@ private final class WatchDelegate: HTTPClientResponseDelegate, @unchecked Sendab
 
     private func handle(_ line: [UInt8]) {
         guard !line.allSatisfy({ $0 == 32 || $0 == 13 }),
-              let message = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any]
+            let message = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any]
         else { return }
         if let error = message["error"] as? [String: Any] {
             failure.withLock { $0 = .storage("etcd watch: \(error["message"] as? String ?? "\(error)")") }
@@ -535,10 +551,13 @@ private final class WatchDelegate: HTTPClientResponseDelegate, @unchecked Sendab
         var events: [EtcdClient.Event] = []
         for case let event as [String: Any] in result["events"] as? [Any] ?? [] {
             guard let kv = event["kv"] as? [String: Any], let keyText = kv["key"] as? String,
-                  let key = Data(base64Encoded: keyText) else { continue }
-            events.append(EtcdClient.Event(key: String(decoding: key, as: UTF8.self),
-                                           isDelete: (event["type"] as? String) == "DELETE",
-                                           modRevision: EtcdClient.int64(kv["mod_revision"])))
+                let key = Data(base64Encoded: keyText)
+            else { continue }
+            events.append(
+                EtcdClient.Event(
+                    key: String(decoding: key, as: UTF8.self),
+                    isDelete: (event["type"] as? String) == "DELETE",
+                    modRevision: EtcdClient.int64(kv["mod_revision"])))
         }
         if !events.isEmpty { report(.events(events, revision: revision)) }
     }

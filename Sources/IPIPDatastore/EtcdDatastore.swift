@@ -43,8 +43,10 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
     }
 
     /// Opens a store with TLS material (for `https://` endpoints) and/or etcd user credentials.
-    public init(endpoints: [String], tls: EtcdClient.TLSFiles?, credentials: EtcdClient.Credentials? = nil,
-                watchRetryDelay: Double = 1) throws(DatastoreError) {
+    public init(
+        endpoints: [String], tls: EtcdClient.TLSFiles?, credentials: EtcdClient.Credentials? = nil,
+        watchRetryDelay: Double = 1
+    ) throws(DatastoreError) {
         client = try EtcdClient(endpoints: endpoints, tls: tls, credentials: credentials)
         changes = ChangeWatcher(client: client, retryDelay: watchRetryDelay)
     }
@@ -76,7 +78,7 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         guard key.hasPrefix(affinityPrefix) else { return nil }
         let parts = key.dropFirst(affinityPrefix.count).split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 4, !parts[0].isEmpty, parts[1] == "ipv4" || parts[1] == "ipv6", parts[2] == "block",
-              let dash = parts[3].lastIndex(of: "-")
+            let dash = parts[3].lastIndex(of: "-")
         else { return nil }
         let segment = parts[3]
         let cidr = String(segment[..<dash]) + "/" + String(segment[segment.index(after: dash)...])
@@ -101,7 +103,9 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         try fetchAll(kind, revision: nil).resources
     }
 
-    private func fetchAll(_ kind: ResourceKind, revision: Int64?) throws(DatastoreError)
+    private func fetchAll(
+        _ kind: ResourceKind, revision: Int64?
+    ) throws(DatastoreError)
         -> (revision: Int64, resources: [Resource])
     {
         let prefix = kind == .blockAffinity ? Self.affinityPrefix : Self.resourcePrefix + kind.plural + "/"
@@ -173,7 +177,9 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         return stored
     }
 
-    public func remove(_ kind: ResourceKind, name: String, ifRevision expected: String?) throws(DatastoreError)
+    public func remove(
+        _ kind: ResourceKind, name: String, ifRevision expected: String?
+    ) throws(DatastoreError)
         -> Resource
     {
         if kind == .blockAffinity { return try release(name: name, ifRevision: expected) }
@@ -189,14 +195,18 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
 
     /// The guard of an update or delete: the given mod revision, or (with none) the key's current
     /// one, so that the write still fails cleanly if the key vanishes in between.
-    private func revisionGuard(key: String, expected: String?, kind: ResourceKind, name: String) throws(DatastoreError)
+    private func revisionGuard(
+        key: String, expected: String?, kind: ResourceKind, name: String
+    ) throws(DatastoreError)
         -> EtcdClient.Compare
     {
         if let expected {
             guard let revision = Int64(expected) else { throw .updateConflict(kind: kind.rawValue, name: name) }
             return .modRevision(key, revision)
         }
-        guard let current = try client.range(key).kvs.first else { throw .doesNotExist(kind: kind.rawValue, name: name) }
+        guard let current = try client.range(key).kvs.first else {
+            throw .doesNotExist(kind: kind.rawValue, name: name)
+        }
         return .modRevision(key, current.modRevision)
     }
 
@@ -221,8 +231,9 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
             guard let block, owner == "host:\(affinity.spec.node)" else {
                 throw .blockTaken(cidr: affinity.spec.cidr, owner: owner)
             }
-            let retry = try client.txn([.absent(affinityKey), .modRevision(blockKey, block.modRevision)],
-                                       success: [.put(affinityKey, Self.affinityValue(affinity))])
+            let retry = try client.txn(
+                [.absent(affinityKey), .modRevision(blockKey, block.modRevision)],
+                success: [.put(affinityKey, Self.affinityValue(affinity))])
             guard retry.succeeded else { throw .alreadyExists(kind: "BlockAffinity", name: affinity.metadata.name) }
             return stamped(.blockAffinity(affinity), retry.revision)
         }
@@ -326,13 +337,15 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
             }
             let object = (try? JSONSerialization.jsonObject(with: Data(kv.value))) as? [String: Any] ?? [:]
             let state = object["state"] as? String ?? "confirmed"
-            let deleted: Bool = switch object["deleted"] {
-            case let flag as Bool: flag
-            case let text as String: text == "true"
-            default: false
-            }
-            resource = try IPAM.affinityResource(node: node, cidr: cidr, state: state, deleted: deleted,
-                                                 source: "\(description)\(kv.key)")
+            let deleted: Bool =
+                switch object["deleted"] {
+                case let flag as Bool: flag
+                case let text as String: text == "true"
+                default: false
+                }
+            resource = try IPAM.affinityResource(
+                node: node, cidr: cidr, state: state, deleted: deleted,
+                source: "\(description)\(kv.key)")
         } else {
             do {
                 resource = try ResourceDecoder.decodeStored(kv.text, file: "\(description)\(kv.key)")
@@ -461,7 +474,10 @@ private final class ChangeWatcher: @unchecked Sendable {
                 if state.withLock({ $0.next }) != 0 { Thread.sleep(forTimeInterval: retryDelay) }
             }
         }
-        state.withLock { $0.healthy = false; $0.running = false }
+        state.withLock {
+            $0.healthy = false
+            $0.running = false
+        }
     }
 }
 

@@ -22,14 +22,18 @@ public enum IPAM {
     /// Claims the next free block for `node`: from `pool` when given, else from the enabled IPv4
     /// pools in name order. Two claims racing for the same block both write, see each other, and
     /// the later write (higher resourceVersion) backs off and takes the next block.
-    public static func claim(in store: any Datastore, node: String, pool poolName: String?) throws(DatastoreError)
+    public static func claim(
+        in store: any Datastore, node: String, pool poolName: String?
+    ) throws(DatastoreError)
         -> Claim
     {
         guard !node.isEmpty else { throw .validation("a node name is required") }
         let pools: [IPPool]
         if let poolName {
             guard case .ipPool(let pool) = try store.get(.ipPool, name: poolName) else { return try unreachable() }
-            guard !pool.spec.disabled else { throw .validation("IPPool(\(poolName)) is disabled: it hands out no blocks") }
+            guard !pool.spec.disabled else {
+                throw .validation("IPPool(\(poolName)) is disabled: it hands out no blocks")
+            }
             guard pool.ipv4Prefix != nil else {
                 throw .validation("IPPool(\(poolName)) is an IPv6 pool: this dataplane assigns IPv4 blocks only")
             }
@@ -75,7 +79,9 @@ public enum IPAM {
     /// Releases the block `cidr` of `node` (deletes its affinity). Throws `doesNotExist` when the
     /// node holds no such block.
     @discardableResult
-    public static func release(in store: any Datastore, node: String, cidr: String) throws(DatastoreError)
+    public static func release(
+        in store: any Datastore, node: String, cidr: String
+    ) throws(DatastoreError)
         -> BlockAffinity
     {
         guard let prefix = IPPrefix(cidr) else { throw .validation("invalid block CIDR '\(cidr)'") }
@@ -105,8 +111,9 @@ public enum IPAM {
             let base = UInt64(prefix.first.rawValue)
             var index: UInt64 = 0
             while index < count {
-                let block = IPv4Prefix(address: IPv4Address(rawValue: UInt32(base + index * size)),
-                                       length: UInt8(pool.spec.blockSize))
+                let block = IPv4Prefix(
+                    address: IPv4Address(rawValue: UInt32(base + index * size)),
+                    length: UInt8(pool.spec.blockSize))
                 if let blocker = takenV4.first(where: { $0.overlaps(block) }) {
                     // Skip past whatever overlaps (a larger foreign block skips several of ours).
                     let end = UInt64(blocker.last.rawValue) + 1
@@ -121,9 +128,10 @@ public enum IPAM {
     }
 
     /// A BlockAffinity resource with Calico's name for it (validated like any other).
-    static func affinityResource(node: String, cidr: String, state: String = "confirmed", deleted: Bool = false,
-                                 source: String = "ipam") throws(DatastoreError) -> Resource
-    {
+    static func affinityResource(
+        node: String, cidr: String, state: String = "confirmed", deleted: Bool = false,
+        source: String = "ipam"
+    ) throws(DatastoreError) -> Resource {
         let name = affinityName(node: node, cidr: cidr)
         let text = """
             {"kind":"BlockAffinity","apiVersion":"\(calicoAPIVersion)","metadata":{"name":\(quote(name))},\

@@ -23,8 +23,9 @@ public final class ManifestDatastore: Datastore, @unchecked Sendable {
     }
 
     private func readOnly(_ verb: String) -> DatastoreError {
-        .readOnly("the manifests datastore (\(paths.joined(separator: ","))) is read-only: cannot \(verb); "
-            + "use --datastore sqlite:PATH to store resources")
+        .readOnly(
+            "the manifests datastore (\(paths.joined(separator: ","))) is read-only: cannot \(verb); "
+                + "use --datastore sqlite:PATH to store resources")
     }
 
     public func fetch(_ kind: ResourceKind, name: String) throws(DatastoreError) -> Resource {
@@ -36,12 +37,13 @@ public final class ManifestDatastore: Datastore, @unchecked Sendable {
 
     public func fetchAll(_ kind: ResourceKind) throws(DatastoreError) -> [Resource] {
         let set = try load()
-        let resources: [Resource] = switch kind {
-        case .ipPool: set.pools.map(Resource.ipPool)
-        case .node: set.nodes.map(Resource.node)
-        case .blockAffinity: set.blockAffinities.map(Resource.blockAffinity)
-        case .felixConfiguration: set.felixConfigurations.map(Resource.felixConfiguration)
-        }
+        let resources: [Resource] =
+            switch kind {
+            case .ipPool: set.pools.map(Resource.ipPool)
+            case .node: set.nodes.map(Resource.node)
+            case .blockAffinity: set.blockAffinities.map(Resource.blockAffinity)
+            case .felixConfiguration: set.felixConfigurations.map(Resource.felixConfiguration)
+            }
         return resources.sorted { $0.name < $1.name }
     }
 
@@ -51,7 +53,9 @@ public final class ManifestDatastore: Datastore, @unchecked Sendable {
         throw readOnly("update")
     }
 
-    public func remove(_ kind: ResourceKind, name: String, ifRevision revision: String?) throws(DatastoreError)
+    public func remove(
+        _ kind: ResourceKind, name: String, ifRevision revision: String?
+    ) throws(DatastoreError)
         -> Resource
     {
         throw readOnly("delete")
@@ -72,7 +76,8 @@ public final class ManifestDatastore: Datastore, @unchecked Sendable {
         for path in paths {
             parts.append(Self.stamp(path))
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { continue }
-            for name in names.sorted() where name.hasSuffix(".yaml") || name.hasSuffix(".yml") || name.hasSuffix(".json") {
+            for name in names.sorted()
+            where name.hasSuffix(".yaml") || name.hasSuffix(".yml") || name.hasSuffix(".json") {
                 parts.append(name + "=" + Self.stamp(path + "/" + name))
             }
         }

@@ -40,28 +40,30 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
             try queue.writeWithoutTransaction { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
                 try db.inTransaction(.immediate) {
-                    try db.execute(sql: """
-                        CREATE TABLE IF NOT EXISTS store (
-                            id INTEGER PRIMARY KEY CHECK (id = 1),
-                            revision INTEGER NOT NULL,
-                            schema INTEGER NOT NULL
-                        );
-                        CREATE TABLE IF NOT EXISTS resources (
-                            kind TEXT NOT NULL,
-                            name TEXT NOT NULL,
-                            revision INTEGER NOT NULL,
-                            value TEXT NOT NULL,
-                            PRIMARY KEY (kind, name)
-                        ) WITHOUT ROWID;
-                        INSERT OR IGNORE INTO store (id, revision, schema) VALUES (1, 0, \(Self.schemaVersion));
-                        """)
+                    try db.execute(
+                        sql: """
+                            CREATE TABLE IF NOT EXISTS store (
+                                id INTEGER PRIMARY KEY CHECK (id = 1),
+                                revision INTEGER NOT NULL,
+                                schema INTEGER NOT NULL
+                            );
+                            CREATE TABLE IF NOT EXISTS resources (
+                                kind TEXT NOT NULL,
+                                name TEXT NOT NULL,
+                                revision INTEGER NOT NULL,
+                                value TEXT NOT NULL,
+                                PRIMARY KEY (kind, name)
+                            ) WITHOUT ROWID;
+                            INSERT OR IGNORE INTO store (id, revision, schema) VALUES (1, 0, \(Self.schemaVersion));
+                            """)
                     return .commit
                 }
             }
             let schema = try queue.read { db in try Int.fetchOne(db, sql: "SELECT schema FROM store WHERE id = 1") }
             guard schema == Self.schemaVersion else {
                 throw DatastoreError.storage(
-                    "datastore \(path) has schema \(schema.map(String.init) ?? "none"); this ipipd reads schema \(Self.schemaVersion)")
+                    "datastore \(path) has schema \(schema.map(String.init) ?? "none"); this ipipd reads schema \(Self.schemaVersion)"
+                )
             }
         } catch let error as DatastoreError {
             throw error
@@ -74,8 +76,10 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
 
     /// The default location: `/var/lib/ipipd/datastore.sqlite` as root, otherwise
     /// `$XDG_DATA_HOME/ipipd/datastore.sqlite` or `~/.local/share/ipipd/datastore.sqlite`.
-    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment,
-                                   isRoot: Bool = geteuid() == 0) -> String {
+    public static func defaultPath(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        isRoot: Bool = geteuid() == 0
+    ) -> String {
         if isRoot { return "/var/lib/ipipd/datastore.sqlite" }
         if let data = environment["XDG_DATA_HOME"], data.hasPrefix("/") { return data + "/ipipd/datastore.sqlite" }
         let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
@@ -85,19 +89,25 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
     // MARK: Primitives
 
     public func fetch(_ kind: ResourceKind, name: String) throws(DatastoreError) -> Resource {
-        let row = try run { try queue.read { db in
-            try Row.fetchOne(db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
-                             arguments: [kind.rawValue, name])
-        } }
+        let row = try run {
+            try queue.read { db in
+                try Row.fetchOne(
+                    db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
+                    arguments: [kind.rawValue, name])
+            }
+        }
         guard let row else { throw .doesNotExist(kind: kind.rawValue, name: name) }
         return try decode(kind: kind, name: name, revision: row["revision"], value: row["value"])
     }
 
     public func fetchAll(_ kind: ResourceKind) throws(DatastoreError) -> [Resource] {
-        let rows = try run { try queue.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, revision, value FROM resources WHERE kind = ? ORDER BY name",
-                             arguments: [kind.rawValue])
-        } }
+        let rows = try run {
+            try queue.read { db in
+                try Row.fetchAll(
+                    db, sql: "SELECT name, revision, value FROM resources WHERE kind = ? ORDER BY name",
+                    arguments: [kind.rawValue])
+            }
+        }
         var resources: [Resource] = []
         for row in rows {
             resources.append(try decode(kind: kind, name: row["name"], revision: row["revision"], value: row["value"]))
@@ -109,13 +119,16 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         let kind = ResourceKind(of: resource)
         let value = Self.encode(resource)
         let revision: Int64? = try write { db in
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM resources WHERE kind = ? AND name = ?",
-                                 arguments: [kind.rawValue, resource.name]) != nil {
+            if try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM resources WHERE kind = ? AND name = ?",
+                arguments: [kind.rawValue, resource.name]) != nil
+            {
                 return nil
             }
             let revision = try Self.bump(db)
-            try db.execute(sql: "INSERT INTO resources (kind, name, revision, value) VALUES (?, ?, ?, ?)",
-                           arguments: [kind.rawValue, resource.name, revision, value])
+            try db.execute(
+                sql: "INSERT INTO resources (kind, name, revision, value) VALUES (?, ?, ?, ?)",
+                arguments: [kind.rawValue, resource.name, revision, value])
             return revision
         }
         guard let revision else { throw .alreadyExists(kind: kind.rawValue, name: resource.name) }
@@ -128,15 +141,18 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         let kind = ResourceKind(of: resource)
         let value = Self.encode(resource)
         let outcome: Result<Int64, DatastoreError> = try write { db in
-            guard let current = try Int64.fetchOne(db, sql: "SELECT revision FROM resources WHERE kind = ? AND name = ?",
-                                                   arguments: [kind.rawValue, resource.name])
+            guard
+                let current = try Int64.fetchOne(
+                    db, sql: "SELECT revision FROM resources WHERE kind = ? AND name = ?",
+                    arguments: [kind.rawValue, resource.name])
             else { return .failure(.doesNotExist(kind: kind.rawValue, name: resource.name)) }
             if let expected, expected != String(current) {
                 return .failure(.updateConflict(kind: kind.rawValue, name: resource.name))
             }
             let revision = try Self.bump(db)
-            try db.execute(sql: "UPDATE resources SET revision = ?, value = ? WHERE kind = ? AND name = ?",
-                           arguments: [revision, value, kind.rawValue, resource.name])
+            try db.execute(
+                sql: "UPDATE resources SET revision = ?, value = ? WHERE kind = ? AND name = ?",
+                arguments: [revision, value, kind.rawValue, resource.name])
             return .success(revision)
         }
         var stored = resource
@@ -144,12 +160,16 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         return stored
     }
 
-    public func remove(_ kind: ResourceKind, name: String, ifRevision expected: String?) throws(DatastoreError)
+    public func remove(
+        _ kind: ResourceKind, name: String, ifRevision expected: String?
+    ) throws(DatastoreError)
         -> Resource
     {
         let outcome: Result<Row, DatastoreError> = try write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
-                                             arguments: [kind.rawValue, name])
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
+                    arguments: [kind.rawValue, name])
             else { return .failure(.doesNotExist(kind: kind.rawValue, name: name)) }
             if let expected, expected != String(row["revision"] as Int64) {
                 return .failure(.updateConflict(kind: kind.rawValue, name: name))
@@ -168,9 +188,11 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
 
     /// SQLite's `PRAGMA integrity_check` result (`ok` for a sound file).
     public func integrityCheck() throws(DatastoreError) -> String {
-        try run { try queue.read { db in
-            try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "\n")
-        } }
+        try run {
+            try queue.read { db in
+                try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "\n")
+            }
+        }
     }
 
     // MARK: Helpers
@@ -184,7 +206,9 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         ResourceEncoder.json(ResourceEncoder.value(resource, includeResourceVersion: false), indent: nil)
     }
 
-    private func decode(kind: ResourceKind, name: String, revision: Int64, value: String) throws(DatastoreError)
+    private func decode(
+        kind: ResourceKind, name: String, revision: Int64, value: String
+    ) throws(DatastoreError)
         -> Resource
     {
         let resources: [Resource]

@@ -1,4 +1,5 @@
 import IPIPCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -48,8 +49,10 @@ public enum FuzzInvariants {
         public static let inputBatch = "input-batch"
     }
 
-    public static func check(ingress: Bool, batch: borrowing PacketBatch, generated: borrowing PacketBatch,
-                             verdicts: borrowing VerdictBatch, topology: Topology) -> [Violation] {
+    public static func check(
+        ingress: Bool, batch: borrowing PacketBatch, generated: borrowing PacketBatch,
+        verdicts: borrowing VerdictBatch, topology: Topology
+    ) -> [Violation] {
         var out: [Violation] = []
         func fail(_ slot: Int, _ kind: String, _ message: String) {
             out.append(Violation(slot: slot, kind: kind, message: message))
@@ -58,7 +61,9 @@ public enum FuzzInvariants {
         let n = batch.count
         var generatedPerInput = [Int](repeating: 0, count: n)
         var lastOrigin = 0
-        if ingress && generated.count != 0 { fail(0, Kind.ingressGenerated, "ingress generated \(generated.count) packets") }
+        if ingress && generated.count != 0 {
+            fail(0, Kind.ingressGenerated, "ingress generated \(generated.count) packets")
+        }
         for g in 0..<generated.count {
             let o = generated.origin(of: g)
             guard o >= 0 && o < n else {
@@ -75,14 +80,20 @@ public enum FuzzInvariants {
                 fail(o, Kind.invalidDatagram, "generated[\(g)] (\(side)) is not a valid datagram: \(problem)")
                 continue
             }
-            if ingress && side == .underlay { fail(o, Kind.ingressUnderlay, "generated[\(g)] from the ingress path leaves on the underlay") }
+            if ingress && side == .underlay {
+                fail(o, Kind.ingressUnderlay, "generated[\(g)] from the ingress path leaves on the underlay")
+            }
             if side == .underlay {
                 checkEncapsulated(p, slot: o, what: "generated[\(g)]", peer: verdicts[o].peer, topology: topology, fail)
             } else if side == .tun {
-                if p[9] != IPProtocolNumber.icmp { fail(o, Kind.icmpError, "generated[\(g)] to the TUN is protocol \(p[9]), not ICMP") }
+                if p[9] != IPProtocolNumber.icmp {
+                    fail(o, Kind.icmpError, "generated[\(g)] to the TUN is protocol \(p[9]), not ICMP")
+                }
                 if p.count > 576 { fail(o, Kind.icmpError, "generated ICMP error of \(p.count) bytes > 576") }
                 if address(p, 12) != topology.icmpSourceAddress {
-                    fail(o, Kind.icmpError, "generated ICMP error from \(address(p, 12)), not \(topology.icmpSourceAddress)")
+                    fail(
+                        o, Kind.icmpError,
+                        "generated ICMP error from \(address(p, 12)), not \(topology.icmpSourceAddress)")
                 }
             }
         }
@@ -92,22 +103,33 @@ public enum FuzzInvariants {
             let side = batch.side(of: i)
             let inPlace = side == .none ? 0 : 1
             if Int(v.outputCount) != inPlace + generatedPerInput[i] {
-                fail(i, Kind.outputCount, "verdict \(v.action) outputCount \(v.outputCount) but \(inPlace) in place + \(generatedPerInput[i]) generated")
+                fail(
+                    i, Kind.outputCount,
+                    "verdict \(v.action) outputCount \(v.outputCount) but \(inPlace) in place + \(generatedPerInput[i]) generated"
+                )
             }
             if (v.action == .dropped) != (v.dropReason != nil) {
                 fail(i, Kind.verdict, "action \(v.action) with dropReason \(v.dropReason.map { "\($0)" } ?? "nil")")
             }
-            if v.action == .dropped && side != .none { fail(i, Kind.verdict, "dropped (\(v.dropReason!)) but leaves on \(side)") }
+            if v.action == .dropped && side != .none {
+                fail(i, Kind.verdict, "dropped (\(v.dropReason!)) but leaves on \(side)")
+            }
             let p = UnsafeRawBufferPointer(batch.packet(i))
             if side != .none, let problem = datagramProblem(p) {
-                fail(i, Kind.invalidDatagram, "emitted (\(side), \(v.action)) packet is not a valid datagram: \(problem)")
+                fail(
+                    i, Kind.invalidDatagram, "emitted (\(side), \(v.action)) packet is not a valid datagram: \(problem)"
+                )
                 continue
             }
             if ingress {
-                if side == .underlay { fail(i, Kind.ingressUnderlay, "ingress packet leaves on the underlay (\(v.action))") }
+                if side == .underlay {
+                    fail(i, Kind.ingressUnderlay, "ingress packet leaves on the underlay (\(v.action))")
+                }
                 if side == .tun {
                     let d = address(p, 16)
-                    if topology.route(for: d)?.kind != .local { fail(i, Kind.decapsulatedDestination, "decapsulated packet to non-local \(d)") }
+                    if topology.route(for: d)?.kind != .local {
+                        fail(i, Kind.decapsulatedDestination, "decapsulated packet to non-local \(d)")
+                    }
                 }
             } else {
                 if side == .underlay && p[9] == IPProtocolNumber.ipInIP {
@@ -139,19 +161,26 @@ public enum FuzzInvariants {
         IPv4Address(p[o], p[o + 1], p[o + 2], p[o + 3])
     }
 
-    static func checkEncapsulated(_ p: UnsafeRawBufferPointer, slot: Int, what: String, peer: IPv4Address,
-                                  topology: Topology, _ fail: (Int, String, String) -> Void) {
+    static func checkEncapsulated(
+        _ p: UnsafeRawBufferPointer, slot: Int, what: String, peer: IPv4Address,
+        topology: Topology, _ fail: (Int, String, String) -> Void
+    ) {
         guard p[9] == IPProtocolNumber.ipInIP else {
             fail(slot, Kind.outerHeader, "\(what) on the underlay is protocol \(p[9]), not IP-in-IP")
             return
         }
-        let source = address(p, 12), destination = address(p, 16)
-        if source != topology.localAddress { fail(slot, Kind.outerHeader, "\(what): outer source \(source) is not \(topology.localAddress)") }
+        let source = address(p, 12)
+        let destination = address(p, 16)
+        if source != topology.localAddress {
+            fail(slot, Kind.outerHeader, "\(what): outer source \(source) is not \(topology.localAddress)")
+        }
         let isPeer = topology.nodes.indices.contains {
             $0 != topology.localNodeIndex && topology.nodes[$0].address == destination
         }
         if !isPeer { fail(slot, Kind.outerHeader, "\(what): outer destination \(destination) is not a peer node") }
-        if destination != peer { fail(slot, Kind.outerHeader, "\(what): outer destination \(destination) but verdict peer \(peer)") }
+        if destination != peer {
+            fail(slot, Kind.outerHeader, "\(what): outer destination \(destination) but verdict peer \(peer)")
+        }
         if p.count > topology.tunnelMTU + 20 {
             fail(slot, Kind.tunnelMTU, "\(what): \(p.count) bytes > tunnel MTU \(topology.tunnelMTU) + 20")
         }
@@ -162,8 +191,10 @@ public enum FuzzInvariants {
     }
 
     /// The fragments (generated, origin `slot`, each IP-in-IP) must rebuild `original` exactly.
-    static func checkFragments(of original: UnsafeRawBufferPointer, slot: Int, generated: borrowing PacketBatch,
-                               _ fail: (Int, String, String) -> Void) {
+    static func checkFragments(
+        of original: UnsafeRawBufferPointer, slot: Int, generated: borrowing PacketBatch,
+        _ fail: (Int, String, String) -> Void
+    ) {
         guard original.count >= 20 else { return }
         let hl = Int(original[0] & 0x0F) * 4
         guard hl >= 20 && hl <= original.count else { return }
@@ -185,11 +216,16 @@ public enum FuzzInvariants {
             let mf = ff & IPv4Header.moreFragmentsFlag != 0
             let last = k == indices.count - 1
             if offset != base + covered {
-                fail(slot, base + covered > 65535 ? Kind.fragmentOffset : Kind.fragments, "fragment \(k) of \(indices.count) has offset \(offset), expected \(base) + \(covered) = \(base + covered)")
+                fail(
+                    slot, base + covered > 65535 ? Kind.fragmentOffset : Kind.fragments,
+                    "fragment \(k) of \(indices.count) has offset \(offset), expected \(base) + \(covered) = \(base + covered)"
+                )
                 return
             }
             if mf != (last ? originalMF : true) {
-                fail(slot, Kind.fragments, "fragment \(k) of \(indices.count): MF \(mf), expected \(last ? originalMF : true)")
+                fail(
+                    slot, Kind.fragments,
+                    "fragment \(k) of \(indices.count): MF \(mf), expected \(last ? originalMF : true)")
                 return
             }
             let data = f.count - fhl

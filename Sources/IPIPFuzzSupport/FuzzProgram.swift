@@ -58,13 +58,17 @@ public enum FuzzProgram {
     }
 
     /// Runs the program and also returns one line per input packet: its verdict and side.
-    public static func trace(_ input: UnsafeRawBufferPointer) -> (violations: [FuzzInvariants.Violation], trace: [String]) {
+    public static func trace(
+        _ input: UnsafeRawBufferPointer
+    ) -> (violations: [FuzzInvariants.Violation], trace: [String]) {
         var lines: [String] = []
         let violations = FuzzSession().run(input, trace: { lines.append($0) })
         return (violations, lines)
     }
 
-    static func run(_ input: UnsafeRawBufferPointer, runner: Runner, trace: ((String) -> Void)?)
+    static func run(
+        _ input: UnsafeRawBufferPointer, runner: Runner, trace: ((String) -> Void)?
+    )
         -> [FuzzInvariants.Violation]
     {
         let options = input[0]
@@ -90,11 +94,13 @@ public enum FuzzProgram {
             let ingress = h & 0x80 != 0
             if options & 0x10 != 0 {
                 guard input.count - at >= 8 else { break }
-                let d = FuzzDescriptor(input[at], input[at + 1], input[at + 2], input[at + 3], input[at + 4],
-                                       input[at + 5], input[at + 6], input[at + 7])
+                let d = FuzzDescriptor(
+                    input[at], input[at + 1], input[at + 2], input[at + 3], input[at + 4],
+                    input[at + 5], input[at + 6], input[at + 7])
                 at += 8
                 let n = min(d.suppliedPayloadCount, input.count - at)
-                d.build(ingress: ingress, payload: UnsafeRawBufferPointer(rebasing: input[at..<(at + n)]), into: &packet)
+                d.build(
+                    ingress: ingress, payload: UnsafeRawBufferPointer(rebasing: input[at..<(at + n)]), into: &packet)
                 at += n
                 packet.withUnsafeBytes { runner.add($0, ingress: ingress, record: record) }
             } else {
@@ -176,8 +182,10 @@ public enum FuzzProgram {
             let fits = batch.append(copying: packet, time: now)
             // A slot holds 65535 bytes; raw records are shorter than that, templates are clamped.
             guard fits else {
-                violations.append(.init(slot: batch.count, kind: FuzzInvariants.Kind.inputBatch,
-                                        message: "record \(record): a \(packet.count)-byte packet did not fit the input batch"))
+                violations.append(
+                    .init(
+                        slot: batch.count, kind: FuzzInvariants.Kind.inputBatch,
+                        message: "record \(record): a \(packet.count)-byte packet did not fit the input batch"))
                 return
             }
             records[batch.count - 1] = record
@@ -192,20 +200,23 @@ public enum FuzzProgram {
             } else {
                 engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
             }
-            let found = FuzzInvariants.check(ingress: ingress, batch: batch, generated: generated, verdicts: verdicts,
-                                             topology: topology)
+            let found = FuzzInvariants.check(
+                ingress: ingress, batch: batch, generated: generated, verdicts: verdicts,
+                topology: topology)
             if let trace {
                 for i in 0..<batch.count {
                     let v = verdicts[i]
                     let reason = v.dropReason.map { " \($0)" } ?? ""
                     let icmp = v.icmpType.map { " icmp \($0)/\(v.icmpCode)" } ?? ""
-                    trace("record \(records[i]) \(ingress ? "ingress" : "egress") \(batch.time(of: i)): "
-                        + "\(v.action)\(reason)\(icmp), \(v.outputCount) out, side \(batch.side(of: i))")
+                    trace(
+                        "record \(records[i]) \(ingress ? "ingress" : "egress") \(batch.time(of: i)): "
+                            + "\(v.action)\(reason)\(icmp), \(v.outputCount) out, side \(batch.side(of: i))")
                 }
             }
             for v in found {
                 var v = v
-                v.message = "batch \(batchNumber) (\(ingress ? "ingress" : "egress")), record \(records[v.slot]): \(v.message)"
+                v.message =
+                    "batch \(batchNumber) (\(ingress ? "ingress" : "egress")), record \(records[v.slot]): \(v.message)"
                 violations.append(v)
             }
             batchNumber += 1
@@ -213,4 +224,3 @@ public enum FuzzProgram {
         }
     }
 }
-

@@ -24,8 +24,10 @@ import IPIPCore
 public struct FuzzDescriptor {
     public var bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
 
-    public init(_ d0: UInt8, _ d1: UInt8, _ d2: UInt8, _ d3: UInt8, _ d4: UInt8, _ d5: UInt8, _ d6: UInt8,
-                _ d7: UInt8) {
+    public init(
+        _ d0: UInt8, _ d1: UInt8, _ d2: UInt8, _ d3: UInt8, _ d4: UInt8, _ d5: UInt8, _ d6: UInt8,
+        _ d7: UInt8
+    ) {
         bytes = (d0, d1, d2, d3, d4, d5, d6, d7)
     }
 
@@ -95,19 +97,22 @@ public struct FuzzDescriptor {
         switch kind {
         case 0, 1:
             let destination = kind == 0 ? FuzzTopologies.a("10.0.0.1") : FuzzTopologies.a("10.0.0.2")
-            var outer = Self.header(source: FuzzTopologies.outerSources[Int(d5 & 7)], destination: destination,
-                                    protocolNumber: IPProtocolNumber.ipInIP, tos: (d5 >> 5) & 3,
-                                    flags: IPv4Header.dontFragmentFlag | (d5 & 0xE0 == 0xE0 ? IPv4Header.moreFragmentsFlag : 0))
+            var outer = Self.header(
+                source: FuzzTopologies.outerSources[Int(d5 & 7)], destination: destination,
+                protocolNumber: IPProtocolNumber.ipInIP, tos: (d5 >> 5) & 3,
+                flags: IPv4Header.dontFragmentFlag | (d5 & 0xE0 == 0xE0 ? IPv4Header.moreFragmentsFlag : 0))
             outer += inner
             Self.finishHeader(&outer, headerLength: 20)
             out = outer
         case 2:
             // An ICMP error from a router on the path, quoting an outer header (ours or not) and the
             // start of the inner datagram.
-            let (type, code): (UInt8, UInt8) = [(3, 4), (3, 4), (3, 4), (3, 4), (3, 1), (11, 0), (0, 0), (3, 4)][Int(d6 & 7)]
+            let (type, code): (UInt8, UInt8) = [(3, 4), (3, 4), (3, 4), (3, 4), (3, 1), (11, 0), (0, 0), (3, 4)][
+                Int(d6 & 7)]
             let quotedSource = d6 & 7 == 7 ? FuzzTopologies.a("10.0.0.2") : FuzzTopologies.a("10.0.0.1")
-            var quoted = Self.header(source: quotedSource, destination: addresses[Int(d0 >> 4)],
-                                     protocolNumber: IPProtocolNumber.ipInIP, tos: 0, flags: IPv4Header.dontFragmentFlag)
+            var quoted = Self.header(
+                source: quotedSource, destination: addresses[Int(d0 >> 4)],
+                protocolNumber: IPProtocolNumber.ipInIP, tos: 0, flags: IPv4Header.dontFragmentFlag)
             quoted += inner
             Self.finishHeader(&quoted, headerLength: 20)
             let mtu: UInt16
@@ -121,9 +126,10 @@ public struct FuzzDescriptor {
             icmp += quoted.prefix(576 - 28)
             let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
             Self.store16(c, at: 2, in: &icmp)
-            var ip = Self.header(source: FuzzTopologies.outerSources[Int(d5 & 7)], destination: FuzzTopologies.a("10.0.0.1"),
-                                 protocolNumber: IPProtocolNumber.icmp, tos: 0xC0,
-                                 flags: d5 & 0xE0 == 0xE0 ? IPv4Header.moreFragmentsFlag : 0)
+            var ip = Self.header(
+                source: FuzzTopologies.outerSources[Int(d5 & 7)], destination: FuzzTopologies.a("10.0.0.1"),
+                protocolNumber: IPProtocolNumber.icmp, tos: 0xC0,
+                flags: d5 & 0xE0 == 0xE0 ? IPv4Header.moreFragmentsFlag : 0)
             ip += icmp
             Self.finishHeader(&ip, headerLength: 20)
             out = ip
@@ -132,8 +138,10 @@ public struct FuzzDescriptor {
         }
     }
 
-    static func header(source: IPv4Address, destination: IPv4Address, protocolNumber: UInt8, tos: UInt8,
-                       flags: UInt16) -> [UInt8] {
+    static func header(
+        source: IPv4Address, destination: IPv4Address, protocolNumber: UInt8, tos: UInt8,
+        flags: UInt16
+    ) -> [UInt8] {
         var h = [UInt8](repeating: 0, count: 20)
         h[0] = 0x45
         h[1] = tos

@@ -36,7 +36,8 @@ public enum AllocationCounter {
         if reader() != nil { return "loaded" }
         if getenv(markerVariable) != nil { return "\(libraryName) was preloaded but does not count" }
         guard let executable = executablePath() else { return "cannot read /proc/self/exe" }
-        let directory = executable.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let directory = executable.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
+            separator: "/")
         let library = directory + "/" + libraryName
         guard access(library, R_OK) == 0 else { return "no \(library)" }
         let previous = getenv("LD_PRELOAD").map { String(cString: $0) } ?? ""

@@ -156,7 +156,8 @@ struct Assembler {
                 precondition(distance >= 0 && distance <= 255, "classic BPF jumps forward by 0…255")
                 return UInt8(distance)
             }
-            return sock_filter(code: instruction.opcode, jt: offset(instruction.jt), jf: offset(instruction.jf), k: instruction.k)
+            return sock_filter(
+                code: instruction.opcode, jt: offset(instruction.jt), jf: offset(instruction.jf), k: instruction.k)
         }
     }
 }

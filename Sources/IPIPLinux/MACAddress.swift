@@ -33,8 +33,12 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(bytes.0); hasher.combine(bytes.1); hasher.combine(bytes.2)
-        hasher.combine(bytes.3); hasher.combine(bytes.4); hasher.combine(bytes.5)
+        hasher.combine(bytes.0)
+        hasher.combine(bytes.1)
+        hasher.combine(bytes.2)
+        hasher.combine(bytes.3)
+        hasher.combine(bytes.4)
+        hasher.combine(bytes.5)
     }
 
     /// `aa:bb:cc:dd:ee:ff`.

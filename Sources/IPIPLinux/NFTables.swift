@@ -56,11 +56,14 @@ public enum NFTables {
     /// The ruleset `apply` loads; see the type's documentation.
     /// - Throws: `NFTablesError.invalidName` for a table or device name that is not a plain
     ///   identifier (letters, digits, `_`, `-`, `.`, at most 15 bytes for a device).
-    public static func ruleset(table: String, uplink: String, nodeAddress: IPv4Address,
-                               natPortRange: ClosedRange<UInt16>) throws(NFTablesError) -> String {
+    public static func ruleset(
+        table: String, uplink: String, nodeAddress: IPv4Address,
+        natPortRange: ClosedRange<UInt16>
+    ) throws(NFTablesError) -> String {
         try validate(table, maximumLength: 64)
         try validate(uplink, maximumLength: 15)
-        let ports = natPortRange.lowerBound == natPortRange.upperBound
+        let ports =
+            natPortRange.lowerBound == natPortRange.upperBound
             ? "\(natPortRange.lowerBound)" : "\(natPortRange.lowerBound)-\(natPortRange.upperBound)"
         let node = nodeAddress.description
         return """
@@ -87,9 +90,11 @@ public enum NFTables {
     ///   - natPortRange: the SNAT port range (also ICMP echo identifiers).
     ///   - executable: the `nft` binary.
     /// - Throws: `NFTablesError`.
-    public static func apply(table: String = "ipipd", uplink: String, nodeAddress: IPv4Address,
-                             natPortRange: ClosedRange<UInt16>,
-                             executable: String = defaultExecutable) throws(NFTablesError) {
+    public static func apply(
+        table: String = "ipipd", uplink: String, nodeAddress: IPv4Address,
+        natPortRange: ClosedRange<UInt16>,
+        executable: String = defaultExecutable
+    ) throws(NFTablesError) {
         let text = try ruleset(table: table, uplink: uplink, nodeAddress: nodeAddress, natPortRange: natPortRange)
         _ = try run(executable, ["-f", "-"], input: text)
     }
@@ -103,7 +108,9 @@ public enum NFTables {
 
     /// Whether `table netdev <table>` exists.
     /// - Throws: `NFTablesError` when `nft` cannot be run or fails.
-    public static func exists(table: String = "ipipd", executable: String = defaultExecutable) throws(NFTablesError)
+    public static func exists(
+        table: String = "ipipd", executable: String = defaultExecutable
+    ) throws(NFTablesError)
         -> Bool
     {
         try validate(table, maximumLength: 64)
@@ -113,7 +120,9 @@ public enum NFTables {
 
     /// The current ruleset of `table netdev <table>` as `nft list table` prints it.
     /// - Throws: `NFTablesError` (`commandFailed` when the table does not exist).
-    public static func list(table: String = "ipipd", executable: String = defaultExecutable) throws(NFTablesError)
+    public static func list(
+        table: String = "ipipd", executable: String = defaultExecutable
+    ) throws(NFTablesError)
         -> String
     {
         try validate(table, maximumLength: 64)
@@ -151,14 +160,17 @@ public enum NFTables {
 enum Subprocess {
     /// Runs the program to completion. Input must fit the pipe buffer (64 KiB) unless the
     /// child reads as it goes; output is read after the input is written.
-    static func run(_ executable: String, arguments: [String], input: String) throws(SystemCallError)
+    static func run(
+        _ executable: String, arguments: [String], input: String
+    ) throws(SystemCallError)
         -> (status: Int32, standardOutput: String, standardError: String)
     {
         let stdin = try Syscall.pipe()
         let stdout: (read: Int32, write: Int32)
         let stderr: (read: Int32, write: Int32)
         do { stdout = try Syscall.pipe() } catch {
-            Syscall.close(stdin.read); Syscall.close(stdin.write)
+            Syscall.close(stdin.read)
+            Syscall.close(stdin.write)
             throw error
         }
         do { stderr = try Syscall.pipe() } catch {
@@ -167,10 +179,13 @@ enum Subprocess {
         }
         let pid: pid_t
         do {
-            pid = try Syscall.spawn(executable, arguments: [executable] + arguments, standardInput: stdin.read,
-                                    standardOutput: stdout.write, standardError: stderr.write)
+            pid = try Syscall.spawn(
+                executable, arguments: [executable] + arguments, standardInput: stdin.read,
+                standardOutput: stdout.write, standardError: stderr.write)
         } catch {
-            for fd in [stdin.read, stdin.write, stdout.read, stdout.write, stderr.read, stderr.write] { Syscall.close(fd) }
+            for fd in [stdin.read, stdin.write, stdout.read, stdout.write, stderr.read, stderr.write] {
+                Syscall.close(fd)
+            }
             throw error
         }
         Syscall.close(stdin.read)

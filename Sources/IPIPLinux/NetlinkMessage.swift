@@ -324,15 +324,17 @@ public enum NetlinkParser {
             let s = bytes.startIndex + offset
             let rest = bytes[s...]
             guard let length = rest.netlinkInteger(at: 0, as: UInt32.self),
-                  let type = rest.netlinkInteger(at: 4, as: UInt16.self),
-                  let flags = rest.netlinkInteger(at: 6, as: UInt16.self),
-                  let sequence = rest.netlinkInteger(at: 8, as: UInt32.self),
-                  let portID = rest.netlinkInteger(at: 12, as: UInt32.self)
+                let type = rest.netlinkInteger(at: 4, as: UInt16.self),
+                let flags = rest.netlinkInteger(at: 6, as: UInt16.self),
+                let sequence = rest.netlinkInteger(at: 8, as: UInt32.self),
+                let portID = rest.netlinkInteger(at: 12, as: UInt32.self)
             else { throw .malformed("truncated netlink header at offset \(offset)") }
             guard Int(length) >= NL.headerByteCount, Int(length) <= rest.count else {
-                throw .malformed("netlink message length \(length) at offset \(offset) exceeds the \(rest.count) bytes left")
+                throw .malformed(
+                    "netlink message length \(length) at offset \(offset) exceeds the \(rest.count) bytes left")
             }
-            let header = NetlinkMessageHeader(length: length, type: type, flags: flags, sequence: sequence, portID: portID)
+            let header = NetlinkMessageHeader(
+                length: length, type: type, flags: flags, sequence: sequence, portID: portID)
             out.append(NetlinkMessage(header: header, payload: bytes[(s + NL.headerByteCount)..<(s + Int(length))]))
             offset += netlinkAlign(Int(length))
         }
@@ -353,13 +355,15 @@ public enum NetlinkParser {
             let s = bytes.startIndex + offset
             let rest = bytes[s...]
             guard let length = rest.netlinkInteger(at: 0, as: UInt16.self),
-                  let type = rest.netlinkInteger(at: 2, as: UInt16.self)
+                let type = rest.netlinkInteger(at: 2, as: UInt16.self)
             else { throw .malformed("truncated attribute header at offset \(offset)") }
             guard Int(length) >= NL.attributeHeaderByteCount, Int(length) <= rest.count else {
                 throw .malformed("attribute length \(length) at offset \(offset) exceeds the \(rest.count) bytes left")
             }
-            out.append(NetlinkAttribute(type: type & NL.attributeTypeMask,
-                                        payload: bytes[(s + NL.attributeHeaderByteCount)..<(s + Int(length))]))
+            out.append(
+                NetlinkAttribute(
+                    type: type & NL.attributeTypeMask,
+                    payload: bytes[(s + NL.attributeHeaderByteCount)..<(s + Int(length))]))
             offset += netlinkAlign(Int(length))
         }
         // Fewer than 4 bytes left: padding (the kernel pads, we do not complain).

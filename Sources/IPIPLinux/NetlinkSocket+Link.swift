@@ -153,7 +153,7 @@ extension NetlinkSocket {
         let answer: [NetlinkMessage]
         do {
             answer = try request(b, detail: detail)
-        } catch where error.errno == ENODEV {
+        } catch  where error.errno == ENODEV {
             return nil
         }
         for m in answer where m.header.type == NL.newLink {
@@ -213,21 +213,25 @@ extension NetlinkSocket {
     /// - Throws: `NetlinkError` for failures other than `EEXIST`.
     public func addAddress(_ prefix: IPv4Prefix, index: Int32) throws(NetlinkError) {
         do {
-            try request(addressMessage(NL.newAddress, flags: NL.create | NL.exclusive, prefix, index),
-                        detail: "address \(prefix) on link index \(index)")
-        } catch where error.isAlreadyExists {}
+            try request(
+                addressMessage(NL.newAddress, flags: NL.create | NL.exclusive, prefix, index),
+                detail: "address \(prefix) on link index \(index)")
+        } catch  where error.isAlreadyExists {}
     }
 
     /// Removes an IPv4 address from a link; an address that is not there is fine.
     /// - Throws: `NetlinkError` for failures other than `EADDRNOTAVAIL`/`ENOENT`/`ESRCH`.
     public func deleteAddress(_ prefix: IPv4Prefix, index: Int32) throws(NetlinkError) {
         do {
-            try request(addressMessage(NL.deleteAddress, flags: 0, prefix, index),
-                        detail: "address \(prefix) on link index \(index)")
-        } catch where error.isNotFound {}
+            try request(
+                addressMessage(NL.deleteAddress, flags: 0, prefix, index),
+                detail: "address \(prefix) on link index \(index)")
+        } catch  where error.isNotFound {}
     }
 
-    private func addressMessage(_ type: UInt16, flags: UInt16, _ prefix: IPv4Prefix, _ index: Int32) -> NetlinkMessageBuilder {
+    private func addressMessage(
+        _ type: UInt16, flags: UInt16, _ prefix: IPv4Prefix, _ index: Int32
+    ) -> NetlinkMessageBuilder {
         var b = NetlinkMessageBuilder(type: type, flags: flags)
         AddressMessageHeader(prefixLength: prefix.length, index: UInt32(bitPattern: index)).encode(into: &b)
         b.appendAttribute(type: NL.ifaLocal, address: prefix.address)
@@ -239,7 +243,9 @@ extension NetlinkSocket {
     /// - Returns: The link's index, name and MTU and the address with its prefix length, or nil
     ///   when no link holds the address.
     /// - Throws: `NetlinkError` when a dump or lookup fails.
-    public func interfaceHolding(address: IPv4Address) throws(NetlinkError)
+    public func interfaceHolding(
+        address: IPv4Address
+    ) throws(NetlinkError)
         -> (index: Int32, name: String, mtu: Int, prefix: IPv4Prefix)?
     {
         for a in try allAddresses() where a.prefix.address == address {

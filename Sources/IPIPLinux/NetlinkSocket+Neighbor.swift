@@ -83,12 +83,12 @@ extension NetlinkSocket {
         let answer: [NetlinkMessage]
         do {
             answer = try request(b, detail: "route to \(destination)")
-        } catch where error.errno == ENETUNREACH || error.errno == EHOSTUNREACH || error.errno == EINVAL {
+        } catch  where error.errno == ENETUNREACH || error.errno == EHOSTUNREACH || error.errno == EINVAL {
             return nil
         }
         for m in answer where m.header.type == NL.newRoute {
             guard let route = try Route(parsing: m.payload), let oif = route.outputInterface,
-                  route.type == .unicast
+                route.type == .unicast
             else { continue }
             return RouteLookup(interfaceIndex: oif, gateway: route.gateway)
         }

@@ -31,7 +31,7 @@ extension NetlinkSocket {
     public func delete(_ route: Route) throws(NetlinkError) {
         do {
             try request(route.message(NL.deleteRoute), detail: "route \(route)")
-        } catch where error.isNotFound {}
+        } catch  where error.isNotFound {}
     }
 
     /// Every IPv4 policy rule that `Rule` models (lookup rules), whoever installed it.
@@ -51,7 +51,7 @@ extension NetlinkSocket {
     public func add(_ rule: Rule) throws(NetlinkError) {
         do {
             try request(rule.message(NL.newRule, flags: NL.create | NL.exclusive), detail: "rule \(rule)")
-        } catch where error.isAlreadyExists {}
+        } catch  where error.isAlreadyExists {}
     }
 
     /// Deletes the rule matching every field (protocol included); a rule that is not there is fine.
@@ -59,6 +59,6 @@ extension NetlinkSocket {
     public func delete(_ rule: Rule) throws(NetlinkError) {
         do {
             try request(rule.message(NL.deleteRule), detail: "rule \(rule)")
-        } catch where error.isNotFound {}
+        } catch  where error.isNotFound {}
     }
 }

@@ -60,7 +60,8 @@ extension NetlinkSocket {
             }
             if n >= 0 {
                 guard n == bytes.count else {
-                    throw NetlinkError(errno: EMSGSIZE, operation: "sendto", detail: "\(operation): sent \(n) of \(bytes.count) bytes")
+                    throw NetlinkError(
+                        errno: EMSGSIZE, operation: "sendto", detail: "\(operation): sent \(n) of \(bytes.count) bytes")
                 }
                 return
             }
@@ -72,20 +73,24 @@ extension NetlinkSocket {
 
     /// Receives one datagram into `buffer`; returns its length.
     /// - Throws: `EAGAIN` after the receive timeout, `EMSGSIZE` when the datagram did not fit.
-    static func receive(descriptor fd: Int32, into buffer: inout [UInt8], operation: String) throws(NetlinkError) -> Int {
+    static func receive(descriptor fd: Int32, into buffer: inout [UInt8], operation: String) throws(NetlinkError) -> Int
+    {
         while true {
             // MSG_TRUNC: return the real datagram length, so truncation is detected.
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_TRUNC)) }
             if n >= 0 {
                 guard n <= buffer.count else {
-                    throw NetlinkError(errno: EMSGSIZE, operation: "recv", detail: "\(operation): \(n)-byte answer truncated to \(buffer.count)")
+                    throw NetlinkError(
+                        errno: EMSGSIZE, operation: "recv",
+                        detail: "\(operation): \(n)-byte answer truncated to \(buffer.count)")
                 }
                 return n
             }
             let e = errno
             if e == EINTR { continue }
             if e == EAGAIN || e == EWOULDBLOCK {
-                throw NetlinkError(errno: e, operation: "recv", detail: "\(operation): no answer within \(receiveTimeoutSeconds) s")
+                throw NetlinkError(
+                    errno: e, operation: "recv", detail: "\(operation): no answer within \(receiveTimeoutSeconds) s")
             }
             throw NetlinkError(errno: e, operation: "recv", detail: operation)
         }

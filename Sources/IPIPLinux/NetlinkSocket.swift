@@ -43,8 +43,10 @@ public final class NetlinkSocket: Sendable {
     /// - Throws: `NetlinkError` from `socket`, `setsockopt` or `bind`.
     public init(protocol netlinkProtocol: Int32 = NETLINK_ROUTE) throws(NetlinkError) {
         descriptor = try Self.openDescriptor(protocol: netlinkProtocol, timeoutSeconds: Self.receiveTimeoutSeconds)
-        state = Mutex(State(sequence: UInt32.random(in: 1...0x7FFF_FFFF),
-                            buffer: [UInt8](repeating: 0, count: Self.receiveBufferByteCount)))
+        state = Mutex(
+            State(
+                sequence: UInt32.random(in: 1...0x7FFF_FFFF),
+                buffer: [UInt8](repeating: 0, count: Self.receiveBufferByteCount)))
     }
 
     deinit {
@@ -59,7 +61,9 @@ public final class NetlinkSocket: Sendable {
     ///   one object returns; empty for changes).
     /// - Throws: `NetlinkError` with the kernel's errno, or the failing system call.
     @discardableResult
-    public func request(_ message: NetlinkMessageBuilder, detail: @autoclosure () -> String = "")
+    public func request(
+        _ message: NetlinkMessageBuilder, detail: @autoclosure () -> String = ""
+    )
         throws(NetlinkError) -> [NetlinkMessage]
     {
         // Only NLM_F_ACK is added: NLM_F_DUMP's bits (ROOT|MATCH) are REPLACE|EXCL on NEW requests.
@@ -80,7 +84,9 @@ public final class NetlinkSocket: Sendable {
     /// - Returns: The messages of the dump, in order.
     /// - Throws: `NetlinkError` with the kernel's errno, `EINTR` when every attempt was
     ///   interrupted, or the failing system call.
-    public func dump(_ message: NetlinkMessageBuilder, detail: @autoclosure () -> String = "")
+    public func dump(
+        _ message: NetlinkMessageBuilder, detail: @autoclosure () -> String = ""
+    )
         throws(NetlinkError) -> [NetlinkMessage]
     {
         var m = message
@@ -95,8 +101,9 @@ public final class NetlinkSocket: Sendable {
             }
             if !answer.interrupted { return answer.messages }
         }
-        throw NetlinkError(errno: EINTR, operation: NL.name(of: m.type),
-                           detail: "dump interrupted by concurrent changes \(Self.dumpAttempts) times")
+        throw NetlinkError(
+            errno: EINTR, operation: NL.name(of: m.type),
+            detail: "dump interrupted by concurrent changes \(Self.dumpAttempts) times")
     }
 
     private static func annotated(_ error: NetlinkError, detail: String) -> NetlinkError {
@@ -107,12 +114,15 @@ public final class NetlinkSocket: Sendable {
     }
 
     /// One request and its answers, under the lock.
-    private func exchange(_ message: NetlinkMessageBuilder) throws(NetlinkError)
+    private func exchange(
+        _ message: NetlinkMessageBuilder
+    ) throws(NetlinkError)
         -> (messages: [NetlinkMessage], interrupted: Bool)
     {
         let fd = descriptor
         let operation = NL.name(of: message.type)
-        return try state.withLock { (state: inout State) throws(NetlinkError) -> (messages: [NetlinkMessage], interrupted: Bool) in
+        return try state.withLock {
+            (state: inout State) throws(NetlinkError) -> (messages: [NetlinkMessage], interrupted: Bool) in
             state.sequence = state.sequence == UInt32.max ? 1 : state.sequence + 1
             let sequence = state.sequence
             try Self.send(message.bytes(sequence: sequence), descriptor: fd, operation: operation)

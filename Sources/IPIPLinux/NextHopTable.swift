@@ -96,7 +96,9 @@ public final class NextHopTable: @unchecked Sendable {
     /// neighbour entry (`NeighborEntry.isUsable`).
     /// - Throws: `NetlinkError` from the neighbour dump (a failed route lookup leaves that peer
     ///   unresolved).
-    public static func resolve(peers: [IPv4Address], interfaceIndex: Int32, netlink: NetlinkSocket) throws(NetlinkError)
+    public static func resolve(
+        peers: [IPv4Address], interfaceIndex: Int32, netlink: NetlinkSocket
+    ) throws(NetlinkError)
         -> NextHopTable
     {
         var neighbors: [UInt32: MACAddress] = [:]

@@ -87,7 +87,9 @@ public final class Poller: @unchecked Sendable {
     /// - Returns: the ready descriptors by index, and whether the waker fired (it is reset).
     ///   An interrupted wait (`EINTR`) returns early with nothing ready.
     /// - Throws: `SystemCallError` from `poll` (not `EINTR`).
-    public func wait(fds: [Int32], events: Int16 = Int16(POLLIN), timeoutMilliseconds: Int32)
+    public func wait(
+        fds: [Int32], events: Int16 = Int16(POLLIN), timeoutMilliseconds: Int32
+    )
         throws(SystemCallError) -> Readiness
     {
         precondition(fds.count <= capacity, "more descriptors than the poller's capacity")
@@ -106,7 +108,9 @@ public final class Poller: @unchecked Sendable {
 
     /// Waits for one descriptor (no waker involved beyond the poller's own).
     /// - Returns: true when `fd` is ready, false on timeout, wake or interruption.
-    public func wait(fd: Int32, events: Int16 = Int16(POLLIN), timeoutMilliseconds: Int32) throws(SystemCallError)
+    public func wait(
+        fd: Int32, events: Int16 = Int16(POLLIN), timeoutMilliseconds: Int32
+    ) throws(SystemCallError)
         -> Bool
     {
         pollfds[0] = pollfd(fd: fd, events: events, revents: 0)

@@ -76,7 +76,8 @@ public final class RawIPv4Socket: @unchecked Sendable {
         fd = try Syscall.socket(AF_INET, type, Int32(IPPROTO_RAW))
         if let sendBufferByteCount {
             do {
-                try Syscall.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, Int32(sendBufferByteCount), call: "setsockopt(SO_SNDBUF)")
+                try Syscall.setsockopt(
+                    fd, SOL_SOCKET, SO_SNDBUF, Int32(sendBufferByteCount), call: "setsockopt(SO_SNDBUF)")
             } catch {
                 Syscall.close(fd)
                 throw error
@@ -121,7 +122,9 @@ public final class RawIPv4Socket: @unchecked Sendable {
     /// - Returns: per-errno counts; `sent + dropped` is the number of packets of that side.
     /// - Throws: `SystemCallError` only for errors that are not about one packet (`EBADF`,
     ///   `ENOTSOCK`, `EFAULT`, …): the socket is unusable.
-    public func send(_ batch: borrowing PacketBatch, side: PacketSide = .underlay) throws(SystemCallError)
+    public func send(
+        _ batch: borrowing PacketBatch, side: PacketSide = .underlay
+    ) throws(SystemCallError)
         -> SendReport
     {
         precondition(fd >= 0, "send on a closed raw socket")

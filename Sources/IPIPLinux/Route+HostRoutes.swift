@@ -44,9 +44,11 @@ public enum HostRoutes {
     ///   - natTable: The natOutgoing table id.
     ///   - protocolNumber: Our route protocol number.
     /// - Returns: The routes (main and `natTable`) and the rules.
-    public static func desired(for topology: Topology, tunnelInterface: Int32, uplinkInterface: Int32,
-                               natTable: UInt32 = defaultNATTable,
-                               protocolNumber: UInt8 = RouteReconciler.defaultProtocolNumber)
+    public static func desired(
+        for topology: Topology, tunnelInterface: Int32, uplinkInterface: Int32,
+        natTable: UInt32 = defaultNATTable,
+        protocolNumber: UInt8 = RouteReconciler.defaultProtocolNumber
+    )
         -> (routes: Set<Route>, rules: Set<Rule>)
     {
         var routes: Set<Route> = []
@@ -59,11 +61,15 @@ public enum HostRoutes {
             switch r.kind {
             case .remote:
                 if r.encapsulate {
-                    routes.insert(Route(destination: prefix, outputInterface: tunnelInterface, protocolNumber: protocolNumber,
-                                        mtu: UInt32(topology.tunnelMTU)))
+                    routes.insert(
+                        Route(
+                            destination: prefix, outputInterface: tunnelInterface, protocolNumber: protocolNumber,
+                            mtu: UInt32(topology.tunnelMTU)))
                 } else if let gateway = topology.nodes[Int(r.nodeIndex)].address {
-                    routes.insert(Route(destination: prefix, gateway: gateway, outputInterface: uplinkInterface,
-                                        protocolNumber: protocolNumber, onlink: true))
+                    routes.insert(
+                        Route(
+                            destination: prefix, gateway: gateway, outputInterface: uplinkInterface,
+                            protocolNumber: protocolNumber, onlink: true))
                 }
             case .local:
                 if let t = localNode.tunnelAddress, prefix == IPv4Prefix(address: t, length: 32) { continue }
@@ -75,8 +81,10 @@ public enum HostRoutes {
 
         let natPools = topology.pools.filter(\.natOutgoing)
         if !natPools.isEmpty {
-            routes.insert(Route(destination: .all, outputInterface: tunnelInterface, table: natTable,
-                                protocolNumber: protocolNumber))
+            routes.insert(
+                Route(
+                    destination: .all, outputInterface: tunnelInterface, table: natTable,
+                    protocolNumber: protocolNumber))
             let pools = topology.pools.map(\.prefix.network)
             var throwPrefixes = Set(pools)
             for (prefix, _) in entries where !pools.contains(where: { $0.contains(prefix) }) {
@@ -86,7 +94,8 @@ public enum HostRoutes {
                 routes.insert(Route(destination: p, table: natTable, protocolNumber: protocolNumber, type: .throw))
             }
             for p in natPools {
-                rules.insert(Rule(priority: natRulePriority, source: p.prefix, table: natTable, protocolNumber: protocolNumber))
+                rules.insert(
+                    Rule(priority: natRulePriority, source: p.prefix, table: natTable, protocolNumber: protocolNumber))
             }
         }
         return (routes, rules)

@@ -78,9 +78,11 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     ///   - mtu: The route MTU, if any.
     ///   - source: The preferred source address, if any.
     ///   - metric: The metric, 0 by default.
-    public init(destination: IPv4Prefix, gateway: IPv4Address? = nil, outputInterface: Int32? = nil,
-                table: UInt32 = Route.mainTable, protocolNumber: UInt8, type: RouteType = .unicast,
-                onlink: Bool = false, mtu: UInt32? = nil, source: IPv4Address? = nil, metric: UInt32 = 0) {
+    public init(
+        destination: IPv4Prefix, gateway: IPv4Address? = nil, outputInterface: Int32? = nil,
+        table: UInt32 = Route.mainTable, protocolNumber: UInt8, type: RouteType = .unicast,
+        onlink: Bool = false, mtu: UInt32? = nil, source: IPv4Address? = nil, metric: UInt32 = 0
+    ) {
         self.destination = destination.network
         self.gateway = gateway
         self.outputInterface = outputInterface
@@ -138,7 +140,9 @@ struct RouteMessageHeader: Equatable {
     init() {}
 
     func encode(into b: inout NetlinkMessageBuilder) {
-        for byte in [family, destinationLength, sourceLength, tos, table, protocolNumber, scope, type] { b.append(byte) }
+        for byte in [family, destinationLength, sourceLength, tos, table, protocolNumber, scope, type] {
+            b.append(byte)
+        }
         b.append(flags)
     }
 
@@ -183,9 +187,10 @@ extension Route {
             default: break
             }
         }
-        self.init(destination: IPv4Prefix(address: destination, length: h.destinationLength), gateway: gateway,
-                  outputInterface: oif, table: table, protocolNumber: h.protocolNumber, type: RouteType(rawValue: h.type),
-                  onlink: h.flags & NL.flagOnlink != 0, mtu: mtu, source: source, metric: metric)
+        self.init(
+            destination: IPv4Prefix(address: destination, length: h.destinationLength), gateway: gateway,
+            outputInterface: oif, table: table, protocolNumber: h.protocolNumber, type: RouteType(rawValue: h.type),
+            onlink: h.flags & NL.flagOnlink != 0, mtu: mtu, source: source, metric: metric)
     }
 
     /// The `RTM_NEWROUTE` (with `flags`) or `RTM_DELROUTE` message for this route.
@@ -208,7 +213,9 @@ extension Route {
         if destination.length > 0 { b.appendAttribute(type: NL.rtaDestination, address: destination.network.address) }
         b.appendAttribute(type: NL.rtaTable, integer: table)
         if let gateway { b.appendAttribute(type: NL.rtaGateway, address: gateway) }
-        if let outputInterface { b.appendAttribute(type: NL.rtaOutputInterface, integer: UInt32(bitPattern: outputInterface)) }
+        if let outputInterface {
+            b.appendAttribute(type: NL.rtaOutputInterface, integer: UInt32(bitPattern: outputInterface))
+        }
         if metric != 0 { b.appendAttribute(type: NL.rtaPriority, integer: metric) }
         if !isDelete {
             if let source { b.appendAttribute(type: NL.rtaPreferredSource, address: source) }

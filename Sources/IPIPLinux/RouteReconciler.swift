@@ -112,8 +112,10 @@ public struct RoutePlan: Sendable, Equatable, CustomStringConvertible {
     ///   - protocolNumber: Our route protocol number: what carries it (in `tables`) is ours.
     ///   - tables: Our tables; routes elsewhere are never touched.
     /// - Precondition: every desired route lies in one of `tables`.
-    public static func make(desired routes: Set<Route>, rules: Set<Rule>, actualRoutes: [Route], actualRules: [Rule],
-                            protocolNumber: UInt8, tables: Set<UInt32>) -> RoutePlan {
+    public static func make(
+        desired routes: Set<Route>, rules: Set<Rule>, actualRoutes: [Route], actualRules: [Rule],
+        protocolNumber: UInt8, tables: Set<UInt32>
+    ) -> RoutePlan {
         var plan = RoutePlan()
 
         // Desired state, ours by construction, one route per kernel key.
@@ -126,14 +128,19 @@ public struct RoutePlan: Sendable, Equatable, CustomStringConvertible {
         }
         for key in duplicated.sorted(by: order) {
             wanted[key] = nil
-            plan.refusals.append(NetlinkError(errno: EINVAL, operation: "reconcile",
-                                              detail: "several desired routes for \(key.destination) table \(key.table) metric \(key.metric): none installed"))
+            plan.refusals.append(
+                NetlinkError(
+                    errno: EINVAL, operation: "reconcile",
+                    detail:
+                        "several desired routes for \(key.destination) table \(key.table) metric \(key.metric): none installed"
+                ))
         }
-        let wantedRules = Set(rules.map { r -> Rule in
-            var r = r
-            r.protocolNumber = protocolNumber
-            return r
-        })
+        let wantedRules = Set(
+            rules.map { r -> Rule in
+                var r = r
+                r.protocolNumber = protocolNumber
+                return r
+            })
 
         // Actual state: ours, and the first route of another owner holding each key.
         var ours: [Route.Key: [Route]] = [:]
@@ -152,8 +159,10 @@ public struct RoutePlan: Sendable, Equatable, CustomStringConvertible {
             let existing = ours[key] ?? []
             if existing.count == 1 && existing[0] == route { continue }
             if let holder = foreign[key] {
-                plan.refusals.append(NetlinkError(errno: EEXIST, operation: "reconcile",
-                                                  detail: "route \(route) not installed: \(holder) holds its key"))
+                plan.refusals.append(
+                    NetlinkError(
+                        errno: EEXIST, operation: "reconcile",
+                        detail: "route \(route) not installed: \(holder) holds its key"))
                 continue
             }
             plan.changes.append(existing.isEmpty ? .addRoute(route) : .replaceRoute(route))
@@ -178,10 +187,15 @@ public struct RoutePlan: Sendable, Equatable, CustomStringConvertible {
     }
 
     static func order(_ a: Rule, _ b: Rule) -> Bool {
-        (a.priority, a.source?.address.rawValue ?? 0, a.source?.length ?? 0, a.destination?.address.rawValue ?? 0,
-         a.destination?.length ?? 0, a.table)
-            < (b.priority, b.source?.address.rawValue ?? 0, b.source?.length ?? 0, b.destination?.address.rawValue ?? 0,
-               b.destination?.length ?? 0, b.table)
+        (
+            a.priority, a.source?.address.rawValue ?? 0, a.source?.length ?? 0, a.destination?.address.rawValue ?? 0,
+            a.destination?.length ?? 0, a.table
+        )
+            < (
+                b.priority, b.source?.address.rawValue ?? 0, b.source?.length ?? 0,
+                b.destination?.address.rawValue ?? 0,
+                b.destination?.length ?? 0, b.table
+            )
     }
 }
 
@@ -215,8 +229,10 @@ public final class RouteReconciler: Sendable {
     ///     or a fake.
     ///   - protocolNumber: Our route protocol number (default 242).
     ///   - tables: Our tables (default: main and `HostRoutes.defaultNATTable`).
-    public init(netlink: any RouteNetlink, protocolNumber: UInt8 = RouteReconciler.defaultProtocolNumber,
-                tables: Set<UInt32> = [Route.mainTable, HostRoutes.defaultNATTable]) {
+    public init(
+        netlink: any RouteNetlink, protocolNumber: UInt8 = RouteReconciler.defaultProtocolNumber,
+        tables: Set<UInt32> = [Route.mainTable, HostRoutes.defaultNATTable]
+    ) {
         self.netlink = netlink
         self.protocolNumber = protocolNumber
         self.tables = tables
@@ -250,8 +266,9 @@ public final class RouteReconciler: Sendable {
     /// What `reconcile` would change now, without changing anything.
     /// - Throws: `NetlinkError` when the routes or rules cannot be read.
     public func plan(desired routes: Set<Route>, rules: Set<Rule>) throws(NetlinkError) -> RoutePlan {
-        RoutePlan.make(desired: routes, rules: rules, actualRoutes: try netlink.allRoutes(),
-                       actualRules: try netlink.allRules(), protocolNumber: protocolNumber, tables: tables)
+        RoutePlan.make(
+            desired: routes, rules: rules, actualRoutes: try netlink.allRoutes(),
+            actualRules: try netlink.allRules(), protocolNumber: protocolNumber, tables: tables)
     }
 
     private func sync(desiredRoutes: Set<Route>, desiredRules: Set<Rule>) -> ReconcileReport {

@@ -27,8 +27,10 @@ public struct Rule: Hashable, Sendable, CustomStringConvertible {
     ///   - destination: The destination selector, if any.
     ///   - table: The table to look up.
     ///   - protocolNumber: The owner's protocol number.
-    public init(priority: UInt32, source: IPv4Prefix? = nil, destination: IPv4Prefix? = nil, table: UInt32,
-                protocolNumber: UInt8) {
+    public init(
+        priority: UInt32, source: IPv4Prefix? = nil, destination: IPv4Prefix? = nil, table: UInt32,
+        protocolNumber: UInt8
+    ) {
         self.priority = priority
         self.source = source?.network
         self.destination = destination?.network
@@ -77,9 +79,11 @@ extension Rule {
     /// Parses an `RTM_NEWRULE` payload; nil for other families, actions or selectors.
     /// - Throws: `NetlinkError` (`EPROTO`) for a truncated header or malformed attributes.
     init?(parsing payload: ArraySlice<UInt8>) throws(NetlinkError) {
-        guard let h = RuleMessageHeader(parsing: payload) else { throw .malformed("fib_rule_hdr shorter than 12 bytes") }
+        guard let h = RuleMessageHeader(parsing: payload) else {
+            throw .malformed("fib_rule_hdr shorter than 12 bytes")
+        }
         guard h.family == NL.familyIPv4, h.action == NL.actionToTable, h.tos == 0,
-              h.sourceLength <= 32, h.destinationLength <= 32
+            h.sourceLength <= 32, h.destinationLength <= 32
         else { return nil }
         var priority: UInt32 = 0
         var source: IPv4Address?
@@ -101,10 +105,12 @@ extension Rule {
             default: break
             }
         }
-        self.init(priority: priority,
-                  source: h.sourceLength == 0 ? nil : IPv4Prefix(address: source ?? .any, length: h.sourceLength),
-                  destination: h.destinationLength == 0 ? nil : IPv4Prefix(address: destination ?? .any, length: h.destinationLength),
-                  table: table, protocolNumber: protocolNumber)
+        self.init(
+            priority: priority,
+            source: h.sourceLength == 0 ? nil : IPv4Prefix(address: source ?? .any, length: h.sourceLength),
+            destination: h.destinationLength == 0
+                ? nil : IPv4Prefix(address: destination ?? .any, length: h.destinationLength),
+            table: table, protocolNumber: protocolNumber)
     }
 
     /// The `RTM_NEWRULE` (with `flags`) or `RTM_DELRULE` message for this rule.

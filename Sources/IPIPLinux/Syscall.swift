@@ -67,14 +67,18 @@ enum Syscall {
     }
 
     @inline(never)
-    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(SystemCallError)
+    static func read(
+        _ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int
+    ) throws(SystemCallError)
         -> IOResult<Int>
     {
         try retrying("read") { Glibc.read(fd, buffer, count) }
     }
 
     @inline(never)
-    static func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(SystemCallError)
+    static func write(
+        _ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int
+    ) throws(SystemCallError)
         -> IOResult<Int>
     {
         try retrying("write") { Glibc.write(fd, buffer, count) }
@@ -139,14 +143,18 @@ enum Syscall {
     }
 
     @inline(never)
-    static func sendmmsg(_ fd: Int32, _ vector: UnsafeMutablePointer<cipl_mmsghdr>, _ count: Int)
+    static func sendmmsg(
+        _ fd: Int32, _ vector: UnsafeMutablePointer<cipl_mmsghdr>, _ count: Int
+    )
         throws(SystemCallError) -> IOResult<Int32>
     {
         try retrying("sendmmsg") { cipl_sendmmsg(fd, vector, UInt32(count), Int32(MSG_DONTWAIT)) }
     }
 
     @inline(never)
-    static func recvmmsg(_ fd: Int32, _ vector: UnsafeMutablePointer<cipl_mmsghdr>, _ count: Int)
+    static func recvmmsg(
+        _ fd: Int32, _ vector: UnsafeMutablePointer<cipl_mmsghdr>, _ count: Int
+    )
         throws(SystemCallError) -> IOResult<Int32>
     {
         try retrying("recvmmsg") { cipl_recvmmsg(fd, vector, UInt32(count), Int32(MSG_DONTWAIT), nil) }
@@ -164,7 +172,9 @@ enum Syscall {
     /// `poll`. `EINTR` returns 0 ready descriptors (the caller loops and recomputes its
     /// deadline) instead of retrying with the full timeout again.
     @inline(never)
-    static func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMilliseconds: Int32)
+    static func poll(
+        _ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMilliseconds: Int32
+    )
         throws(SystemCallError) -> Int
     {
         let result = Glibc.poll(fds, nfds_t(count), timeoutMilliseconds)

@@ -86,21 +86,25 @@ public final class TUNDevice: @unchecked Sendable {
     ///     (see the type's description); `offloadFlags` says what the kernel accepted.
     ///   - multiQueue: open with `IFF_MULTI_QUEUE`, so that `attachQueue()` can add queues (one
     ///     per worker; the kernel spreads flows over them, see `attachQueue`).
-    public init(name: String, mtu: Int? = nil, offloads: Bool = false, multiQueue: Bool = false) throws(SystemCallError) {
+    public init(name: String, mtu: Int? = nil, offloads: Bool = false, multiQueue: Bool = false) throws(SystemCallError)
+    {
         precondition(name != TUNDevice.reservedName, "tunl0 belongs to the kernel's ipip module")
         precondition(!name.isEmpty && name.utf8.count < Int(IFNAMSIZ), "interface names are 1…15 bytes")
         let fd = try Syscall.open("/dev/net/tun", flags: O_RDWR | O_CLOEXEC | O_NONBLOCK)
         var request = ifreq()
         withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { $0.copyBytes(from: name.utf8) }
-        request.ifr_ifru.ifru_flags = Int16(truncatingIfNeeded: IFF_TUN | IFF_NO_PI | (offloads ? Int32(cipl_iff_vnet_hdr()) : 0)
-            | (multiQueue ? Self.multiQueueFlag : 0))
+        request.ifr_ifru.ifru_flags = Int16(
+            truncatingIfNeeded: IFF_TUN | IFF_NO_PI | (offloads ? Int32(cipl_iff_vnet_hdr()) : 0)
+                | (multiQueue ? Self.multiQueueFlag : 0))
         var accepted: UInt32 = 0
         do {
             try withUnsafeMutableBytes(of: &request) { (raw) throws(SystemCallError) in
                 try Syscall.ioctl(fd, cipl_tunsetiff(), raw.baseAddress!, call: "ioctl(TUNSETIFF)")
             }
             if offloads {
-                _ = try Syscall.checked("ioctl(TUNSETVNETHDRSZ)") { cipl_tun_set_vnet_header_size(fd, Int32(VirtioNetHeader.byteCount)) }
+                _ = try Syscall.checked("ioctl(TUNSETVNETHDRSZ)") {
+                    cipl_tun_set_vnet_header_size(fd, Int32(VirtioNetHeader.byteCount))
+                }
                 accepted = Self.negotiateOffloads(fd)
             }
         } catch {
@@ -132,8 +136,10 @@ public final class TUNDevice: @unchecked Sendable {
 
     /// The accepted offloads by name (`csum tso4 tso6 uso4 uso6`), for logs.
     public var offloadDescription: String {
-        let names: [(Int, String)] = [(CIPL_TUN_F_CSUM, "csum"), (CIPL_TUN_F_TSO4, "tso4"), (CIPL_TUN_F_TSO6, "tso6"),
-                                      (CIPL_TUN_F_USO4, "uso4"), (CIPL_TUN_F_USO6, "uso6")]
+        let names: [(Int, String)] = [
+            (CIPL_TUN_F_CSUM, "csum"), (CIPL_TUN_F_TSO4, "tso4"), (CIPL_TUN_F_TSO6, "tso6"),
+            (CIPL_TUN_F_USO4, "uso4"), (CIPL_TUN_F_USO6, "uso6"),
+        ]
         let on = names.filter { offloadFlags & UInt32($0.0) != 0 }.map(\.1)
         return on.isEmpty ? "none accepted" : on.joined(separator: " ")
     }
@@ -168,7 +174,9 @@ public final class TUNDevice: @unchecked Sendable {
     /// - Returns: how many packets were appended (0 when the device would block).
     /// - Throws: `SystemCallError` from `read(2)` other than `EAGAIN` (for example `EBADFD`
     ///   when the device was removed).
-    public func readBatch(into batch: inout PacketBatch, time: Timestamp, limit: Int = .max)
+    public func readBatch(
+        into batch: inout PacketBatch, time: Timestamp, limit: Int = .max
+    )
         throws(SystemCallError) -> Int
     {
         precondition(fd >= 0, "read from a closed TUN device")
@@ -190,7 +198,8 @@ public final class TUNDevice: @unchecked Sendable {
             case .processed(let n) where n > header:
                 batch.setLength(n - header, of: slot)
                 if header > 0 {
-                    let offload = SegmentationOffload.taking(VirtioNetHeader(loadingFrom: p - header), packet: batch.packet(slot))
+                    let offload = SegmentationOffload.taking(
+                        VirtioNetHeader(loadingFrom: p - header), packet: batch.packet(slot))
                     batch.setOffload(offload, of: slot)
                     if offload.isSegmented { superPacketReads &+= 1 }
                 }
@@ -218,7 +227,9 @@ public final class TUNDevice: @unchecked Sendable {
     /// that packet.
     /// - Returns: packets written and packets dropped (a super-packet counts once).
     /// - Throws: `SystemCallError` for anything else (for example `EIO`, `EBADFD`).
-    public func write(_ batch: borrowing PacketBatch, side: PacketSide = .tun) throws(SystemCallError)
+    public func write(
+        _ batch: borrowing PacketBatch, side: PacketSide = .tun
+    ) throws(SystemCallError)
         -> (written: Int, dropped: Int)
     {
         precondition(fd >= 0, "write to a closed TUN device")
@@ -270,7 +281,9 @@ public final class TUNDevice: @unchecked Sendable {
 
     /// Writes a super-packet as its segments (with an all-zero virtio header when the device has
     /// them); false when it is malformed or any segment was refused.
-    private func writeSegments(of packet: UnsafeRawBufferPointer, offload: SegmentationOffload) throws(SystemCallError) -> Bool {
+    private func writeSegments(
+        of packet: UnsafeRawBufferPointer, offload: SegmentationOffload
+    ) throws(SystemCallError) -> Bool {
         guard let layout = Segmenter.layout(of: packet, offload: offload) else { return false }
         let header = hasVirtioHeaders ? VirtioNetHeader.byteCount : 0
         if header > 0 { VirtioNetHeader().store(to: scratch) }
@@ -317,7 +330,9 @@ public final class TUNDevice: @unchecked Sendable {
 
     private static func request(for name: String) -> ifreq {
         var request = ifreq()
-        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { $0.copyBytes(from: name.utf8.prefix(Int(IFNAMSIZ) - 1)) }
+        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) {
+            $0.copyBytes(from: name.utf8.prefix(Int(IFNAMSIZ) - 1))
+        }
         return request
     }
 

@@ -58,10 +58,13 @@ public final class UplinkCapture: @unchecked Sendable {
 
     /// Opens a capture on an interface by name (resolved in the calling thread's network namespace).
     /// - Throws: `SystemCallError` from `if_nametoindex` or the socket setup.
-    public convenience init(interface: String, filter: CaptureFilter, maximumBatchSize: Int = 64,
-                            receiveBufferByteCount: Int? = nil) throws(SystemCallError) {
-        try self.init(interfaceIndex: try Syscall.interfaceIndex(interface), filter: filter,
-                      maximumBatchSize: maximumBatchSize, receiveBufferByteCount: receiveBufferByteCount)
+    public convenience init(
+        interface: String, filter: CaptureFilter, maximumBatchSize: Int = 64,
+        receiveBufferByteCount: Int? = nil
+    ) throws(SystemCallError) {
+        try self.init(
+            interfaceIndex: try Syscall.interfaceIndex(interface), filter: filter,
+            maximumBatchSize: maximumBatchSize, receiveBufferByteCount: receiveBufferByteCount)
     }
 
     /// Opens a capture on an interface.
@@ -80,9 +83,11 @@ public final class UplinkCapture: @unchecked Sendable {
     ///   - fanoutGroup: when given, the socket joins this `PACKET_FANOUT` group in hash mode:
     ///     the kernel deals the uplink's packets out over the group's sockets (one per worker) by
     ///     a symmetric flow hash, so a flow and its replies reach the same socket.
-    public init(interfaceIndex: Int32, filter: CaptureFilter, maximumBatchSize: Int = 64,
-                receiveBufferByteCount: Int? = nil, linkHeaderLength: Int = 14, ringFrameCount: Int = 0,
-                fanoutGroup: UInt16? = nil) throws(SystemCallError) {
+    public init(
+        interfaceIndex: Int32, filter: CaptureFilter, maximumBatchSize: Int = 64,
+        receiveBufferByteCount: Int? = nil, linkHeaderLength: Int = 14, ringFrameCount: Int = 0,
+        fanoutGroup: UInt16? = nil
+    ) throws(SystemCallError) {
         precondition(ringFrameCount >= 0 && ringFrameCount & (ringFrameCount &- 1) == 0, "a power of two")
         precondition(maximumBatchSize > 0 && maximumBatchSize <= 1024, "1…1024 messages per recvmmsg")
         precondition(linkHeaderLength >= 0 && linkHeaderLength <= 32, "a link header of 0…32 bytes")
@@ -90,29 +95,37 @@ public final class UplinkCapture: @unchecked Sendable {
         let fd = try Syscall.socket(AF_PACKET, type, 0)
         var ring: UnsafeMutableRawPointer?
         do throws(SystemCallError) {
-            try Syscall.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, Int32(1), call: "setsockopt(PACKET_IGNORE_OUTGOING)")
+            try Syscall.setsockopt(
+                fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, Int32(1), call: "setsockopt(PACKET_IGNORE_OUTGOING)")
             try Syscall.setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, Int32(1), call: "setsockopt(PACKET_VNET_HDR)")
             if let receiveBufferByteCount {
                 // SO_RCVBUFFORCE (CAP_NET_ADMIN, which the daemon has) passes net.core.rmem_max;
                 // without the capability, SO_RCVBUF takes what rmem_max allows.
                 do {
-                    try Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUFFORCE)")
+                    try Syscall.setsockopt(
+                        fd, SOL_SOCKET, SO_RCVBUFFORCE, Int32(receiveBufferByteCount),
+                        call: "setsockopt(SO_RCVBUFFORCE)")
                 } catch {
-                    try Syscall.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUF)")
+                    try Syscall.setsockopt(
+                        fd, SOL_SOCKET, SO_RCVBUF, Int32(receiveBufferByteCount), call: "setsockopt(SO_RCVBUF)")
                 }
             }
             try Self.attach(filter, to: fd)
             if ringFrameCount > 0 {
                 var failed: UnsafePointer<CChar>?
-                guard let r = cipl_packet_rx_ring(fd, UInt32(Self.ringBlockByteCount), UInt32(Self.ringFrameByteCount),
-                                                  UInt32(ringFrameCount), &failed)
+                guard
+                    let r = cipl_packet_rx_ring(
+                        fd, UInt32(Self.ringBlockByteCount), UInt32(Self.ringFrameByteCount),
+                        UInt32(ringFrameCount), &failed)
                 else {
-                    throw SystemCallError(errno: errno, call: "TPACKET_V2 ring", detail: failed.map { String(cString: $0) } ?? "")
+                    throw SystemCallError(
+                        errno: errno, call: "TPACKET_V2 ring", detail: failed.map { String(cString: $0) } ?? "")
                 }
                 ring = r
                 // Frames longer than a ring frame (GSO super-packets) are queued whole to the
                 // socket as well, for recvmsg (TP_STATUS_COPY marks their place in the ring).
-                try Syscall.setsockopt(fd, SOL_PACKET, PACKET_COPY_THRESH, Int32(1), call: "setsockopt(PACKET_COPY_THRESH)")
+                try Syscall.setsockopt(
+                    fd, SOL_PACKET, PACKET_COPY_THRESH, Int32(1), call: "setsockopt(PACKET_COPY_THRESH)")
             }
             var address = sockaddr_ll()
             address.sll_family = UInt16(AF_PACKET)
@@ -180,7 +193,9 @@ public final class UplinkCapture: @unchecked Sendable {
 
     /// The hardware address and type of an interface (`SIOCGIFHWADDR`).
     /// - Throws: `SystemCallError` from the ioctl.
-    public static func hardwareAddress(interface: String) throws(SystemCallError) -> (address: MACAddress, isEthernet: Bool) {
+    public static func hardwareAddress(
+        interface: String
+    ) throws(SystemCallError) -> (address: MACAddress, isEthernet: Bool) {
         var mac: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0)
         var type: UInt16 = 0
         let r = withUnsafeMutableBytes(of: &mac) { m in
@@ -240,8 +255,10 @@ public final class UplinkCapture: @unchecked Sendable {
     /// from the socket instead, where the kernel queued it in the same order.
     /// Cost per packet: one copy from the ring into the slot, no system call (`poll` only when the
     /// ring is empty).
-    private func receiveFromRing(_ ring: UnsafeMutableRawPointer, into batch: inout PacketBatch,
-                                 time: Timestamp) throws(SystemCallError) -> Int {
+    private func receiveFromRing(
+        _ ring: UnsafeMutableRawPointer, into batch: inout PacketBatch,
+        time: Timestamp
+    ) throws(SystemCallError) -> Int {
         let first = batch.count
         let prefix = VirtioNetHeader.byteCount + linkHeaderLength
         precondition(batch.headroom >= prefix, "the batch's headroom must hold the virtio and link headers")
@@ -260,11 +277,14 @@ public final class UplinkCapture: @unchecked Sendable {
                 let mac = Int(frame.load(fromByteOffset: 12, as: UInt16.self))
                 // Safe: the kernel wrote the virtio header right before the link header, and
                 // mac + snap stays within the frame.
-                if snap >= linkHeaderLength &+ 20, mac >= VirtioNetHeader.byteCount, mac &+ snap <= Self.ringFrameByteCount,
-                   snap &- linkHeaderLength <= maximum {
+                if snap >= linkHeaderLength &+ 20, mac >= VirtioNetHeader.byteCount,
+                    mac &+ snap <= Self.ringFrameByteCount,
+                    snap &- linkHeaderLength <= maximum
+                {
                     let slotIndex = batch.count
                     let slot = batch.appendSlot(length: snap &- linkHeaderLength, origin: slotIndex, time: time)!
-                    (slot - prefix).copyMemory(from: frame + (mac &- VirtioNetHeader.byteCount), byteCount: snap &+ VirtioNetHeader.byteCount)
+                    (slot - prefix).copyMemory(
+                        from: frame + (mac &- VirtioNetHeader.byteCount), byteCount: snap &+ VirtioNetHeader.byteCount)
                     takeIn(slotIndex, of: &batch, total: snap &+ VirtioNetHeader.byteCount)
                 } else {
                     truncated &+= 1
@@ -295,7 +315,9 @@ public final class UplinkCapture: @unchecked Sendable {
     }
 
     /// `recvmmsg` of at most `limit` packets into the batch's free slots.
-    private func receiveMessages(into batch: inout PacketBatch, time: Timestamp, limit: Int) throws(SystemCallError) -> Int {
+    private func receiveMessages(
+        into batch: inout PacketBatch, time: Timestamp, limit: Int
+    ) throws(SystemCallError) -> Int {
         let first = batch.count
         let count = min(batch.capacity - first, maximumBatchSize, limit)
         guard count > 0 else { return 0 }

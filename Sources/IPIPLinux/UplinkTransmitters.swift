@@ -42,7 +42,8 @@ public final class PacketTransmitSocket: @unchecked Sendable {
         let type = Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         let fd = try Syscall.socket(AF_PACKET, type, 0)
         do {
-            try Syscall.setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, Int32(1), call: "setsockopt(PACKET_QDISC_BYPASS)")
+            try Syscall.setsockopt(
+                fd, SOL_PACKET, PACKET_QDISC_BYPASS, Int32(1), call: "setsockopt(PACKET_QDISC_BYPASS)")
             var address = sockaddr_ll()
             address.sll_family = UInt16(AF_PACKET)
             address.sll_protocol = 0
@@ -165,13 +166,16 @@ public final class XDPTransmitSocket: @unchecked Sendable {
     ///   - frameCount: frames in the UMEM; `ringSize` (a power of two) entries per ring.
     /// - Throws: `SystemCallError` naming the step that failed (`socket(AF_XDP)` is `EAFNOSUPPORT`
     ///   without AF_XDP, `bind(AF_XDP)` `EBUSY` when another socket holds the queue).
-    public init(interfaceIndex: Int32, queue: UInt32 = 0, frameSize: Int = 2048, frameCount: Int = 4096,
-                ringSize: Int = 2048) throws(SystemCallError) {
+    public init(
+        interfaceIndex: Int32, queue: UInt32 = 0, frameSize: Int = 2048, frameCount: Int = 4096,
+        ringSize: Int = 2048
+    ) throws(SystemCallError) {
         precondition(frameSize == 2048 || frameSize == 4096, "AF_XDP frames of 2048 or 4096 bytes")
         precondition(ringSize > 0 && ringSize & (ringSize - 1) == 0 && frameCount >= ringSize)
         var failed: UnsafePointer<CChar>?
-        let r = cipl_xsk_open(&x, interfaceIndex, queue, UInt32(frameCount), UInt32(frameSize), UInt32(ringSize), UInt32(ringSize),
-                              UInt16(CIPL_XDP_COPY), &failed)
+        let r = cipl_xsk_open(
+            &x, interfaceIndex, queue, UInt32(frameCount), UInt32(frameSize), UInt32(ringSize), UInt32(ringSize),
+            UInt16(CIPL_XDP_COPY), &failed)
         if r != 0 {
             let code = errno
             let call = failed.map { String(cString: $0) } ?? "AF_XDP"

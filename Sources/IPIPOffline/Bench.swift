@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import IPIPCore
 import Pcap
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What `ipipd bench` is asked to do.
 public struct BenchOptions: Sendable {
@@ -93,7 +94,8 @@ final class LoadedCaptures {
         }
         let hl = Int(p[0] & 0x0F) * 4
         guard p.count >= hl + 8 else { return UInt64(p[9]) }
-        let a = UInt64(p[hl]) << 8 | UInt64(p[hl + 1]), b = UInt64(p[hl + 2]) << 8 | UInt64(p[hl + 3])
+        let a = UInt64(p[hl]) << 8 | UInt64(p[hl + 1])
+        let b = UInt64(p[hl + 2]) << 8 | UInt64(p[hl + 3])
         var key = UInt64(p[9]) << 32 | min(a, b) << 16 | max(a, b)
         if p[9] == IPProtocolNumber.icmp { key = UInt64(p[hl + 4]) << 8 | UInt64(p[hl + 5]) }
         key = (key ^ (key >> 31)) &* 0x7FB5_D329_728E_A185
@@ -118,7 +120,9 @@ final class LoadedCaptures {
             times.append(record.timestamp.totalNanoseconds)
         }
         if let failure = captures.failure { throw ReplayError(failure.description) }
-        guard let t0 = times.first else { throw ReplayError("no IPv4 packets in \(input)" + (underlayInput.map { " or \($0)" } ?? "")) }
+        guard let t0 = times.first else {
+            throw ReplayError("no IPv4 packets in \(input)" + (underlayInput.map { " or \($0)" } ?? ""))
+        }
         first = Timestamp(seconds: t0 / 1_000_000_000, nanoseconds: UInt32(t0 % 1_000_000_000))
         relativeTimes = times.map { $0 - t0 }
         span = (times.max() ?? t0) - t0
@@ -171,20 +175,25 @@ public struct BenchResult: Sendable {
 
     public func report(input: String, node: String) -> String {
         var lines: [String] = []
-        lines.append("bench of \(input) as \(node): \(capturePackets) IPv4 packets per pass (\(captureBytes) bytes)"
-            + (skippedPerPass > 0 ? ", \(skippedPerPass) non-IPv4 skipped" : "") + ", batch \(batchSize)")
+        lines.append(
+            "bench of \(input) as \(node): \(capturePackets) IPv4 packets per pass (\(captureBytes) bytes)"
+                + (skippedPerPass > 0 ? ", \(skippedPerPass) non-IPv4 skipped" : "") + ", batch \(batchSize)")
         if workers > 1 {
-            let each = perWorker.enumerated().map { "\($0.offset): \(fmt(Double($0.element.packets) / max($0.element.seconds, 1e-9) / 1e6, 3)) Mpps" }
+            let each = perWorker.enumerated().map {
+                "\($0.offset): \(fmt(Double($0.element.packets) / max($0.element.seconds, 1e-9) / 1e6, 3)) Mpps"
+            }
             lines.append("  workers:            \(workers) (\(each.joined(separator: ", ")))")
         }
         lines.append("  passes:             \(passes)")
         lines.append("  packets:            \(packets) in \(fmt(seconds, 3)) s")
-        lines.append("  rate:               \(fmt(packetsPerSecond / 1e6, 3)) Mpps, \(fmt(gigabitsPerSecond, 3)) Gbit/s (input bytes), "
-            + "\(fmt(nanosecondsPerPacket, 1)) ns/packet")
+        lines.append(
+            "  rate:               \(fmt(packetsPerSecond / 1e6, 3)) Mpps, \(fmt(gigabitsPerSecond, 3)) Gbit/s (input bytes), "
+                + "\(fmt(nanosecondsPerPacket, 1)) ns/packet")
         if let m = mallocs, let per = mallocsPerPacket {
             lines.append("  allocations:        \(m) during the timed loop (\(fmt(per, 6)) per packet)")
         } else {
-            lines.append("  allocations:        not counted in this process (see Benchmarks/ for per-packet malloc counts)")
+            lines.append(
+                "  allocations:        not counted in this process (see Benchmarks/ for per-packet malloc counts)")
         }
         if let c = counters {
             for a in VerdictAction.allCases where c.packets(a) > 0 {
@@ -193,13 +202,18 @@ public struct BenchResult: Sendable {
             }
             for (r, n) in topDrops.prefix(5) { lines.append("    " + pad(r.name, 28) + "\(n)") }
         }
-        lines.append("  emitted:            \(emittedUnderlay) to the underlay, \(emittedTUN) into the TUN (counted, not written"
-            + (offloads ? "; as the devices take them: segments and coalesced super-packets)" : ")"))
-        if let c = counters, c.superPacketsIn > 0 { lines.append("  super-packets:      \(c.superPacketsIn) taken whole") }
+        lines.append(
+            "  emitted:            \(emittedUnderlay) to the underlay, \(emittedTUN) into the TUN (counted, not written"
+                + (offloads ? "; as the devices take them: segments and coalesced super-packets)" : ")"))
+        if let c = counters, c.superPacketsIn > 0 {
+            lines.append("  super-packets:      \(c.superPacketsIn) taken whole")
+        }
         return lines.joined(separator: "\n")
     }
 
-    func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+    func pad(_ s: String, _ n: Int) -> String {
+        s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count)
+    }
 
     /// One JSON object with every number.
     public func json(input: String, underlayInput: String?, node: String) -> String {
@@ -213,10 +227,13 @@ public struct BenchResult: Sendable {
         s += ",\"mallocs\":" + (mallocs.map { "\($0)" } ?? "null")
         s += ",\"mallocs_per_packet\":" + (mallocsPerPacket.map { "\($0)" } ?? "null")
         s += ",\"emitted_underlay\":\(emittedUnderlay),\"emitted_tun\":\(emittedTUN),\"offloads\":\(offloads)"
-        s += ",\"workers\":\(workers),\"worker_packets_per_second\":["
+        s +=
+            ",\"workers\":\(workers),\"worker_packets_per_second\":["
             + perWorker.map { "\(Double($0.packets) / max($0.seconds, 1e-9))" }.joined(separator: ",") + "]"
         if let c = counters {
-            s += ",\"verdicts\":{" + VerdictAction.allCases.map { "\"\($0.name)\":\(c.packets($0))" }.joined(separator: ",") + "}"
+            s +=
+                ",\"verdicts\":{"
+                + VerdictAction.allCases.map { "\"\($0.name)\":\(c.packets($0))" }.joined(separator: ",") + "}"
             s += ",\"drops\":{" + topDrops.map { "\"\($0.0.name)\":\($0.1)" }.joined(separator: ",") + "}"
         }
         return s + "}"
@@ -239,8 +256,10 @@ public final class Bench {
     let mallocCount: (() -> UInt64)?
 
     /// Loads the captures. `mallocCount`, when given, reads a process-wide allocation counter.
-    public init(engine: Engine, options: BenchOptions, progress: ProgressReporter? = nil,
-                mallocCount: (() -> UInt64)? = nil) throws {
+    public init(
+        engine: Engine, options: BenchOptions, progress: ProgressReporter? = nil,
+        mallocCount: (() -> UInt64)? = nil
+    ) throws {
         self.engine = engine
         self.options = options
         self.progress = progress
@@ -258,9 +277,10 @@ public final class Bench {
         let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) &* Int(sysconf(Int32(_SC_PAGESIZE)))
         guard physical > 0, fileBytes &* copies > physical / 10 * 9 else { return }
         func gib(_ n: Int) -> String { String(format: "%.1f GiB", Double(n) / Double(1 << 30)) }
-        throw ReplayError("the captures hold up to \(gib(fileBytes)) of packets; bench keeps \(copies) copies in memory "
-                          + "(\(gib(fileBytes * copies))) and this machine has \(gib(physical)): generate fewer packets "
-                          + "(ipipd gen --packets) or replay a part of the capture")
+        throw ReplayError(
+            "the captures hold up to \(gib(fileBytes)) of packets; bench keeps \(copies) copies in memory "
+                + "(\(gib(fileBytes * copies))) and this machine has \(gib(physical)): generate fewer packets "
+                + "(ipipd gen --packets) or replay a part of the capture")
     }
 
     static func now() -> UInt64 {
@@ -303,7 +323,9 @@ public final class Bench {
             // start together behind a barrier, so the shares run in parallel.
             let parts = (0..<workers).map { captures.share($0, of: workers) }
             // Each with a replica of the topology, as the live workers have.
-            engines = (0..<workers).map { _ in Engine(topology: engine.topology.replica(), configuration: engine.configuration) }
+            engines = (0..<workers).map { _ in
+                Engine(topology: engine.topology.replica(), configuration: engine.configuration)
+            }
             let results = Mutex<[ShareResult]>(Array(repeating: ShareResult(), count: workers))
             let done = Atomic<Int>(0)
             /// What one thread owns (handed over once; nothing is shared while it runs).
@@ -315,11 +337,13 @@ public final class Bench {
                 let barrier: StartBarrier
             }
             for w in 0..<workers {
-                let input = WorkerInput(bench: self, part: parts[w], engine: engines[w], progress: w == 0 ? progress : nil,
-                                        barrier: barrier)
+                let input = WorkerInput(
+                    bench: self, part: parts[w], engine: engines[w], progress: w == 0 ? progress : nil,
+                    barrier: barrier)
                 let t = Thread {
-                    let r = input.bench.runShare(input.part, engine: input.engine, progress: input.progress,
-                                                 barrier: input.barrier)
+                    let r = input.bench.runShare(
+                        input.part, engine: input.engine, progress: input.progress,
+                        barrier: input.barrier)
                     results.withLock { $0[w] = r }
                     done.add(1, ordering: .releasing)
                 }
@@ -333,7 +357,8 @@ public final class Bench {
         result.passes = shares.map(\.passes).max() ?? 0
         result.packets = shares.reduce(0) { $0 + $1.packets }
         result.bytes = shares.reduce(0) { $0 + $1.bytes }
-        let start = shares.map(\.start).min() ?? 0, end = shares.map(\.end).max() ?? 0
+        let start = shares.map(\.start).min() ?? 0
+        let end = shares.map(\.end).max() ?? 0
         result.seconds = Double(end &- start) / 1e9
         result.emittedUnderlay = shares.reduce(0) { $0 + $1.underlayOut }
         result.emittedTUN = shares.reduce(0) { $0 + $1.tunOut }
@@ -353,8 +378,10 @@ public final class Bench {
     ///
     /// With `barrier`, the timed loop starts when every worker has copied its share, so the
     /// workers' timed loops overlap and no copy runs beside another worker's loop.
-    func runShare(_ captures: LoadedCaptures, engine: Engine, progress: ProgressReporter?,
-                  barrier: StartBarrier? = nil) -> ShareResult {
+    func runShare(
+        _ captures: LoadedCaptures, engine: Engine, progress: ProgressReporter?,
+        barrier: StartBarrier? = nil
+    ) -> ShareResult {
         var share = ShareResult()
         let n = captures.count
         guard n > 0 else {
@@ -377,8 +404,12 @@ public final class Bench {
         let offloads = UnsafeMutablePointer<SegmentationOffload>.allocate(capacity: n)
         let times = UnsafeMutablePointer<Int64>.allocate(capacity: n)
         defer {
-            slab.deallocate(); offsets.deallocate(); lengths.deallocate()
-            directions.deallocate(); offloads.deallocate(); times.deallocate()
+            slab.deallocate()
+            offsets.deallocate()
+            lengths.deallocate()
+            directions.deallocate()
+            offloads.deallocate()
+            times.deallocate()
         }
         captures.bytes.withUnsafeBytes { slab.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         offsets.initialize(from: captures.offsets, count: n)
@@ -397,27 +428,31 @@ public final class Bench {
             while i < n {
                 let d = directions[i]
                 if feeder.mustProcess(before: d) {
-                    Self.process(&feeder, stage, &loop, start: start, deadline: deadline,
-                                 progressTotal: passLimit &* n, progress: progress)
+                    Self.process(
+                        &feeder, stage, &loop, start: start, deadline: deadline,
+                        progressTotal: passLimit &* n, progress: progress)
                     if loop.stop { break }
                 }
                 let t = offset &+ times[i]
                 let length = lengths[i]
-                feeder.append(UnsafeRawBufferPointer(start: slab + offsets[i], count: length), direction: d, origin: i,
-                              time: Timestamp(seconds: t / 1_000_000_000, nanoseconds: UInt32(t % 1_000_000_000)),
-                              offload: offloads[i])
+                feeder.append(
+                    UnsafeRawBufferPointer(start: slab + offsets[i], count: length), direction: d, origin: i,
+                    time: Timestamp(seconds: t / 1_000_000_000, nanoseconds: UInt32(t % 1_000_000_000)),
+                    offload: offloads[i])
                 share.bytes &+= length
                 i &+= 1
                 if feeder.batch.isFull {
-                    Self.process(&feeder, stage, &loop, start: start, deadline: deadline,
-                                 progressTotal: passLimit &* n, progress: progress)
+                    Self.process(
+                        &feeder, stage, &loop, start: start, deadline: deadline,
+                        progressTotal: passLimit &* n, progress: progress)
                     if loop.stop { break }
                 }
             }
             // Packets still pending are processed before the pass ends, as at the end of a replay.
             if feeder.batch.count > 0 {
-                Self.process(&feeder, stage, &loop, start: start, deadline: deadline,
-                             progressTotal: passLimit &* n, progress: progress)
+                Self.process(
+                    &feeder, stage, &loop, start: start, deadline: deadline,
+                    progressTotal: passLimit &* n, progress: progress)
             }
         }
         share.end = Self.now()
@@ -461,8 +496,10 @@ public final class Bench {
     /// Runs the feeder's batch, counts what leaves (through the devices' output stage when it is
     /// on), empties the batch, and every 16 batches checks the deadline and reports progress.
     @inline(__always)
-    static func process(_ feeder: inout EngineFeeder, _ stage: borrowing OutputStage, _ c: inout LoopCounters,
-                        start: UInt64, deadline: UInt64, progressTotal: Int, progress: ProgressReporter?) {
+    static func process(
+        _ feeder: inout EngineFeeder, _ stage: borrowing OutputStage, _ c: inout LoopCounters,
+        start: UInt64, deadline: UInt64, progressTotal: Int, progress: ProgressReporter?
+    ) {
         feeder.process()
         if stage.offloads {
             // As the devices write them: segments, coalesced super-packets.
@@ -496,7 +533,8 @@ public final class Bench {
             if deadline > 0 && elapsed >= deadline { c.stop = true }
             if let progress {
                 if deadline > 0 {
-                    progress.update(done: Int(elapsed / 1_000_000), total: Int(deadline / 1_000_000), packets: c.packets)
+                    progress.update(
+                        done: Int(elapsed / 1_000_000), total: Int(deadline / 1_000_000), packets: c.packets)
                 } else {
                     progress.update(done: c.packets, total: progressTotal, packets: c.packets)
                 }

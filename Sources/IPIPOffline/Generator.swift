@@ -1,8 +1,9 @@
+import IPIPCore
+import Pcap
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import IPIPCore
-import Pcap
 
 /// What `ipipd gen` is asked to generate.
 public struct GeneratorOptions: Sendable {
@@ -13,7 +14,10 @@ public struct GeneratorOptions: Sendable {
         case imix
 
         public init?(_ text: String) {
-            if text == "imix" { self = .imix; return }
+            if text == "imix" {
+                self = .imix
+                return
+            }
             guard let n = Int(text), n >= 64, n <= 9000 else { return nil }
             self = .fixed(n)
         }
@@ -148,7 +152,9 @@ public enum TrafficGenerator {
             throw .invalid("--external must be 1…\(maximumExternal) when --nat-share is above 0")
         }
         guard o.packets >= o.flows else { throw .invalid("--packets must be at least --flows") }
-        guard o.superPackets == 0 || (2...44).contains(o.superPackets) else { throw .invalid("--super-packets must be 2…44") }
+        guard o.superPackets == 0 || (2...44).contains(o.superPackets) else {
+            throw .invalid("--super-packets must be 2…44")
+        }
 
         var rng = SplitMix64(seed: o.seed)
         var out = GeneratedTraffic()
@@ -173,26 +179,31 @@ public enum TrafficGenerator {
             let nat = rng.unit() < o.natShare
             let source = IPv4Address(rawValue: block(0) &+ 2 &+ UInt32(rng.below(62)))
             let peer = 1 + rng.below(o.nodes)
-            let destination = nat ? IPv4Address(rawValue: externalBase &+ 1 &+ UInt32(rng.below(o.external)))
+            let destination =
+                nat
+                ? IPv4Address(rawValue: externalBase &+ 1 &+ UInt32(rng.below(o.external)))
                 : IPv4Address(rawValue: block(peer) &+ 2 &+ UInt32(rng.below(62)))
             let k = proto == .tcp ? 0 : (proto == .udp ? 1 : 2)
             let sourcePort: UInt16
             if nat {
                 guard natUsed[k] < natPorts[k].count else {
-                    throw .invalid("more than \(natPorts[k].count) SNAT flows of one protocol: the NAT port range "
-                        + "\(natPortRange.lowerBound)–\(natPortRange.upperBound) cannot keep every source port "
-                        + "(lower --flows or --nat-share)")
+                    throw .invalid(
+                        "more than \(natPorts[k].count) SNAT flows of one protocol: the NAT port range "
+                            + "\(natPortRange.lowerBound)–\(natPortRange.upperBound) cannot keep every source port "
+                            + "(lower --flows or --nat-share)")
                 }
                 sourcePort = natPorts[k][natUsed[k]]
                 natUsed[k] += 1
             } else {
                 sourcePort = proto == .icmp ? UInt16(1 + rng.below(65535)) : UInt16(32768 + rng.below(61000 - 32768))
             }
-            let destinationPort: UInt16 = switch proto {
-            case .tcp: [80, 443, 8080, 5432, 6379][rng.below(5)]
-            case .udp: [443, 123, 8125, 9001, 10001][rng.below(5)]  // no DNS: filler payloads would not parse as DNS
-            case .icmp: 0
-            }
+            let destinationPort: UInt16 =
+                switch proto {
+                case .tcp: [80, 443, 8080, 5432, 6379][rng.below(5)]
+                // No DNS port: filler payloads would not parse as DNS.
+                case .udp: [443, 123, 8125, 9001, 10001][rng.below(5)]
+                case .icmp: 0
+                }
             let name = (proto == .tcp ? "tcp" : proto == .udp ? "udp" : "icmp") + (nat ? " snat" : " pool")
             out.flowCounts[name, default: 0] += 1
 
@@ -217,8 +228,10 @@ public enum TrafficGenerator {
             var last: Int64 = 0
             // `outbound`: from the workload (TUN side); else the reply (underlay side).
             // A super-packet (`offload`) takes `segments` identifications and counts as many.
-            func emit(outbound: Bool, transport: [UInt8], protocolNumber: UInt8, offload: SegmentationOffload = .none,
-                      segments: Int = 1, backToBack: Bool = false) {
+            func emit(
+                outbound: Bool, transport: [UInt8], protocolNumber: UInt8, offload: SegmentationOffload = .none,
+                segments: Int = 1, backToBack: Bool = false
+            ) {
                 let t: Int64
                 if backToBack {
                     t = last + 1
@@ -230,21 +243,37 @@ public enum TrafficGenerator {
                 step += 1
                 if outbound {
                     ident &+= 1
-                    tun.append((t, f, ipv4(source: source, destination: destination, protocolNumber: protocolNumber,
-                                           ttl: 63, identification: ident, payload: transport), offload))
+                    tun.append(
+                        (
+                            t, f,
+                            ipv4(
+                                source: source, destination: destination, protocolNumber: protocolNumber,
+                                ttl: 63, identification: ident, payload: transport), offload
+                        ))
                     ident &+= UInt16(truncatingIfNeeded: segments &- 1)
                     out.expected[nat ? .translated : .encapsulated, default: 0] += segments
                 } else if nat {
-                    underlay.append((t, f, ipv4(source: destination, destination: local, protocolNumber: protocolNumber,
-                                                ttl: 52, identification: replyIdent &+ UInt16(truncatingIfNeeded: step),
-                                                payload: transport), .none))
+                    underlay.append(
+                        (
+                            t, f,
+                            ipv4(
+                                source: destination, destination: local, protocolNumber: protocolNumber,
+                                ttl: 52, identification: replyIdent &+ UInt16(truncatingIfNeeded: step),
+                                payload: transport), .none
+                        ))
                     out.expected[.untranslated, default: 0] += 1
                 } else {
-                    let inner = ipv4(source: destination, destination: source, protocolNumber: protocolNumber, ttl: 63,
-                                     identification: replyIdent &+ UInt16(truncatingIfNeeded: step), payload: transport)
-                    underlay.append((t, f, ipv4(source: nodeAddress(peer), destination: local, protocolNumber: 4, ttl: 64,
-                                                identification: replyIdent &+ UInt16(truncatingIfNeeded: step) &+ 0x8000,
-                                                payload: inner), .none))
+                    let inner = ipv4(
+                        source: destination, destination: source, protocolNumber: protocolNumber, ttl: 63,
+                        identification: replyIdent &+ UInt16(truncatingIfNeeded: step), payload: transport)
+                    underlay.append(
+                        (
+                            t, f,
+                            ipv4(
+                                source: nodeAddress(peer), destination: local, protocolNumber: 4, ttl: 64,
+                                identification: replyIdent &+ UInt16(truncatingIfNeeded: step) &+ 0x8000,
+                                payload: inner), .none
+                        ))
                     out.expected[.decapsulated, default: 0] += 1
                 }
             }
@@ -257,15 +286,22 @@ public enum TrafficGenerator {
                 var clientSeq = UInt32(truncatingIfNeeded: rng.next())
                 var serverSeq = UInt32(truncatingIfNeeded: rng.next())
                 let data = max(1, budget - 6)
-                func segment(outbound: Bool, flags: UInt8, payload: Int, offload: SegmentationOffload = .none,
-                             segments: Int = 1, backToBack: Bool = false) {
-                    let s = outbound
-                        ? tcp(source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
-                              seq: clientSeq, ack: serverSeq, flags: flags, payload: payload)
-                        : tcp(source: destination, destination: replyDestination, sourcePort: destinationPort,
-                              destinationPort: sourcePort, seq: serverSeq, ack: clientSeq, flags: flags, payload: payload)
-                    emit(outbound: outbound, transport: s, protocolNumber: 6, offload: offload, segments: segments,
-                         backToBack: backToBack)
+                func segment(
+                    outbound: Bool, flags: UInt8, payload: Int, offload: SegmentationOffload = .none,
+                    segments: Int = 1, backToBack: Bool = false
+                ) {
+                    let s =
+                        outbound
+                        ? tcp(
+                            source: source, destination: destination, sourcePort: sourcePort,
+                            destinationPort: destinationPort,
+                            seq: clientSeq, ack: serverSeq, flags: flags, payload: payload)
+                        : tcp(
+                            source: destination, destination: replyDestination, sourcePort: destinationPort,
+                            destinationPort: sourcePort, seq: serverSeq, ack: clientSeq, flags: flags, payload: payload)
+                    emit(
+                        outbound: outbound, transport: s, protocolNumber: 6, offload: offload, segments: segments,
+                        backToBack: backToBack)
                     let advance = UInt32(payload) &+ (flags & 0x03 != 0 ? 1 : 0)  // SYN and FIN count one
                     if outbound { clientSeq &+= advance } else { serverSeq &+= advance }
                 }
@@ -279,11 +315,13 @@ public enum TrafficGenerator {
                     let mss = (nat ? 1500 : tunnelMTU) - 40
                     for i in 0..<data {
                         if i % 2 == 0 {
-                            segment(outbound: true, flags: 0x18, payload: n * mss,
-                                    offload: SegmentationOffload(kind: .tcp, segmentSize: UInt16(mss)), segments: n)
+                            segment(
+                                outbound: true, flags: 0x18, payload: n * mss,
+                                offload: SegmentationOffload(kind: .tcp, segmentSize: UInt16(mss)), segments: n)
                         } else {
                             for k in 0..<n {
-                                segment(outbound: false, flags: k == n - 1 ? 0x18 : 0x10, payload: mss, backToBack: k > 0)
+                                segment(
+                                    outbound: false, flags: k == n - 1 ? 0x18 : 0x10, payload: mss, backToBack: k > 0)
                             }
                         }
                     }
@@ -297,27 +335,38 @@ public enum TrafficGenerator {
                 for i in 0..<budget {
                     let outbound = i % 2 == 0
                     let size = dataSize() - 28
-                    let s = outbound
-                        ? udp(source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort, payload: size)
-                        : udp(source: destination, destination: replyDestination, sourcePort: destinationPort, destinationPort: sourcePort, payload: size)
+                    let s =
+                        outbound
+                        ? udp(
+                            source: source, destination: destination, sourcePort: sourcePort,
+                            destinationPort: destinationPort, payload: size)
+                        : udp(
+                            source: destination, destination: replyDestination, sourcePort: destinationPort,
+                            destinationPort: sourcePort, payload: size)
                     emit(outbound: outbound, transport: s, protocolNumber: 17)
                 }
             case .icmp:
                 for i in 0..<budget {
-                    emit(outbound: i % 2 == 0, transport: echo(reply: i % 2 == 1, identifier: sourcePort,
-                                                               sequence: UInt16(truncatingIfNeeded: i / 2 + 1), payload: dataSize() - 28),
-                         protocolNumber: 1)
+                    emit(
+                        outbound: i % 2 == 0,
+                        transport: echo(
+                            reply: i % 2 == 1, identifier: sourcePort,
+                            sequence: UInt16(truncatingIfNeeded: i / 2 + 1), payload: dataSize() - 28),
+                        protocolNumber: 1)
                 }
             }
         }
         // Time order; within the same microsecond, flow order, then generation order (stable).
         func ordered(_ list: [(t: Int64, f: Int, p: [UInt8], o: SegmentationOffload)]) -> [GeneratedPacket] {
-            list.enumerated().sorted { a, b in (a.element.t, a.element.f, a.offset) < (b.element.t, b.element.f, b.offset) }
-                .map { e in
-                    let t = e.element.t
-                    return GeneratedPacket(time: Timestamp(seconds: startSeconds + t / 1_000_000, nanoseconds: UInt32(t % 1_000_000) * 1000),
-                                           bytes: e.element.p, offload: e.element.o)
-                }
+            list.enumerated().sorted { a, b in
+                (a.element.t, a.element.f, a.offset) < (b.element.t, b.element.f, b.offset)
+            }
+            .map { e in
+                let t = e.element.t
+                return GeneratedPacket(
+                    time: Timestamp(seconds: startSeconds + t / 1_000_000, nanoseconds: UInt32(t % 1_000_000) * 1000),
+                    bytes: e.element.p, offload: e.element.o)
+            }
         }
         out.tun = ordered(tun)
         out.underlay = ordered(underlay)
@@ -326,7 +375,9 @@ public enum TrafficGenerator {
 
     /// Writes the captures (raw IPv4 pcap; a capture holding super-packets gets link type 147,
     /// each record behind its virtio header as a TUN with TSO reads it) and the manifests.
-    public static func write(_ traffic: GeneratedTraffic, out: String, underlayOut: String?, manifestsOut: String?) throws {
+    public static func write(
+        _ traffic: GeneratedTraffic, out: String, underlayOut: String?, manifestsOut: String?
+    ) throws {
         func dump(_ packets: [GeneratedPacket], _ path: String) throws {
             let virtio = packets.contains { $0.offload != .none }
             let w = try PcapWriter(path: path, linkType: virtio ? .virtioNet : .raw)
@@ -336,14 +387,21 @@ public enum TrafficGenerator {
                     p.bytes.withUnsafeBytes { w.write($0, timestamp: p.time) }
                     continue
                 }
-                let header = p.offload.isSegmented
-                    ? VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 40,
-                                      gsoSize: p.offload.segmentSize, checksumStart: 20, checksumOffset: 16)
+                let header =
+                    p.offload.isSegmented
+                    ? VirtioNetHeader(
+                        flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 40,
+                        gsoSize: p.offload.segmentSize, checksumStart: 20, checksumOffset: 16)
                     : VirtioNetHeader()
                 record.withUnsafeMutableBytes { r in
                     header.store(to: r.baseAddress!)
-                    p.bytes.withUnsafeBytes { (r.baseAddress! + VirtioNetHeader.byteCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                    w.write(UnsafeRawBufferPointer(rebasing: r[0..<(VirtioNetHeader.byteCount + p.bytes.count)]), timestamp: p.time)
+                    p.bytes.withUnsafeBytes {
+                        (r.baseAddress! + VirtioNetHeader.byteCount).copyMemory(
+                            from: $0.baseAddress!, byteCount: $0.count)
+                    }
+                    w.write(
+                        UnsafeRawBufferPointer(rebasing: r[0..<(VirtioNetHeader.byteCount + p.bytes.count)]),
+                        timestamp: p.time)
                 }
             }
             try w.close()
@@ -351,9 +409,13 @@ public enum TrafficGenerator {
         try dump(traffic.tun, out)
         if let u = underlayOut { try dump(traffic.underlay, u) }
         if let m = manifestsOut {
-            guard let f = fopen(m, "w") else { throw Failure.invalid("cannot write \(m): \(String(cString: strerror(errno)))") }
+            guard let f = fopen(m, "w") else {
+                throw Failure.invalid("cannot write \(m): \(String(cString: strerror(errno)))")
+            }
             fputs(traffic.manifests, f)
-            guard fclose(f) == 0 else { throw Failure.invalid("cannot write \(m): \(String(cString: strerror(errno)))") }
+            guard fclose(f) == 0 else {
+                throw Failure.invalid("cannot write \(m): \(String(cString: strerror(errno)))")
+            }
         }
     }
 
@@ -413,8 +475,10 @@ public enum TrafficGenerator {
         for i in o..<b.count { b[i] = UInt8(truncatingIfNeeded: i &* 31 &+ 7) }
     }
 
-    static func ipv4(source: IPv4Address, destination: IPv4Address, protocolNumber: UInt8, ttl: UInt8,
-                     identification: UInt16, payload: [UInt8]) -> [UInt8] {
+    static func ipv4(
+        source: IPv4Address, destination: IPv4Address, protocolNumber: UInt8, ttl: UInt8,
+        identification: UInt16, payload: [UInt8]
+    ) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: 20)
         b[0] = 0x45
         put16(&b, 2, UInt16(20 + payload.count))
@@ -430,11 +494,14 @@ public enum TrafficGenerator {
     }
 
     static func pseudoSum(_ s: IPv4Address, _ d: IPv4Address, _ proto: UInt8, _ length: Int) -> UInt32 {
-        (s.rawValue >> 16) + (s.rawValue & 0xFFFF) + (d.rawValue >> 16) + (d.rawValue & 0xFFFF) + UInt32(proto) + UInt32(length)
+        (s.rawValue >> 16) + (s.rawValue & 0xFFFF) + (d.rawValue >> 16) + (d.rawValue & 0xFFFF) + UInt32(proto)
+            + UInt32(length)
     }
 
-    static func tcp(source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16,
-                    seq: UInt32, ack: UInt32, flags: UInt8, payload: Int) -> [UInt8] {
+    static func tcp(
+        source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16,
+        seq: UInt32, ack: UInt32, flags: UInt8, payload: Int
+    ) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: 20 + max(0, payload))
         put16(&b, 0, sourcePort)
         put16(&b, 2, destinationPort)
@@ -449,14 +516,18 @@ public enum TrafficGenerator {
         return b
     }
 
-    static func udp(source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16,
-                    payload: Int) -> [UInt8] {
+    static func udp(
+        source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16,
+        payload: Int
+    ) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: 8 + max(0, payload))
         put16(&b, 0, sourcePort)
         put16(&b, 2, destinationPort)
         put16(&b, 4, UInt16(b.count))
         fill(&b, from: 8)
-        let c = b.withUnsafeBytes { InternetChecksum.checksum($0, initial: pseudoSum(source, destination, 17, b.count)) }
+        let c = b.withUnsafeBytes {
+            InternetChecksum.checksum($0, initial: pseudoSum(source, destination, 17, b.count))
+        }
         put16(&b, 6, c == 0 ? 0xFFFF : c)
         return b
     }

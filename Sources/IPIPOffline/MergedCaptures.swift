@@ -38,12 +38,15 @@ final class LookaheadCapture {
         do {
             let virtio = reader.linkType == .virtioNet
             next = try reader.readNext { r in
-                var record = Record(index: r.index, timestamp: r.timestamp, networkProtocol: r.networkProtocol,
-                                    capturedLength: r.capturedLength, bytes: Array(r.networkBytes), offload: .none)
+                var record = Record(
+                    index: r.index, timestamp: r.timestamp, networkProtocol: r.networkProtocol,
+                    capturedLength: r.capturedLength, bytes: Array(r.networkBytes), offload: .none)
                 if virtio {
                     // Safe: the framing guaranteed the 10 header bytes.
                     let header = VirtioNetHeader(loadingFrom: r.capturedBytes.baseAddress!)
-                    record.offload = record.bytes.withUnsafeMutableBytes { SegmentationOffload.taking(header, packet: $0) }
+                    record.offload = record.bytes.withUnsafeMutableBytes {
+                        SegmentationOffload.taking(header, packet: $0)
+                    }
                 }
                 return record
             }

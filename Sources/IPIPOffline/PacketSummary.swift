@@ -21,9 +21,12 @@ public enum PacketSummary {
         case IPProtocolNumber.ipInIP where !fragmentTail:
             s += " ipip [\(describe(payload))]"
         case IPProtocolNumber.icmp where !fragmentTail && payload.count >= 4:
-            let type = payload[0], code = payload[1]
+            let type = payload[0]
+            let code = payload[1]
             s += " icmp " + icmpName(type: type, code: code)
-            if type == ICMPType.destinationUnreachable && code == ICMPUnreachableCode.fragmentationNeeded && payload.count >= 8 {
+            if type == ICMPType.destinationUnreachable && code == ICMPUnreachableCode.fragmentationNeeded
+                && payload.count >= 8
+            {
                 s += " mtu \(UInt16(payload[6]) << 8 | UInt16(payload[7]))"
             }
         case IPProtocolNumber.udp where !fragmentTail && payload.count >= 8:

@@ -1,8 +1,9 @@
+import IPIPCore
+import Pcap
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import IPIPCore
-import Pcap
 
 /// What `ipipd replay` is asked to do.
 public struct ReplayOptions: Sendable {
@@ -28,8 +29,11 @@ public struct ReplayOptions: Sendable {
     /// Inputs of link type 147 are honoured either way (a `GSO_*` header makes a super-packet).
     public var offloads: Bool
 
-    public init(input: String, underlayInput: String? = nil, output: String? = nil, underlayOutput: String? = nil, tunOutput: String? = nil,
-                verdicts: String? = nil, batchSize: Int = 64, offloads: Bool = false) {
+    public init(
+        input: String, underlayInput: String? = nil, output: String? = nil, underlayOutput: String? = nil,
+        tunOutput: String? = nil,
+        verdicts: String? = nil, batchSize: Int = 64, offloads: Bool = false
+    ) {
         self.offloads = offloads
         self.input = input
         self.underlayInput = underlayInput
@@ -66,9 +70,10 @@ public struct ReplaySummary: Sendable {
     public func report(input: String, node: String, topology: Topology) -> String {
         var lines: [String] = []
         let skippedTotal = skipped.values.reduce(0, +)
-        lines.append("replay of \(input) as \(node): \(packetsIn) packets in"
-            + (underlayPacketsIn > 0 ? " (\(underlayPacketsIn) from the underlay)" : "")
-            + " (tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools)")
+        lines.append(
+            "replay of \(input) as \(node): \(packetsIn) packets in"
+                + (underlayPacketsIn > 0 ? " (\(underlayPacketsIn) from the underlay)" : "")
+                + " (tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools)")
         if skippedTotal > 0 {
             let detail = skipped.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             lines.append("  skipped, not IPv4:  \(skippedTotal) (\(detail))")
@@ -84,15 +89,18 @@ public struct ReplaySummary: Sendable {
             for r in DropReason.allCases where (c.drops[r] ?? 0) > 0 {
                 lines.append("    " + pad(r.name, 28) + "\(c.drops[r]!)")
             }
-            lines.append("  emitted:            \(emittedUnderlay) to the underlay, \(emittedTUN) into the TUN "
-                + "(\(c.fragmentsCreated) fragments, \(c.icmpErrorsSent) ICMP errors, \(c.icmpRateLimited) rate-limited)")
+            lines.append(
+                "  emitted:            \(emittedUnderlay) to the underlay, \(emittedTUN) into the TUN "
+                    + "(\(c.fragmentsCreated) fragments, \(c.icmpErrorsSent) ICMP errors, \(c.icmpRateLimited) rate-limited)"
+            )
         }
         return lines.joined(separator: "\n")
     }
 
-    func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+    func pad(_ s: String, _ n: Int) -> String {
+        s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count)
+    }
 }
-
 
 /// One engine fed a batch at a time, each batch from one side: the rule `ipipd replay` and
 /// `ipipd bench` share, so both run exactly the same engine and batch code. A packet from the
@@ -111,8 +119,9 @@ struct EngineFeeder: ~Copyable {
     init(engine: Engine, batchSize: Int) {
         self.engine = engine
         batch = PacketBatch(capacity: batchSize)
-        generated = PacketBatch(capacity: batchSize * 48,
-                                maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount, engine.topology.tunnelMTU + 20))
+        generated = PacketBatch(
+            capacity: batchSize * 48,
+            maximumPacketByteCount: min(PacketBatch.maximumPacketByteCount, engine.topology.tunnelMTU + 20))
         verdicts = VerdictBatch(capacity: batchSize)
     }
 
@@ -123,11 +132,14 @@ struct EngineFeeder: ~Copyable {
     /// cannot be a valid IPv4 datagram: it is cut to the slot and its header check fails.
     /// - Precondition: `!batch.isFull` and `!mustProcess(before: side)`.
     @inline(__always)
-    mutating func append(_ bytes: UnsafeRawBufferPointer, direction side: PacketDirection, origin: Int, time: Timestamp,
-                         offload: SegmentationOffload = .none) {
+    mutating func append(
+        _ bytes: UnsafeRawBufferPointer, direction side: PacketDirection, origin: Int, time: Timestamp,
+        offload: SegmentationOffload = .none
+    ) {
         direction = side
-        batch.append(copying: UnsafeRawBufferPointer(rebasing: bytes.prefix(batch.maximumPacketByteCount)),
-                     origin: origin, time: time)
+        batch.append(
+            copying: UnsafeRawBufferPointer(rebasing: bytes.prefix(batch.maximumPacketByteCount)),
+            origin: origin, time: time)
         if offload != .none { batch.setOffload(offload, of: batch.count &- 1) }
     }
 
@@ -172,7 +184,8 @@ struct OutputStage: ~Copyable {
 
     /// Calls `body` with every record slot `i` of `batch` puts on a device, in order.
     @inline(__always)
-    func forEachRecord(of batch: borrowing PacketBatch, _ i: Int, _ body: (UnsafeRawBufferPointer, PacketSide) -> Void) {
+    func forEachRecord(of batch: borrowing PacketBatch, _ i: Int, _ body: (UnsafeRawBufferPointer, PacketSide) -> Void)
+    {
         let side = batch.side(of: i)
         guard side != .none else { return }
         let packet = batch.packet(i)
@@ -182,8 +195,9 @@ struct OutputStage: ~Copyable {
             guard let layout = Segmenter.layout(of: UnsafeRawBufferPointer(packet), offload: offload) else { return }
             if header > 0 { VirtioNetHeader().store(to: scratch) }
             for k in 0..<layout.segmentCount {
-                let n = Segmenter.writeSegment(k, of: UnsafeRawBufferPointer(packet), layout: layout, offload: offload,
-                                               to: scratch + header)
+                let n = Segmenter.writeSegment(
+                    k, of: UnsafeRawBufferPointer(packet), layout: layout, offload: offload,
+                    to: scratch + header)
                 body(UnsafeRawBufferPointer(start: scratch, count: n &+ header), side)
             }
             return
@@ -303,8 +317,10 @@ public final class Replay {
                 stage.forEachRecord(of: feeder.batch, i) { record, side in
                     emit(record, side: side, time: time)
                     if verdictFile != nil {
-                        outputs.append(Self.outputJSON(UnsafeRawBufferPointer(rebasing: record[recordHeader...]), side: side,
-                                                       segmentSize: recordHeader > 0 ? Self.segmentSize(record) : 0))
+                        outputs.append(
+                            Self.outputJSON(
+                                UnsafeRawBufferPointer(rebasing: record[recordHeader...]), side: side,
+                                segmentSize: recordHeader > 0 ? Self.segmentSize(record) : 0))
                     }
                 }
                 if verdictFile != nil, let head = stage.mergedInto(i) {
@@ -314,14 +330,17 @@ public final class Replay {
                     stage.forEachRecord(of: feeder.generated, g) { record, side in
                         emit(record, side: side, time: time)
                         if verdictFile != nil {
-                            outputs.append(Self.outputJSON(UnsafeRawBufferPointer(rebasing: record[recordHeader...]), side: side))
+                            outputs.append(
+                                Self.outputJSON(UnsafeRawBufferPointer(rebasing: record[recordHeader...]), side: side))
                         }
                     }
                     g += 1
                 }
                 if verdictFile != nil {
-                    writeLine(Self.verdictJSON(input: direction, index: captureIndex[i], time: time,
-                                               verdict: feeder.verdicts[i], outputs: outputs))
+                    writeLine(
+                        Self.verdictJSON(
+                            input: direction, index: captureIndex[i], time: time,
+                            verdict: feeder.verdicts[i], outputs: outputs))
                 }
             }
             feeder.batch.removeAll()
@@ -336,8 +355,9 @@ public final class Replay {
                 if feeder.mustProcess(before: source.direction) { flush() }
                 captureIndex[feeder.batch.count] = record.index
                 record.bytes.withUnsafeBytes { b in
-                    feeder.append(b, direction: source.direction, origin: record.index, time: record.timestamp,
-                                  offload: record.offload)
+                    feeder.append(
+                        b, direction: source.direction, origin: record.index, time: record.timestamp,
+                        offload: record.offload)
                 }
                 if feeder.batch.isFull { flush() }
             } else {
@@ -349,8 +369,12 @@ public final class Replay {
                 }
                 summary.skipped[name, default: 0] += 1
                 if verdictFile != nil {
-                    skippedLines.append((feeder.batch.count, "{\"input\":\"\(source.direction.rawValue)\",\"index\":\(record.index),"
-                        + "\"time\":\"\(record.timestamp)\",\"verdict\":\"skipped\",\"reason\":\(jsonString(name))}"))
+                    skippedLines.append(
+                        (
+                            feeder.batch.count,
+                            "{\"input\":\"\(source.direction.rawValue)\",\"index\":\(record.index),"
+                                + "\"time\":\"\(record.timestamp)\",\"verdict\":\"skipped\",\"reason\":\(jsonString(name))}"
+                        ))
                 }
             }
             progress?.update(done: fileBytesSeen, total: fileSize, packets: summary.packetsIn)
@@ -365,7 +389,9 @@ public final class Replay {
         if let f = verdictFile {
             verdictFile = nil
             if fclose(f) != 0 {
-                failure = failure ?? ReplayError("cannot write \(options.verdicts ?? ""): \(String(cString: strerror(errno)))")
+                failure =
+                    failure
+                    ?? ReplayError("cannot write \(options.verdicts ?? ""): \(String(cString: strerror(errno)))")
             }
         }
         if let failure { throw failure }
@@ -389,9 +415,12 @@ public final class Replay {
         return h.gsoType == VirtioNetHeader.gsoNone ? 0 : Int(h.gsoSize)
     }
 
-    static func verdictJSON(input: PacketDirection, index: Int, time: Timestamp, verdict v: PacketVerdict,
-                            outputs: [String]) -> String {
-        var s = "{\"input\":\"\(input.rawValue)\",\"index\":\(index),\"time\":\"\(time)\",\"verdict\":\"\(v.action.name)\""
+    static func verdictJSON(
+        input: PacketDirection, index: Int, time: Timestamp, verdict v: PacketVerdict,
+        outputs: [String]
+    ) -> String {
+        var s =
+            "{\"input\":\"\(input.rawValue)\",\"index\":\(index),\"time\":\"\(time)\",\"verdict\":\"\(v.action.name)\""
         if let r = v.dropReason { s += ",\"reason\":\"\(r.name)\"" }
         if v.action == .encapsulated || v.action == .decapsulated { s += ",\"peer\":\"\(v.peer)\"" }
         if let t = v.icmpType { s += ",\"icmp\":{\"type\":\(t),\"code\":\(v.icmpCode)}" }

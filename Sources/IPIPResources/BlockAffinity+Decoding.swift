@@ -37,8 +37,9 @@ extension KindDecoder {
         guard let state, let node, let prefix, let deleted else { return nil }
         return BlockAffinity(
             metadata: metadata,
-            spec: BlockAffinity.Spec(state: state, node: node, cidr: prefix.description, prefix: prefix, type: type,
-                                     deleted: deleted),
+            spec: BlockAffinity.Spec(
+                state: state, node: node, cidr: prefix.description, prefix: prefix, type: type,
+                deleted: deleted),
             location: location)
     }
 
@@ -53,8 +54,9 @@ extension KindDecoder {
             default: break
             }
         }
-        reader.fail("spec.deleted", "expected a boolean or \"true\"/\"false\", found \(reader.describe(node))",
-                    at: node.mark)
+        reader.fail(
+            "spec.deleted", "expected a boolean or \"true\"/\"false\", found \(reader.describe(node))",
+            at: node.mark)
         return nil
     }
 }

@@ -98,10 +98,11 @@ enum KubernetesNames {
             errors.append("must be no more than \(dns1123SubdomainMaxLength) characters")
         }
         if !matchesDNS1123Subdomain(value) {
-            errors.append(regexError(
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                    + "and must start and end with an alphanumeric character",
-                dns1123SubdomainFormat, ["example.com"]))
+            errors.append(
+                regexError(
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                        + "and must start and end with an alphanumeric character",
+                    dns1123SubdomainFormat, ["example.com"]))
         }
         return errors
     }
@@ -125,9 +126,11 @@ enum KubernetesNames {
                 errors += dns1123SubdomainErrors(parts[0]).map { "prefix part " + $0 }
             }
         default:
-            return ["a qualified name "
-                + regexError(qualifiedNameMessage, qualifiedNameFormat, ["MyName", "my.name", "123-abc"])
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+            return [
+                "a qualified name "
+                    + regexError(qualifiedNameMessage, qualifiedNameFormat, ["MyName", "my.name", "123-abc"])
+                    + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            ]
         }
         if name.isEmpty {
             errors.append("name part must be non-empty")
@@ -135,8 +138,9 @@ enum KubernetesNames {
             errors.append("name part must be no more than \(qualifiedNameMaxLength) characters")
         }
         if !matchesQualifiedName(name) {
-            errors.append("name part "
-                + regexError(qualifiedNameMessage, qualifiedNameFormat, ["MyName", "my.name", "123-abc"]))
+            errors.append(
+                "name part "
+                    + regexError(qualifiedNameMessage, qualifiedNameFormat, ["MyName", "my.name", "123-abc"]))
         }
         return errors
     }
@@ -148,10 +152,11 @@ enum KubernetesNames {
             errors.append("must be no more than \(labelValueMaxLength) characters")
         }
         if !value.isEmpty, !matchesQualifiedName(value) {
-            errors.append(regexError(
-                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
-                    + "and must start and end with an alphanumeric character",
-                labelValueFormat, ["MyValue", "my_value", "12345"]))
+            errors.append(
+                regexError(
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+                        + "and must start and end with an alphanumeric character",
+                    labelValueFormat, ["MyValue", "my_value", "12345"]))
         }
         return errors
     }

@@ -10,8 +10,11 @@ public enum ClusterLoader {
     public static func resources(paths: [String]) throws -> ResourceSet {
         if paths.contains("-") {
             guard paths.count == 1 else {
-                throw ResourceErrors([ResourceError(file: "-", line: 1, column: 1, kind: nil, name: nil, field: "",
-                                                    message: "standard input (-) cannot be combined with other manifest paths")])
+                throw ResourceErrors([
+                    ResourceError(
+                        file: "-", line: 1, column: 1, kind: nil, name: nil, field: "",
+                        message: "standard input (-) cannot be combined with other manifest paths")
+                ])
             }
             return try ResourceLoader.load(text: ResourceLoader.readStandardInput(), file: "<stdin>")
         }
@@ -39,13 +42,15 @@ public enum ClusterLoader {
             case .crossSubnet: mode = .crossSubnet
             case .never: mode = .never
             }
-            return TopologySpec.Pool(name: p.metadata.name, prefix: prefix, ipipMode: mode,
-                                     vxlanEnabled: p.spec.vxlanMode.isEnabled, natOutgoing: p.spec.natOutgoing,
-                                     disabled: p.spec.disabled)
+            return TopologySpec.Pool(
+                name: p.metadata.name, prefix: prefix, ipipMode: mode,
+                vxlanEnabled: p.spec.vxlanMode.isEnabled, natOutgoing: p.spec.natOutgoing,
+                disabled: p.spec.disabled)
         }
         let nodes = set.nodes.map { n in
-            TopologySpec.Node(name: n.metadata.name, address: n.spec.bgp?.ipv4Address,
-                              tunnelAddress: n.spec.bgp?.ipv4IPIPTunnelAddr)
+            TopologySpec.Node(
+                name: n.metadata.name, address: n.spec.bgp?.ipv4Address,
+                tunnelAddress: n.spec.bgp?.ipv4IPIPTunnelAddr)
         }
         let blocks: [TopologySpec.Block] = set.blockAffinities.compactMap { b in
             guard b.spec.state == .confirmed, !b.spec.deleted, let prefix = b.ipv4Prefix else { return nil }
@@ -60,15 +65,17 @@ public enum ClusterLoader {
             if !f.spec.externalNodesCIDRList.isEmpty { external = f.spec.externalNodesIPv4 }
             if let r = f.spec.natPortRange { natPortRange = r }
         }
-        return TopologySpec(localNodeName: node, pools: pools, nodes: nodes, blocks: blocks, ipipMTU: ipipMTU,
-                            underlayMTU: underlayMTU, externalNodes: external, natPortRange: natPortRange)
+        return TopologySpec(
+            localNodeName: node, pools: pools, nodes: nodes, blocks: blocks, ipipMTU: ipipMTU,
+            underlayMTU: underlayMTU, externalNodes: external, natPortRange: natPortRange)
     }
 
     /// One line per resource, for `ipipctl validate`.
     public static func describe(_ set: ResourceSet) -> [String] {
         var lines: [String] = []
         for p in set.pools {
-            var s = "IPPool \(p.metadata.name): cidr \(p.spec.cidr) ipipMode \(p.spec.ipipMode.rawValue)"
+            var s =
+                "IPPool \(p.metadata.name): cidr \(p.spec.cidr) ipipMode \(p.spec.ipipMode.rawValue)"
                 + " vxlanMode \(p.spec.vxlanMode.rawValue) natOutgoing \(p.spec.natOutgoing) disabled \(p.spec.disabled)"
                 + " blockSize \(p.spec.blockSize)"
             if p.spec.vxlanMode.isEnabled { s += " (VXLAN: stored, not routed by this dataplane)" }
@@ -81,13 +88,15 @@ public enum ClusterLoader {
             lines.append("Node \(n.metadata.name): ipv4Address \(a) ipv4IPIPTunnelAddr \(t)")
         }
         for b in set.blockAffinities {
-            lines.append("BlockAffinity \(b.metadata.name): \(b.spec.cidr) -> \(b.spec.node) (\(b.spec.state.rawValue))")
+            lines.append(
+                "BlockAffinity \(b.metadata.name): \(b.spec.cidr) -> \(b.spec.node) (\(b.spec.state.rawValue))")
         }
         for f in set.felixConfigurations {
             lines.append("FelixConfiguration \(f.metadata.name)")
         }
-        lines.append("\(set.pools.count) pools, \(set.nodes.count) nodes, \(set.blockAffinities.count) block affinities, "
-            + "\(set.felixConfigurations.count) felix configurations: valid")
+        lines.append(
+            "\(set.pools.count) pools, \(set.nodes.count) nodes, \(set.blockAffinities.count) block affinities, "
+                + "\(set.felixConfigurations.count) felix configurations: valid")
         return lines
     }
 }

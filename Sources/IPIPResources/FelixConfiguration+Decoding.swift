@@ -9,8 +9,9 @@ extension KindDecoder {
         var result = FelixConfiguration.Spec()
         result.ipipEnabled = reader.bool(fields["ipipEnabled"], "spec.ipipEnabled")
         result.ipipMTU = reader.int(fields["ipipMTU"], "spec.ipipMTU")
-        result.prometheusMetricsEnabled = reader.bool(fields["prometheusMetricsEnabled"],
-                                                      "spec.prometheusMetricsEnabled")
+        result.prometheusMetricsEnabled = reader.bool(
+            fields["prometheusMetricsEnabled"],
+            "spec.prometheusMetricsEnabled")
         result.prometheusMetricsHost = nonEmptyString(fields["prometheusMetricsHost"], "spec.prometheusMetricsHost")
         result.prometheusMetricsPort = reader.int(fields["prometheusMetricsPort"], "spec.prometheusMetricsPort")
         if let node = fields["natPortRange"], !ObjectReader.isNull(node) {
@@ -24,11 +25,14 @@ extension KindDecoder {
         }
         result.iptablesNATOutgoingInterfaceFilter = nonEmptyString(
             fields["iptablesNATOutgoingInterfaceFilter"], "spec.iptablesNATOutgoingInterfaceFilter")
-        checkTag(result.iptablesNATOutgoingInterfaceFilter, path: "spec.iptablesNATOutgoingInterfaceFilter",
-                 jsonName: "iptablesNATOutgoingInterfaceFilter", tag: "ifaceFilter", Self.isInterfaceFilter)
+        checkTag(
+            result.iptablesNATOutgoingInterfaceFilter, path: "spec.iptablesNATOutgoingInterfaceFilter",
+            jsonName: "iptablesNATOutgoingInterfaceFilter", tag: "ifaceFilter", Self.isInterfaceFilter)
         result.logSeverityScreen = nonEmptyString(fields["logSeverityScreen"], "spec.logSeverityScreen")
-        checkTag(result.logSeverityScreen, path: "spec.logSeverityScreen", jsonName: "logSeverityScreen",
-                 tag: "logLevel") { ["trace", "debug", "info", "warning", "error", "fatal"].contains($0.lowercased()) }
+        checkTag(
+            result.logSeverityScreen, path: "spec.logSeverityScreen", jsonName: "logSeverityScreen",
+            tag: "logLevel"
+        ) { ["trace", "debug", "info", "warning", "error", "fatal"].contains($0.lowercased()) }
         if let listNode = fields["externalNodesList"], !ObjectReader.isNull(listNode) {
             for (path, node) in reader.list(listNode, "spec.externalNodesList") ?? [] {
                 guard let text = reader.string(node, path) else { continue }
@@ -51,16 +55,17 @@ extension KindDecoder {
 
     /// Calico's `ifaceFilter` tag: `^[a-zA-Z0-9:._+-]{1,15}$`.
     private static func isInterfaceFilter(_ text: String) -> Bool {
-        (1...15).contains(text.utf8.count) && text.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "_"),
-                 UInt8(ascii: "+"), UInt8(ascii: "-"):
-                true
-            default:
-                false
+        (1...15).contains(text.utf8.count)
+            && text.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                    UInt8(ascii: "+"), UInt8(ascii: "-"):
+                    true
+                default:
+                    false
+                }
             }
-        }
     }
 
     /// Calico's `numorstring.Port` as a range: an integer, or a string `"port"` or `"low:high"`.
@@ -88,11 +93,13 @@ extension KindDecoder {
         case (2, let low?, let high?) where low <= high:
             return low...high
         case (2, let low?, let high?):
-            reader.fail(path, "minimum port number (\(low)) is greater than maximum port number (\(high)) in port range",
-                        at: node.mark)
+            reader.fail(
+                path, "minimum port number (\(low)) is greater than maximum port number (\(high)) in port range",
+                at: node.mark)
         default:
-            reader.fail(path, "invalid port range '\(text)': expected a port or 'low:high' with ports 0…65535",
-                        at: node.mark)
+            reader.fail(
+                path, "invalid port range '\(text)': expected a port or 'low:high' with ports 0…65535",
+                at: node.mark)
         }
         return nil
     }

@@ -40,13 +40,16 @@ extension KindDecoder {
         let ipipMode = ipipText.flatMap { text in
             IPIPMode(rawValue: text) ?? failing("spec.ipipMode", CalicoMessage.tag("ipipMode", text, "ipIpMode"))
         }
-        let vxlanMode = vxlanText.flatMap { text in
-            VXLANMode(rawValue: text) ?? failing("spec.vxlanMode", CalicoMessage.tag("vxlanMode", text, "vxlanMode"))
-        } ?? .never
-        let assignmentMode = assignmentText.flatMap { text in
-            AssignmentMode(rawValue: text)
-                ?? failing("spec.assignmentMode", CalicoMessage.tag("assignmentMode", text, "assignmentMode"))
-        } ?? .automatic
+        let vxlanMode =
+            vxlanText.flatMap { text in
+                VXLANMode(rawValue: text)
+                    ?? failing("spec.vxlanMode", CalicoMessage.tag("vxlanMode", text, "vxlanMode"))
+            } ?? .never
+        let assignmentMode =
+            assignmentText.flatMap { text in
+                AssignmentMode(rawValue: text)
+                    ?? failing("spec.assignmentMode", CalicoMessage.tag("assignmentMode", text, "assignmentMode"))
+            } ?? .automatic
 
         var allowedUses: [IPPoolAllowedUse] = []
         if let usesNode = fields["allowedUses"], !ObjectReader.isNull(usesNode) {
@@ -62,8 +65,9 @@ extension KindDecoder {
         if allowedUses.isEmpty { allowedUses = IPPool.defaultAllowedUses }
 
         checkSelector(nodeSelector, path: "spec.nodeSelector", jsonName: "nodeSelector", rejectGlobal: true)
-        checkSelector(namespaceSelector, path: "spec.namespaceSelector", jsonName: "namespaceSelector",
-                      rejectGlobal: false)
+        checkSelector(
+            namespaceSelector, path: "spec.namespaceSelector", jsonName: "namespaceSelector",
+            rejectGlobal: false)
 
         // CIDR rules, in validateIPPoolSpec's order.
         guard !cidrText.isEmpty else {
@@ -77,18 +81,22 @@ extension KindDecoder {
         let prefix = written.network
         let cidr = prefix.description
         // An absent ipipMode defaults per family; a VXLAN pool is never also an IP-in-IP pool.
-        let resolvedIPIP = ipipMode
+        let resolvedIPIP =
+            ipipMode
             ?? (prefix.isIPv6 || vxlanMode.isEnabled ? .never : IPIPMode.defaultForIPv4Pools)
         let ipipModeIsValid = ipipText == nil || ipipMode != nil
         if ipipModeIsValid, prefix.isIPv6, resolvedIPIP != .never {
-            reader.fail("spec.ipipMode",
-                        CalicoMessage.field("IPpool.IPIPMode", resolvedIPIP.rawValue, CalicoMessage.ipipOnIPv6))
+            reader.fail(
+                "spec.ipipMode",
+                CalicoMessage.field("IPpool.IPIPMode", resolvedIPIP.rawValue, CalicoMessage.ipipOnIPv6))
         }
         if ipipModeIsValid, resolvedIPIP.isEnabled, vxlanMode.isEnabled {
-            reader.fail("spec.ipipMode",
-                        CalicoMessage.field("IPpool.IPIPMode", resolvedIPIP.rawValue, CalicoMessage.ipipAndVXLAN))
+            reader.fail(
+                "spec.ipipMode",
+                CalicoMessage.field("IPpool.IPIPMode", resolvedIPIP.rawValue, CalicoMessage.ipipAndVXLAN))
         }
-        let blockSize = blockSizeValue != 0
+        let blockSize =
+            blockSizeValue != 0
             ? blockSizeValue : (prefix.isIPv6 ? IPPool.defaultIPv6BlockSize : IPPool.defaultIPv4BlockSize)
         if !disabled, prefix.length > blockSize {
             reader.fail("spec.cidr", CalicoMessage.field("IPpool.CIDR", cidr, CalicoMessage.poolTooSmall))
@@ -106,9 +114,11 @@ extension KindDecoder {
         }
         let blockSizeRange = prefix.isIPv6 ? 116...128 : 20...32
         if !blockSizeRange.contains(blockSize) {
-            reader.fail("spec.blockSize",
-                        CalicoMessage.field("IPPool.Spec.BlockSize", String(blockSize),
-                                            prefix.isIPv6 ? CalicoMessage.ipv6BlockSize : CalicoMessage.ipv4BlockSize))
+            reader.fail(
+                "spec.blockSize",
+                CalicoMessage.field(
+                    "IPPool.Spec.BlockSize", String(blockSize),
+                    prefix.isIPv6 ? CalicoMessage.ipv6BlockSize : CalicoMessage.ipv4BlockSize))
         }
 
         return IPPool(

@@ -37,7 +37,7 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
                 break
             }
             guard (1...4).contains(piece.count), let group = UInt16(piece, radix: 16),
-                  piece.utf8.allSatisfy({ $0 != UInt8(ascii: "+") && $0 != UInt8(ascii: "-") })
+                piece.utf8.allSatisfy({ $0 != UInt8(ascii: "+") && $0 != UInt8(ascii: "-") })
             else { return nil }
             groups.append(group)
             rest = rest[end...]
@@ -80,7 +80,10 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
         var bestLength = 1
         var index = 0
         while index < 8 {
-            guard groups[index] == 0 else { index += 1; continue }
+            guard groups[index] == 0 else {
+                index += 1
+                continue
+            }
             let start = index
             while index < 8, groups[index] == 0 { index += 1 }
             if index - start > bestLength {
@@ -119,9 +122,9 @@ public struct IPv6Prefix: Hashable, Sendable, CustomStringConvertible {
         }
         let lengthText = text[text.index(after: slash)...]
         guard let address = IPv6Address(text[text.startIndex..<slash]),
-              (1...3).contains(lengthText.count),
-              lengthText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-              let length = UInt8(lengthText), length <= 128
+            (1...3).contains(lengthText.count),
+            lengthText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let length = UInt8(lengthText), length <= 128
         else { return nil }
         self.init(address: address, length: length)
     }
@@ -136,8 +139,9 @@ public struct IPv6Prefix: Hashable, Sendable, CustomStringConvertible {
     /// The prefix with host bits cleared.
     public var network: IPv6Prefix {
         let masks = masks
-        return IPv6Prefix(address: IPv6Address(high: address.high & masks.high, low: address.low & masks.low),
-                          length: length)
+        return IPv6Prefix(
+            address: IPv6Address(high: address.high & masks.high, low: address.low & masks.low),
+            length: length)
     }
 
     /// True when no host bits are set.

@@ -51,7 +51,10 @@ struct KindDecoder {
     /// calicoctl's resource manager).
     private mutating func decodeMetadata(_ node: Yams.Node?) -> ObjectMetadata {
         var metadata = ObjectMetadata(name: "")
-        let fields = node.flatMap { ObjectReader.isNull($0) ? nil : reader.mapping($0, "metadata", allowed: Self.objectMetaKeys) } ?? [:]
+        let fields =
+            node.flatMap {
+                ObjectReader.isNull($0) ? nil : reader.mapping($0, "metadata", allowed: Self.objectMetaKeys)
+            } ?? [:]
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
             let path = "metadata.\(key)"
             switch key {
@@ -77,12 +80,14 @@ struct KindDecoder {
         } else {
             let excess = name.utf8.count - KubernetesNames.dns1123SubdomainMaxLength
             if excess > 0 {
-                reader.fail("metadata.name",
-                            CalicoMessage.field("Metadata.Name", name, "name is too long by \(excess) bytes"))
+                reader.fail(
+                    "metadata.name",
+                    CalicoMessage.field("Metadata.Name", name, "name is too long by \(excess) bytes"))
             }
             if !KubernetesNames.matchesDNS1123Subdomain(name) {
-                reader.fail("metadata.name",
-                            CalicoMessage.field("Metadata.Name", name, KubernetesNames.calicoNameMessage))
+                reader.fail(
+                    "metadata.name",
+                    CalicoMessage.field("Metadata.Name", name, KubernetesNames.calicoNameMessage))
             }
         }
         if let namespace = metadata.namespace, !namespace.isEmpty {
@@ -100,16 +105,19 @@ struct KindDecoder {
         var annotationBytes = 0
         for (key, value) in metadata.annotations.sorted(by: { $0.key < $1.key }) {
             for reason in KubernetesNames.qualifiedNameErrors(key.lowercased()) {
-                reader.failAtKey("metadata.annotations.\(key)",
-                                 CalicoMessage.field("Metadata.Annotations (key)", key, reason))
+                reader.failAtKey(
+                    "metadata.annotations.\(key)",
+                    CalicoMessage.field("Metadata.Annotations (key)", key, reason))
             }
             annotationBytes += key.utf8.count + value.utf8.count
         }
         let excess = annotationBytes - KubernetesNames.annotationsTotalSizeLimit
         if excess > 0 {
-            reader.fail("metadata.annotations",
-                        CalicoMessage.field("Metadata.Annotations (key)", "…",
-                                            "total size of annotations is too large by \(excess) bytes"))
+            reader.fail(
+                "metadata.annotations",
+                CalicoMessage.field(
+                    "Metadata.Annotations (key)", "…",
+                    "total size of annotations is too large by \(excess) bytes"))
         }
     }
 

@@ -31,17 +31,21 @@ extension KindDecoder {
             result.bgp = decodeBGP(bgpNode)
         }
         result.ipv4VXLANTunnelAddr = nonEmptyString(fields["ipv4VXLANTunnelAddr"], "spec.ipv4VXLANTunnelAddr")
-        checkTag(result.ipv4VXLANTunnelAddr, path: "spec.ipv4VXLANTunnelAddr", jsonName: "ipv4VXLANTunnelAddr",
-                 tag: "ipv4", Self.isIPv4)
+        checkTag(
+            result.ipv4VXLANTunnelAddr, path: "spec.ipv4VXLANTunnelAddr", jsonName: "ipv4VXLANTunnelAddr",
+            tag: "ipv4", Self.isIPv4)
         result.ipv6VXLANTunnelAddr = nonEmptyString(fields["ipv6VXLANTunnelAddr"], "spec.ipv6VXLANTunnelAddr")
-        checkTag(result.ipv6VXLANTunnelAddr, path: "spec.ipv6VXLANTunnelAddr", jsonName: "ipv6VXLANTunnelAddr",
-                 tag: "ipv6", Self.isIPv6)
+        checkTag(
+            result.ipv6VXLANTunnelAddr, path: "spec.ipv6VXLANTunnelAddr", jsonName: "ipv6VXLANTunnelAddr",
+            tag: "ipv6", Self.isIPv6)
         result.vxlanTunnelMACAddr = nonEmptyString(fields["vxlanTunnelMACAddr"], "spec.vxlanTunnelMACAddr")
-        checkTag(result.vxlanTunnelMACAddr, path: "spec.vxlanTunnelMACAddr", jsonName: "vxlanTunnelMACAddr",
-                 tag: "mac", Self.isMAC)
+        checkTag(
+            result.vxlanTunnelMACAddr, path: "spec.vxlanTunnelMACAddr", jsonName: "vxlanTunnelMACAddr",
+            tag: "mac", Self.isMAC)
         result.vxlanTunnelMACAddrV6 = nonEmptyString(fields["vxlanTunnelMACAddrV6"], "spec.vxlanTunnelMACAddrV6")
-        checkTag(result.vxlanTunnelMACAddrV6, path: "spec.vxlanTunnelMACAddrV6", jsonName: "vxlanTunnelMACAddrV6",
-                 tag: "mac", Self.isMAC)
+        checkTag(
+            result.vxlanTunnelMACAddrV6, path: "spec.vxlanTunnelMACAddrV6", jsonName: "vxlanTunnelMACAddrV6",
+            tag: "mac", Self.isMAC)
 
         for (path, node) in optionalList(fields["orchRefs"], "spec.orchRefs") {
             let ref = reader.mapping(node, path, allowed: ["nodeName", "orchestrator"]) ?? [:]
@@ -50,14 +54,18 @@ extension KindDecoder {
             result.orchRefs.append(Node.OrchRef(nodeName: nodeName, orchestrator: orchestrator))
         }
         if let wireguard = fields["wireguard"], !ObjectReader.isNull(wireguard) {
-            let wg = reader.mapping(wireguard, "spec.wireguard",
-                                    allowed: ["interfaceIPv4Address", "interfaceIPv6Address"]) ?? [:]
+            let wg =
+                reader.mapping(
+                    wireguard, "spec.wireguard",
+                    allowed: ["interfaceIPv4Address", "interfaceIPv6Address"]) ?? [:]
             let v4 = nonEmptyString(wg["interfaceIPv4Address"], "spec.wireguard.interfaceIPv4Address")
-            checkTag(v4, path: "spec.wireguard.interfaceIPv4Address", jsonName: "interfaceIPv4Address", tag: "ipv4",
-                     Self.isIPv4)
+            checkTag(
+                v4, path: "spec.wireguard.interfaceIPv4Address", jsonName: "interfaceIPv4Address", tag: "ipv4",
+                Self.isIPv4)
             let v6 = nonEmptyString(wg["interfaceIPv6Address"], "spec.wireguard.interfaceIPv6Address")
-            checkTag(v6, path: "spec.wireguard.interfaceIPv6Address", jsonName: "interfaceIPv6Address", tag: "ipv6",
-                     Self.isIPv6)
+            checkTag(
+                v6, path: "spec.wireguard.interfaceIPv6Address", jsonName: "interfaceIPv6Address", tag: "ipv6",
+                Self.isIPv6)
             result.wireguard = reader.rawMapping(wireguard, "spec.wireguard")
         }
         for (path, node) in optionalList(fields["addresses"], "spec.addresses") {
@@ -96,12 +104,15 @@ extension KindDecoder {
         }
         if let text = nonEmptyString(fields["ipv4IPIPTunnelAddr"], "spec.bgp.ipv4IPIPTunnelAddr") {
             bgp.ipv4IPIPTunnelAddr = IPv4Address(text)
-            checkTag(text, path: "spec.bgp.ipv4IPIPTunnelAddr", jsonName: "ipv4IPIPTunnelAddr", tag: "ipv4",
-                     Self.isIPv4)
+            checkTag(
+                text, path: "spec.bgp.ipv4IPIPTunnelAddr", jsonName: "ipv4IPIPTunnelAddr", tag: "ipv4",
+                Self.isIPv4)
         }
-        bgp.routeReflectorClusterID = nonEmptyString(fields["routeReflectorClusterID"], "spec.bgp.routeReflectorClusterID")
-        checkTag(bgp.routeReflectorClusterID, path: "spec.bgp.routeReflectorClusterID",
-                 jsonName: "routeReflectorClusterID", tag: "ipv4", Self.isIPv4)
+        bgp.routeReflectorClusterID = nonEmptyString(
+            fields["routeReflectorClusterID"], "spec.bgp.routeReflectorClusterID")
+        checkTag(
+            bgp.routeReflectorClusterID, path: "spec.bgp.routeReflectorClusterID",
+            jsonName: "routeReflectorClusterID", tag: "ipv4", Self.isIPv4)
         if let asNode = fields["asNumber"], !ObjectReader.isNull(asNode) {
             bgp.asNumber = decodeASNumber(asNode)
         }

@@ -54,8 +54,10 @@ struct ObjectReader {
     /// Records a problem at an explicit position.
     mutating func fail(_ path: String, _ message: String, at mark: Position?) {
         let mark = mark ?? self.mark(for: path)
-        errors.append(ResourceError(file: file, line: mark.line, column: mark.column, kind: kind, name: name,
-                                    field: path, message: message))
+        errors.append(
+            ResourceError(
+                file: file, line: mark.line, column: mark.column, kind: kind, name: name,
+                field: path, message: message))
     }
 
     /// Records a problem at the position recorded for `path` (or its closest ancestor).
@@ -186,9 +188,10 @@ struct ObjectReader {
             return .list((list(node, path) ?? []).map { raw($0.node, $0.path) })
         case .mapping:
             let fields = mapping(node, path, allowed: nil) ?? [:]
-            return .mapping(fields.reduce(into: [:]) { result, field in
-                result[field.key] = raw(field.value, Self.join(path, field.key))
-            })
+            return .mapping(
+                fields.reduce(into: [:]) { result, field in
+                    result[field.key] = raw(field.value, Self.join(path, field.key))
+                })
         case .alias:
             return .null
         }

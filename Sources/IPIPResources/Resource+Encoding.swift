@@ -159,12 +159,16 @@ public enum ResourceEncoder {
             if let value { fields.append(EncodedField(key, .string(value))) }
         }
         if !spec.orchRefs.isEmpty {
-            fields.append(EncodedField("orchRefs", .list(spec.orchRefs.map { ref in
-                var r: [EncodedField] = []
-                if let name = ref.nodeName { r.append(EncodedField("nodeName", .string(name))) }
-                r.append(EncodedField("orchestrator", .string(ref.orchestrator)))
-                return .object(r)
-            })))
+            fields.append(
+                EncodedField(
+                    "orchRefs",
+                    .list(
+                        spec.orchRefs.map { ref in
+                            var r: [EncodedField] = []
+                            if let name = ref.nodeName { r.append(EncodedField("nodeName", .string(name))) }
+                            r.append(EncodedField("orchestrator", .string(ref.orchestrator)))
+                            return .object(r)
+                        })))
         }
         if let wireguard = spec.wireguard { fields.append(EncodedField("wireguard", raw(.mapping(wireguard)))) }
         if !spec.addresses.isEmpty {
@@ -191,7 +195,9 @@ public enum ResourceEncoder {
         if let v = spec.ipipMTU { fields["ipipMTU"] = .int(v) }
         if let r = spec.natPortRange {
             // numorstring.Port: a number for a single port, "low:high" for a range.
-            fields["natPortRange"] = r.lowerBound == r.upperBound ? .int(Int(r.lowerBound))
+            fields["natPortRange"] =
+                r.lowerBound == r.upperBound
+                ? .int(Int(r.lowerBound))
                 : .string("\(r.lowerBound):\(r.upperBound)")
         }
         if let v = spec.natOutgoingAddress { fields["natOutgoingAddress"] = .string(v.description) }
@@ -245,7 +251,10 @@ public enum ResourceEncoder {
         case .double(let d): out += formatDouble(d)
         case .string(let s): out += jsonString(s)
         case .list(let items):
-            guard !items.isEmpty else { out += "[]"; return }
+            guard !items.isEmpty else {
+                out += "[]"
+                return
+            }
             out += "["
             for (index, item) in items.enumerated() {
                 if index > 0 { out += "," }
@@ -255,7 +264,10 @@ public enum ResourceEncoder {
             newline(level)
             out += "]"
         case .object(let fields):
-            guard !fields.isEmpty else { out += "{}"; return }
+            guard !fields.isEmpty else {
+                out += "{}"
+                return
+            }
             out += "{"
             for (index, field) in fields.enumerated() {
                 if index > 0 { out += "," }
@@ -325,8 +337,10 @@ public enum ResourceEncoder {
         }
     }
 
-    private static func writeYAMLObject(_ fields: [EncodedField], level: Int, into out: inout String,
-                                        firstLinePrefix: String? = nil) {
+    private static func writeYAMLObject(
+        _ fields: [EncodedField], level: Int, into out: inout String,
+        firstLinePrefix: String? = nil
+    ) {
         let pad = String(repeating: "  ", count: level)
         for (index, field) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
             let lead = index == 0 ? (firstLinePrefix ?? pad) : pad
@@ -412,10 +426,18 @@ extension Resource {
         }
         set {
             switch self {
-            case .ipPool(var r): r.metadata = newValue; self = .ipPool(r)
-            case .node(var r): r.metadata = newValue; self = .node(r)
-            case .blockAffinity(var r): r.metadata = newValue; self = .blockAffinity(r)
-            case .felixConfiguration(var r): r.metadata = newValue; self = .felixConfiguration(r)
+            case .ipPool(var r):
+                r.metadata = newValue
+                self = .ipPool(r)
+            case .node(var r):
+                r.metadata = newValue
+                self = .node(r)
+            case .blockAffinity(var r):
+                r.metadata = newValue
+                self = .blockAffinity(r)
+            case .felixConfiguration(var r):
+                r.metadata = newValue
+                self = .felixConfiguration(r)
             }
         }
     }

@@ -34,16 +34,20 @@ public enum ResourceDecoder {
         do {
             let node = try Yams.compose(yaml: jsonTabsAsSpaces(text))
             if let node {
-                decodeObject(node, file: file, inherited: nil, into: &resources, errors: &errors,
-                             ignoringUnknownFields: true)
+                decodeObject(
+                    node, file: file, inherited: nil, into: &resources, errors: &errors,
+                    ignoringUnknownFields: true)
             }
         } catch {
             errors.append(syntaxError(error, file: file))
         }
         guard errors.isEmpty else { throw ResourceErrors(errors) }
         guard resources.count == 1, let resource = resources.first else {
-            throw ResourceErrors([ResourceError(file: file, line: 1, column: 1, kind: nil, name: nil, field: "",
-                                                message: "expected one resource")])
+            throw ResourceErrors([
+                ResourceError(
+                    file: file, line: 1, column: 1, kind: nil, name: nil, field: "",
+                    message: "expected one resource")
+            ])
         }
         return resource
     }
@@ -79,20 +83,21 @@ public enum ResourceDecoder {
     /// tab into a space changes nothing but that, and keeps every line and column.
     private static func jsonTabsAsSpaces(_ text: String) -> String {
         guard text.contains("\t"), let first = text.first(where: { !$0.isWhitespace }), first == "{" || first == "[",
-              (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) != nil
+            (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) != nil
         else { return text }
         return text.replacingOccurrences(of: "\t", with: " ")
     }
 
     private static func syntaxError(_ error: any Error, file: String) -> ResourceError {
         func make(_ position: Position, _ message: String) -> ResourceError {
-            ResourceError(file: file, line: position.line, column: position.column, kind: nil, name: nil, field: "",
-                          message: message)
+            ResourceError(
+                file: file, line: position.line, column: position.column, kind: nil, name: nil, field: "",
+                message: message)
         }
         guard let error = error as? YamlError else { return make(.start, "\(error)") }
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
-             .composer(let context, let problem, let mark, _):
+            .composer(let context, let problem, let mark, _):
             let prefix = context.map { "\($0.text) " } ?? ""
             return make(Position(mark) ?? .start, "\(prefix)\(problem)")
         case .duplicatedKeysInMapping(let duplicates, let context):
@@ -138,8 +143,9 @@ public enum ResourceDecoder {
         var reader = ObjectReader(file: file, kind: nil, origin: Position(node.mark) ?? .start)
         reader.ignoresUnknownFields = ignoringUnknownFields
         guard case .mapping(let mapping) = node else {
-            reader.fail("", "expected a resource (a mapping) or a list of resources, found \(reader.describe(node))",
-                        at: node.mark)
+            reader.fail(
+                "", "expected a resource (a mapping) or a list of resources, found \(reader.describe(node))",
+                at: node.mark)
             errors += reader.errors
             return
         }
@@ -152,14 +158,16 @@ public enum ResourceDecoder {
             return
         }
         if let inherited, kind != inherited.kind {
-            reader.fail("kind", "kind '\(kind)' does not match the list's item kind '\(inherited.kind)'",
-                        at: kindNode?.mark)
+            reader.fail(
+                "kind", "kind '\(kind)' does not match the list's item kind '\(inherited.kind)'",
+                at: kindNode?.mark)
             errors += reader.errors
             return
         }
         guard apiVersion == calicoAPIVersion else {
-            reader.fail("", CalicoMessage.unknownResource(kind: kind, apiVersion: apiVersion),
-                        at: (apiVersionNode ?? node).mark)
+            reader.fail(
+                "", CalicoMessage.unknownResource(kind: kind, apiVersion: apiVersion),
+                at: (apiVersionNode ?? node).mark)
             errors += reader.errors
             return
         }
@@ -168,7 +176,8 @@ public enum ResourceDecoder {
             return
         }
         guard supportedKinds.contains(kind) else {
-            let message = otherCalicoKinds.contains(kind) || otherCalicoKinds.contains(String(kind.dropLast(4)))
+            let message =
+                otherCalicoKinds.contains(kind) || otherCalicoKinds.contains(String(kind.dropLast(4)))
                 ? CalicoMessage.unsupportedResource(kind)
                 : CalicoMessage.unknownResource(kind: kind, apiVersion: apiVersion)
             reader.fail("", message, at: (kindNode ?? node).mark)
@@ -195,8 +204,9 @@ public enum ResourceDecoder {
         var reader = ObjectReader(file: file, kind: kind, origin: Position(node.mark) ?? .start)
         let fields = reader.mapping(node, "", allowed: ["apiVersion", "kind", "metadata", "items"]) ?? [:]
         if let metadata = fields["metadata"], !ObjectReader.isNull(metadata) {
-            let listMeta = reader.mapping(metadata, "metadata",
-                                          allowed: ["resourceVersion", "continue", "selfLink", "remainingItemCount"])
+            let listMeta = reader.mapping(
+                metadata, "metadata",
+                allowed: ["resourceVersion", "continue", "selfLink", "remainingItemCount"])
             for (key, value) in listMeta ?? [:] { _ = reader.raw(value, "metadata.\(key)") }
         }
         errors += reader.errors

@@ -12,8 +12,10 @@ public struct ResourceSet: Hashable, Sendable {
     public var felixConfigurations: [FelixConfiguration]
 
     /// Creates a set.
-    public init(pools: [IPPool] = [], nodes: [Node] = [], blockAffinities: [BlockAffinity] = [],
-                felixConfigurations: [FelixConfiguration] = []) {
+    public init(
+        pools: [IPPool] = [], nodes: [Node] = [], blockAffinities: [BlockAffinity] = [],
+        felixConfigurations: [FelixConfiguration] = []
+    ) {
         self.pools = pools
         self.nodes = nodes
         self.blockAffinities = blockAffinities
@@ -93,8 +95,8 @@ public enum ResourceLoader {
             let url = directory.appendingPathComponent(name)
             var isSubdirectory: ObjCBool = false
             guard manifestExtensions.contains(url.pathExtension.lowercased()),
-                  FileManager.default.fileExists(atPath: url.path, isDirectory: &isSubdirectory),
-                  !isSubdirectory.boolValue
+                FileManager.default.fileExists(atPath: url.path, isDirectory: &isSubdirectory),
+                !isSubdirectory.boolValue
             else { return nil }
             return path.hasSuffix("/") ? path + name : path + "/" + name
         }
@@ -104,7 +106,9 @@ public enum ResourceLoader {
         ResourceError(file: file, line: 1, column: 1, kind: nil, name: nil, field: "", message: message)
     }
 
-    private static func finish(_ resources: [Resource], errors: [ResourceError]) throws(ResourceErrors)
+    private static func finish(
+        _ resources: [Resource], errors: [ResourceError]
+    ) throws(ResourceErrors)
         -> ResourceSet
     {
         var errors = errors
@@ -112,23 +116,28 @@ public enum ResourceLoader {
         errors += duplicateNames(set.pools.map { ($0.metadata.name, $0.location) }, kind: "IPPool")
         errors += duplicateNames(set.nodes.map { ($0.metadata.name, $0.location) }, kind: "Node")
         errors += duplicateNames(set.blockAffinities.map { ($0.metadata.name, $0.location) }, kind: "BlockAffinity")
-        errors += duplicateNames(set.felixConfigurations.map { ($0.metadata.name, $0.location) },
-                                 kind: "FelixConfiguration")
+        errors += duplicateNames(
+            set.felixConfigurations.map { ($0.metadata.name, $0.location) },
+            kind: "FelixConfiguration")
         errors += overlappingPools(set.pools)
         guard errors.isEmpty else { throw ResourceErrors(errors) }
         return set
     }
 
-    private static func duplicateNames(_ objects: [(name: String, location: SourceLocation)], kind: String)
+    private static func duplicateNames(
+        _ objects: [(name: String, location: SourceLocation)], kind: String
+    )
         -> [ResourceError]
     {
         var first: [String: SourceLocation] = [:]
         var errors: [ResourceError] = []
         for (name, location) in objects {
             if let earlier = first[name] {
-                errors.append(ResourceError(file: location.file, line: location.line, column: location.column,
-                                            kind: kind, name: name, field: "metadata.name",
-                                            message: "duplicate \(kind) name '\(name)' (first declared at \(earlier))"))
+                errors.append(
+                    ResourceError(
+                        file: location.file, line: location.line, column: location.column,
+                        kind: kind, name: name, field: "metadata.name",
+                        message: "duplicate \(kind) name '\(name)' (first declared at \(earlier))"))
             } else {
                 first[name] = location
             }
@@ -145,11 +154,13 @@ public enum ResourceLoader {
             if accepted.contains(where: { $0.metadata.name == pool.metadata.name }) { continue }
             if let other = accepted.first(where: { $0.spec.prefix.overlaps(pool.spec.prefix) }) {
                 let position = pool.cidrLocation
-                errors.append(ResourceError(
-                    file: position.file, line: position.line, column: position.column, kind: "IPPool",
-                    name: pool.metadata.name, field: "spec.cidr",
-                    message: CalicoMessage.overlap(new: pool.metadata.name, other: other.metadata.name,
-                                                   otherCIDR: other.spec.cidr)))
+                errors.append(
+                    ResourceError(
+                        file: position.file, line: position.line, column: position.column, kind: "IPPool",
+                        name: pool.metadata.name, field: "spec.cidr",
+                        message: CalicoMessage.overlap(
+                            new: pool.metadata.name, other: other.metadata.name,
+                            otherCIDR: other.spec.cidr)))
             } else {
                 accepted.append(pool)
             }

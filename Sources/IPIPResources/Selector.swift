@@ -49,8 +49,8 @@ struct SelectorSyntax {
     private static func isLabelByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-             UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "/"),
-             UInt8(ascii: "-"):
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "/"),
+            UInt8(ascii: "-"):
             true
         default:
             false
@@ -70,11 +70,21 @@ struct SelectorSyntax {
             switch byte {
             case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"):
                 i += 1
-            case UInt8(ascii: "("): tokens.append(.openParen); i += 1
-            case UInt8(ascii: ")"): tokens.append(.closeParen); i += 1
-            case UInt8(ascii: "{"): tokens.append(.openBrace); i += 1
-            case UInt8(ascii: "}"): tokens.append(.closeBrace); i += 1
-            case UInt8(ascii: ","): tokens.append(.comma); i += 1
+            case UInt8(ascii: "("):
+                tokens.append(.openParen)
+                i += 1
+            case UInt8(ascii: ")"):
+                tokens.append(.closeParen)
+                i += 1
+            case UInt8(ascii: "{"):
+                tokens.append(.openBrace)
+                i += 1
+            case UInt8(ascii: "}"):
+                tokens.append(.closeBrace)
+                i += 1
+            case UInt8(ascii: ","):
+                tokens.append(.comma)
+                i += 1
             case UInt8(ascii: "'"), UInt8(ascii: "\""):
                 guard let close = bytes[(i + 1)...].firstIndex(of: byte) else {
                     throw Failure(message: "unterminated string")
@@ -82,16 +92,25 @@ struct SelectorSyntax {
                 tokens.append(.string)
                 i = close + 1
             case UInt8(ascii: "!"):
-                if starts("!=") { tokens.append(.notEqual); i += 2 } else { tokens.append(.not); i += 1 }
+                if starts("!=") {
+                    tokens.append(.notEqual)
+                    i += 2
+                } else {
+                    tokens.append(.not)
+                    i += 1
+                }
             case UInt8(ascii: "="):
                 guard starts("==") else { throw Failure(message: "expected '=='") }
-                tokens.append(.equal); i += 2
+                tokens.append(.equal)
+                i += 2
             case UInt8(ascii: "&"):
                 guard starts("&&") else { throw Failure(message: "expected '&&'") }
-                tokens.append(.and); i += 2
+                tokens.append(.and)
+                i += 2
             case UInt8(ascii: "|"):
                 guard starts("||") else { throw Failure(message: "expected '||'") }
-                tokens.append(.or); i += 2
+                tokens.append(.or)
+                i += 2
             default:
                 guard isLabelByte(byte) else {
                     throw Failure(message: "unexpected character '\(String(decoding: [byte], as: UTF8.self))'")

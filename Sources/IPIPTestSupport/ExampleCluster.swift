@@ -18,16 +18,21 @@ public enum ExampleCluster {
     /// The manifests' text, with the pool's `ipipMode` set to `mode` ("Always", "CrossSubnet",
     /// "Never").
     public static func manifests(mode: String = "Always") throws -> String {
-        try String(contentsOf: manifestsURL, encoding: .utf8).replacingOccurrences(of: "ipipMode: Always", with: "ipipMode: \(mode)")
+        try String(contentsOf: manifestsURL, encoding: .utf8).replacingOccurrences(
+            of: "ipipMode: Always", with: "ipipMode: \(mode)")
     }
 
     /// The cluster as the topology compiler's input, seen from `local`.
-    public static func spec(mode: EncapsulationMode = .always, natOutgoing: Bool = true, local: String = "node-a") -> TopologySpec {
+    public static func spec(
+        mode: EncapsulationMode = .always, natOutgoing: Bool = true, local: String = "node-a"
+    ) -> TopologySpec {
         func p(_ s: String) -> IPv4Prefix { IPv4Prefix(s)! }
         func a(_ s: String) -> IPv4Address { IPv4Address(s)! }
         return TopologySpec(
             localNodeName: local,
-            pools: [.init(name: "ippool-ipip-1", prefix: p("192.168.0.0/16"), ipipMode: mode, natOutgoing: natOutgoing)],
+            pools: [
+                .init(name: "ippool-ipip-1", prefix: p("192.168.0.0/16"), ipipMode: mode, natOutgoing: natOutgoing)
+            ],
             nodes: [
                 .init(name: "node-a", address: p("10.0.0.1/24"), tunnelAddress: a("192.168.0.1")),
                 .init(name: "node-b", address: p("10.0.0.2/24"), tunnelAddress: a("192.168.1.1")),

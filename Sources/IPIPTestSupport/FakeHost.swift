@@ -99,7 +99,9 @@ public final class FakeHost: DaemonHost {
         sysctls[name] = value
     }
 
-    public func applyFirewall(table: String, uplink: String, nodeAddress: IPv4Address, natPortRange: ClosedRange<UInt16>) throws {
+    public func applyFirewall(
+        table: String, uplink: String, nodeAddress: IPv4Address, natPortRange: ClosedRange<UInt16>
+    ) throws {
         firewallOperations.append("apply \(table)")
         firewall[table] = FirewallTable(uplink: uplink, nodeAddress: nodeAddress, natPortRange: natPortRange)
     }

@@ -64,7 +64,8 @@ public final class NetworkNamespace: @unchecked Sendable {
     public static func ip(_ arguments: [String]) throws -> String {
         let result = try Processes.run("/usr/sbin/ip", arguments)
         guard result.status == 0 else {
-            throw Failure("ip \(arguments.joined(separator: " ")) exited with \(result.status): \(result.stderr)\(result.stdout)")
+            throw Failure(
+                "ip \(arguments.joined(separator: " ")) exited with \(result.status): \(result.stderr)\(result.stdout)")
         }
         return result.stdout
     }

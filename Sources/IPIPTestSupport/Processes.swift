@@ -30,8 +30,9 @@ public final class RunningProcess: @unchecked Sendable {
         let o = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         process.waitUntilExit()
-        return ProcessResult(stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: errorData.get(), as: UTF8.self),
-                             status: process.terminationStatus)
+        return ProcessResult(
+            stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: errorData.get(), as: UTF8.self),
+            status: process.terminationStatus)
     }
 
     /// A lock-protected box (Foundation-only, so the module needs no Synchronization import).
@@ -48,15 +49,18 @@ public final class RunningProcess: @unchecked Sendable {
 public enum Processes {
     /// The path of `name` on `PATH` (then /usr/sbin, /usr/bin, /sbin, /bin), or nil.
     public static func find(_ name: String) -> String? {
-        let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        let directories =
+            (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
             + ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
     /// Starts `path` with `arguments`; `stdin` is written and closed; `environment` is added to
     /// this process's environment after the variables in `removing` are taken out.
-    public static func start(_ path: String, _ arguments: [String], stdin: String? = nil,
-                             environment: [String: String] = [:], removing: [String] = []) throws -> RunningProcess {
+    public static func start(
+        _ path: String, _ arguments: [String], stdin: String? = nil,
+        environment: [String: String] = [:], removing: [String] = []
+    ) throws -> RunningProcess {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = arguments
@@ -64,7 +68,9 @@ public enum Processes {
         for name in removing { env[name] = nil }
         for (k, v) in environment { env[k] = v }
         p.environment = env
-        let out = Pipe(), err = Pipe(), input = Pipe()
+        let out = Pipe()
+        let err = Pipe()
+        let input = Pipe()
         p.standardOutput = out
         p.standardError = err
         p.standardInput = input
@@ -75,8 +81,10 @@ public enum Processes {
     }
 
     /// Runs `path` to completion (see `start`).
-    public static func run(_ path: String, _ arguments: [String], stdin: String? = nil,
-                           environment: [String: String] = [:], removing: [String] = []) throws -> ProcessResult {
+    public static func run(
+        _ path: String, _ arguments: [String], stdin: String? = nil,
+        environment: [String: String] = [:], removing: [String] = []
+    ) throws -> ProcessResult {
         try start(path, arguments, stdin: stdin, environment: environment, removing: removing).wait()
     }
 }

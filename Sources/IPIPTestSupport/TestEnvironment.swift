@@ -24,11 +24,14 @@ public enum TestEnvironment {
 
     /// `tool` when it is installed; otherwise records an issue naming the package and returns
     /// nil (reached only where the trait let the test run although the tool is missing: CI).
-    public static func require(_ tool: String?, _ name: String, package: String,
-                               sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+    public static func require(
+        _ tool: String?, _ name: String, package: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) -> String? {
         if let tool { return tool }
-        Issue.record("\(name) is not installed and CI must run this test (apt-get install \(package))",
-                     sourceLocation: sourceLocation)
+        Issue.record(
+            "\(name) is not installed and CI must run this test (apt-get install \(package))",
+            sourceLocation: sourceLocation)
         return nil
     }
 }
@@ -41,13 +44,15 @@ extension Trait where Self == ConditionTrait {
 
     /// Runs where tshark is installed, and always under CI.
     public static var needsTshark: Self {
-        .enabled(if: TestEnvironment.tshark != nil || TestEnvironment.toolsRequired,
-                 "needs tshark (apt-get install tshark)")
+        .enabled(
+            if: TestEnvironment.tshark != nil || TestEnvironment.toolsRequired,
+            "needs tshark (apt-get install tshark)")
     }
 
     /// Runs where etcd is installed, and always under CI.
     public static var needsEtcd: Self {
-        .enabled(if: TestEnvironment.etcd != nil || TestEnvironment.toolsRequired,
-                 "needs etcd (apt-get install etcd-server)")
+        .enabled(
+            if: TestEnvironment.etcd != nil || TestEnvironment.toolsRequired,
+            "needs etcd (apt-get install etcd-server)")
     }
 }

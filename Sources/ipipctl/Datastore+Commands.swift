@@ -8,9 +8,10 @@ import Glibc
 
 /// `--datastore`, shared by every command that reads or writes resources.
 struct DatastoreOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "sqlite[:PATH] (default; /var/lib/ipipd/datastore.sqlite as root, else $XDG_DATA_HOME or ~/.local/share/ipipd/datastore.sqlite), manifests:PATH[,PATH...] (read-only) or etcd[:URL[,URL...]] (etcd v3 in Calico's key layout; default URL $ETCD_ENDPOINTS, else http://127.0.0.1:2379). Default: $IPIPD_DATASTORE, else etcd when DATASTORE_TYPE=etcdv3, else sqlite.",
-        valueName: "type:location"))
+    @Option(
+        help: ArgumentHelp(
+            "sqlite[:PATH] (default; /var/lib/ipipd/datastore.sqlite as root, else $XDG_DATA_HOME or ~/.local/share/ipipd/datastore.sqlite), manifests:PATH[,PATH...] (read-only) or etcd[:URL[,URL...]] (etcd v3 in Calico's key layout; default URL $ETCD_ENDPOINTS, else http://127.0.0.1:2379). Default: $IPIPD_DATASTORE, else etcd when DATASTORE_TYPE=etcdv3, else sqlite.",
+            valueName: "type:location"))
     var datastore: String?
 
     /// Opens the store lazily, so that parse errors in the input are reported first.
@@ -51,14 +52,18 @@ func readInput(_ path: String) throws -> ManifestInput {
 }
 
 struct WriteVerbOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: ArgumentHelp("A manifest file (YAML or JSON, several documents allowed), or - for standard input.", valueName: "file"))
+    @Option(
+        name: .shortAndLong,
+        help: ArgumentHelp(
+            "A manifest file (YAML or JSON, several documents allowed), or - for standard input.", valueName: "file"))
     var filename: String
 }
 
 struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create resources from a file (calicoctl create).",
-        discussion: "Documents are created in order; processing stops at the first error (what was created before stays).")
+        discussion:
+            "Documents are created in order; processing stops at the first error (what was created before stays).")
 
     @OptionGroup var file: WriteVerbOptions
     @Flag(help: "Count a resource that already exists as created instead of failing.")
@@ -66,8 +71,10 @@ struct Create: ParsableCommand {
     @OptionGroup var store: DatastoreOptions
 
     func run() throws {
-        try finish(CalicoCtl.execute(.create, input: readInput(file.filename), store: store.opener(),
-                                     options: CalicoCtl.Options(skipExists: skipExists)))
+        try finish(
+            CalicoCtl.execute(
+                .create, input: readInput(file.filename), store: store.opener(),
+                options: CalicoCtl.Options(skipExists: skipExists)))
     }
 }
 
@@ -120,8 +127,10 @@ struct Delete: ParsableCommand {
         if let filename {
             try finish(CalicoCtl.execute(.delete, input: readInput(filename), store: store.opener(), options: options))
         } else {
-            try finish(CalicoCtl.delete(kind: kindAndName[0], name: kindAndName[1], store: store.opener(),
-                                        options: options))
+            try finish(
+                CalicoCtl.delete(
+                    kind: kindAndName[0], name: kindAndName[1], store: store.opener(),
+                    options: options))
         }
     }
 }
@@ -129,27 +138,37 @@ struct Delete: ParsableCommand {
 struct Get: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show resources (calicoctl get): get KIND [NAME] or get -f FILE.",
-        discussion: "Kinds and aliases are case-insensitive: ippool(s)/ipp(s)/pool(s), node(s)/no(s), blockaffinity/blockaffinities, felixconfiguration(s).")
+        discussion:
+            "Kinds and aliases are case-insensitive: ippool(s)/ipp(s)/pool(s), node(s)/no(s), blockaffinity/blockaffinities, felixconfiguration(s)."
+    )
 
     @Argument(help: "Kind and optional name.")
     var kindAndName: [String] = []
-    @Option(name: .shortAndLong, help: ArgumentHelp("A manifest file naming the resources, or - for standard input.", valueName: "file"))
+    @Option(
+        name: .shortAndLong,
+        help: ArgumentHelp("A manifest file naming the resources, or - for standard input.", valueName: "file"))
     var filename: String?
     @Option(name: .shortAndLong, help: ArgumentHelp("ps (default), wide, yaml or json.", valueName: "format"))
     var output: String = "ps"
     @OptionGroup var store: DatastoreOptions
 
     func validate() throws {
-        if filename == nil, !(1...2).contains(kindAndName.count) { throw ValidationError("give KIND [NAME], or -f FILE") }
-        if filename != nil, !kindAndName.isEmpty { throw ValidationError("give either KIND [NAME] or -f FILE, not both") }
+        if filename == nil, !(1...2).contains(kindAndName.count) {
+            throw ValidationError("give KIND [NAME], or -f FILE")
+        }
+        if filename != nil, !kindAndName.isEmpty {
+            throw ValidationError("give either KIND [NAME] or -f FILE, not both")
+        }
     }
 
     func run() throws {
         if let filename {
             try finish(CalicoCtl.get(input: readInput(filename), output: output, store: store.opener()))
         } else {
-            try finish(CalicoCtl.get(kind: kindAndName[0], name: kindAndName.count > 1 ? kindAndName[1] : nil,
-                                     output: output, store: store.opener()))
+            try finish(
+                CalicoCtl.get(
+                    kind: kindAndName[0], name: kindAndName.count > 1 ? kindAndName[1] : nil,
+                    output: output, store: store.opener()))
         }
     }
 }
@@ -174,8 +193,10 @@ struct IPAMCommand: ParsableCommand {
             do {
                 let claim = try IPAM.claim(in: store.opener()(), node: node, pool: pool)
                 let a = claim.affinity
-                try finish(CtlOutput(stdout: "Claimed block \(a.spec.cidr) of IPPool(\(claim.pool)) for node \(node) "
-                    + "(BlockAffinity \(a.metadata.name), state \(a.spec.state.rawValue))\n"))
+                try finish(
+                    CtlOutput(
+                        stdout: "Claimed block \(a.spec.cidr) of IPPool(\(claim.pool)) for node \(node) "
+                            + "(BlockAffinity \(a.metadata.name), state \(a.spec.state.rawValue))\n"))
             } catch {
                 try finish(CtlOutput(stderr: "Failed to claim a block: \(error)\n", exitCode: 1))
             }
@@ -194,7 +215,9 @@ struct IPAMCommand: ParsableCommand {
         func run() throws {
             do {
                 let a = try IPAM.release(in: store.opener()(), node: node, cidr: cidr)
-                try finish(CtlOutput(stdout: "Released block \(a.spec.cidr) of node \(node) (BlockAffinity \(a.metadata.name))\n"))
+                try finish(
+                    CtlOutput(
+                        stdout: "Released block \(a.spec.cidr) of node \(node) (BlockAffinity \(a.metadata.name))\n"))
             } catch {
                 try finish(CtlOutput(stderr: "Failed to release the block: \(error)\n", exitCode: 1))
             }

@@ -20,7 +20,9 @@ struct Validate: ParsableCommand {
         discussion: "Prints one line per resource, or every problem as file:line:column and exits 1."
     )
 
-    @Option(name: .shortAndLong, help: ArgumentHelp("A manifest file or directory, or - for standard input (repeatable).", valueName: "path"))
+    @Option(
+        name: .shortAndLong,
+        help: ArgumentHelp("A manifest file or directory, or - for standard input (repeatable).", valueName: "path"))
     var filename: [String] = []
 
     func run() throws {

@@ -20,10 +20,14 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var topology: TopologyOptions
 
-    @Option(name: .customLong("in"), help: ArgumentHelp("Capture of workload traffic (the TUN side).", valueName: "capture"))
+    @Option(
+        name: .customLong("in"), help: ArgumentHelp("Capture of workload traffic (the TUN side).", valueName: "capture")
+    )
     var input: String
 
-    @Option(name: .customLong("underlay-in"), help: ArgumentHelp("Capture of packets arriving on the underlay.", valueName: "capture"))
+    @Option(
+        name: .customLong("underlay-in"),
+        help: ArgumentHelp("Capture of packets arriving on the underlay.", valueName: "capture"))
     var underlayInput: String?
 
     @Option(name: .long, help: ArgumentHelp("Seconds to run (default 10 unless --iterations).", valueName: "seconds"))
@@ -35,7 +39,11 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Packets per engine batch.")
     var batch: Int = 64
 
-    @Flag(name: .long, help: "Time the live daemon's output stage too: super-packets cut into segments, packets toward the TUN coalesced (as with a TUN with virtio headers).")
+    @Flag(
+        name: .long,
+        help:
+            "Time the live daemon's output stage too: super-packets cut into segments, packets toward the TUN coalesced (as with a TUN with virtio headers)."
+    )
     var offloads = false
 
     @Option(name: .long, help: "Worker threads, each with its own engine over its own share of the flows.")
@@ -47,7 +55,9 @@ struct Bench: ParsableCommand {
     func validate() throws {
         guard batch >= 1 && batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
         guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
-        guard duration == nil || iterations == nil else { throw ValidationError("give --duration or --iterations, not both") }
+        guard duration == nil || iterations == nil else {
+            throw ValidationError("give --duration or --iterations, not both")
+        }
         if let d = duration { guard d > 0 else { throw ValidationError("--duration must be positive") } }
         if let i = iterations { guard i >= 1 else { throw ValidationError("--iterations must be at least 1") } }
     }
@@ -66,9 +76,10 @@ struct Bench: ParsableCommand {
         options.offloads = offloads
         options.workers = workers
         do {
-            let bench = try IPIPOffline.Bench(engine: engine, options: options,
-                                              progress: json ? nil : ProgressReporter(label: "bench"),
-                                              mallocCount: mallocCount)
+            let bench = try IPIPOffline.Bench(
+                engine: engine, options: options,
+                progress: json ? nil : ProgressReporter(label: "bench"),
+                mallocCount: mallocCount)
             let result = bench.run()
             if json {
                 print(result.json(input: input, underlayInput: underlayInput, node: topology.node))
@@ -94,13 +105,19 @@ struct Gen: ParsableCommand {
             """
     )
 
-    @Option(name: .customLong("out"), help: ArgumentHelp("Capture of workload traffic (the TUN side).", valueName: "capture"))
+    @Option(
+        name: .customLong("out"),
+        help: ArgumentHelp("Capture of workload traffic (the TUN side).", valueName: "capture"))
     var output: String
 
-    @Option(name: .customLong("underlay-out"), help: ArgumentHelp("Capture of the replies arriving on the underlay.", valueName: "capture"))
+    @Option(
+        name: .customLong("underlay-out"),
+        help: ArgumentHelp("Capture of the replies arriving on the underlay.", valueName: "capture"))
     var underlayOutput: String?
 
-    @Option(name: .customLong("manifests-out"), help: ArgumentHelp("Calico manifests of the topology (YAML).", valueName: "file"))
+    @Option(
+        name: .customLong("manifests-out"),
+        help: ArgumentHelp("Calico manifests of the topology (YAML).", valueName: "file"))
     var manifestsOutput: String?
 
     @Option(name: .long, help: "Flows.")
@@ -115,7 +132,10 @@ struct Gen: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Flow weights per protocol.", valueName: "tcp=60,udp=30,icmp=10"))
     var mix = "tcp=60,udp=30,icmp=10"
 
-    @Option(name: .long, help: ArgumentHelp("IP total length of data packets: 64…9000 or imix (7:4:1 of 64/576/1500).", valueName: "size"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "IP total length of data packets: 64…9000 or imix (7:4:1 of 64/576/1500).", valueName: "size"))
     var size = "imix"
 
     @Option(name: .customLong("nat-share"), help: "Share of flows to external addresses (SNAT), 0…1.")
@@ -127,7 +147,11 @@ struct Gen: ParsableCommand {
     @Option(name: .long, help: "Seed of the generator.")
     var seed: UInt64 = 1
 
-    @Option(name: .customLong("super-packets"), help: ArgumentHelp("TCP data in bursts of N full segments (2…44): one TSO super-packet per burst on the TUN side (link type 147, virtio_net_hdr), N segments in a row on the underlay. 0: off.", valueName: "N"))
+    @Option(
+        name: .customLong("super-packets"),
+        help: ArgumentHelp(
+            "TCP data in bursts of N full segments (2…44): one TSO super-packet per burst on the TUN side (link type 147, virtio_net_hdr), N segments in a row on the underlay. 0: off.",
+            valueName: "N"))
     var superPackets = 0
 
     func options() throws -> GeneratorOptions {
@@ -157,11 +181,14 @@ struct Gen: ParsableCommand {
             if underlayOutput == nil {
                 printError("note: no --underlay-out: the replies (\(traffic.underlay.count) packets) were not written")
             }
-            let flows = traffic.flowCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let flows = traffic.flowCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(
+                separator: ", ")
             let expected = VerdictAction.allCases.compactMap { a in traffic.expected[a].map { "\(a.name) \($0)" } }
                 .joined(separator: ", ")
-            print("wrote \(output): \(traffic.tun.count) packets; \(underlayOutput ?? "(replies not written)"): "
-                + "\(traffic.underlay.count) packets\n  flows: \(flows)\n  expected verdicts (replay --node \(traffic.localNode)): \(expected)")
+            print(
+                "wrote \(output): \(traffic.tun.count) packets; \(underlayOutput ?? "(replies not written)"): "
+                    + "\(traffic.underlay.count) packets\n  flows: \(flows)\n  expected verdicts (replay --node \(traffic.localNode)): \(expected)"
+            )
         } catch let e as ValidationError {
             throw e
         } catch {

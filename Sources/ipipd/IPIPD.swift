@@ -2,9 +2,9 @@ import ArgumentParser
 import Foundation
 import IPIPCore
 import IPIPDataplane
+import IPIPLinux
 import IPIPOffline
 import IPIPResources
-import IPIPLinux
 import Logging
 
 #if canImport(Glibc)
@@ -25,13 +25,19 @@ struct TopologyOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Calico manifests (file or directory; repeatable).", valueName: "path"))
     var manifests: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("The name of the node this dataplane runs as (a Node resource).", valueName: "name"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("The name of the node this dataplane runs as (a Node resource).", valueName: "name"))
     var node: String
 
-    @Option(name: .customLong("underlay-mtu"), help: "MTU of the underlay; the tunnel MTU is this − 20 unless FelixConfiguration ipipMTU says otherwise.")
+    @Option(
+        name: .customLong("underlay-mtu"),
+        help: "MTU of the underlay; the tunnel MTU is this − 20 unless FelixConfiguration ipipMTU says otherwise.")
     var underlayMTU: Int = 1500
 
-    @Option(name: .customLong("outer-ttl"), help: ArgumentHelp("TTL of the outer header: 1…255, or 'inherit' to copy the inner TTL.", valueName: "ttl"))
+    @Option(
+        name: .customLong("outer-ttl"),
+        help: ArgumentHelp("TTL of the outer header: 1…255, or 'inherit' to copy the inner TTL.", valueName: "ttl"))
     var outerTTL: String = "64"
 
     func validate() throws {
@@ -81,7 +87,10 @@ struct Replay: ParsableCommand {
     @Option(name: .customLong("in"), help: ArgumentHelp("Input capture (pcap or pcapng).", valueName: "capture"))
     var input: String
 
-    @Option(name: .customLong("underlay-in"), help: ArgumentHelp("Capture of packets arriving on the underlay, merged with --in by timestamp.", valueName: "capture"))
+    @Option(
+        name: .customLong("underlay-in"),
+        help: ArgumentHelp(
+            "Capture of packets arriving on the underlay, merged with --in by timestamp.", valueName: "capture"))
     var underlayInput: String?
 
     @Option(name: .customLong("out"), help: ArgumentHelp("Everything emitted (pcap, raw IPv4).", valueName: "capture"))
@@ -99,7 +108,11 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: "Packets per engine batch.")
     var batch: Int = 64
 
-    @Flag(name: .long, help: "Write the TUN side as the live daemon's TUN (virtio headers, TSO/USO) takes it: packets toward it coalesced, super-packets whole; every output capture gets link type 147 (virtio_net_hdr + IPv4). Inputs of link type 147 mark super-packets either way.")
+    @Flag(
+        name: .long,
+        help:
+            "Write the TUN side as the live daemon's TUN (virtio headers, TSO/USO) takes it: packets toward it coalesced, super-packets whole; every output capture gets link type 147 (virtio_net_hdr + IPv4). Inputs of link type 147 mark super-packets either way."
+    )
     var offloads = false
 
     @Flag(name: .shortAndLong, help: "Print no summary.")
@@ -112,8 +125,10 @@ struct Replay: ParsableCommand {
     func run() throws {
         let topo = try topology.compile()
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
-        let options = ReplayOptions(input: input, underlayInput: underlayInput, output: output, underlayOutput: underlayOutput, tunOutput: tunOutput,
-                                    verdicts: verdicts, batchSize: batch, offloads: offloads)
+        let options = ReplayOptions(
+            input: input, underlayInput: underlayInput, output: output, underlayOutput: underlayOutput,
+            tunOutput: tunOutput,
+            verdicts: verdicts, batchSize: batch, offloads: offloads)
         let replay = IPIPOffline.Replay(engine: engine, options: options, progress: ProgressReporter(label: "replay"))
         do {
             let summary = try replay.run()
@@ -143,10 +158,16 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Calico manifests (file or directory; repeatable).", valueName: "path"))
     var manifests: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("The datastore instead of --manifests: sqlite[:PATH] (the default store of ipipctl), etcd[:URL[,URL...]] (Calico's etcd v3 layout) or manifests:PATH[,PATH]; also IPIPD_DATASTORE.", valueName: "store"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The datastore instead of --manifests: sqlite[:PATH] (the default store of ipipctl), etcd[:URL[,URL...]] (Calico's etcd v3 layout) or manifests:PATH[,PATH]; also IPIPD_DATASTORE.",
+            valueName: "store"))
     var datastore: String?
 
-    @Option(name: .long, help: ArgumentHelp("The uplink; default: the interface holding the node IP.", valueName: "interface"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("The uplink; default: the interface holding the node IP.", valueName: "interface"))
     var uplink: String?
 
     @Option(name: .customLong("tun-name"), help: "The TUN device's name (not tunl0).")
@@ -155,10 +176,14 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("underlay-mtu"), help: "MTU of the underlay; default: the uplink's MTU.")
     var underlayMTU: Int?
 
-    @Option(name: .customLong("outer-ttl"), help: ArgumentHelp("TTL of the outer header: 1…255, or 'inherit'.", valueName: "ttl"))
+    @Option(
+        name: .customLong("outer-ttl"),
+        help: ArgumentHelp("TTL of the outer header: 1…255, or 'inherit'.", valueName: "ttl"))
     var outerTTL: String = "64"
 
-    @Option(name: .customLong("metrics-address"), help: ArgumentHelp("Prometheus metrics address host:port; 'off' disables.", valueName: "address"))
+    @Option(
+        name: .customLong("metrics-address"),
+        help: ArgumentHelp("Prometheus metrics address host:port; 'off' disables.", valueName: "address"))
     var metricsAddress = "127.0.0.1:9091"
 
     @Option(name: .customLong("resync-interval"), help: "Seconds between reconcile passes.")
@@ -170,29 +195,57 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Packets per batch.")
     var batch = 64
 
-    @Option(name: .customLong("uplink-io"), help: ArgumentHelp("How encapsulated packets leave: auto (the fastest that opens: xdp, packet, raw), xdp (AF_XDP), packet (AF_PACKET sendmmsg) or raw (raw IPv4 socket).", valueName: "method"))
+    @Option(
+        name: .customLong("uplink-io"),
+        help: ArgumentHelp(
+            "How encapsulated packets leave: auto (the fastest that opens: xdp, packet, raw), xdp (AF_XDP), packet (AF_PACKET sendmmsg) or raw (raw IPv4 socket).",
+            valueName: "method"))
     var uplinkIO = "auto"
 
-    @Option(name: .customLong("uplink-rx"), help: ArgumentHelp("How the uplink's packets are read: mmsg (recvmmsg, the default) or ring (a TPACKET_V2 ring: no system call per batch, but measured dearer in total: the kernel copies into the ring and ipipd out of it).", valueName: "mmsg|ring"))
+    @Option(
+        name: .customLong("uplink-rx"),
+        help: ArgumentHelp(
+            "How the uplink's packets are read: mmsg (recvmmsg, the default) or ring (a TPACKET_V2 ring: no system call per batch, but measured dearer in total: the kernel copies into the ring and ipipd out of it).",
+            valueName: "mmsg|ring"))
     var uplinkRX = "mmsg"
 
-    @Option(name: .customLong("tun-offloads"), help: ArgumentHelp("on: the TUN carries virtio headers with TSO/USO super-packets; off: one plain packet per read and write.", valueName: "on|off"))
+    @Option(
+        name: .customLong("tun-offloads"),
+        help: ArgumentHelp(
+            "on: the TUN carries virtio headers with TSO/USO super-packets; off: one plain packet per read and write.",
+            valueName: "on|off"))
     var tunOffloads = "on"
 
-    @Option(name: .long, help: ArgumentHelp("Packet workers: threads with an engine, a TUN queue, a capture socket and a transmit path each; SNAT ports are split among them (see docs/decisions.md, Workers).", valueName: "n"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Packet workers: threads with an engine, a TUN queue, a capture socket and a transmit path each; SNAT ports are split among them (see docs/decisions.md, Workers).",
+            valueName: "n"))
     var workers = 1
 
-    @Option(name: .customLong("nat-timeouts"), help: ArgumentHelp("SNAT idle timeouts in seconds, any of udp=300,tcp-established=7440,tcp-transitory=240,icmp=60 (the defaults: RFC 4787, RFC 5382 and RFC 7857, RFC 5508).", valueName: "list"))
+    @Option(
+        name: .customLong("nat-timeouts"),
+        help: ArgumentHelp(
+            "SNAT idle timeouts in seconds, any of udp=300,tcp-established=7440,tcp-transitory=240,icmp=60 (the defaults: RFC 4787, RFC 5382 and RFC 7857, RFC 5508).",
+            valueName: "list"))
     var natTimeouts: String?
 
-    @Option(name: .customLong("spin-us"), help: ArgumentHelp("After a batch, poll without sleeping for this many microseconds before blocking again (0: never spin).", valueName: "µs"))
+    @Option(
+        name: .customLong("spin-us"),
+        help: ArgumentHelp(
+            "After a batch, poll without sleeping for this many microseconds before blocking again (0: never spin).",
+            valueName: "µs"))
     var spinMicroseconds = 0
 
-    @Flag(name: .customLong("keep-uplink-gro"), help: ArgumentHelp("Accepted for compatibility: ipipd no longer changes GRO/LRO on the uplink.", visibility: .hidden))
+    @Flag(
+        name: .customLong("keep-uplink-gro"),
+        help: ArgumentHelp(
+            "Accepted for compatibility: ipipd no longer changes GRO/LRO on the uplink.", visibility: .hidden))
     var keepUplinkGRO = false
 
     func validate() throws {
-        guard !manifests.isEmpty || datastore != nil || ProcessInfo.processInfo.environment["IPIPD_DATASTORE"] != nil else {
+        guard !manifests.isEmpty || datastore != nil || ProcessInfo.processInfo.environment["IPIPD_DATASTORE"] != nil
+        else {
             throw ValidationError("give --manifests PATH, or --datastore (or IPIPD_DATASTORE)")
         }
         guard manifests.isEmpty || datastore == nil else {
@@ -201,7 +254,9 @@ struct Run: ParsableCommand {
         guard tunName != "tunl0", !tunName.isEmpty, tunName.utf8.count < 16 else {
             throw ValidationError("--tun-name must be 1…15 characters and not tunl0 (the kernel's ipip device)")
         }
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("unknown --log-level '\(logLevel)'")
+        }
         guard outerTTL == "inherit" || (UInt8(outerTTL).map { $0 > 0 } ?? false) else {
             throw ValidationError("--outer-ttl must be 1…255 or 'inherit'")
         }
@@ -212,11 +267,19 @@ struct Run: ParsableCommand {
         }
         if let t = natTimeouts { _ = try Self.parseNATTimeouts(t) }
         guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
-        guard spinMicroseconds >= 0 && spinMicroseconds <= 1_000_000 else { throw ValidationError("--spin-us must be 0…1000000") }
-        guard uplinkRX == "ring" || uplinkRX == "mmsg" else { throw ValidationError("--uplink-rx must be ring or mmsg") }
-        guard tunOffloads == "on" || tunOffloads == "off" else { throw ValidationError("--tun-offloads must be on or off") }
+        guard spinMicroseconds >= 0 && spinMicroseconds <= 1_000_000 else {
+            throw ValidationError("--spin-us must be 0…1000000")
+        }
+        guard uplinkRX == "ring" || uplinkRX == "mmsg" else {
+            throw ValidationError("--uplink-rx must be ring or mmsg")
+        }
+        guard tunOffloads == "on" || tunOffloads == "off" else {
+            throw ValidationError("--tun-offloads must be on or off")
+        }
         if metricsAddress != "off" {
-            guard let colon = metricsAddress.lastIndex(of: ":"), UInt16(metricsAddress[metricsAddress.index(after: colon)...]) != nil else {
+            guard let colon = metricsAddress.lastIndex(of: ":"),
+                UInt16(metricsAddress[metricsAddress.index(after: colon)...]) != nil
+            else {
                 throw ValidationError("--metrics-address must be host:port or off")
             }
         }
@@ -235,7 +298,9 @@ struct Run: ParsableCommand {
             case "tcp-established": t.tcpEstablished = v
             case "tcp-transitory": t.tcpTransitory = v
             case "icmp": t.icmp = v
-            default: throw ValidationError("--nat-timeouts: unknown timeout '\(kv[0])' (udp, tcp-established, tcp-transitory, icmp)")
+            default:
+                throw ValidationError(
+                    "--nat-timeouts: unknown timeout '\(kv[0])' (udp, tcp-established, tcp-transitory, icmp)")
             }
         }
         return t
@@ -264,9 +329,10 @@ struct Run: ParsableCommand {
         // A random seed for SNAT port choice and hashing (the system generator reads getrandom).
         var generator = SystemRandomNumberGenerator()
         let seed = generator.next()
-        options.engine = EngineConfiguration(outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!,
-                                             natTimeouts: try natTimeouts.map(Self.parseNATTimeouts) ?? NATTimeouts(),
-                                             natSeed: seed)
+        options.engine = EngineConfiguration(
+            outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!,
+            natTimeouts: try natTimeouts.map(Self.parseNATTimeouts) ?? NATTimeouts(),
+            natSeed: seed)
         if metricsAddress == "off" {
             options.metricsPort = 0
         } else {
@@ -275,7 +341,8 @@ struct Run: ParsableCommand {
             options.metricsPort = UInt16(metricsAddress[metricsAddress.index(after: colon)...])!
         }
         do {
-            let source: ResourceSource = manifests.isEmpty
+            let source: ResourceSource =
+                manifests.isEmpty
                 ? try DatastoreSource(option: datastore) : ManifestSource(paths: manifests)
             let daemon = try Daemon(options: options, source: source, logger: logger)
             let status = try daemon.run()

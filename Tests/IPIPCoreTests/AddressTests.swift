@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 struct AddressParseCase: CustomTestStringConvertible, Sendable {
@@ -54,10 +55,13 @@ struct AddressTests {
         #expect(IPv4Prefix("10.0.0.0/8")!.isStrictlyMasked)
     }
 
-    @Test("prefix parse", arguments: [
-        ("10.0.0.0/8", true), ("0.0.0.0/0", true), ("1.2.3.4/32", true), ("1.2.3.4/33", false),
-        ("1.2.3.4/", false), ("1.2.3.4/-1", false), ("1.2.3.4/08", true), ("1.2.3.4/123", false), ("1.2.3.4", false),
-    ])
+    @Test(
+        "prefix parse",
+        arguments: [
+            ("10.0.0.0/8", true), ("0.0.0.0/0", true), ("1.2.3.4/32", true), ("1.2.3.4/33", false),
+            ("1.2.3.4/", false), ("1.2.3.4/-1", false), ("1.2.3.4/08", true), ("1.2.3.4/123", false),
+            ("1.2.3.4", false),
+        ])
     func prefixParse(_ text: String, _ valid: Bool) {
         #expect((IPv4Prefix(text) != nil) == valid)
     }
@@ -79,7 +83,8 @@ struct AddressTests {
 
     @Test("contains and overlaps", arguments: prefixCases)
     func containsOverlaps(_ c: PrefixCase) {
-        let a = prefix(c.a), b = prefix(c.b)
+        let a = prefix(c.a)
+        let b = prefix(c.b)
         #expect(a.contains(b) == c.aContainsB)
         #expect(a.overlaps(b) == c.overlaps)
         #expect(b.overlaps(a) == c.overlaps)

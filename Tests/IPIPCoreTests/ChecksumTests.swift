@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 @Suite("Internet checksum")
@@ -46,12 +47,15 @@ struct ChecksumTests {
                 for offset in [0, 1, 3] where offset + n <= all.count {
                     let b = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + n)])
                     let initial = UInt32(truncatingIfNeeded: rng.next()) & 0x1_FFFF
-                    let reference = InternetChecksum.fold(UInt64(~InternetChecksum.referenceChecksum(b)) + UInt64(initial))
+                    let reference = InternetChecksum.fold(
+                        UInt64(~InternetChecksum.referenceChecksum(b)) + UInt64(initial))
                     #expect(InternetChecksum.sum(b, initial: initial) == reference, "length \(n) offset \(offset)")
                     let copied = copy.withUnsafeMutableBytes { c in
-                        InternetChecksum.sumCopying(from: b.baseAddress!, to: c.baseAddress!, count: n, initial: initial)
+                        InternetChecksum.sumCopying(
+                            from: b.baseAddress!, to: c.baseAddress!, count: n, initial: initial)
                     }
-                    #expect(copied == reference && Array(copy[0..<n]) == Array(b), "copying, length \(n) offset \(offset)")
+                    #expect(
+                        copied == reference && Array(copy[0..<n]) == Array(b), "copying, length \(n) offset \(offset)")
                 }
             }
         }
@@ -63,20 +67,24 @@ struct ChecksumTests {
         var rng = SplitMix64(seed: seed)
         for round in 0..<20_000 {
             var h = (0..<20).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            h[10] = 0; h[11] = 0
+            h[10] = 0
+            h[11] = 0
             let c = h.withUnsafeBytes { InternetChecksum.checksum($0) }
-            h[10] = UInt8(c >> 8); h[11] = UInt8(c & 0xFF)
+            h[10] = UInt8(c >> 8)
+            h[11] = UInt8(c & 0xFF)
             // Change a 16-bit word (not the checksum) and a 32-bit address.
             let word = [0, 2, 4, 6, 8][Int.random(in: 0..<5, using: &rng)]
             let old16 = UInt16(h[word]) << 8 | UInt16(h[word + 1])
             let new16 = UInt16.random(in: 0...0xFFFF, using: &rng)
-            h[word] = UInt8(new16 >> 8); h[word + 1] = UInt8(new16 & 0xFF)
+            h[word] = UInt8(new16 >> 8)
+            h[word + 1] = UInt8(new16 & 0xFF)
             var updated = InternetChecksum.update(c, old: old16, new: new16)
             let old32 = h[12...15].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
             let new32 = UInt32.random(in: 0...UInt32.max, using: &rng)
             for k in 0..<4 { h[12 + k] = UInt8(truncatingIfNeeded: new32 >> (24 - 8 * UInt32(k))) }
             updated = InternetChecksum.update(updated, old: old32, new: new32)
-            h[10] = 0; h[11] = 0
+            h[10] = 0
+            h[11] = 0
             let full = h.withUnsafeBytes { InternetChecksum.checksum($0) }
             // Both are valid encodings; the only allowed difference is +0 vs -0 for a zero sum,
             // which cannot occur for an IPv4 header (version/IHL is never zero).
@@ -84,7 +92,8 @@ struct ChecksumTests {
                 Issue.record("round \(round): incremental \(updated) full \(full) (seed \(seed))")
                 return
             }
-            h[10] = UInt8(updated >> 8); h[11] = UInt8(updated & 0xFF)
+            h[10] = UInt8(updated >> 8)
+            h[11] = UInt8(updated & 0xFF)
             #expect(h.withUnsafeBytes { InternetChecksum.sum($0) } == 0xFFFF)
         }
     }
@@ -92,13 +101,15 @@ struct ChecksumTests {
 
 @Suite("Completing transport checksums (CHECKSUM_PARTIAL packets)")
 struct CompleteChecksumTests {
-    @Test("a TCP/UDP checksum holding only the pseudo-header sum is completed, plain and inside IP-in-IP",
-          arguments: [UInt8(6), 17])
+    @Test(
+        "a TCP/UDP checksum holding only the pseudo-header sum is completed, plain and inside IP-in-IP",
+        arguments: [UInt8(6), 17])
     func complete(proto: UInt8) {
         let good = flowPacket(proto: proto, payload: Array("partial checksum".utf8))
         let offset = 20 + (proto == 6 ? 16 : 6)
         var partial = good
-        partial[offset] = 0x12; partial[offset + 1] = 0x34      // what a NIC would have overwritten
+        partial[offset] = 0x12
+        partial[offset + 1] = 0x34  // what a NIC would have overwritten
         #expect(!transportChecksumValid(partial))
         partial.withUnsafeMutableBytes { #expect(InternetChecksum.completeTransportChecksum($0)) }
         #expect(partial == good)
@@ -115,7 +126,9 @@ struct CompleteChecksumTests {
         let before = icmp
         icmp.withUnsafeMutableBytes { #expect(!InternetChecksum.completeTransportChecksum($0)) }
         #expect(icmp == before)
-        var b = PacketBuilder(); b.dontFragment = false; b.moreFragments = true
+        var b = PacketBuilder()
+        b.dontFragment = false
+        b.moreFragments = true
         var fragment = b.bytes()
         fragment.withUnsafeMutableBytes { #expect(!InternetChecksum.completeTransportChecksum($0)) }
         var junk: [UInt8] = [0x45, 0, 0, 10]

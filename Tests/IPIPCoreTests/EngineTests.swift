@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 /// Runs packets through a fresh engine and collects everything it emits.
@@ -12,8 +13,10 @@ struct EgressRun {
     var outputs: [Output] = []
     var counters: EngineCounters
 
-    init(engine: Engine? = nil, _ packets: [[UInt8]], spec: TopologySpec = exampleSpec(),
-         configuration: EngineConfiguration = .init(), now: Timestamp = Timestamp(seconds: 1000)) throws {
+    init(
+        engine: Engine? = nil, _ packets: [[UInt8]], spec: TopologySpec = exampleSpec(),
+        configuration: EngineConfiguration = .init(), now: Timestamp = Timestamp(seconds: 1000)
+    ) throws {
         let engine = try engine ?? Engine(topology: Topology.compile(spec), configuration: configuration)
         var batch = PacketBatch(capacity: max(packets.count, 1))
         var generated = PacketBatch(capacity: 256, maximumPacketByteCount: 2048)
@@ -57,30 +60,42 @@ struct EgressCase: CustomTestStringConvertible, Sendable {
 @Suite("Engine egress")
 struct EngineTests {
     static let routing: [EgressCase] = [
-        .init(name: "Always, same-subnet peer: encapsulated", mode: .always, destination: "192.168.1.20",
-              expected: .encapsulated, reason: nil, peer: "10.0.0.2"),
-        .init(name: "Always, other-subnet peer: encapsulated", mode: .always, destination: "192.168.2.30",
-              expected: .encapsulated, reason: nil, peer: "10.0.1.3"),
-        .init(name: "CrossSubnet, same-subnet peer: native", mode: .crossSubnet, destination: "192.168.1.20",
-              expected: .forwarded, reason: nil, peer: nil),
-        .init(name: "CrossSubnet, other-subnet peer: encapsulated", mode: .crossSubnet, destination: "192.168.2.30",
-              expected: .encapsulated, reason: nil, peer: "10.0.1.3"),
-        .init(name: "Never: native", mode: .never, destination: "192.168.2.30",
-              expected: .forwarded, reason: nil, peer: nil),
-        .init(name: "peer tunnel address: encapsulated", mode: .always, destination: "192.168.1.1",
-              expected: .encapsulated, reason: nil, peer: "10.0.0.2"),
-        .init(name: "local block: native", mode: .always, destination: "192.168.0.20",
-              expected: .forwarded, reason: nil, peer: nil),
-        .init(name: "outside every pool, natOutgoing source: SNAT", mode: .always, destination: "203.0.113.10",
-              expected: .translated, reason: nil, peer: nil),
-        .init(name: "a node IP is outside every pool: SNAT", mode: .always, destination: "10.0.0.2",
-              expected: .translated, reason: nil, peer: nil),
-        .init(name: "pool without block: no route", mode: .always, destination: "192.168.200.5",
-              expected: .dropped, reason: .noRoute, peer: nil),
-        .init(name: "multicast destination", mode: .always, destination: "224.0.0.5",
-              expected: .dropped, reason: .invalidDestination, peer: nil),
-        .init(name: "loopback destination", mode: .always, destination: "127.0.0.1",
-              expected: .dropped, reason: .invalidDestination, peer: nil),
+        .init(
+            name: "Always, same-subnet peer: encapsulated", mode: .always, destination: "192.168.1.20",
+            expected: .encapsulated, reason: nil, peer: "10.0.0.2"),
+        .init(
+            name: "Always, other-subnet peer: encapsulated", mode: .always, destination: "192.168.2.30",
+            expected: .encapsulated, reason: nil, peer: "10.0.1.3"),
+        .init(
+            name: "CrossSubnet, same-subnet peer: native", mode: .crossSubnet, destination: "192.168.1.20",
+            expected: .forwarded, reason: nil, peer: nil),
+        .init(
+            name: "CrossSubnet, other-subnet peer: encapsulated", mode: .crossSubnet, destination: "192.168.2.30",
+            expected: .encapsulated, reason: nil, peer: "10.0.1.3"),
+        .init(
+            name: "Never: native", mode: .never, destination: "192.168.2.30",
+            expected: .forwarded, reason: nil, peer: nil),
+        .init(
+            name: "peer tunnel address: encapsulated", mode: .always, destination: "192.168.1.1",
+            expected: .encapsulated, reason: nil, peer: "10.0.0.2"),
+        .init(
+            name: "local block: native", mode: .always, destination: "192.168.0.20",
+            expected: .forwarded, reason: nil, peer: nil),
+        .init(
+            name: "outside every pool, natOutgoing source: SNAT", mode: .always, destination: "203.0.113.10",
+            expected: .translated, reason: nil, peer: nil),
+        .init(
+            name: "a node IP is outside every pool: SNAT", mode: .always, destination: "10.0.0.2",
+            expected: .translated, reason: nil, peer: nil),
+        .init(
+            name: "pool without block: no route", mode: .always, destination: "192.168.200.5",
+            expected: .dropped, reason: .noRoute, peer: nil),
+        .init(
+            name: "multicast destination", mode: .always, destination: "224.0.0.5",
+            expected: .dropped, reason: .invalidDestination, peer: nil),
+        .init(
+            name: "loopback destination", mode: .always, destination: "127.0.0.1",
+            expected: .dropped, reason: .invalidDestination, peer: nil),
     ]
 
     @Test("routing decisions", arguments: routing)
@@ -99,13 +114,15 @@ struct EngineTests {
     func noNATPool() throws {
         var spec = exampleSpec()
         spec.pools[0].natOutgoing = false
-        var b = PacketBuilder(); b.destination = ip("203.0.113.10")
+        var b = PacketBuilder()
+        b.destination = ip("203.0.113.10")
         let run = try EgressRun([b.bytes()], spec: spec)
         #expect(run.verdicts[0].action == .forwarded)
         #expect(run.outputs[0].bytes == b.bytes())
     }
 
-    @Test("outer header fields (ENC-01…05, 07, 08, 10, 12)", arguments: [UInt8(0x00), 0xB8, 0x68, 0x6B, 0x03, 0x01, 0x02])
+    @Test(
+        "outer header fields (ENC-01…05, 07, 08, 10, 12)", arguments: [UInt8(0x00), 0xB8, 0x68, 0x6B, 0x03, 0x01, 0x02])
     func outerHeader(tos: UInt8) throws {
         var b = PacketBuilder()
         b.tos = tos
@@ -114,17 +131,17 @@ struct EngineTests {
         let run = try EgressRun([inner])
         #expect(run.outputs.count == 1)
         let o = run.outputs[0].bytes
-        #expect(o[0] == 0x45)                                   // version 4, IHL 5
-        #expect(o[1] == tos)                                    // DSCP copied, ECN copied (normal mode, CE too)
-        #expect(Int(o.u16(2)) == inner.count + 20)              // total length
+        #expect(o[0] == 0x45)  // version 4, IHL 5
+        #expect(o[1] == tos)  // DSCP copied, ECN copied (normal mode, CE too)
+        #expect(Int(o.u16(2)) == inner.count + 20)  // total length
         #expect(o.count == inner.count + 20)
-        #expect(o.u16(6) == 0x4000)                             // DF always, no MF/offset
-        #expect(o[8] == 64)                                     // TTL 64
-        #expect(o[9] == 4)                                      // protocol 4
+        #expect(o.u16(6) == 0x4000)  // DF always, no MF/offset
+        #expect(o[8] == 64)  // TTL 64
+        #expect(o[9] == 4)  // protocol 4
         #expect(o.headerChecksumValid)
         #expect(o.addr(12) == ip("10.0.0.1"))
         #expect(o.addr(16) == ip("10.0.0.2"))
-        #expect(Array(o[20...]) == inner)                       // inner untouched, TTL included
+        #expect(Array(o[20...]) == inner)  // inner untouched, TTL included
         #expect(run.outputs[0].side == .underlay)
     }
 
@@ -146,8 +163,10 @@ struct EngineTests {
 
     @Test("TTL 0 dropped, TTL 1 still encapsulated")
     func ttl() throws {
-        var zero = PacketBuilder(); zero.ttl = 0
-        var one = PacketBuilder(); one.ttl = 1
+        var zero = PacketBuilder()
+        zero.ttl = 0
+        var one = PacketBuilder()
+        one.ttl = 1
         let run = try EgressRun([zero.bytes(), one.bytes()])
         #expect(run.verdicts[0].dropReason == .ttlExpired)
         #expect(run.verdicts[0].outputCount == 0)
@@ -157,8 +176,10 @@ struct EngineTests {
 
     @Test("tunnel MTU boundary: 1480 fits, 1481 with DF gets ICMP 3/4 with MTU 1480 (ENC-14/15)")
     func mtuBoundary() throws {
-        var fits = PacketBuilder(); fits.payload = Array(repeating: 1, count: 1460)
-        var big = PacketBuilder(); big.payload = Array(repeating: 2, count: 1461)
+        var fits = PacketBuilder()
+        fits.payload = Array(repeating: 1, count: 1460)
+        var big = PacketBuilder()
+        big.payload = Array(repeating: 2, count: 1461)
         let run = try EgressRun([fits.bytes(), big.bytes()])
         #expect(run.verdicts[0].action == .encapsulated)
         #expect(run.verdicts[1].dropReason == .fragmentationNeeded)
@@ -169,9 +190,9 @@ struct EngineTests {
         #expect(icmp[0].side == .tun)
         #expect(m[9] == 1 && m[20] == 3 && m[21] == 4)
         #expect(m.u16(26) == 1480)
-        #expect(m.addr(12) == ip("192.168.0.1"))   // from the tunnel address
+        #expect(m.addr(12) == ip("192.168.0.1"))  // from the tunnel address
         #expect(m.addr(16) == ip("192.168.0.10"))  // to the sender
-        #expect(m.count == 576)                     // quote fills 576 bytes
+        #expect(m.count == 576)  // quote fills 576 bytes
         #expect(m.headerChecksumValid)
         #expect(m[20...].withUnsafeBytes { InternetChecksum.sum($0) } == 0xFFFF)
         #expect(Array(m[28..<48]) == Array(big.bytes()[0..<20]))  // quotes the header as received
@@ -181,7 +202,8 @@ struct EngineTests {
     func ipipMTU() throws {
         var spec = exampleSpec()
         spec.ipipMTU = 1440
-        var big = PacketBuilder(); big.payload = Array(repeating: 2, count: 1421)
+        var big = PacketBuilder()
+        big.payload = Array(repeating: 2, count: 1421)
         let run = try EgressRun([big.bytes()], spec: spec)
         #expect(run.verdicts[0].dropReason == .fragmentationNeeded)
         #expect(run.outputs[0].bytes.u16(26) == 1440)
@@ -203,11 +225,11 @@ struct EngineTests {
         for (k, f) in frags.enumerated() {
             let o = f.bytes
             #expect(o.count <= 1500)
-            #expect(o.u16(6) == 0x4000)          // outer: DF, not a fragment
+            #expect(o.u16(6) == 0x4000)  // outer: DF, not a fragment
             #expect(o.headerChecksumValid)
             let inner = Array(o[20...])
             #expect(inner.headerChecksumValid)
-            #expect(inner.u16(4) == 0x7777)       // same inner ID
+            #expect(inner.u16(4) == 0x7777)  // same inner ID
             let flags = inner.u16(6)
             #expect((flags & 0x2000 != 0) == (k < frags.count - 1))
             #expect(flags & 0x4000 == 0)
@@ -230,7 +252,8 @@ struct EngineTests {
         b.payload = Array(repeating: 9, count: 2000)
         let run = try EgressRun([b.bytes()])
         #expect(run.outputs.count == 2)
-        let first = Array(run.outputs[0].bytes[20...]), second = Array(run.outputs[1].bytes[20...])
+        let first = Array(run.outputs[0].bytes[20...])
+        let second = Array(run.outputs[1].bytes[20...])
         #expect(first[0] == 0x48 && Array(first[20..<32]) == b.options)
         #expect(second[0] == 0x46 && Array(second[20..<24]) == [0x94, 0x04, 0, 0])
         #expect(second.headerChecksumValid)
@@ -253,8 +276,10 @@ struct EngineTests {
 
     @Test("loop rules: source is our node or the peer (ENC-19); peer reachable only through the tunnel (ENC-20)")
     func loops() throws {
-        var fromUs = PacketBuilder(); fromUs.source = ip("10.0.0.1")
-        var fromPeer = PacketBuilder(); fromPeer.source = ip("10.0.0.2")
+        var fromUs = PacketBuilder()
+        fromUs.source = ip("10.0.0.1")
+        var fromPeer = PacketBuilder()
+        fromPeer.source = ip("10.0.0.2")
         let run = try EgressRun([fromUs.bytes(), fromPeer.bytes()])
         #expect(run.verdicts.map(\.dropReason) == [.sourceIsTunnelEndpoint, .sourceIsTunnelEndpoint])
         #expect(run.outputs.isEmpty)
@@ -265,15 +290,19 @@ struct EngineTests {
         let topo = try Topology.compile(spec)
         #expect(topo.nodes[2].routeLoopsThroughTunnel)
         #expect(topo.warnings.contains { $0.contains("would loop") })
-        var toC = PacketBuilder(); toC.destination = ip("192.168.2.30")
+        var toC = PacketBuilder()
+        toC.destination = ip("192.168.2.30")
         let run2 = try EgressRun([toC.bytes()], spec: spec)
         #expect(run2.verdicts[0].dropReason == .peerRouteThroughTunnel)
     }
 
     @Test("workload-originated IP-in-IP is dropped (ENC-21, SEC-T10)")
     func nested() throws {
-        var b = PacketBuilder(); b.protocolNumber = 4
-        var ext = PacketBuilder(); ext.protocolNumber = 4; ext.destination = ip("203.0.113.10")
+        var b = PacketBuilder()
+        b.protocolNumber = 4
+        var ext = PacketBuilder()
+        ext.protocolNumber = 4
+        ext.destination = ip("203.0.113.10")
         let run = try EgressRun([b.bytes(), ext.bytes()])
         #expect(run.verdicts.map(\.dropReason) == [.nestedEncapsulation, .nestedEncapsulation])
     }
@@ -281,13 +310,19 @@ struct EngineTests {
     @Test("malformed input is a counted drop, never a crash")
     func malformed() throws {
         var good = PacketBuilder().bytes()
-        var badChecksum = good; badChecksum[10] ^= 0xFF
-        var badIHL = good; badIHL[0] = 0x44
-        var longTotal = good; longTotal[2] = 0xFF
+        var badChecksum = good
+        badChecksum[10] ^= 0xFF
+        var badIHL = good
+        badIHL[0] = 0x44
+        var longTotal = good
+        longTotal[2] = 0xFF
         let v6: [UInt8] = [0x60] + Array(repeating: 0, count: 39)
         let run = try EgressRun([[], [0x45], Array(good[0..<19]), badChecksum, badIHL, longTotal, v6])
-        #expect(run.verdicts.map(\.dropReason) == [.malformedHeader, .malformedHeader, .malformedHeader,
-                                                   .badHeaderChecksum, .malformedHeader, .malformedHeader, .notIPv4])
+        #expect(
+            run.verdicts.map(\.dropReason) == [
+                .malformedHeader, .malformedHeader, .malformedHeader,
+                .badHeaderChecksum, .malformedHeader, .malformedHeader, .notIPv4,
+            ])
         #expect(run.outputs.isEmpty)
         // Trailing padding beyond the total length is trimmed.
         good += [0, 0, 0, 0]
@@ -301,7 +336,8 @@ struct EngineTests {
         var packets: [[UInt8]] = []
         for _ in 0..<3000 {
             var p = PacketBuilder()
-            p.destination = IPv4Address(rawValue: [0xC0A8_0114, 0xC0A8_021E, 0xC0A8_C805, 0xCB00_710A][Int.random(in: 0..<4, using: &rng)])
+            p.destination = IPv4Address(
+                rawValue: [0xC0A8_0114, 0xC0A8_021E, 0xC0A8_C805, 0xCB00_710A][Int.random(in: 0..<4, using: &rng)])
             p.payload = (0..<Int.random(in: 0..<3000, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             p.dontFragment = Bool.random(using: &rng)
             var bytes = p.bytes()
@@ -322,7 +358,8 @@ struct EngineTests {
 
     @Test("ICMP errors are rate-limited and never sent about ICMP errors or non-first fragments")
     func icmpRules() throws {
-        var toNowhere = PacketBuilder(); toNowhere.destination = ip("192.168.200.5")
+        var toNowhere = PacketBuilder()
+        toNowhere.destination = ip("192.168.200.5")
         var icmpError = toNowhere
         icmpError.protocolNumber = 1
         icmpError.payload = [3, 1, 0, 0, 0, 0, 0, 0] + Array(repeating: 0, count: 28)
@@ -355,8 +392,8 @@ struct EngineTests {
         let t = try Topology.compile(spec)
         #expect(t.isKnownPeer(ip("10.0.0.2")) && t.isKnownPeer(ip("10.0.1.3")))
         #expect(t.isKnownPeer(ip("172.31.9.9")))
-        #expect(!t.isKnownPeer(ip("10.0.0.1")))   // the local node
-        #expect(!t.isKnownPeer(ip("10.0.0.3")))   // same subnet, but no node
+        #expect(!t.isKnownPeer(ip("10.0.0.1")))  // the local node
+        #expect(!t.isKnownPeer(ip("10.0.0.3")))  // same subnet, but no node
         #expect(t.peers.lookup(ip("10.0.0.2")) == 1)
     }
 

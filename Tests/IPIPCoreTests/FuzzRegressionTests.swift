@@ -1,6 +1,6 @@
 import Foundation
-import IPIPFuzzSupport
 import IPIPCore
+import IPIPFuzzSupport
 import Testing
 
 /// Every file in Tests/Fixtures/fuzz/ (the seed corpus) and Tests/Fixtures/fuzz/crashes/ (inputs
@@ -32,7 +32,8 @@ struct FuzzRegressionTests {
             for name in names.sorted() where !name.hasPrefix(".") {
                 let url = dir.appendingPathComponent(name)
                 var isDirectory: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue
+                guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory),
+                    !isDirectory.boolValue
                 else { continue }
                 out.append(Input(relativePath: sub.isEmpty ? name : "\(sub)/\(name)", url: url))
             }

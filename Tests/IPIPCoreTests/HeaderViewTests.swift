@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 @Suite("Header views")
@@ -28,14 +29,16 @@ struct HeaderViewTests {
         }
     }
 
-    @Test("IPv4 validation", arguments: [
-        ("valid", PacketBuilder().bytes(), true),
-        ("empty", [], false),
-        ("19 bytes", Array(PacketBuilder().bytes().prefix(19)), false),
-        ("IHL 4", [0x44] + Array(PacketBuilder().bytes().dropFirst()), false),
-        ("total beyond buffer", Array(PacketBuilder().bytes().prefix(40)), false),
-        ("version 6", [0x65] + Array(PacketBuilder().bytes().dropFirst()), false),
-    ])
+    @Test(
+        "IPv4 validation",
+        arguments: [
+            ("valid", PacketBuilder().bytes(), true),
+            ("empty", [], false),
+            ("19 bytes", Array(PacketBuilder().bytes().prefix(19)), false),
+            ("IHL 4", [0x44] + Array(PacketBuilder().bytes().dropFirst()), false),
+            ("total beyond buffer", Array(PacketBuilder().bytes().prefix(40)), false),
+            ("version 6", [0x65] + Array(PacketBuilder().bytes().dropFirst()), false),
+        ])
     func ipv4Validation(_ name: String, _ bytes: [UInt8], _ valid: Bool) {
         var b = bytes
         b.withUnsafeMutableBytes { #expect((IPv4Header(validating: $0) != nil) == valid, "\(name)") }
@@ -47,14 +50,19 @@ struct HeaderViewTests {
         udp.withUnsafeMutableBytes { b in
             let u = UDPHeader(validating: b)!
             #expect(u.sourcePort == 40000 && u.destinationPort == 53 && u.length == 12 && u.checksum == 0x1234)
-            u.sourcePort = 1; u.destinationPort = 2; u.checksum = 0
+            u.sourcePort = 1
+            u.destinationPort = 2
+            u.checksum = 0
             #expect(u.sourcePort == 1 && u.destinationPort == 2 && u.checksum == 0)
             #expect(UDPHeader(validating: UnsafeMutableRawBufferPointer(rebasing: b[0..<7])).map { _ in true } == nil)
             u.length = 100
             #expect(UDPHeader(validating: b).map { _ in true } == nil)
         }
         var tcp = [UInt8](repeating: 0, count: 24)
-        tcp[0] = 0x01; tcp[1] = 0xBB; tcp[12] = 0x60; tcp[13] = TCPHeader.syn | TCPHeader.ack
+        tcp[0] = 0x01
+        tcp[1] = 0xBB
+        tcp[12] = 0x60
+        tcp[13] = TCPHeader.syn | TCPHeader.ack
         tcp.withUnsafeMutableBytes { b in
             let t = TCPHeader(validating: b)!
             #expect(t.sourcePort == 443 && t.headerLength == 24 && t.flags == 0x12)
@@ -72,4 +80,3 @@ struct HeaderViewTests {
         }
     }
 }
-

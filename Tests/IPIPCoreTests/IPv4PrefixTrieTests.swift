@@ -73,91 +73,92 @@ struct TrieCase: Sendable, CustomTestStringConvertible {
     }
 }
 
-private let basicCases: [TrieCase] = [
-    TrieCase(
-        name: "empty",
-        steps: [],
-        lookups: [("0.0.0.0", nil), ("10.1.2.3", nil), ("255.255.255.255", nil)],
-        expectedCount: 0
-    ),
-    TrieCase(
-        name: "default route 0/0",
-        steps: [.insert("0.0.0.0/0", 7)],
-        lookups: [("0.0.0.0", 7), ("10.1.2.3", 7), ("255.255.255.255", 7)],
-        expectedCount: 1
-    ),
-    TrieCase(
-        name: "/32 host routes",
-        steps: [.insert("10.1.2.3/32", 1), .insert("10.1.2.4/32", 2), .insert("255.255.255.255/32", 3)],
-        lookups: [
-            ("10.1.2.2", nil), ("10.1.2.3", 1), ("10.1.2.4", 2), ("10.1.2.5", nil), ("255.255.255.255", 3),
-            ("255.255.255.254", nil),
-        ],
-        expectedCount: 3
-    ),
-    TrieCase(
-        name: "nested prefixes",
-        steps: [
-            .insert("10.0.0.0/8", 1), .insert("10.1.0.0/16", 2), .insert("10.1.2.0/24", 3),
-            .insert("10.1.2.128/25", 4), .insert("10.1.2.200/32", 5), .insert("0.0.0.0/0", 6),
-        ],
-        lookups: [
-            ("10.9.9.9", 1), ("10.1.9.9", 2), ("10.1.2.9", 3), ("10.1.2.129", 4), ("10.1.2.200", 5),
-            ("10.1.2.201", 4), ("11.0.0.0", 6), ("9.255.255.255", 6),
-        ],
-        expectedCount: 6
-    ),
-    TrieCase(
-        name: "nested inserted longest first",
-        steps: [
-            .insert("10.1.2.200/32", 5), .insert("10.1.2.128/25", 4), .insert("10.1.2.0/24", 3),
-            .insert("10.1.0.0/16", 2), .insert("10.0.0.0/8", 1),
-        ],
-        lookups: [("10.9.9.9", 1), ("10.1.9.9", 2), ("10.1.2.9", 3), ("10.1.2.129", 4), ("10.1.2.200", 5)],
-        expectedCount: 5
-    ),
-    TrieCase(
-        name: "replace value",
-        steps: [.insert("10.0.0.0/8", 1), .insert("10.1.0.0/16", 2), .insert("10.0.0.0/8", 9)],
-        lookups: [("10.9.9.9", 9), ("10.1.9.9", 2)],
-        expectedCount: 2
-    ),
-    TrieCase(
-        name: "remove restores covering prefix",
-        steps: [
-            .insert("10.0.0.0/8", 1), .insert("10.1.0.0/16", 2), .insert("10.1.2.0/26", 3),
-            .insert("10.1.2.7/32", 4),
-            .remove("10.1.2.0/26", returns: 3),
-            .remove("10.1.0.0/16", returns: 2),
-        ],
-        lookups: [("10.1.2.5", 1), ("10.1.2.7", 4), ("10.1.3.0", 1), ("11.0.0.0", nil)],
-        expectedCount: 2
-    ),
-    TrieCase(
-        name: "remove everything leaves nothing",
-        steps: [
-            .insert("10.0.0.0/8", 1), .insert("10.1.2.7/32", 4), .remove("10.0.0.0/8", returns: 1),
-            .remove("10.1.2.7/32", returns: 4),
-        ],
-        lookups: [("10.1.2.7", nil), ("10.0.0.0", nil)],
-        expectedCount: 0
-    ),
-    TrieCase(
-        name: "remove of absent returns nil",
-        steps: [
-            .insert("10.0.0.0/8", 1), .remove("10.0.0.0/9", returns: nil), .remove("11.0.0.0/8", returns: nil),
-            .remove("10.0.0.0/8", returns: 1), .remove("10.0.0.0/8", returns: nil),
-        ],
-        lookups: [("10.0.0.1", nil)],
-        expectedCount: 0
-    ),
-    TrieCase(
-        name: "host bits dropped",
-        steps: [.insert("10.1.2.3/24", 5), .insert("10.1.2.99/24", 6), .remove("10.1.2.255/24", returns: 6)],
-        lookups: [("10.1.2.0", nil)],
-        expectedCount: 0
-    ),
-] + [15, 16, 17, 23, 24, 25, 31, 32].map(TrieCase.strideBoundary)
+private let basicCases: [TrieCase] =
+    [
+        TrieCase(
+            name: "empty",
+            steps: [],
+            lookups: [("0.0.0.0", nil), ("10.1.2.3", nil), ("255.255.255.255", nil)],
+            expectedCount: 0
+        ),
+        TrieCase(
+            name: "default route 0/0",
+            steps: [.insert("0.0.0.0/0", 7)],
+            lookups: [("0.0.0.0", 7), ("10.1.2.3", 7), ("255.255.255.255", 7)],
+            expectedCount: 1
+        ),
+        TrieCase(
+            name: "/32 host routes",
+            steps: [.insert("10.1.2.3/32", 1), .insert("10.1.2.4/32", 2), .insert("255.255.255.255/32", 3)],
+            lookups: [
+                ("10.1.2.2", nil), ("10.1.2.3", 1), ("10.1.2.4", 2), ("10.1.2.5", nil), ("255.255.255.255", 3),
+                ("255.255.255.254", nil),
+            ],
+            expectedCount: 3
+        ),
+        TrieCase(
+            name: "nested prefixes",
+            steps: [
+                .insert("10.0.0.0/8", 1), .insert("10.1.0.0/16", 2), .insert("10.1.2.0/24", 3),
+                .insert("10.1.2.128/25", 4), .insert("10.1.2.200/32", 5), .insert("0.0.0.0/0", 6),
+            ],
+            lookups: [
+                ("10.9.9.9", 1), ("10.1.9.9", 2), ("10.1.2.9", 3), ("10.1.2.129", 4), ("10.1.2.200", 5),
+                ("10.1.2.201", 4), ("11.0.0.0", 6), ("9.255.255.255", 6),
+            ],
+            expectedCount: 6
+        ),
+        TrieCase(
+            name: "nested inserted longest first",
+            steps: [
+                .insert("10.1.2.200/32", 5), .insert("10.1.2.128/25", 4), .insert("10.1.2.0/24", 3),
+                .insert("10.1.0.0/16", 2), .insert("10.0.0.0/8", 1),
+            ],
+            lookups: [("10.9.9.9", 1), ("10.1.9.9", 2), ("10.1.2.9", 3), ("10.1.2.129", 4), ("10.1.2.200", 5)],
+            expectedCount: 5
+        ),
+        TrieCase(
+            name: "replace value",
+            steps: [.insert("10.0.0.0/8", 1), .insert("10.1.0.0/16", 2), .insert("10.0.0.0/8", 9)],
+            lookups: [("10.9.9.9", 9), ("10.1.9.9", 2)],
+            expectedCount: 2
+        ),
+        TrieCase(
+            name: "remove restores covering prefix",
+            steps: [
+                .insert("10.0.0.0/8", 1), .insert("10.1.0.0/16", 2), .insert("10.1.2.0/26", 3),
+                .insert("10.1.2.7/32", 4),
+                .remove("10.1.2.0/26", returns: 3),
+                .remove("10.1.0.0/16", returns: 2),
+            ],
+            lookups: [("10.1.2.5", 1), ("10.1.2.7", 4), ("10.1.3.0", 1), ("11.0.0.0", nil)],
+            expectedCount: 2
+        ),
+        TrieCase(
+            name: "remove everything leaves nothing",
+            steps: [
+                .insert("10.0.0.0/8", 1), .insert("10.1.2.7/32", 4), .remove("10.0.0.0/8", returns: 1),
+                .remove("10.1.2.7/32", returns: 4),
+            ],
+            lookups: [("10.1.2.7", nil), ("10.0.0.0", nil)],
+            expectedCount: 0
+        ),
+        TrieCase(
+            name: "remove of absent returns nil",
+            steps: [
+                .insert("10.0.0.0/8", 1), .remove("10.0.0.0/9", returns: nil), .remove("11.0.0.0/8", returns: nil),
+                .remove("10.0.0.0/8", returns: 1), .remove("10.0.0.0/8", returns: nil),
+            ],
+            lookups: [("10.0.0.1", nil)],
+            expectedCount: 0
+        ),
+        TrieCase(
+            name: "host bits dropped",
+            steps: [.insert("10.1.2.3/24", 5), .insert("10.1.2.99/24", 6), .remove("10.1.2.255/24", returns: 6)],
+            lookups: [("10.1.2.0", nil)],
+            expectedCount: 0
+        ),
+    ] + [15, 16, 17, 23, 24, 25, 31, 32].map(TrieCase.strideBoundary)
 
 @Suite("IPv4PrefixTrie")
 struct IPv4PrefixTrieTests {
@@ -258,7 +259,9 @@ struct IPv4PrefixTrieTests {
             }
         }
         #expect(values == [9, 9])
-        addresses.withUnsafeBufferPointer { a in values.withUnsafeMutableBufferPointer { trie.lookup(a, into: $0, absent: 0) } }
+        addresses.withUnsafeBufferPointer { a in
+            values.withUnsafeMutableBufferPointer { trie.lookup(a, into: $0, absent: 0) }
+        }
         #expect(values == [3, 0])
     }
 
@@ -325,7 +328,9 @@ struct IPv4PrefixTrieTests {
                     let got = trie.remove(victim)
                     if got != want {
                         failures += 1
-                        Issue.record("seed \(seed) round \(round): remove \(victim) → \(String(describing: got)), want \(String(describing: want))")
+                        Issue.record(
+                            "seed \(seed) round \(round): remove \(victim) → \(String(describing: got)), want \(String(describing: want))"
+                        )
                     }
                 } else {
                     let p = Self.randomPrefix(&rng, anchors: anchors)
@@ -343,7 +348,9 @@ struct IPv4PrefixTrieTests {
             for route in reference.routes {
                 let first = route.prefix.first.rawValue
                 let last = route.prefix.last.rawValue
-                for a in [first, last, first &- 1, last &+ 1] { check(IPv4Address(rawValue: a), "boundary round \(round)") }
+                for a in [first, last, first &- 1, last &+ 1] {
+                    check(IPv4Address(rawValue: a), "boundary round \(round)")
+                }
             }
             // Random addresses: half near the anchors (inside the populated regions), half anywhere.
             var batch: [IPv4Address] = []

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 /// Runs underlay packets through a fresh (or given) engine's ingress path.
@@ -7,8 +8,10 @@ struct IngressRun {
     var outputs: [EgressRun.Output] = []
     var counters: EngineCounters
 
-    init(_ packets: [[UInt8]], engine: Engine? = nil, spec: TopologySpec = exampleSpec(),
-         now: Timestamp = Timestamp(seconds: 1000)) throws {
+    init(
+        _ packets: [[UInt8]], engine: Engine? = nil, spec: TopologySpec = exampleSpec(),
+        now: Timestamp = Timestamp(seconds: 1000)
+    ) throws {
         let engine = try engine ?? Engine(topology: Topology.compile(spec))
         var batch = PacketBatch(capacity: max(packets.count, 1))
         var generated = PacketBatch(capacity: 64, maximumPacketByteCount: 2048)
@@ -22,15 +25,18 @@ struct IngressRun {
             }
         }
         for g in 0..<generated.count {
-            outputs.append(.init(side: generated.side(of: g), origin: generated.origin(of: g), bytes: Array(generated.packet(g))))
+            outputs.append(
+                .init(side: generated.side(of: g), origin: generated.origin(of: g), bytes: Array(generated.packet(g))))
         }
         counters = engine.counterSnapshot
     }
 }
 
 /// An inner packet from node-b's workload to node-a's workload.
-func innerFromB(source: String = "192.168.1.20", destination: String = "192.168.0.10", ttl: UInt8 = 63,
-                tos: UInt8 = 0, protocolNumber: UInt8 = IPProtocolNumber.udp, options: [UInt8] = []) -> PacketBuilder {
+func innerFromB(
+    source: String = "192.168.1.20", destination: String = "192.168.0.10", ttl: UInt8 = 63,
+    tos: UInt8 = 0, protocolNumber: UInt8 = IPProtocolNumber.udp, options: [UInt8] = []
+) -> PacketBuilder {
     var b = PacketBuilder()
     b.source = ip(source)
     b.destination = ip(destination)
@@ -55,37 +61,128 @@ struct IngressTests {
     static var good: [UInt8] { innerFromB().bytes() }
 
     static let cases: [IngressCase] = [
-        .init(name: "from peer node-b, workload to workload: delivered", packet: encapsulated(good, from: b, to: a), reason: nil),
-        .init(name: "from node-b's tunnel address: delivered", packet: encapsulated(innerFromB(source: "192.168.1.1").bytes(), from: b, to: a), reason: nil),
-        .init(name: "from node-b's node IP as inner source: delivered", packet: encapsulated(innerFromB(source: b).bytes(), from: b, to: a), reason: nil),
-        .init(name: "to our tunnel address: delivered", packet: encapsulated(innerFromB(destination: "192.168.0.1").bytes(), from: b, to: a), reason: nil),
-        .init(name: "SEC-T1 unknown outer source", packet: encapsulated(good, from: "10.0.0.99", to: a), reason: .ipipUnknownPeer),
-        .init(name: "SEC-T1 unknown outer source, outer fragment", packet: encapsulated(good, from: "10.0.0.99", to: a, dontFragment: false, moreFragments: true), reason: .ipipUnknownPeer),
-        .init(name: "SEC-T2 outer destination not ours", packet: encapsulated(good, from: b, to: "10.0.0.3"), reason: .ipipNotForUs),
-        .init(name: "SEC-T3 inner destination external (open relay)", packet: encapsulated(innerFromB(destination: "8.8.8.8").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
-        .init(name: "SEC-T3 inner destination a workload on a third node", packet: encapsulated(innerFromB(destination: "192.168.2.30").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
-        .init(name: "SEC-T3 inner destination the uplink gateway", packet: encapsulated(innerFromB(destination: "10.0.0.254").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
-        .init(name: "SEC-T3 inner destination in the pool, no block", packet: encapsulated(innerFromB(destination: "192.168.200.5").bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
-        .init(name: "SEC-T4 inner source in another node's block", packet: encapsulated(innerFromB(source: "192.168.2.30").bytes(), from: b, to: a), reason: .innerSourceNotFromPeer),
-        .init(name: "SEC-T4 inner source outside all pools", packet: encapsulated(innerFromB(source: "203.0.113.7").bytes(), from: b, to: a), reason: .innerSourceNotFromPeer),
-        .init(name: "SEC-T4 inner source equal to our workload", packet: encapsulated(innerFromB(source: "192.168.0.10", destination: "192.168.0.11").bytes(), from: b, to: a), reason: .innerSourceInvalid),
-        .init(name: "SEC-T4 inner source equal to our node IP", packet: encapsulated(innerFromB(source: a).bytes(), from: b, to: a), reason: .innerSourceInvalid),
-        .init(name: "SEC-T4 inner source 127.0.0.1", packet: encapsulated(innerFromB(source: "127.0.0.1").bytes(), from: b, to: a), reason: .innerSourceInvalid),
-        .init(name: "SEC-T4 inner source 0.0.0.0", packet: encapsulated(innerFromB(source: "0.0.0.0").bytes(), from: b, to: a), reason: .innerSourceInvalid),
-        .init(name: "SEC-T5 ping to our node IP from an unknown source", packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: "198.51.100.1", to: a), reason: .ipipUnknownPeer),
-        .init(name: "SEC-T5 ping to our node IP from a peer", packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
-        .init(name: "SEC-T6 inner TTL 1 to an external address", packet: encapsulated(innerFromB(destination: "8.8.8.8", ttl: 1).bytes(), from: b, to: a), reason: .innerDestinationNotLocal),
-        .init(name: "SEC-T6 inner TTL 0 to a local workload", packet: encapsulated(innerFromB(ttl: 0).bytes(), from: b, to: a), reason: .ttlExpired),
-        .init(name: "SEC-T7 two nested layers", packet: encapsulated(encapsulated(good, from: b, to: a), from: b, to: a), reason: .nestedEncapsulation),
-        .init(name: "SEC-T12 inner LSRR", packet: encapsulated(innerFromB(options: [0x83, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a), reason: .sourceRouted),
-        .init(name: "SEC-T12 inner SSRR", packet: encapsulated(innerFromB(options: [0x89, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a), reason: .sourceRouted),
-        .init(name: "SEC-T13 inner version 6", packet: encapsulated([0x65] + Array(good.dropFirst()), from: b, to: a), reason: .innerNotIPv4),
-        .init(name: "SEC-T13 inner IHL 4", packet: encapsulated([0x44] + Array(good.dropFirst()), from: b, to: a), reason: .innerMalformed),
-        .init(name: "SEC-T13 inner bad checksum", packet: encapsulated({ var g = good; g[10] ^= 1; return g }(), from: b, to: a), reason: .innerBadChecksum),
-        .init(name: "SEC-T13 inner total length beyond payload", packet: encapsulated({ var g = good; g[2] = 0x7F; return g }(), from: b, to: a), reason: .innerMalformed),
-        .init(name: "SEC-T13 truncated inner header", packet: encapsulated(Array(good.prefix(12)), from: b, to: a), reason: .innerMalformed),
-        .init(name: "DEC-01 outer bad checksum", packet: { var p = encapsulated(good, from: b, to: a); p[10] ^= 1; return p }(), reason: .badHeaderChecksum),
-        .init(name: "DEC-04 outer fragment from a peer", packet: encapsulated(good, from: b, to: a, dontFragment: false, moreFragments: true), reason: .outerFragment),
+        .init(
+            name: "from peer node-b, workload to workload: delivered", packet: encapsulated(good, from: b, to: a),
+            reason: nil),
+        .init(
+            name: "from node-b's tunnel address: delivered",
+            packet: encapsulated(innerFromB(source: "192.168.1.1").bytes(), from: b, to: a), reason: nil),
+        .init(
+            name: "from node-b's node IP as inner source: delivered",
+            packet: encapsulated(innerFromB(source: b).bytes(), from: b, to: a), reason: nil),
+        .init(
+            name: "to our tunnel address: delivered",
+            packet: encapsulated(innerFromB(destination: "192.168.0.1").bytes(), from: b, to: a), reason: nil),
+        .init(
+            name: "SEC-T1 unknown outer source", packet: encapsulated(good, from: "10.0.0.99", to: a),
+            reason: .ipipUnknownPeer),
+        .init(
+            name: "SEC-T1 unknown outer source, outer fragment",
+            packet: encapsulated(good, from: "10.0.0.99", to: a, dontFragment: false, moreFragments: true),
+            reason: .ipipUnknownPeer),
+        .init(
+            name: "SEC-T2 outer destination not ours", packet: encapsulated(good, from: b, to: "10.0.0.3"),
+            reason: .ipipNotForUs),
+        .init(
+            name: "SEC-T3 inner destination external (open relay)",
+            packet: encapsulated(innerFromB(destination: "8.8.8.8").bytes(), from: b, to: a),
+            reason: .innerDestinationNotLocal),
+        .init(
+            name: "SEC-T3 inner destination a workload on a third node",
+            packet: encapsulated(innerFromB(destination: "192.168.2.30").bytes(), from: b, to: a),
+            reason: .innerDestinationNotLocal),
+        .init(
+            name: "SEC-T3 inner destination the uplink gateway",
+            packet: encapsulated(innerFromB(destination: "10.0.0.254").bytes(), from: b, to: a),
+            reason: .innerDestinationNotLocal),
+        .init(
+            name: "SEC-T3 inner destination in the pool, no block",
+            packet: encapsulated(innerFromB(destination: "192.168.200.5").bytes(), from: b, to: a),
+            reason: .innerDestinationNotLocal),
+        .init(
+            name: "SEC-T4 inner source in another node's block",
+            packet: encapsulated(innerFromB(source: "192.168.2.30").bytes(), from: b, to: a),
+            reason: .innerSourceNotFromPeer),
+        .init(
+            name: "SEC-T4 inner source outside all pools",
+            packet: encapsulated(innerFromB(source: "203.0.113.7").bytes(), from: b, to: a),
+            reason: .innerSourceNotFromPeer),
+        .init(
+            name: "SEC-T4 inner source equal to our workload",
+            packet: encapsulated(
+                innerFromB(source: "192.168.0.10", destination: "192.168.0.11").bytes(), from: b, to: a),
+            reason: .innerSourceInvalid),
+        .init(
+            name: "SEC-T4 inner source equal to our node IP",
+            packet: encapsulated(innerFromB(source: a).bytes(), from: b, to: a), reason: .innerSourceInvalid),
+        .init(
+            name: "SEC-T4 inner source 127.0.0.1",
+            packet: encapsulated(innerFromB(source: "127.0.0.1").bytes(), from: b, to: a), reason: .innerSourceInvalid),
+        .init(
+            name: "SEC-T4 inner source 0.0.0.0",
+            packet: encapsulated(innerFromB(source: "0.0.0.0").bytes(), from: b, to: a), reason: .innerSourceInvalid),
+        .init(
+            name: "SEC-T5 ping to our node IP from an unknown source",
+            packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: "198.51.100.1", to: a),
+            reason: .ipipUnknownPeer),
+        .init(
+            name: "SEC-T5 ping to our node IP from a peer",
+            packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: b, to: a),
+            reason: .innerDestinationNotLocal),
+        .init(
+            name: "SEC-T6 inner TTL 1 to an external address",
+            packet: encapsulated(innerFromB(destination: "8.8.8.8", ttl: 1).bytes(), from: b, to: a),
+            reason: .innerDestinationNotLocal),
+        .init(
+            name: "SEC-T6 inner TTL 0 to a local workload",
+            packet: encapsulated(innerFromB(ttl: 0).bytes(), from: b, to: a), reason: .ttlExpired),
+        .init(
+            name: "SEC-T7 two nested layers", packet: encapsulated(encapsulated(good, from: b, to: a), from: b, to: a),
+            reason: .nestedEncapsulation),
+        .init(
+            name: "SEC-T12 inner LSRR",
+            packet: encapsulated(innerFromB(options: [0x83, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a),
+            reason: .sourceRouted),
+        .init(
+            name: "SEC-T12 inner SSRR",
+            packet: encapsulated(innerFromB(options: [0x89, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a),
+            reason: .sourceRouted),
+        .init(
+            name: "SEC-T13 inner version 6", packet: encapsulated([0x65] + Array(good.dropFirst()), from: b, to: a),
+            reason: .innerNotIPv4),
+        .init(
+            name: "SEC-T13 inner IHL 4", packet: encapsulated([0x44] + Array(good.dropFirst()), from: b, to: a),
+            reason: .innerMalformed),
+        .init(
+            name: "SEC-T13 inner bad checksum",
+            packet: encapsulated(
+                {
+                    var g = good
+                    g[10] ^= 1
+                    return g
+                }(), from: b, to: a), reason: .innerBadChecksum),
+        .init(
+            name: "SEC-T13 inner total length beyond payload",
+            packet: encapsulated(
+                {
+                    var g = good
+                    g[2] = 0x7F
+                    return g
+                }(), from: b, to: a), reason: .innerMalformed),
+        .init(
+            name: "SEC-T13 truncated inner header", packet: encapsulated(Array(good.prefix(12)), from: b, to: a),
+            reason: .innerMalformed),
+        .init(
+            name: "DEC-01 outer bad checksum",
+            packet: {
+                var p = encapsulated(good, from: b, to: a)
+                p[10] ^= 1
+                return p
+            }(), reason: .badHeaderChecksum),
+        .init(
+            name: "DEC-04 outer fragment from a peer",
+            packet: encapsulated(good, from: b, to: a, dontFragment: false, moreFragments: true), reason: .outerFragment
+        ),
         .init(name: "not IP-in-IP, not to us", packet: innerFromB(destination: "10.0.0.7").bytes(), reason: .notForUs),
         .init(name: "not IP-in-IP to us, no session", packet: innerFromB(destination: a).bytes(), reason: .unsolicited),
     ]
@@ -124,10 +221,14 @@ struct IngressTests {
         for _ in 0..<2000 {
             let src = IPv4Address(rawValue: UInt32(truncatingIfNeeded: rng.next()))
             let dst = ["192.168.0.10", "8.8.8.8", "192.168.2.30", "10.0.0.1"][rng.next(below: 4)]
-            packets.append(encapsulated(innerFromB(destination: dst).bytes(), from: src == ip("10.0.0.2") ? "10.9.9.9" : "\(src)", to: Self.a))
+            packets.append(
+                encapsulated(
+                    innerFromB(destination: dst).bytes(), from: src == ip("10.0.0.2") ? "10.9.9.9" : "\(src)",
+                    to: Self.a))
         }
         // A ping-pong packet: node-b wraps a packet for node-a that is itself IP-in-IP back to node-b.
-        packets.append(encapsulated(encapsulated(innerFromB().bytes(), from: Self.a, to: Self.b), from: Self.b, to: Self.a))
+        packets.append(
+            encapsulated(encapsulated(innerFromB().bytes(), from: Self.a, to: Self.b), from: Self.b, to: Self.a))
         let run = try IngressRun(packets)
         #expect(run.outputs.allSatisfy { $0.side == .tun })
         #expect(run.counters.underlayPacketsOut == 0)
@@ -156,7 +257,9 @@ struct IngressTests {
                     #expect(run.verdicts[0].dropReason == .ecnNotECTWithCE)
                 }
                 if want != nil {
-                    #expect((run.counters.ecnUnusedCombinations == 1) == Engine.isCurrentlyUnusedECN(inner: innerECN, outer: outerECN))
+                    #expect(
+                        (run.counters.ecnUnusedCombinations == 1)
+                            == Engine.isCurrentlyUnusedECN(inner: innerECN, outer: outerECN))
                 }
             }
         }
@@ -174,8 +277,10 @@ struct IngressTests {
     }
 
     /// An ICMP frag-needed from a router on the path to node-b, quoting our outer header.
-    func fragNeeded(mtu: UInt16, quotedSource: String = "10.0.0.1", quotedDestination: String = "10.0.0.2",
-                    quotedProtocol: UInt8 = 4, from router: String = "10.0.0.254") -> [UInt8] {
+    func fragNeeded(
+        mtu: UInt16, quotedSource: String = "10.0.0.1", quotedDestination: String = "10.0.0.2",
+        quotedProtocol: UInt8 = 4, from router: String = "10.0.0.254"
+    ) -> [UInt8] {
         var quoted = PacketBuilder()
         quoted.source = ip(quotedSource)
         quoted.destination = ip(quotedDestination)
@@ -184,7 +289,8 @@ struct IngressTests {
         let q = quoted.bytes()
         var icmp: [UInt8] = [3, 4, 0, 0, 0, 0, UInt8(mtu >> 8), UInt8(mtu & 0xFF)] + q
         let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
-        icmp[2] = UInt8(c >> 8); icmp[3] = UInt8(c & 0xFF)
+        icmp[2] = UInt8(c >> 8)
+        icmp[3] = UInt8(c & 0xFF)
         var p = PacketBuilder()
         p.source = ip(router)
         p.destination = ip("10.0.0.1")
@@ -200,12 +306,14 @@ struct IngressTests {
         #expect(run.verdicts[0].action == .consumed)
         #expect(run.counters.pathMTUUpdates == 1)
         #expect(engine.learnedPathMTU(toNode: 1, now: Timestamp(seconds: 1000)) == 1400)
-        var big = PacketBuilder(); big.payload = Array(repeating: 0, count: 1380)   // 1400 bytes inner
+        var big = PacketBuilder()
+        big.payload = Array(repeating: 0, count: 1380)  // 1400 bytes inner
         let egress = try EgressRun(engine: engine, [big.bytes()])
         #expect(egress.verdicts[0].dropReason == .fragmentationNeeded)
         #expect(egress.outputs[0].bytes.u16(26) == 1380)
         // Other peers are unaffected; the learned value expires.
-        var toC = big; toC.destination = ip("192.168.2.30")
+        var toC = big
+        toC.destination = ip("192.168.2.30")
         #expect(try EgressRun(engine: engine, [toC.bytes()]).verdicts[0].action == .encapsulated)
         let later = try EgressRun(engine: engine, [big.bytes()], now: Timestamp(seconds: 1000 + 600))
         #expect(later.verdicts[0].action == .encapsulated)
@@ -215,9 +323,9 @@ struct IngressTests {
     func forgedPTB() throws {
         let engine = Engine(topology: try Topology.compile(exampleSpec()))
         let forged = [
-            fragNeeded(mtu: 68, quotedSource: "10.0.0.9"),                 // not our source
-            fragNeeded(mtu: 40, quotedDestination: "10.0.0.77"),           // not a peer
-            fragNeeded(mtu: 68, quotedProtocol: 17),                       // not a tunnel packet
+            fragNeeded(mtu: 68, quotedSource: "10.0.0.9"),  // not our source
+            fragNeeded(mtu: 40, quotedDestination: "10.0.0.77"),  // not a peer
+            fragNeeded(mtu: 68, quotedProtocol: 17),  // not a tunnel packet
         ]
         let run = try IngressRun(forged, engine: engine)
         #expect(run.verdicts.map(\.dropReason) == [.icmpNotAboutOurTunnel, .icmpNotAboutOurTunnel, .unsolicited])
@@ -237,8 +345,8 @@ struct IngressTests {
         let nodeB = Engine(topology: try Topology.compile(exampleSpec(local: "node-b")))
         for round in 0..<500 {
             var p = PacketBuilder()
-            p.source = IPv4Address(rawValue: 0xC0A8_0002 + UInt32(rng.next(below: 60)))        // node-a's block
-            p.destination = IPv4Address(rawValue: 0xC0A8_0102 + UInt32(rng.next(below: 60)))   // node-b's block
+            p.source = IPv4Address(rawValue: 0xC0A8_0002 + UInt32(rng.next(below: 60)))  // node-a's block
+            p.destination = IPv4Address(rawValue: 0xC0A8_0102 + UInt32(rng.next(below: 60)))  // node-b's block
             p.tos = UInt8(truncatingIfNeeded: rng.next())
             p.ttl = UInt8(1 + rng.next(below: 255))
             p.protocolNumber = [1, 6, 17, 47][rng.next(below: 4)]
@@ -247,7 +355,10 @@ struct IngressTests {
             p.payload = (0..<rng.next(below: 1400)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             let original = p.bytes()
             let sent = try EgressRun(engine: nodeA, [original])
-            guard sent.outputs.count == 1 else { Issue.record("round \(round): not encapsulated (seed \(seed))"); return }
+            guard sent.outputs.count == 1 else {
+                Issue.record("round \(round): not encapsulated (seed \(seed))")
+                return
+            }
             let received = try IngressRun([sent.outputs[0].bytes], engine: nodeB)
             guard received.outputs.count == 1 else {
                 Issue.record("round \(round): not decapsulated: \(received.verdicts[0]) (seed \(seed))")

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 /// The transport checksum of a whole datagram, verified from scratch (pseudo-header for TCP/UDP).
@@ -23,9 +24,11 @@ func transportChecksumValid(_ p: [UInt8]) -> Bool {
 func withFreshChecksums(_ packet: [UInt8]) -> [UInt8] {
     var p = packet
     let hl = Int(p[0] & 0x0F) * 4
-    p[10] = 0; p[11] = 0
+    p[10] = 0
+    p[11] = 0
     let c = p[0..<hl].withUnsafeBytes { InternetChecksum.checksum($0) }
-    p[10] = UInt8(c >> 8); p[11] = UInt8(c & 0xFF)
+    p[10] = UInt8(c >> 8)
+    p[11] = UInt8(c & 0xFF)
     let total = Int(p.u16(2))
     let offset: Int
     switch p[9] {
@@ -34,19 +37,23 @@ func withFreshChecksums(_ packet: [UInt8]) -> [UInt8] {
     case 1: offset = hl + 2
     default: return p
     }
-    p[offset] = 0; p[offset + 1] = 0
+    p[offset] = 0
+    p[offset + 1] = 0
     var data = Array(p[hl..<total])
     if p[9] != 1 { data = Array(p[12..<20]) + [0, p[9], UInt8(data.count >> 8), UInt8(data.count & 0xFF)] + data }
     var s = data.withUnsafeBytes { InternetChecksum.checksum($0) }
     if p[9] == 17 && s == 0 { s = 0xFFFF }
-    p[offset] = UInt8(s >> 8); p[offset + 1] = UInt8(s & 0xFF)
+    p[offset] = UInt8(s >> 8)
+    p[offset + 1] = UInt8(s & 0xFF)
     return p
 }
 
 /// A TCP, UDP or ICMP echo packet with a valid transport checksum.
-func flowPacket(proto: UInt8, source: String = "192.168.0.10", sourcePort: UInt16 = 40000,
-                destination: String = "203.0.113.10", destinationPort: UInt16 = 443, flags: UInt8 = 0x02,
-                payload: [UInt8] = [], icmpType: UInt8 = 8) -> [UInt8] {
+func flowPacket(
+    proto: UInt8, source: String = "192.168.0.10", sourcePort: UInt16 = 40000,
+    destination: String = "203.0.113.10", destinationPort: UInt16 = 443, flags: UInt8 = 0x02,
+    payload: [UInt8] = [], icmpType: UInt8 = 8
+) -> [UInt8] {
     var b = PacketBuilder()
     b.source = ip(source)
     b.destination = ip(destination)
@@ -54,14 +61,22 @@ func flowPacket(proto: UInt8, source: String = "192.168.0.10", sourcePort: UInt1
     switch proto {
     case 6:
         var t = [UInt8](repeating: 0, count: 20)
-        t[0] = UInt8(sourcePort >> 8); t[1] = UInt8(sourcePort & 0xFF)
-        t[2] = UInt8(destinationPort >> 8); t[3] = UInt8(destinationPort & 0xFF)
-        t[7] = 1; t[12] = 0x50; t[13] = flags; t[14] = 0xFA
+        t[0] = UInt8(sourcePort >> 8)
+        t[1] = UInt8(sourcePort & 0xFF)
+        t[2] = UInt8(destinationPort >> 8)
+        t[3] = UInt8(destinationPort & 0xFF)
+        t[7] = 1
+        t[12] = 0x50
+        t[13] = flags
+        t[14] = 0xFA
         b.payload = t + payload
     case 17:
         let n = 8 + payload.count
-        b.payload = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), UInt8(destinationPort >> 8),
-                     UInt8(destinationPort & 0xFF), UInt8(n >> 8), UInt8(n & 0xFF), 0, 0] + payload
+        b.payload =
+            [
+                UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), UInt8(destinationPort >> 8),
+                UInt8(destinationPort & 0xFF), UInt8(n >> 8), UInt8(n & 0xFF), 0, 0,
+            ] + payload
     default:
         b.payload = [icmpType, 0, 0, 0, UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), 0, 1] + payload
     }
@@ -75,7 +90,8 @@ func mirrored(_ packet: [UInt8]) -> [UInt8] {
     for k in 0..<4 { p.swapAt(12 + k, 16 + k) }
     switch p[9] {
     case 6, 17:
-        p.swapAt(hl, hl + 2); p.swapAt(hl + 1, hl + 3)
+        p.swapAt(hl, hl + 2)
+        p.swapAt(hl + 1, hl + 3)
         if p[9] == 6 { p[hl + 13] = 0x12 }
     default:
         p[hl] = 0
@@ -87,15 +103,19 @@ func mirrored(_ packet: [UInt8]) -> [UInt8] {
 struct NATEngineTests {
     let node = ip("10.0.0.1")
 
-    func engine(portRange: ClosedRange<UInt16>? = nil, capacity: Int = 4096, timeouts: NATTimeouts = .init()) throws -> Engine {
+    func engine(
+        portRange: ClosedRange<UInt16>? = nil, capacity: Int = 4096, timeouts: NATTimeouts = .init()
+    ) throws -> Engine {
         var spec = exampleSpec()
         spec.natPortRange = portRange
-        return Engine(topology: try Topology.compile(spec),
-                      configuration: .init(natCapacity: capacity, natTimeouts: timeouts))
+        return Engine(
+            topology: try Topology.compile(spec),
+            configuration: .init(natCapacity: capacity, natTimeouts: timeouts))
     }
 
-    @Test("a TCP handshake out and back: source becomes the node IP, the reply is restored, checksums valid",
-          arguments: [UInt8(6), 17, 1])
+    @Test(
+        "a TCP handshake out and back: source becomes the node IP, the reply is restored, checksums valid",
+        arguments: [UInt8(6), 17, 1])
     func roundTrip(proto: UInt8) throws {
         let e = try engine()
         let out = flowPacket(proto: proto, payload: Array("hello".utf8))
@@ -134,7 +154,9 @@ struct NATEngineTests {
     func preservation() throws {
         let e = try engine(portRange: 20000...20010)
         let kept = try EgressRun(engine: e, [flowPacket(proto: 6, sourcePort: 20005)]).outputs[0].bytes.u16(20)
-        let moved = try EgressRun(engine: e, [flowPacket(proto: 6, source: "192.168.0.11", sourcePort: 40000)]).outputs[0].bytes.u16(20)
+        let moved = try EgressRun(engine: e, [flowPacket(proto: 6, source: "192.168.0.11", sourcePort: 40000)]).outputs[
+            0
+        ].bytes.u16(20)
         #expect(kept == 20005)
         #expect((20000...20010).contains(moved) && moved != 20005)
     }
@@ -143,8 +165,10 @@ struct NATEngineTests {
     func filtering() throws {
         let e = try engine()
         let t = try EgressRun(engine: e, [flowPacket(proto: 17)]).outputs[0].bytes
-        var wrongAddress = mirrored(t); wrongAddress[15] = 99
-        var wrongPort = mirrored(t); wrongPort[21] ^= 1
+        var wrongAddress = mirrored(t)
+        wrongAddress[15] = 99
+        var wrongPort = mirrored(t)
+        wrongPort[21] ^= 1
         let run = try IngressRun([withFreshChecksums(wrongAddress), withFreshChecksums(wrongPort)], engine: e)
         #expect(run.verdicts.map(\.dropReason) == [.unsolicited, .unsolicited])
     }
@@ -153,10 +177,13 @@ struct NATEngineTests {
     func udpZeroChecksum() throws {
         let e = try engine()
         var out = flowPacket(proto: 17, payload: [1, 2, 3])
-        out[26] = 0; out[27] = 0
+        out[26] = 0
+        out[27] = 0
         let t = try EgressRun(engine: e, [out]).outputs[0].bytes
         #expect(t.u16(26) == 0)
-        var reply = mirrored(t); reply[26] = 0; reply[27] = 0
+        var reply = mirrored(t)
+        reply[26] = 0
+        reply[27] = 0
         let back = try IngressRun([reply], engine: e).outputs[0].bytes
         #expect(back.u16(26) == 0)
     }
@@ -181,9 +208,13 @@ struct NATEngineTests {
         // Port unreachable from the server, quoting the translated datagram (header + 8 bytes).
         var icmp: [UInt8] = [3, 3, 0, 0, 0, 0, 0, 0] + Array(t.prefix(28))
         let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
-        icmp[2] = UInt8(c >> 8); icmp[3] = UInt8(c & 0xFF)
+        icmp[2] = UInt8(c >> 8)
+        icmp[3] = UInt8(c & 0xFF)
         var err = PacketBuilder()
-        err.source = ip("203.0.113.10"); err.destination = node; err.protocolNumber = 1; err.payload = icmp
+        err.source = ip("203.0.113.10")
+        err.destination = node
+        err.protocolNumber = 1
+        err.payload = icmp
         let run = try IngressRun([err.bytes()], engine: e)
         #expect(run.verdicts[0].action == .untranslated)
         let d = run.outputs[0].bytes
@@ -197,13 +228,18 @@ struct NATEngineTests {
     @Test("NAT-14: a workload's ICMP error about a translated reply leaves with the node's endpoint")
     func icmpErrorOutbound() throws {
         let e = try engine()
-        let t = try EgressRun(engine: e, [flowPacket(proto: 17, sourcePort: 40000, destinationPort: 7777)]).outputs[0].bytes
+        let t = try EgressRun(engine: e, [flowPacket(proto: 17, sourcePort: 40000, destinationPort: 7777)]).outputs[0]
+            .bytes
         let reply = try IngressRun([mirrored(t)], engine: e).outputs[0].bytes  // as the workload received it
         var icmp: [UInt8] = [3, 3, 0, 0, 0, 0, 0, 0] + Array(reply.prefix(28))
         let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
-        icmp[2] = UInt8(c >> 8); icmp[3] = UInt8(c & 0xFF)
+        icmp[2] = UInt8(c >> 8)
+        icmp[3] = UInt8(c & 0xFF)
         var err = PacketBuilder()
-        err.source = ip("192.168.0.10"); err.destination = ip("203.0.113.10"); err.protocolNumber = 1; err.payload = icmp
+        err.source = ip("192.168.0.10")
+        err.destination = ip("203.0.113.10")
+        err.protocolNumber = 1
+        err.payload = icmp
         let run = try EgressRun(engine: e, [err.bytes()])
         #expect(run.verdicts[0].action == .translated)
         let o = run.outputs[0].bytes
@@ -247,8 +283,10 @@ struct NATEngineTests {
         }
         while n < 64_512 {
             // Distinct internal endpoints: 252 workloads × 256 source ports.
-            let host = 2 + n / 256, port = UInt16(30000 + n % 256)
-            batch.append(flowPacket(proto: 17, source: "192.168.0.\(host % 62 + 2)", sourcePort: port + UInt16(host / 62) * 256))
+            let host = 2 + n / 256
+            let port = UInt16(30000 + n % 256)
+            batch.append(
+                flowPacket(proto: 17, source: "192.168.0.\(host % 62 + 2)", sourcePort: port + UInt16(host / 62) * 256))
             n += 1
             if batch.count == 256 { try flush() }
         }
@@ -259,13 +297,17 @@ struct NATEngineTests {
         #expect(e.nat.counters.portsExhausted == 1)
     }
 
-    @Test("NAT-09/10 timeouts at their edges through the engine", arguments: [
-        (UInt8(17), Int64(300)), (UInt8(1), Int64(60)), (UInt8(6), Int64(240)),
-    ])
+    @Test(
+        "NAT-09/10 timeouts at their edges through the engine",
+        arguments: [
+            (UInt8(17), Int64(300)), (UInt8(1), Int64(60)), (UInt8(6), Int64(240)),
+        ])
     func timeouts(proto: UInt8, seconds: Int64) throws {
         // TCP: a SYN with no answer stays "opening" (transitory, 240 s).
-        for (offset, alive) in [(Timestamp(seconds: seconds - 1, nanoseconds: 999_999_999), true),
-                                (Timestamp(seconds: seconds), false)] {
+        for (offset, alive) in [
+            (Timestamp(seconds: seconds - 1, nanoseconds: 999_999_999), true),
+            (Timestamp(seconds: seconds), false),
+        ] {
             let e = try engine()
             let t = try EgressRun(engine: e, [flowPacket(proto: proto)], now: Timestamp(seconds: 1000)).outputs[0].bytes
             let at = Timestamp(seconds: 1000 + offset.seconds, nanoseconds: offset.nanoseconds)
@@ -279,7 +321,7 @@ struct NATEngineTests {
         let e = try engine()
         let syn = flowPacket(proto: 6, flags: 0x02)
         let t = try EgressRun(engine: e, [syn], now: Timestamp(seconds: 0)).outputs[0].bytes
-        _ = try IngressRun([mirrored(t)], engine: e, now: Timestamp(seconds: 1))   // SYN-ACK: established
+        _ = try IngressRun([mirrored(t)], engine: e, now: Timestamp(seconds: 1))  // SYN-ACK: established
         let ack = try EgressRun(engine: e, [flowPacket(proto: 6, flags: 0x10)], now: Timestamp(seconds: 2))
         #expect(ack.verdicts[0].action == .translated)
         let late = try IngressRun([mirrored(ack.outputs[0].bytes)], engine: e, now: Timestamp(seconds: 2 + 7439))
@@ -294,13 +336,15 @@ struct NATEngineTests {
         for round in 0..<1000 {
             let proto: UInt8 = [6, 17, 1][rng.next(below: 3)]
             let payload = (0..<rng.next(below: 200)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            let out = flowPacket(proto: proto, source: "192.168.0.\(2 + rng.next(below: 60))",
-                                 sourcePort: UInt16(1 + rng.next(below: 65534)),
-                                 destination: "203.0.113.\(1 + rng.next(below: 250))",
-                                 destinationPort: UInt16(1 + rng.next(below: 65534)), payload: payload)
+            let out = flowPacket(
+                proto: proto, source: "192.168.0.\(2 + rng.next(below: 60))",
+                sourcePort: UInt16(1 + rng.next(below: 65534)),
+                destination: "203.0.113.\(1 + rng.next(below: 250))",
+                destinationPort: UInt16(1 + rng.next(below: 65534)), payload: payload)
             let sent = try EgressRun(engine: e, [out])
             guard sent.verdicts[0].action == .translated else {
-                Issue.record("round \(round): \(sent.verdicts[0]) (seed \(seed))"); return
+                Issue.record("round \(round): \(sent.verdicts[0]) (seed \(seed))")
+                return
             }
             let t = sent.outputs[0].bytes
             #expect(t.headerChecksumValid && transportChecksumValid(t), "round \(round) (seed \(seed))")

@@ -39,7 +39,9 @@ extension NATTable {
         for s in liveSessions {
             let r = sessions[Int(s)]
             guard let p = NATProtocol(rawValue: r.proto) else { return "bad protocol" }
-            guard findSession(p, r.externalPort, r.remoteAddress, r.remotePort) == s else { return "session \(s) unreachable" }
+            guard findSession(p, r.externalPort, r.remoteAddress, r.remotePort) == s else {
+                return "session \(s) unreachable"
+            }
             guard liveMappings.contains(r.mapping) else { return "session \(s) on a dead mapping" }
             guard mappings[Int(r.mapping)].externalPort == r.externalPort else { return "external port differs" }
             let c = NATTable.timeoutClass(p, NATTCPState(rawValue: r.tcpState) ?? .opening)
@@ -92,8 +94,9 @@ struct NATTableMappingTests {
         let nat = NATTable(capacity: 64)
         var ports: [UInt16] = []
         for (server, port) in [(server1, UInt16(53)), (server2, 53), (server3, 443)] {
-            let r = nat.outbound(.udp, internalAddress: workload1, internalPort: 5000, remoteAddress: server,
-                                 remotePort: port, tcpFlags: 0, now: at(10))
+            let r = nat.outbound(
+                .udp, internalAddress: workload1, internalPort: 5000, remoteAddress: server,
+                remotePort: port, tcpFlags: 0, now: at(10))
             #expect(r.status == .created)
             ports.append(r.externalPort)
         }
@@ -106,16 +109,20 @@ struct NATTableMappingTests {
     @Test("no port overloading: two workloads, same source port, same destination (NAT-04)")
     func noPortOverloading() {
         let nat = NATTable(capacity: 64)
-        let a = nat.outbound(.tcp, internalAddress: workload1, internalPort: 5000, remoteAddress: server1,
-                             remotePort: 443, tcpFlags: SYN, now: at(1))
-        let b = nat.outbound(.tcp, internalAddress: workload2, internalPort: 5000, remoteAddress: server1,
-                             remotePort: 443, tcpFlags: SYN, now: at(1))
+        let a = nat.outbound(
+            .tcp, internalAddress: workload1, internalPort: 5000, remoteAddress: server1,
+            remotePort: 443, tcpFlags: SYN, now: at(1))
+        let b = nat.outbound(
+            .tcp, internalAddress: workload2, internalPort: 5000, remoteAddress: server1,
+            remotePort: 443, tcpFlags: SYN, now: at(1))
         #expect(a.status == .created && b.status == .created)
         #expect(a.externalPort != b.externalPort)
-        let ra = nat.inbound(.tcp, externalPort: a.externalPort, remoteAddress: server1, remotePort: 443,
-                             tcpFlags: SYN | ACK, now: at(2))
-        let rb = nat.inbound(.tcp, externalPort: b.externalPort, remoteAddress: server1, remotePort: 443,
-                             tcpFlags: SYN | ACK, now: at(2))
+        let ra = nat.inbound(
+            .tcp, externalPort: a.externalPort, remoteAddress: server1, remotePort: 443,
+            tcpFlags: SYN | ACK, now: at(2))
+        let rb = nat.inbound(
+            .tcp, externalPort: b.externalPort, remoteAddress: server1, remotePort: 443,
+            tcpFlags: SYN | ACK, now: at(2))
         #expect(ra?.internalAddress == workload1 && ra?.internalPort == 5000)
         #expect(rb?.internalAddress == workload2 && rb?.internalPort == 5000)
     }
@@ -123,40 +130,49 @@ struct NATTableMappingTests {
     @Test("ICMP echo: two workloads with the same identifier get distinct external identifiers (NAT-13)")
     func icmpIdentifiers() {
         let nat = NATTable(capacity: 64)
-        let a = nat.outbound(.icmp, internalAddress: workload1, internalPort: 61234, remoteAddress: server1,
-                             remotePort: 0, tcpFlags: 0, now: at(1))
-        let b = nat.outbound(.icmp, internalAddress: workload2, internalPort: 61234, remoteAddress: server1,
-                             remotePort: 0, tcpFlags: 0, now: at(1))
+        let a = nat.outbound(
+            .icmp, internalAddress: workload1, internalPort: 61234, remoteAddress: server1,
+            remotePort: 0, tcpFlags: 0, now: at(1))
+        let b = nat.outbound(
+            .icmp, internalAddress: workload2, internalPort: 61234, remoteAddress: server1,
+            remotePort: 0, tcpFlags: 0, now: at(1))
         #expect(a.externalPort == 61234)
         #expect(b.status == .created && b.externalPort != 61234)
         // The remote "port" of ICMP is ignored.
-        #expect(nat.inbound(.icmp, externalPort: b.externalPort, remoteAddress: server1, remotePort: 9,
-                            tcpFlags: 0, now: at(2))?.internalAddress == workload2)
+        #expect(
+            nat.inbound(
+                .icmp, externalPort: b.externalPort, remoteAddress: server1, remotePort: 9,
+                tcpFlags: 0, now: at(2))?.internalAddress == workload2)
         // Separate port space: UDP may preserve the same number.
-        let u = nat.outbound(.udp, internalAddress: workload2, internalPort: 61234, remoteAddress: server1,
-                             remotePort: 53, tcpFlags: 0, now: at(2))
+        let u = nat.outbound(
+            .udp, internalAddress: workload2, internalPort: 61234, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(2))
         #expect(u.externalPort == 61234)
     }
 
     @Test("port preservation when free and in range; random in range otherwise (NAT-05/06)")
     func portPreservation() {
         let nat = NATTable(capacity: 20_000, portRange: 20000...29999)
-        let kept = nat.outbound(.udp, internalAddress: workload1, internalPort: 25000, remoteAddress: server1,
-                                remotePort: 53, tcpFlags: 0, now: at(1))
+        let kept = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 25000, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(1))
         #expect(kept.externalPort == 25000)
-        let taken = nat.outbound(.udp, internalAddress: workload2, internalPort: 25000, remoteAddress: server1,
-                                 remotePort: 53, tcpFlags: 0, now: at(1))
+        let taken = nat.outbound(
+            .udp, internalAddress: workload2, internalPort: 25000, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(1))
         #expect(taken.status == .created && taken.externalPort != 25000 && (20000...29999).contains(taken.externalPort))
-        let outside = nat.outbound(.udp, internalAddress: workload1, internalPort: 5000, remoteAddress: server1,
-                                   remotePort: 53, tcpFlags: 0, now: at(1))
+        let outside = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 5000, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(1))
         #expect(outside.status == .created && (20000...29999).contains(outside.externalPort))
         // 9,000 more mappings from ports outside the range: all inside, all distinct, not sequential.
         var seen = Set([kept.externalPort, taken.externalPort, outside.externalPort])
         var ascending = 0
         var previous: UInt16 = 0
         for i in 0..<9000 {
-            let r = nat.outbound(.udp, internalAddress: IPv4Address(rawValue: 0x0A00_0000 + UInt32(i)),
-                                 internalPort: 1000, remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(2))
+            let r = nat.outbound(
+                .udp, internalAddress: IPv4Address(rawValue: 0x0A00_0000 + UInt32(i)),
+                internalPort: 1000, remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(2))
             #expect(r.status == .created)
             #expect((20000...29999).contains(r.externalPort))
             #expect(seen.insert(r.externalPort).inserted)
@@ -180,7 +196,8 @@ struct NATTableMappingTests {
     static let inboundRows: [InboundRow] = [
         .init(name: "matching session", proto: .udp, portDelta: 0, remote: server1, remotePort: 53, accepted: true),
         .init(name: "wrong remote port", proto: .udp, portDelta: 0, remote: server1, remotePort: 54, accepted: false),
-        .init(name: "wrong remote address", proto: .udp, portDelta: 0, remote: server2, remotePort: 53, accepted: false),
+        .init(
+            name: "wrong remote address", proto: .udp, portDelta: 0, remote: server2, remotePort: 53, accepted: false),
         .init(name: "wrong protocol", proto: .tcp, portDelta: 0, remote: server1, remotePort: 53, accepted: false),
         .init(name: "wrong external port", proto: .udp, portDelta: 1, remote: server1, remotePort: 53, accepted: false),
     ]
@@ -188,10 +205,12 @@ struct NATTableMappingTests {
     @Test("inbound only for a matching session (address-and-port-dependent filtering)", arguments: inboundRows)
     func inboundFiltering(row: InboundRow) {
         let nat = NATTable(capacity: 16)
-        let out = nat.outbound(.udp, internalAddress: workload1, internalPort: 61500, remoteAddress: server1,
-                               remotePort: 53, tcpFlags: 0, now: at(1))
-        let r = nat.inbound(row.proto, externalPort: out.externalPort &+ row.portDelta, remoteAddress: row.remote,
-                            remotePort: row.remotePort, tcpFlags: ACK, now: at(2))
+        let out = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 61500, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(1))
+        let r = nat.inbound(
+            row.proto, externalPort: out.externalPort &+ row.portDelta, remoteAddress: row.remote,
+            remotePort: row.remotePort, tcpFlags: ACK, now: at(2))
         #expect((r != nil) == row.accepted)
         if let r {
             #expect(r.internalAddress == workload1 && r.internalPort == 61500)
@@ -202,17 +221,26 @@ struct NATTableMappingTests {
     @Test("peek lookups neither refresh nor create")
     func peekIsReadOnly() {
         let nat = NATTable(capacity: 16)
-        let out = nat.outbound(.udp, internalAddress: workload1, internalPort: 7000, remoteAddress: server1,
-                               remotePort: 53, tcpFlags: 0, now: at(0))
-        #expect(nat.peekOutbound(.udp, internalAddress: workload1, internalPort: 7000, remoteAddress: server1,
-                                 remotePort: 53, now: at(299)) == out.externalPort)
-        #expect(nat.peekInbound(.udp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 53,
-                                now: at(299))?.internalPort == 7000)
-        #expect(nat.peekOutbound(.udp, internalAddress: workload1, internalPort: 7000, remoteAddress: server2,
-                                 remotePort: 53, now: at(299)) == nil)
+        let out = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 7000, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(0))
+        #expect(
+            nat.peekOutbound(
+                .udp, internalAddress: workload1, internalPort: 7000, remoteAddress: server1,
+                remotePort: 53, now: at(299)) == out.externalPort)
+        #expect(
+            nat.peekInbound(
+                .udp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 53,
+                now: at(299))?.internalPort == 7000)
+        #expect(
+            nat.peekOutbound(
+                .udp, internalAddress: workload1, internalPort: 7000, remoteAddress: server2,
+                remotePort: 53, now: at(299)) == nil)
         // No refresh happened: gone at 300 s.
-        #expect(nat.peekInbound(.udp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 53,
-                                now: at(300)) == nil)
+        #expect(
+            nat.peekInbound(
+                .udp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 53,
+                now: at(300)) == nil)
         #expect(nat.count == 1)
         #expect(nat.isExternalPortInUse(.udp, out.externalPort))
         #expect(nat.expire(now: at(300)) == 1)
@@ -227,8 +255,9 @@ struct NATTableMappingTests {
             for i in 0..<500 {
                 let address = IPv4Address(rawValue: 0xC0A8_0000 + UInt32(i % 50))
                 let port = UInt16(40000 + i / 50)
-                let result = nat.outbound(.tcp, internalAddress: address, internalPort: port, remoteAddress: server1,
-                                          remotePort: 443, tcpFlags: SYN, now: at(Int64(i)))
+                let result = nat.outbound(
+                    .tcp, internalAddress: address, internalPort: port, remoteAddress: server1,
+                    remotePort: 443, tcpFlags: SYN, now: at(Int64(i)))
                 ports.append(result.externalPort)
             }
             return ports
@@ -256,34 +285,46 @@ struct NATTableTimerTests {
     static let timeoutRows: [TimeoutRow] = [
         .init(name: "UDP 300 s", proto: .udp, packets: [], firstFlags: 0, timeout: 300, state: nil),
         .init(name: "ICMP 60 s", proto: .icmp, packets: [], firstFlags: 0, timeout: 60, state: nil),
-        .init(name: "TCP opening (SYN) 240 s", proto: .tcp, packets: [], firstFlags: SYN, timeout: 240,
-              state: .opening),
-        .init(name: "TCP established 7440 s", proto: .tcp, packets: [(false, SYN | ACK), (true, ACK)],
-              firstFlags: SYN, timeout: 7440, state: .established),
-        .init(name: "TCP closing (FIN) 240 s", proto: .tcp, packets: [(false, SYN | ACK), (true, FIN | ACK)],
-              firstFlags: SYN, timeout: 240, state: .closing),
-        .init(name: "TCP reset (inbound RST) keeps state 240 s", proto: .tcp,
-              packets: [(false, SYN | ACK), (false, RST)], firstFlags: SYN, timeout: 240, state: .reset),
-        .init(name: "TCP reset (outbound RST) keeps state 240 s", proto: .tcp,
-              packets: [(false, SYN | ACK), (true, RST | ACK)], firstFlags: SYN, timeout: 240, state: .reset),
-        .init(name: "TCP mid-stream pickup 240 s", proto: .tcp, packets: [], firstFlags: ACK, timeout: 240,
-              state: .opening),
+        .init(
+            name: "TCP opening (SYN) 240 s", proto: .tcp, packets: [], firstFlags: SYN, timeout: 240,
+            state: .opening),
+        .init(
+            name: "TCP established 7440 s", proto: .tcp, packets: [(false, SYN | ACK), (true, ACK)],
+            firstFlags: SYN, timeout: 7440, state: .established),
+        .init(
+            name: "TCP closing (FIN) 240 s", proto: .tcp, packets: [(false, SYN | ACK), (true, FIN | ACK)],
+            firstFlags: SYN, timeout: 240, state: .closing),
+        .init(
+            name: "TCP reset (inbound RST) keeps state 240 s", proto: .tcp,
+            packets: [(false, SYN | ACK), (false, RST)], firstFlags: SYN, timeout: 240, state: .reset),
+        .init(
+            name: "TCP reset (outbound RST) keeps state 240 s", proto: .tcp,
+            packets: [(false, SYN | ACK), (true, RST | ACK)], firstFlags: SYN, timeout: 240, state: .reset),
+        .init(
+            name: "TCP mid-stream pickup 240 s", proto: .tcp, packets: [], firstFlags: ACK, timeout: 240,
+            state: .opening),
     ]
 
     @Test("alive at timeout − 1 ns, expired at the timeout", arguments: timeoutRows)
     func timeoutEdge(row: TimeoutRow) {
         let nat = NATTable(capacity: 16)
         let start: Int64 = 1_000
-        let out = nat.outbound(row.proto, internalAddress: workload1, internalPort: 61100, remoteAddress: server1,
-                               remotePort: 80, tcpFlags: row.firstFlags, now: at(start))
+        let out = nat.outbound(
+            row.proto, internalAddress: workload1, internalPort: 61100, remoteAddress: server1,
+            remotePort: 80, tcpFlags: row.firstFlags, now: at(start))
         #expect(out.status == .created)
         for (outbound, flags) in row.packets {
             if outbound {
-                #expect(nat.outbound(row.proto, internalAddress: workload1, internalPort: 61100, remoteAddress: server1,
-                                     remotePort: 80, tcpFlags: flags, now: at(start)).status == .existing)
+                #expect(
+                    nat.outbound(
+                        row.proto, internalAddress: workload1, internalPort: 61100, remoteAddress: server1,
+                        remotePort: 80, tcpFlags: flags, now: at(start)
+                    ).status == .existing)
             } else {
-                #expect(nat.inbound(row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
-                                    tcpFlags: flags, now: at(start)) != nil)
+                #expect(
+                    nat.inbound(
+                        row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
+                        tcpFlags: flags, now: at(start)) != nil)
             }
         }
         if let state = row.state {
@@ -291,15 +332,23 @@ struct NATTableTimerTests {
         }
         let edge = start + row.timeout
         #expect(nat.expire(now: justBefore(edge)) == 0)
-        #expect(nat.peekInbound(row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
-                                now: justBefore(edge)) != nil)
-        #expect(nat.peekOutbound(row.proto, internalAddress: workload1, internalPort: 61100, remoteAddress: server1,
-                                 remotePort: 80, now: justBefore(edge)) == out.externalPort)
-        #expect(nat.peekInbound(row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
-                                now: at(edge)) == nil)
+        #expect(
+            nat.peekInbound(
+                row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
+                now: justBefore(edge)) != nil)
+        #expect(
+            nat.peekOutbound(
+                row.proto, internalAddress: workload1, internalPort: 61100, remoteAddress: server1,
+                remotePort: 80, now: justBefore(edge)) == out.externalPort)
+        #expect(
+            nat.peekInbound(
+                row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
+                now: at(edge)) == nil)
         // Lazily absent even before expire() runs: inbound at the edge reaps and filters.
-        #expect(nat.inbound(row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
-                            tcpFlags: ACK, now: at(edge)) == nil)
+        #expect(
+            nat.inbound(
+                row.proto, externalPort: out.externalPort, remoteAddress: server1, remotePort: 80,
+                tcpFlags: ACK, now: at(edge)) == nil)
         #expect(nat.count == 0 && nat.mappingCount == 0)
         #expect(nat.counters.expired == 1)
         #expect(!nat.isExternalPortInUse(row.proto, out.externalPort))
@@ -308,47 +357,64 @@ struct NATTableTimerTests {
     @Test("TCP established survives 2 h 4 min − 1 ns idle (NAT-10)")
     func establishedSurvivesRFCMinimum() {
         let nat = NATTable(capacity: 4)
-        let out = nat.outbound(.tcp, internalAddress: workload1, internalPort: 40000, remoteAddress: server1,
-                               remotePort: 443, tcpFlags: SYN, now: at(0))
-        _ = nat.inbound(.tcp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 443,
-                        tcpFlags: SYN | ACK, now: at(0))
-        let r = nat.outbound(.tcp, internalAddress: workload1, internalPort: 40000, remoteAddress: server1,
-                             remotePort: 443, tcpFlags: ACK, now: justBefore(2 * 3600 + 4 * 60))
+        let out = nat.outbound(
+            .tcp, internalAddress: workload1, internalPort: 40000, remoteAddress: server1,
+            remotePort: 443, tcpFlags: SYN, now: at(0))
+        _ = nat.inbound(
+            .tcp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 443,
+            tcpFlags: SYN | ACK, now: at(0))
+        let r = nat.outbound(
+            .tcp, internalAddress: workload1, internalPort: 40000, remoteAddress: server1,
+            remotePort: 443, tcpFlags: ACK, now: justBefore(2 * 3600 + 4 * 60))
         #expect(r.status == .existing && r.externalPort == out.externalPort)
     }
 
     @Test("a refresh extends the life, outbound and inbound alike")
     func refreshExtends() {
         let nat = NATTable(capacity: 4)
-        let out = nat.outbound(.udp, internalAddress: workload1, internalPort: 5353, remoteAddress: server1,
-                               remotePort: 53, tcpFlags: 0, now: at(0))
-        #expect(nat.outbound(.udp, internalAddress: workload1, internalPort: 5353, remoteAddress: server1,
-                             remotePort: 53, tcpFlags: 0, now: at(200)).status == .existing)
-        #expect(nat.inbound(.udp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 53,
-                            tcpFlags: 0, now: justBefore(500)) != nil)
+        let out = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 5353, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(0))
+        #expect(
+            nat.outbound(
+                .udp, internalAddress: workload1, internalPort: 5353, remoteAddress: server1,
+                remotePort: 53, tcpFlags: 0, now: at(200)
+            ).status == .existing)
+        #expect(
+            nat.inbound(
+                .udp, externalPort: out.externalPort, remoteAddress: server1, remotePort: 53,
+                tcpFlags: 0, now: justBefore(500)) != nil)
         // Last activity 500 s − 1 ns: alive until 800 s − 2 ns, expired at 800 s − 1 ns.
         #expect(nat.expire(now: at(799, 999_999_998)) == 0)
         #expect(nat.expire(now: justBefore(800)) == 1)
         // A new packet afterwards creates a new session (the mapping was released; the port is
         // the preserved one only when in range).
-        #expect(nat.outbound(.udp, internalAddress: workload1, internalPort: 5353, remoteAddress: server1,
-                             remotePort: 53, tcpFlags: 0, now: at(801)).status == .created)
+        #expect(
+            nat.outbound(
+                .udp, internalAddress: workload1, internalPort: 5353, remoteAddress: server1,
+                remotePort: 53, tcpFlags: 0, now: at(801)
+            ).status == .created)
     }
 
     @Test("a mapping lives while one of its sessions lives; the clock never runs backwards")
     func mappingOutlivesShortSessions() {
         let nat = NATTable(capacity: 8, portRange: 61000...61001)
-        let a = nat.outbound(.udp, internalAddress: workload1, internalPort: 1, remoteAddress: server1,
-                             remotePort: 53, tcpFlags: 0, now: at(0))
-        _ = nat.outbound(.udp, internalAddress: workload1, internalPort: 1, remoteAddress: server2,
-                         remotePort: 53, tcpFlags: 0, now: at(200))
+        let a = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 1, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(0))
+        _ = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 1, remoteAddress: server2,
+            remotePort: 53, tcpFlags: 0, now: at(200))
         #expect(nat.expire(now: at(300)) == 1)
         #expect(nat.mappingCount == 1)
         // An older timestamp counts as the newest seen: the first session stays gone.
-        #expect(nat.inbound(.udp, externalPort: a.externalPort, remoteAddress: server1, remotePort: 53,
-                            tcpFlags: 0, now: at(10)) == nil)
-        let again = nat.outbound(.udp, internalAddress: workload1, internalPort: 1, remoteAddress: server3,
-                                 remotePort: 53, tcpFlags: 0, now: at(400))
+        #expect(
+            nat.inbound(
+                .udp, externalPort: a.externalPort, remoteAddress: server1, remotePort: 53,
+                tcpFlags: 0, now: at(10)) == nil)
+        let again = nat.outbound(
+            .udp, internalAddress: workload1, internalPort: 1, remoteAddress: server3,
+            remotePort: 53, tcpFlags: 0, now: at(400))
         #expect(again.status == .created && again.externalPort == a.externalPort)
     }
 
@@ -362,32 +428,42 @@ struct NATTableTimerTests {
     }
 
     static let transitionRows: [TransitionRow] = [
-        .init(name: "opening + inbound SYN+ACK → established", from: .opening, flags: SYN | ACK, outbound: false,
-              to: .established),
-        .init(name: "opening + inbound ACK → established", from: .opening, flags: ACK, outbound: false,
-              to: .established),
-        .init(name: "opening + inbound SYN (simultaneous open) → opening", from: .opening, flags: SYN,
-              outbound: false, to: .opening),
+        .init(
+            name: "opening + inbound SYN+ACK → established", from: .opening, flags: SYN | ACK, outbound: false,
+            to: .established),
+        .init(
+            name: "opening + inbound ACK → established", from: .opening, flags: ACK, outbound: false,
+            to: .established),
+        .init(
+            name: "opening + inbound SYN (simultaneous open) → opening", from: .opening, flags: SYN,
+            outbound: false, to: .opening),
         .init(name: "opening + outbound ACK → opening", from: .opening, flags: ACK, outbound: true, to: .opening),
-        .init(name: "opening + outbound SYN retransmit → opening", from: .opening, flags: SYN, outbound: true,
-              to: .opening),
+        .init(
+            name: "opening + outbound SYN retransmit → opening", from: .opening, flags: SYN, outbound: true,
+            to: .opening),
         .init(name: "opening + inbound RST → reset", from: .opening, flags: RST | ACK, outbound: false, to: .reset),
         .init(name: "opening + outbound FIN → closing", from: .opening, flags: FIN, outbound: true, to: .closing),
-        .init(name: "established + data → established", from: .established, flags: ACK, outbound: true,
-              to: .established),
-        .init(name: "established + inbound FIN → closing", from: .established, flags: FIN | ACK, outbound: false,
-              to: .closing),
-        .init(name: "established + outbound FIN → closing", from: .established, flags: FIN | ACK, outbound: true,
-              to: .closing),
-        .init(name: "established + outbound RST → reset", from: .established, flags: RST, outbound: true,
-              to: .reset),
-        .init(name: "established + outbound SYN → established", from: .established, flags: SYN, outbound: true,
-              to: .established),
+        .init(
+            name: "established + data → established", from: .established, flags: ACK, outbound: true,
+            to: .established),
+        .init(
+            name: "established + inbound FIN → closing", from: .established, flags: FIN | ACK, outbound: false,
+            to: .closing),
+        .init(
+            name: "established + outbound FIN → closing", from: .established, flags: FIN | ACK, outbound: true,
+            to: .closing),
+        .init(
+            name: "established + outbound RST → reset", from: .established, flags: RST, outbound: true,
+            to: .reset),
+        .init(
+            name: "established + outbound SYN → established", from: .established, flags: SYN, outbound: true,
+            to: .established),
         .init(name: "closing + ACK → closing", from: .closing, flags: ACK, outbound: false, to: .closing),
         .init(name: "closing + FIN → closing", from: .closing, flags: FIN | ACK, outbound: true, to: .closing),
         .init(name: "closing + RST → reset", from: .closing, flags: RST, outbound: false, to: .reset),
-        .init(name: "closing + outbound SYN (tuple reuse) → opening", from: .closing, flags: SYN, outbound: true,
-              to: .opening),
+        .init(
+            name: "closing + outbound SYN (tuple reuse) → opening", from: .closing, flags: SYN, outbound: true,
+            to: .opening),
         .init(name: "closing + inbound SYN → closing", from: .closing, flags: SYN, outbound: false, to: .closing),
         .init(name: "reset + ACK → reset", from: .reset, flags: ACK, outbound: false, to: .reset),
         .init(name: "reset + FIN → reset", from: .reset, flags: FIN, outbound: true, to: .reset),
@@ -420,8 +496,9 @@ struct NATTableTimerTests {
     @Test("outbound TCP without a session", arguments: creationRows)
     func creation(row: CreationRow) {
         let nat = NATTable(capacity: 4)
-        let r = nat.outbound(.tcp, internalAddress: workload1, internalPort: 61001, remoteAddress: server1,
-                             remotePort: 443, tcpFlags: row.flags, now: at(5))
+        let r = nat.outbound(
+            .tcp, internalAddress: workload1, internalPort: 61001, remoteAddress: server1,
+            remotePort: 443, tcpFlags: row.flags, now: at(5))
         #expect(r.status == row.status)
         #expect(nat.tcpState(externalPort: 61001, remoteAddress: server1, remotePort: 443) == row.state)
         #expect(nat.counters.refused == (row.status == .refused ? 1 : 0))
@@ -434,10 +511,11 @@ struct NATTableTimerTests {
         let nat = NATTable(capacity: total, portRange: 1024...65535)
         // Session i at i ms: 1,000 internal endpoints × 100 destinations.
         for i in 0..<total {
-            let r = nat.outbound(.udp, internalAddress: IPv4Address(rawValue: 0xC0A8_0000 + UInt32(i % 1000)),
-                                 internalPort: 5000, remoteAddress: IPv4Address(rawValue: 0xCB00_7100 + UInt32(i / 1000)),
-                                 remotePort: 53, tcpFlags: 0,
-                                 now: at(Int64(i / 1000), UInt32(i % 1000) * 1_000_000))
+            let r = nat.outbound(
+                .udp, internalAddress: IPv4Address(rawValue: 0xC0A8_0000 + UInt32(i % 1000)),
+                internalPort: 5000, remoteAddress: IPv4Address(rawValue: 0xCB00_7100 + UInt32(i / 1000)),
+                remotePort: 53, tcpFlags: 0,
+                now: at(Int64(i / 1000), UInt32(i % 1000) * 1_000_000))
             #expect(r.status == .created)
         }
         #expect(nat.count == total && nat.mappingCount == 1000)
@@ -468,8 +546,9 @@ struct NATTableLimitTests {
         var owner = [Int](repeating: -1, count: 65536)
         func internalAddress(_ i: Int) -> IPv4Address { IPv4Address(rawValue: 0x0A00_0000 + UInt32(i)) }
         for i in 0..<n {
-            let r = nat.outbound(.udp, internalAddress: internalAddress(i), internalPort: 5000, remoteAddress: server1,
-                                 remotePort: 53, tcpFlags: 0, now: at(1))
+            let r = nat.outbound(
+                .udp, internalAddress: internalAddress(i), internalPort: 5000, remoteAddress: server1,
+                remotePort: 53, tcpFlags: 0, now: at(1))
             guard r.status == .created, range.contains(r.externalPort), owner[Int(r.externalPort)] == -1 else {
                 Issue.record("mapping \(i): \(r)")
                 return
@@ -477,26 +556,35 @@ struct NATTableLimitTests {
             owner[Int(r.externalPort)] = i
         }
         #expect(nat.mappingCount == n)
-        let refused = nat.outbound(.udp, internalAddress: internalAddress(n), internalPort: 5000,
-                                   remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(2))
+        let refused = nat.outbound(
+            .udp, internalAddress: internalAddress(n), internalPort: 5000,
+            remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(2))
         #expect(refused.status == .portsExhausted)
         #expect(nat.counters.portsExhausted == 1)
         #expect(nat.counters.created == UInt64(n))
         // Another protocol has its own ports.
-        #expect(nat.outbound(.tcp, internalAddress: internalAddress(n), internalPort: 5000, remoteAddress: server1,
-                             remotePort: 53, tcpFlags: SYN, now: at(2)).status == .created)
+        #expect(
+            nat.outbound(
+                .tcp, internalAddress: internalAddress(n), internalPort: 5000, remoteAddress: server1,
+                remotePort: 53, tcpFlags: SYN, now: at(2)
+            ).status == .created)
         // An existing mapping still gets new sessions (EIM needs no new port).
-        #expect(nat.outbound(.udp, internalAddress: internalAddress(7), internalPort: 5000, remoteAddress: server2,
-                             remotePort: 53, tcpFlags: 0, now: at(2)).status == .created)
+        #expect(
+            nat.outbound(
+                .udp, internalAddress: internalAddress(7), internalPort: 5000, remoteAddress: server2,
+                remotePort: 53, tcpFlags: 0, now: at(2)
+            ).status == .created)
         // Every existing session still translates both ways.
         var bad = 0
         for port in Int(range.lowerBound)...Int(range.upperBound) {
             let i = owner[port]
-            let back = nat.inbound(.udp, externalPort: UInt16(port), remoteAddress: server1, remotePort: 53,
-                                   tcpFlags: 0, now: at(3))
+            let back = nat.inbound(
+                .udp, externalPort: UInt16(port), remoteAddress: server1, remotePort: 53,
+                tcpFlags: 0, now: at(3))
             if back?.internalAddress != internalAddress(i) || back?.internalPort != 5000 { bad += 1 }
-            let out = nat.outbound(.udp, internalAddress: internalAddress(i), internalPort: 5000,
-                                   remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(3))
+            let out = nat.outbound(
+                .udp, internalAddress: internalAddress(i), internalPort: 5000,
+                remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(3))
             if out.status != .existing || Int(out.externalPort) != port { bad += 1 }
         }
         #expect(bad == 0)
@@ -508,26 +596,36 @@ struct NATTableLimitTests {
         let nat = NATTable(capacity: 10)
         var ports: [UInt16] = []
         for i in 0..<10 {
-            let r = nat.outbound(.udp, internalAddress: workload1, internalPort: UInt16(2000 + i),
-                                 remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(0))
+            let r = nat.outbound(
+                .udp, internalAddress: workload1, internalPort: UInt16(2000 + i),
+                remoteAddress: server1, remotePort: 53, tcpFlags: 0, now: at(0))
             #expect(r.status == .created)
             ports.append(r.externalPort)
         }
-        let full = nat.outbound(.udp, internalAddress: workload2, internalPort: 2000, remoteAddress: server1,
-                                remotePort: 53, tcpFlags: 0, now: at(1))
+        let full = nat.outbound(
+            .udp, internalAddress: workload2, internalPort: 2000, remoteAddress: server1,
+            remotePort: 53, tcpFlags: 0, now: at(1))
         #expect(full.status == .tableFull)
         // A new session of an existing mapping also needs a record.
-        #expect(nat.outbound(.udp, internalAddress: workload1, internalPort: 2000, remoteAddress: server2,
-                             remotePort: 53, tcpFlags: 0, now: at(1)).status == .tableFull)
+        #expect(
+            nat.outbound(
+                .udp, internalAddress: workload1, internalPort: 2000, remoteAddress: server2,
+                remotePort: 53, tcpFlags: 0, now: at(1)
+            ).status == .tableFull)
         #expect(nat.counters.tableFull == 2)
         #expect(nat.count == 10)
         for (i, port) in ports.enumerated() {
-            #expect(nat.inbound(.udp, externalPort: port, remoteAddress: server1, remotePort: 53, tcpFlags: 0,
-                                now: at(2))?.internalPort == UInt16(2000 + i))
+            #expect(
+                nat.inbound(
+                    .udp, externalPort: port, remoteAddress: server1, remotePort: 53, tcpFlags: 0,
+                    now: at(2))?.internalPort == UInt16(2000 + i))
         }
         // Once sessions expire, room returns.
-        #expect(nat.outbound(.udp, internalAddress: workload2, internalPort: 2000, remoteAddress: server1,
-                             remotePort: 53, tcpFlags: 0, now: at(302)).status == .created)
+        #expect(
+            nat.outbound(
+                .udp, internalAddress: workload2, internalPort: 2000, remoteAddress: server1,
+                remotePort: 53, tcpFlags: 0, now: at(302)
+            ).status == .created)
         #expect(nat.count == 1)
     }
 }
@@ -536,11 +634,22 @@ struct NATTableLimitTests {
 
 /// The slow obvious reference: Dictionaries, a full scan to expire, its own TCP rules.
 private struct NATModel {
-    struct MappingKey: Hashable { var proto: NATProtocol; var address: IPv4Address; var port: UInt16 }
-    struct SessionKey: Hashable {
-        var proto: NATProtocol; var externalPort: UInt16; var remote: IPv4Address; var remotePort: UInt16
+    struct MappingKey: Hashable {
+        var proto: NATProtocol
+        var address: IPv4Address
+        var port: UInt16
     }
-    struct Session { var mapping: MappingKey; var state: NATTCPState; var last: Int64 }
+    struct SessionKey: Hashable {
+        var proto: NATProtocol
+        var externalPort: UInt16
+        var remote: IPv4Address
+        var remotePort: UInt16
+    }
+    struct Session {
+        var mapping: MappingKey
+        var state: NATTCPState
+        var last: Int64
+    }
 
     let capacity: Int
     let range: ClosedRange<UInt16>
@@ -577,7 +686,10 @@ private struct NATModel {
     }
 
     static func next(_ s: NATTCPState, _ f: UInt8, outbound: Bool) -> NATTCPState {
-        let rst = f & 0x04 != 0, syn = f & 0x02 != 0, fin = f & 0x01 != 0, ack = f & 0x10 != 0
+        let rst = f & 0x04 != 0
+        let syn = f & 0x02 != 0
+        let fin = f & 0x01 != 0
+        let ack = f & 0x10 != 0
         if rst { return .reset }
         switch s {
         case .opening: return fin ? .closing : (!outbound && ack ? .established : .opening)
@@ -655,7 +767,8 @@ private struct NATModel {
     ) -> MappingKey? {
         let t = advance(now)
         _ = reap(t)
-        let sk = SessionKey(proto: proto, externalPort: ext, remote: remote, remotePort: proto == .icmp ? 0 : remotePort)
+        let sk = SessionKey(
+            proto: proto, externalPort: ext, remote: remote, remotePort: proto == .icmp ? 0 : remotePort)
         guard var s = sessions[sk] else { return nil }
         if proto == .tcp { s.state = NATModel.next(s.state, flags, outbound: false) }
         s.last = t
@@ -663,10 +776,13 @@ private struct NATModel {
         return s.mapping
     }
 
-    func peekInbound(_ proto: NATProtocol, _ ext: UInt16, _ remote: IPv4Address, _ remotePort: UInt16, _ now: Timestamp)
+    func peekInbound(
+        _ proto: NATProtocol, _ ext: UInt16, _ remote: IPv4Address, _ remotePort: UInt16, _ now: Timestamp
+    )
         -> MappingKey?
     {
-        let sk = SessionKey(proto: proto, externalPort: ext, remote: remote, remotePort: proto == .icmp ? 0 : remotePort)
+        let sk = SessionKey(
+            proto: proto, externalPort: ext, remote: remote, remotePort: proto == .icmp ? 0 : remotePort)
         guard let s = sessions[sk], !isExpired(sk, s, at: max(clock, now.totalNanoseconds)) else { return nil }
         return s.mapping
     }
@@ -696,11 +812,15 @@ struct NATTableDifferentialTests {
         let remotePorts: [UInt16] = [53, 80, 443]
         let protocols = NATProtocol.allCases
         let flagChoices: [UInt8] = [SYN, SYN | ACK, ACK, ACK, FIN | ACK, FIN, RST, RST | ACK, ACK | 0x08]
-        let steps: [Int64] = [0, 1, 1_000_000, 999_999_999, 1_000_000_000, 5_000_000_000, 9_999_999_999,
-                              10_000_000_000, 19_999_999_999, 20_000_000_000]
+        let steps: [Int64] = [
+            0, 1, 1_000_000, 999_999_999, 1_000_000_000, 5_000_000_000, 9_999_999_999,
+            10_000_000_000, 19_999_999_999, 20_000_000_000,
+        ]
         var now: Int64 = 1_000_000_000_000
 
-        func stamp(_ ns: Int64) -> Timestamp { Timestamp(seconds: ns / 1_000_000_000, nanoseconds: UInt32(ns % 1_000_000_000)) }
+        func stamp(_ ns: Int64) -> Timestamp {
+            Timestamp(seconds: ns / 1_000_000_000, nanoseconds: UInt32(ns % 1_000_000_000))
+        }
         func fail(_ step: Int, _ message: String) {
             Issue.record("seed 0x\(String(seed, radix: 16)) step \(step): \(message)")
         }
@@ -716,8 +836,9 @@ struct NATTableDifferentialTests {
             case 0..<45:
                 let a = internals[rng.next(below: internals.count)]
                 let p = internalPorts[rng.next(below: internalPorts.count)]
-                let r = nat.outbound(proto, internalAddress: a, internalPort: p, remoteAddress: remote,
-                                     remotePort: remotePort, tcpFlags: flags, now: t)
+                let r = nat.outbound(
+                    proto, internalAddress: a, internalPort: p, remoteAddress: remote,
+                    remotePort: remotePort, tcpFlags: flags, now: t)
                 if let complaint = model.outbound(proto, a, p, remote, remotePort, flags, t, actual: r) {
                     return fail(step, complaint)
                 }
@@ -730,22 +851,28 @@ struct NATTableDifferentialTests {
                 } else {
                     ext = range.lowerBound + UInt16(rng.next(below: range.count))
                 }
-                let r = nat.inbound(proto, externalPort: ext, remoteAddress: remote, remotePort: remotePort,
-                                    tcpFlags: flags, now: t)
+                let r = nat.inbound(
+                    proto, externalPort: ext, remoteAddress: remote, remotePort: remotePort,
+                    tcpFlags: flags, now: t)
                 let m = model.inbound(proto, ext, remote, remotePort, flags, t)
                 if r?.internalAddress != m?.address || r?.internalPort != m?.port {
-                    return fail(step, "inbound \(proto) \(ext) from \(remote):\(remotePort): \(String(describing: r)) vs \(String(describing: m))")
+                    return fail(
+                        step,
+                        "inbound \(proto) \(ext) from \(remote):\(remotePort): \(String(describing: r)) vs \(String(describing: m))"
+                    )
                 }
             case 75..<85:
                 let a = internals[rng.next(below: internals.count)]
                 let p = internalPorts[rng.next(below: internalPorts.count)]
                 let peekNow = stamp(now + steps[rng.next(below: steps.count)])
-                let r = nat.peekOutbound(proto, internalAddress: a, internalPort: p, remoteAddress: remote,
-                                         remotePort: remotePort, now: peekNow)
+                let r = nat.peekOutbound(
+                    proto, internalAddress: a, internalPort: p, remoteAddress: remote,
+                    remotePort: remotePort, now: peekNow)
                 let m = model.peekOutbound(proto, a, p, remote, remotePort, peekNow)
                 if r != m { return fail(step, "peekOutbound: \(String(describing: r)) vs \(String(describing: m))") }
                 let ext = range.lowerBound + UInt16(rng.next(below: range.count))
-                let ri = nat.peekInbound(proto, externalPort: ext, remoteAddress: remote, remotePort: remotePort, now: peekNow)
+                let ri = nat.peekInbound(
+                    proto, externalPort: ext, remoteAddress: remote, remotePort: remotePort, now: peekNow)
                 let mi = model.peekInbound(proto, ext, remote, remotePort, peekNow)
                 if ri?.internalAddress != mi?.address || ri?.internalPort != mi?.port {
                     return fail(step, "peekInbound differs")
@@ -757,7 +884,9 @@ struct NATTableDifferentialTests {
                 let m = model.reap(model.advance(t))
                 if n != m { return fail(step, "expire removed \(n), model \(m)") }
                 if nat.count != model.sessions.count || nat.mappingCount != model.mappings.count {
-                    return fail(step, "counts \(nat.count)/\(nat.mappingCount) vs \(model.sessions.count)/\(model.mappings.count)")
+                    return fail(
+                        step,
+                        "counts \(nat.count)/\(nat.mappingCount) vs \(model.sessions.count)/\(model.mappings.count)")
                 }
                 for p in protocols {
                     for port in range where nat.isExternalPortInUse(p, port) != model.portUsed(p, port) {
@@ -765,7 +894,8 @@ struct NATTableDifferentialTests {
                     }
                 }
                 for (key, s) in model.sessions where key.proto == .tcp {
-                    let st = nat.tcpState(externalPort: key.externalPort, remoteAddress: key.remote, remotePort: key.remotePort)
+                    let st = nat.tcpState(
+                        externalPort: key.externalPort, remoteAddress: key.remote, remotePort: key.remotePort)
                     if st != s.state { return fail(step, "TCP state \(String(describing: st)) vs \(s.state)") }
                 }
             }

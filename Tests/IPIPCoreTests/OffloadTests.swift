@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 // Userspace GSO (Segmenter), GRO (TUNCoalescer) and the virtio header, against a slow reference
@@ -23,34 +24,46 @@ struct FlowFields {
 }
 
 /// The reference: one IPv4 TCP/UDP packet built field by field, checksums by RFC 1071's loop.
-func referencePacket(_ f: FlowFields, identification: UInt16, sequence: UInt32, flags: UInt8, payload: [UInt8]) -> [UInt8] {
+func referencePacket(
+    _ f: FlowFields, identification: UInt16, sequence: UInt32, flags: UInt8, payload: [UInt8]
+) -> [UInt8] {
     var l4: [UInt8]
     if f.tcp {
         let thl = 20 + f.options.count
         l4 = [UInt8](repeating: 0, count: thl)
-        l4[0] = UInt8(f.sourcePort >> 8); l4[1] = UInt8(f.sourcePort & 0xFF)
-        l4[2] = UInt8(f.destinationPort >> 8); l4[3] = UInt8(f.destinationPort & 0xFF)
+        l4[0] = UInt8(f.sourcePort >> 8)
+        l4[1] = UInt8(f.sourcePort & 0xFF)
+        l4[2] = UInt8(f.destinationPort >> 8)
+        l4[3] = UInt8(f.destinationPort & 0xFF)
         for i in 0..<4 { l4[4 + i] = UInt8(truncatingIfNeeded: sequence >> (24 - 8 * i)) }
         for i in 0..<4 { l4[8 + i] = UInt8(truncatingIfNeeded: f.acknowledgement >> (24 - 8 * i)) }
         l4[12] = UInt8(thl / 4) << 4
         l4[13] = flags
-        l4[14] = UInt8(f.window >> 8); l4[15] = UInt8(f.window & 0xFF)
+        l4[14] = UInt8(f.window >> 8)
+        l4[15] = UInt8(f.window & 0xFF)
         for (i, b) in f.options.enumerated() { l4[20 + i] = b }
     } else {
         l4 = [UInt8](repeating: 0, count: 8)
-        l4[0] = UInt8(f.sourcePort >> 8); l4[1] = UInt8(f.sourcePort & 0xFF)
-        l4[2] = UInt8(f.destinationPort >> 8); l4[3] = UInt8(f.destinationPort & 0xFF)
+        l4[0] = UInt8(f.sourcePort >> 8)
+        l4[1] = UInt8(f.sourcePort & 0xFF)
+        l4[2] = UInt8(f.destinationPort >> 8)
+        l4[3] = UInt8(f.destinationPort & 0xFF)
         let n = 8 + payload.count
-        l4[4] = UInt8(n >> 8); l4[5] = UInt8(n & 0xFF)
+        l4[4] = UInt8(n >> 8)
+        l4[5] = UInt8(n & 0xFF)
     }
     l4 += payload
-    let s = f.source.octets, d = f.destination.octets
+    let s = f.source.octets
+    let d = f.destination.octets
     let proto: UInt8 = f.tcp ? 6 : 17
-    let pseudo: [UInt8] = [s.0, s.1, s.2, s.3, d.0, d.1, d.2, d.3, 0, proto, UInt8(l4.count >> 8), UInt8(l4.count & 0xFF)]
+    let pseudo: [UInt8] = [
+        s.0, s.1, s.2, s.3, d.0, d.1, d.2, d.3, 0, proto, UInt8(l4.count >> 8), UInt8(l4.count & 0xFF),
+    ]
     var c = (pseudo + l4).withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
     if !f.tcp && c == 0 { c = 0xFFFF }
     let at = f.tcp ? 16 : 6
-    l4[at] = UInt8(c >> 8); l4[at + 1] = UInt8(c & 0xFF)
+    l4[at] = UInt8(c >> 8)
+    l4[at + 1] = UInt8(c & 0xFF)
     var b = PacketBuilder()
     b.source = f.source
     b.destination = f.destination
@@ -66,25 +79,31 @@ func referencePacket(_ f: FlowFields, identification: UInt16, sequence: UInt32, 
 /// A super-packet as a local stack hands it over with TSO/USO: one header for all of the
 /// payload, flags of the whole stream (CWR for the first segment, PSH/FIN for the last), a
 /// meaningless transport checksum.
-func superPacket(_ f: FlowFields, identification: UInt16, sequence: UInt32, flags: UInt8, payload: [UInt8],
-                 junkChecksum: UInt16 = 0xBEEF) -> [UInt8] {
+func superPacket(
+    _ f: FlowFields, identification: UInt16, sequence: UInt32, flags: UInt8, payload: [UInt8],
+    junkChecksum: UInt16 = 0xBEEF
+) -> [UInt8] {
     var p = referencePacket(f, identification: identification, sequence: sequence, flags: flags, payload: payload)
     let at = 20 + (f.tcp ? 16 : 6)
-    p[at] = UInt8(junkChecksum >> 8); p[at + 1] = UInt8(junkChecksum & 0xFF)
+    p[at] = UInt8(junkChecksum >> 8)
+    p[at + 1] = UInt8(junkChecksum & 0xFF)
     return p
 }
 
 /// The reference segments of that super-packet.
-func referenceSegments(_ f: FlowFields, identification: UInt16, sequence: UInt32, flags: UInt8, payload: [UInt8],
-                       segmentSize: Int) -> [[UInt8]] {
+func referenceSegments(
+    _ f: FlowFields, identification: UInt16, sequence: UInt32, flags: UInt8, payload: [UInt8],
+    segmentSize: Int
+) -> [[UInt8]] {
     let count = (payload.count + segmentSize - 1) / segmentSize
     return (0..<count).map { k in
         var fl = flags
         if k < count - 1 { fl &= ~(TCPFlags.fin | TCPFlags.psh) }
         if k > 0 { fl &= ~TCPFlags.cwr }
         let chunk = Array(payload[(k * segmentSize)..<min(payload.count, (k + 1) * segmentSize)])
-        return referencePacket(f, identification: identification &+ UInt16(k), sequence: sequence &+ UInt32(k * segmentSize),
-                               flags: fl, payload: chunk)
+        return referencePacket(
+            f, identification: identification &+ UInt16(k), sequence: sequence &+ UInt32(k * segmentSize),
+            flags: fl, payload: chunk)
     }
 }
 
@@ -95,7 +114,9 @@ func segment(_ p: [UInt8], _ offload: SegmentationOffload) -> [[UInt8]]? {
         var out: [[UInt8]] = []
         var buffer = [UInt8](repeating: 0, count: 70000)
         for k in 0..<layout.segmentCount {
-            let n = buffer.withUnsafeMutableBytes { Segmenter.writeSegment(k, of: raw, layout: layout, offload: offload, to: $0.baseAddress!) }
+            let n = buffer.withUnsafeMutableBytes {
+                Segmenter.writeSegment(k, of: raw, layout: layout, offload: offload, to: $0.baseAddress!)
+            }
             #expect(n == Segmenter.segmentLength(k, layout: layout, segmentSize: Int(offload.segmentSize)))
             out.append(Array(buffer[0..<n]))
         }
@@ -141,7 +162,8 @@ struct OffloadTests {
                 if rng.next(below: 4) == 0 { flags |= TCPFlags.cwr }
             }
             let offload = SegmentationOffload(kind: tcp ? .tcp : .udp, segmentSize: UInt16(size))
-            let expected = referenceSegments(f, identification: id, sequence: seq, flags: flags, payload: payload, segmentSize: size)
+            let expected = referenceSegments(
+                f, identification: id, sequence: seq, flags: flags, payload: payload, segmentSize: size)
             let plain = superPacket(f, identification: id, sequence: seq, flags: flags, payload: payload)
             let got = try #require(segment(plain, offload), "case \(n): no layout")
             #expect(got == expected, "case \(n) (seed 0x5E60FF): \(got.count) segments vs \(expected.count)")
@@ -167,18 +189,21 @@ struct OffloadTests {
         }
     }
 
-    @Test("layout refuses what does not describe a super-packet", arguments: [
-        ("UDP offload on TCP", SegmentationOffload(kind: .udp, segmentSize: 100), 0),
-        ("zero segment size", SegmentationOffload(kind: .tcp, segmentSize: 0), 0),
-        ("IP total length shorter than the packet", SegmentationOffload(kind: .tcp, segmentSize: 100), 1),
-        ("a fragment", SegmentationOffload(kind: .tcp, segmentSize: 100), 2),
-        ("headers only, no payload", SegmentationOffload(kind: .tcp, segmentSize: 100), 3),
-        ("more than 256 segments", SegmentationOffload(kind: .tcp, segmentSize: 1), 0),
-        ("not a super-packet", SegmentationOffload.none, 0),
-    ])
+    @Test(
+        "layout refuses what does not describe a super-packet",
+        arguments: [
+            ("UDP offload on TCP", SegmentationOffload(kind: .udp, segmentSize: 100), 0),
+            ("zero segment size", SegmentationOffload(kind: .tcp, segmentSize: 0), 0),
+            ("IP total length shorter than the packet", SegmentationOffload(kind: .tcp, segmentSize: 100), 1),
+            ("a fragment", SegmentationOffload(kind: .tcp, segmentSize: 100), 2),
+            ("headers only, no payload", SegmentationOffload(kind: .tcp, segmentSize: 100), 3),
+            ("more than 256 segments", SegmentationOffload(kind: .tcp, segmentSize: 1), 0),
+            ("not a super-packet", SegmentationOffload.none, 0),
+        ])
     func layoutRefuses(_ name: String, _ offload: SegmentationOffload, _ damage: Int) {
-        var p = superPacket(FlowFields(), identification: 1, sequence: 1, flags: TCPFlags.ack,
-                            payload: damage == 3 ? [] : [UInt8](repeating: 7, count: 3000))
+        var p = superPacket(
+            FlowFields(), identification: 1, sequence: 1, flags: TCPFlags.ack,
+            payload: damage == 3 ? [] : [UInt8](repeating: 7, count: 3000))
         switch damage {
         case 1: p[3] &-= 1
         case 2: p[6] |= 0x20
@@ -215,7 +240,9 @@ struct OffloadTests {
     /// Flow key of a packet, for grouping.
     func key(_ p: [UInt8]) -> [UInt8] { Array(p[9...9]) + Array(p[12..<24]) }
 
-    @Test("coalescing then segmenting gives back every flow's packets, in order, byte for byte (200 seeded random batches)")
+    @Test(
+        "coalescing then segmenting gives back every flow's packets, in order, byte for byte (200 seeded random batches)"
+    )
     func coalescingRoundTrip() throws {
         var rng = SplitMix64(seed: 0x6_0C0A)
         var merged = 0
@@ -235,8 +262,9 @@ struct OffloadTests {
                 if payload.isEmpty { payload = [1] }
                 var flags: UInt8 = tcp ? TCPFlags.ack : 0
                 if tcp && rng.next(below: 2) == 0 { flags |= TCPFlags.psh }
-                var segments = referenceSegments(f, identification: UInt16(truncatingIfNeeded: rng.next()),
-                                                 sequence: rng.nextUInt32(), flags: flags, payload: payload, segmentSize: size)
+                var segments = referenceSegments(
+                    f, identification: UInt16(truncatingIfNeeded: rng.next()),
+                    sequence: rng.nextUInt32(), flags: flags, payload: payload, segmentSize: size)
                 // Now and then a segment with a bad checksum, or one out of order.
                 if segments.count > 2 && rng.next(below: 4) == 0 {
                     let k = rng.next(below: segments.count)
@@ -250,7 +278,9 @@ struct OffloadTests {
             }
             var input: [[UInt8]] = []
             var cursor = [Int](repeating: 0, count: streams.count)
-            while input.count < 128, let s = (0..<streams.count).filter({ cursor[$0] < streams[$0].count }).randomElement(using: &rng) {
+            while input.count < 128,
+                let s = (0..<streams.count).filter({ cursor[$0] < streams[$0].count }).randomElement(using: &rng)
+            {
                 input.append(streams[s][cursor[s]])
                 cursor[s] += 1
             }
@@ -264,12 +294,17 @@ struct OffloadTests {
                 let mask = { (p: [UInt8]) -> [UInt8] in
                     guard p[9] == IPProtocolNumber.udp else { return p }
                     var q = p
-                    q[4] = 0; q[5] = 0; q[10] = 0; q[11] = 0
+                    q[4] = 0
+                    q[5] = 0
+                    q[10] = 0
+                    q[11] = 0
                     return q
                 }
                 let got = out.filter { key($0) == k }.map(mask)
                 let want = input.filter { key($0) == k }.map(mask)
-                #expect(got == want, "batch \(n) (seed 0x60C0A): a flow of \(want.count) packets changed (\(got.count) out)")
+                #expect(
+                    got == want, "batch \(n) (seed 0x60C0A): a flow of \(want.count) packets changed (\(got.count) out)"
+                )
             }
             #expect(out.count == input.count, "batch \(n): \(out.count) packets out of \(input.count)")
             // Every super-packet is valid for a TUN write: its segments verify (they equal inputs).
@@ -285,9 +320,11 @@ struct OffloadTests {
     @Test("coalescing rules: what may not join a group stays alone, with its own bytes")
     func coalescingRules() throws {
         let f = FlowFields()
-        func seg(_ k: Int, flags: UInt8 = TCPFlags.ack, size: Int = 1000, fields: FlowFields = FlowFields()) -> [UInt8] {
-            referencePacket(fields, identification: UInt16(k), sequence: UInt32(1000 + k * 1000), flags: flags,
-                            payload: [UInt8](repeating: UInt8(k), count: size))
+        func seg(_ k: Int, flags: UInt8 = TCPFlags.ack, size: Int = 1000, fields: FlowFields = FlowFields()) -> [UInt8]
+        {
+            referencePacket(
+                fields, identification: UInt16(k), sequence: UInt32(1000 + k * 1000), flags: flags,
+                payload: [UInt8](repeating: UInt8(k), count: size))
         }
         var badChecksum = seg(2)
         badChecksum[badChecksum.count - 1] ^= 1
@@ -325,7 +362,9 @@ struct OffloadTests {
         var f = FlowFields()
         f.tcp = false
         let datagrams = (0..<70).map { k in
-            referencePacket(f, identification: UInt16(k), sequence: 0, flags: 0, payload: [UInt8](repeating: UInt8(k), count: k == 69 ? 20 : 64))
+            referencePacket(
+                f, identification: UInt16(k), sequence: 0, flags: 0,
+                payload: [UInt8](repeating: UInt8(k), count: k == 69 ? 20 : 64))
         }
         let off = tunBatch(datagrams)
         TUNCoalescer(batchCapacity: 70, coalescesUDP: false).coalesce(off)
@@ -340,7 +379,8 @@ struct OffloadTests {
 
     @Test("virtio header: round trip, the TUN write form, and taking a read in")
     func virtioHeader() throws {
-        let h = VirtioNetHeader(flags: 1, gsoType: 0x81, headerLength: 0x1234, gsoSize: 1448, checksumStart: 20, checksumOffset: 16)
+        let h = VirtioNetHeader(
+            flags: 1, gsoType: 0x81, headerLength: 0x1234, gsoSize: 1448, checksumStart: 20, checksumOffset: 16)
         var raw = [UInt8](repeating: 0, count: 10)
         raw.withUnsafeMutableBytes { h.store(to: $0.baseAddress!) }
         #expect(raw == [1, 0x81, 0x34, 0x12, 0xA8, 0x05, 20, 0, 16, 0], "little-endian fields")
@@ -349,10 +389,17 @@ struct OffloadTests {
         // The write form of a TCP super-packet: NEEDS_CSUM, GSO_TCPV4, and the folded (not
         // complemented) pseudo-header sum in the checksum field.
         let f = FlowFields()
-        var p = superPacket(f, identification: 1, sequence: 9, flags: TCPFlags.ack, payload: [UInt8](repeating: 3, count: 4000))
-        let w = p.withUnsafeMutableBytes { VirtioNetHeader.preparingTransmit(of: $0, offload: SegmentationOffload(kind: .tcp, segmentSize: 1448)) }
-        #expect(w == VirtioNetHeader(flags: 1, gsoType: 1, headerLength: 40, gsoSize: 1448, checksumStart: 20, checksumOffset: 16))
-        let s = f.source.octets, d = f.destination.octets
+        var p = superPacket(
+            f, identification: 1, sequence: 9, flags: TCPFlags.ack, payload: [UInt8](repeating: 3, count: 4000))
+        let w = p.withUnsafeMutableBytes {
+            VirtioNetHeader.preparingTransmit(of: $0, offload: SegmentationOffload(kind: .tcp, segmentSize: 1448))
+        }
+        #expect(
+            w
+                == VirtioNetHeader(
+                    flags: 1, gsoType: 1, headerLength: 40, gsoSize: 1448, checksumStart: 20, checksumOffset: 16))
+        let s = f.source.octets
+        let d = f.destination.octets
         let length = p.count - 20
         let pseudo: [UInt8] = [s.0, s.1, s.2, s.3, d.0, d.1, d.2, d.3, 0, 6, UInt8(length >> 8), UInt8(length & 0xFF)]
         #expect(p.u16(36) == ~pseudo.withUnsafeBytes { InternetChecksum.referenceChecksum($0) })
@@ -364,20 +411,29 @@ struct OffloadTests {
         let l = partial.count - 20
         let ps: [UInt8] = [s.0, s.1, s.2, s.3, d.0, d.1, d.2, d.3, 0, 6, UInt8(l >> 8), UInt8(l & 0xFF)]
         let folded = ~ps.withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
-        partial[36] = UInt8(folded >> 8); partial[37] = UInt8(folded & 0xFF)
-        let readHeader = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 20 + 14, checksumOffset: 16)
-        let taken = partial.withUnsafeMutableBytes { SegmentationOffload.taking(readHeader, packet: $0, linkHeaderLength: 14) }
+        partial[36] = UInt8(folded >> 8)
+        partial[37] = UInt8(folded & 0xFF)
+        let readHeader = VirtioNetHeader(
+            flags: VirtioNetHeader.needsChecksum, checksumStart: 20 + 14, checksumOffset: 16)
+        let taken = partial.withUnsafeMutableBytes {
+            SegmentationOffload.taking(readHeader, packet: $0, linkHeaderLength: 14)
+        }
         #expect(taken == .none && partial == complete)
 
         let table: [(String, VirtioNetHeader, SegmentationOffload)] = [
             ("TSO", VirtioNetHeader(gsoType: 1, gsoSize: 1448), SegmentationOffload(kind: .tcp, segmentSize: 1448)),
-            ("TSO with ECN", VirtioNetHeader(gsoType: 0x81, gsoSize: 1448),
-             SegmentationOffload(kind: .tcp, segmentSize: 1448, congestionWindowReduced: true)),
+            (
+                "TSO with ECN", VirtioNetHeader(gsoType: 0x81, gsoSize: 1448),
+                SegmentationOffload(kind: .tcp, segmentSize: 1448, congestionWindowReduced: true)
+            ),
             ("USO", VirtioNetHeader(gsoType: 5, gsoSize: 1200), SegmentationOffload(kind: .udp, segmentSize: 1200)),
             ("TCPv6 on IPv4", VirtioNetHeader(gsoType: 4, gsoSize: 1448), .invalid),
             ("UFO", VirtioNetHeader(gsoType: 3, gsoSize: 1448), .invalid),
             ("zero gso_size", VirtioNetHeader(gsoType: 1, gsoSize: 0), .invalid),
-            ("checksum field beyond the packet", VirtioNetHeader(flags: 1, checksumStart: 60000, checksumOffset: 16), .invalid),
+            (
+                "checksum field beyond the packet", VirtioNetHeader(flags: 1, checksumStart: 60000, checksumOffset: 16),
+                .invalid
+            ),
         ]
         for (name, header, expected) in table {
             var q = complete
@@ -394,8 +450,10 @@ struct OffloadRun {
     var generated: [[UInt8]] = []
     var counters: EngineCounters
 
-    init(_ packets: [([UInt8], SegmentationOffload)], ingress: Bool = false, engine: Engine? = nil,
-         spec: TopologySpec = exampleSpec()) throws {
+    init(
+        _ packets: [([UInt8], SegmentationOffload)], ingress: Bool = false, engine: Engine? = nil,
+        spec: TopologySpec = exampleSpec()
+    ) throws {
         let engine = try engine ?? Engine(topology: Topology.compile(spec))
         var batch = PacketBatch(capacity: max(1, packets.count))
         var g = PacketBatch(capacity: 64, maximumPacketByteCount: 2048)
@@ -411,7 +469,9 @@ struct OffloadRun {
         }
         for i in 0..<batch.count {
             verdicts.append(v[i])
-            if batch.side(of: i) != .none { outputs.append((batch.side(of: i), Array(batch.packet(i)), batch.offload(of: i))) }
+            if batch.side(of: i) != .none {
+                outputs.append((batch.side(of: i), Array(batch.packet(i)), batch.offload(of: i)))
+            }
         }
         generated = (0..<g.count).map { Array(g.packet($0)) }
         counters = engine.counterSnapshot
@@ -422,7 +482,9 @@ struct OffloadRun {
 struct EngineOffloadTests {
     /// A TCP super-packet from a1 to b1 (another node, Always: encapsulated) and its reference segments.
     /// 1428 bytes per segment: the MSS of a 1480-byte tunnel MTU with 12 bytes of TCP options.
-    static func toB(payload: Int = 10 * 1428 + 100, size: Int = 1428, destination: String = "192.168.1.20")
+    static func toB(
+        payload: Int = 10 * 1428 + 100, size: Int = 1428, destination: String = "192.168.1.20"
+    )
         -> (packet: [UInt8], offload: SegmentationOffload, segments: [[UInt8]])
     {
         var f = FlowFields()
@@ -431,12 +493,16 @@ struct EngineOffloadTests {
         f.options = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]
         let bytes = (0..<payload).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let flags = TCPFlags.ack | TCPFlags.psh
-        return (superPacket(f, identification: 0x4000, sequence: 7, flags: flags, payload: bytes),
-                SegmentationOffload(kind: .tcp, segmentSize: UInt16(size)),
-                referenceSegments(f, identification: 0x4000, sequence: 7, flags: flags, payload: bytes, segmentSize: size))
+        return (
+            superPacket(f, identification: 0x4000, sequence: 7, flags: flags, payload: bytes),
+            SegmentationOffload(kind: .tcp, segmentSize: UInt16(size)),
+            referenceSegments(f, identification: 0x4000, sequence: 7, flags: flags, payload: bytes, segmentSize: size)
+        )
     }
 
-    @Test("a TCP super-packet is encapsulated once; its segments are the reference's, each with its own outer header; counters count segments")
+    @Test(
+        "a TCP super-packet is encapsulated once; its segments are the reference's, each with its own outer header; counters count segments"
+    )
     func encapsulation() throws {
         let s = Self.toB()
         let after = FlowFields()
@@ -450,8 +516,9 @@ struct EngineOffloadTests {
         let outerID = out.bytes.u16(4)
         for (k, seg) in segments.enumerated() {
             #expect(Array(seg[20...]) == s.segments[k], "segment \(k): inner packet")
-            #expect(seg.u16(4) == outerID &+ UInt16(k) && seg.headerChecksumValid && Int(seg.u16(2)) == seg.count,
-                    "segment \(k): outer header")
+            #expect(
+                seg.u16(4) == outerID &+ UInt16(k) && seg.headerChecksumValid && Int(seg.u16(2)) == seg.count,
+                "segment \(k): outer header")
             #expect(seg.addr(12) == ip("10.0.0.1") && seg.addr(16) == ip("10.0.0.2"))
         }
         // The next packet's outer ID comes after the 11 the super-packet took (ENC-11).
@@ -470,12 +537,16 @@ struct EngineOffloadTests {
         spec.underlayMTU = 1200
         let s = Self.toB()
         let r = try OffloadRun([(s.packet, s.offload)], spec: spec)
-        #expect(r.verdicts[0].dropReason == .fragmentationNeeded && r.verdicts[0].icmpType == 3 && r.verdicts[0].icmpCode == 4)
+        #expect(
+            r.verdicts[0].dropReason == .fragmentationNeeded && r.verdicts[0].icmpType == 3
+                && r.verdicts[0].icmpCode == 4)
         #expect(r.generated.count == 1 && r.generated[0].u16(26) == 1180, "ICMP 3/4 carries the tunnel MTU")
         #expect(r.counters.drops[.fragmentationNeeded] == 11)
     }
 
-    @Test("offload metadata that does not fit the packet is an invalid_offload drop; a one-segment super-packet is an ordinary packet")
+    @Test(
+        "offload metadata that does not fit the packet is an invalid_offload drop; a one-segment super-packet is an ordinary packet"
+    )
     func invalidAndSingle() throws {
         let s = Self.toB()
         let wrongKind = SegmentationOffload(kind: .udp, segmentSize: 1428)
@@ -500,7 +571,9 @@ struct EngineOffloadTests {
             #expect(seg.addr(12) == ip("10.0.0.1") && seg.headerChecksumValid, "segment \(k): translated source")
             let l = seg.count - 20
             let pseudo: [UInt8] = [10, 0, 0, 1, 203, 0, 113, 10, 0, 6, UInt8(l >> 8), UInt8(l & 0xFF)]
-            #expect((pseudo + seg[20...]).withUnsafeBytes { InternetChecksum.referenceChecksum($0) } == 0, "segment \(k): TCP checksum")
+            #expect(
+                (pseudo + seg[20...]).withUnsafeBytes { InternetChecksum.referenceChecksum($0) } == 0,
+                "segment \(k): TCP checksum")
             #expect(Array(seg[40...]) == Array(s.segments[k][40...]), "segment \(k): options and payload untouched")
         }
         #expect(r.counters.packets(.translated) == 11)
@@ -515,10 +588,12 @@ struct EngineOffloadTests {
         let inner = superPacket(f, identification: 3, sequence: 100, flags: TCPFlags.ack, payload: payload)
         let outer = encapsulated(inner, from: "10.0.0.2", to: "10.0.0.1")
         let offload = SegmentationOffload(kind: .tcp, segmentSize: 1448)
-        let r = try OffloadRun([(outer, offload), (outer, SegmentationOffload(kind: .tcp, segmentSize: 1448))], ingress: true)
+        let r = try OffloadRun(
+            [(outer, offload), (outer, SegmentationOffload(kind: .tcp, segmentSize: 1448))], ingress: true)
         #expect(r.verdicts[0].action == .decapsulated && r.outputs[0].side == .tun && r.outputs[0].offload == offload)
         #expect(r.outputs[0].bytes == inner)
-        #expect(r.counters.packets(.decapsulated) == 10 && r.counters.tunPacketsOut == 10 && r.counters.superPacketsIn == 2)
+        #expect(
+            r.counters.packets(.decapsulated) == 10 && r.counters.tunPacketsOut == 10 && r.counters.superPacketsIn == 2)
         // The same from a stranger: dropped before anything else, counted as its segments.
         let stranger = encapsulated(inner, from: "198.51.100.9", to: "10.0.0.1")
         let s = try OffloadRun([(stranger, offload)], ingress: true)

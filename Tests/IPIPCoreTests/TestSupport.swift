@@ -1,4 +1,5 @@
 import IPIPTestSupport
+
 @testable import IPIPCore
 
 func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
@@ -24,20 +25,31 @@ struct PacketBuilder {
         var b = [UInt8](repeating: 0, count: 20)
         b[0] = 0x40 | UInt8(ihl)
         b[1] = tos
-        b[2] = UInt8(total >> 8); b[3] = UInt8(total & 0xFF)
-        b[4] = UInt8(identification >> 8); b[5] = UInt8(identification & 0xFF)
+        b[2] = UInt8(total >> 8)
+        b[3] = UInt8(total & 0xFF)
+        b[4] = UInt8(identification >> 8)
+        b[5] = UInt8(identification & 0xFF)
         var flags = fragmentOffset
         if dontFragment { flags |= 0x4000 }
         if moreFragments { flags |= 0x2000 }
-        b[6] = UInt8(flags >> 8); b[7] = UInt8(flags & 0xFF)
+        b[6] = UInt8(flags >> 8)
+        b[7] = UInt8(flags & 0xFF)
         b[8] = ttl
         b[9] = protocolNumber
-        let s = source.octets, d = destination.octets
-        b[12] = s.0; b[13] = s.1; b[14] = s.2; b[15] = s.3
-        b[16] = d.0; b[17] = d.1; b[18] = d.2; b[19] = d.3
+        let s = source.octets
+        let d = destination.octets
+        b[12] = s.0
+        b[13] = s.1
+        b[14] = s.2
+        b[15] = s.3
+        b[16] = d.0
+        b[17] = d.1
+        b[18] = d.2
+        b[19] = d.3
         b += options
         let c = b.withUnsafeBytes { InternetChecksum.checksum($0) }
-        b[10] = UInt8(c >> 8); b[11] = UInt8(c & 0xFF)
+        b[10] = UInt8(c >> 8)
+        b[11] = UInt8(c & 0xFF)
         return b + payload
     }
 }
@@ -48,8 +60,10 @@ func exampleSpec(mode: EncapsulationMode = .always, local: String = "node-a") ->
 }
 
 /// Wraps an inner datagram in an outer IPv4 header (as a peer would send it).
-func encapsulated(_ inner: [UInt8], from source: String, to destination: String, tos: UInt8 = 0,
-                  dontFragment: Bool = true, moreFragments: Bool = false) -> [UInt8] {
+func encapsulated(
+    _ inner: [UInt8], from source: String, to destination: String, tos: UInt8 = 0,
+    dontFragment: Bool = true, moreFragments: Bool = false
+) -> [UInt8] {
     var o = PacketBuilder()
     o.source = ip(source)
     o.destination = ip(destination)

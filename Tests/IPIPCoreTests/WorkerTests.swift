@@ -1,4 +1,5 @@
 import Testing
+
 @testable import IPIPCore
 
 /// Engines of several workers side by side: who owns which packet, and SNAT split by port slices.
@@ -17,8 +18,9 @@ struct WorkerTests {
         }
     }
 
-    @Test("port slices: contiguous, disjoint, covering the range; natOwner names the slice of every port",
-          arguments: [(UInt16(61000), UInt16(65535), 2), (1, 65535, 3), (20000, 20010, 4), (5000, 5002, 3), (7, 7, 1)])
+    @Test(
+        "port slices: contiguous, disjoint, covering the range; natOwner names the slice of every port",
+        arguments: [(UInt16(61000), UInt16(65535), 2), (1, 65535, 3), (20000, 20010, 4), (5000, 5002, 3), (7, 7, 1)])
     func slices(lo: UInt16, hi: UInt16, workers: Int) {
         let range = lo...hi
         var next = Int(lo)
@@ -55,14 +57,16 @@ struct WorkerTests {
         #expect(e.nat.portRange == NATTable.defaultPortRange)
     }
 
-    @Test("SNAT across workers, TCP, UDP and echo: the owner translates into its own slice, and the reply names it",
-          arguments: [UInt8(6), 17, 1])
+    @Test(
+        "SNAT across workers, TCP, UDP and echo: the owner translates into its own slice, and the reply names it",
+        arguments: [UInt8(6), 17, 1])
     func ownership(proto: UInt8) throws {
         let es = try engines(3)
         var owners = Set<Int>()
         for k in 0..<60 {
             let source = "192.168.0.\(10 + k % 40)"
-            let out = flowPacket(proto: proto, source: source, sourcePort: UInt16(40000 + k), destination: "203.0.113.\(1 + k % 7)")
+            let out = flowPacket(
+                proto: proto, source: source, sourcePort: UInt16(40000 + k), destination: "203.0.113.\(1 + k % 7)")
             let owner = out.withUnsafeBytes { es[0].egressOwner($0) }
             #expect(owner >= 0 && owner < 3)
             // Every worker computes the same owner.
@@ -106,9 +110,13 @@ struct WorkerTests {
             let t = try EgressRun(engine: es[owner], [out]).outputs[0].bytes
             var icmp: [UInt8] = [3, 3, 0, 0, 0, 0, 0, 0] + Array(t.prefix(28))
             let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
-            icmp[2] = UInt8(c >> 8); icmp[3] = UInt8(c & 0xFF)
+            icmp[2] = UInt8(c >> 8)
+            icmp[3] = UInt8(c & 0xFF)
             var err = PacketBuilder()
-            err.source = ip("203.0.113.10"); err.destination = node; err.protocolNumber = 1; err.payload = icmp
+            err.source = ip("203.0.113.10")
+            err.destination = node
+            err.protocolNumber = 1
+            err.payload = icmp
             let e = err.bytes()
             #expect(e.withUnsafeBytes { es[1 - owner].ingressOwner($0) } == owner)
             #expect(try IngressRun([e], engine: es[owner]).verdicts[0].action == .untranslated)
@@ -120,12 +128,14 @@ struct WorkerTests {
         let es = try engines(2)
         let toPeer = flowPacket(proto: 17, destination: "192.168.1.20")
         #expect(toPeer.withUnsafeBytes { es[0].egressOwner($0) } == Engine.anyWorker)
-        let fromPeer = encapsulated(flowPacket(proto: 17, source: "192.168.1.20", destination: "192.168.0.10"),
-                                    from: "10.0.0.2", to: "10.0.0.1")
+        let fromPeer = encapsulated(
+            flowPacket(proto: 17, source: "192.168.1.20", destination: "192.168.0.10"),
+            from: "10.0.0.2", to: "10.0.0.1")
         #expect(fromPeer.withUnsafeBytes { es[0].ingressOwner($0) } == Engine.anyWorker)
         let notOurs = flowPacket(proto: 17, source: "203.0.113.10", destination: "10.0.0.99")
         #expect(notOurs.withUnsafeBytes { es[0].ingressOwner($0) } == Engine.anyWorker)
-        let outsideRange = flowPacket(proto: 17, source: "203.0.113.10", sourcePort: 53, destination: "10.0.0.1", destinationPort: 22)
+        let outsideRange = flowPacket(
+            proto: 17, source: "203.0.113.10", sourcePort: 53, destination: "10.0.0.1", destinationPort: 22)
         #expect(outsideRange.withUnsafeBytes { es[0].ingressOwner($0) } == Engine.anyWorker)
         // Truncated headers are nobody's in particular (the engine drops them where they are).
         let short = Array(flowPacket(proto: 6, source: "203.0.113.10", destination: "10.0.0.1").prefix(22))
@@ -142,9 +152,13 @@ struct WorkerTests {
         quoted.payload = Array(flowPacket(proto: 17, destination: "192.168.1.20").prefix(28))
         var icmp: [UInt8] = [3, 4, 0, 0, 0, 0, UInt8(mtu >> 8), UInt8(mtu & 0xFF)] + quoted.bytes()
         let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
-        icmp[2] = UInt8(c >> 8); icmp[3] = UInt8(c & 0xFF)
+        icmp[2] = UInt8(c >> 8)
+        icmp[3] = UInt8(c & 0xFF)
         var p = PacketBuilder()
-        p.source = ip("10.0.0.254"); p.destination = node; p.protocolNumber = 1; p.payload = icmp
+        p.source = ip("10.0.0.254")
+        p.destination = node
+        p.protocolNumber = 1
+        p.payload = icmp
         return p.bytes()
     }
 
@@ -163,7 +177,8 @@ struct WorkerTests {
         #expect(c.ingressPacketsIn == 0 && c.pathMTUUpdates == 0, "absorbed, not counted")
         // Absorbing the same report again teaches nothing new; anything else is ignored.
         #expect(!report.withUnsafeBytes { es[1].absorbPathMTUReport($0, now: now) })
-        var corrupt = report; corrupt[10] ^= 0xFF
+        var corrupt = report
+        corrupt[10] ^= 0xFF
         #expect(!corrupt.withUnsafeBytes { es[1].absorbPathMTUReport($0, now: now) })
         #expect(!flowPacket(proto: 17).withUnsafeBytes { es[1].absorbPathMTUReport($0, now: now) })
         #expect(![UInt8](repeating: 0x45, count: 10).withUnsafeBytes { es[1].absorbPathMTUReport($0, now: now) })
@@ -212,11 +227,15 @@ struct WorkerTests {
         #expect(base(copy.routes) != base(original.routes))
         #expect(base(copy.nodes) != base(original.nodes))
         #expect(base(copy.pools) != base(original.pools))
-        let longName = { (t: Topology) in t.nodes[1].name.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil }
+        let longName = { (t: Topology) in
+            t.nodes[1].name.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil
+        }
         #expect(longName(copy) != nil && longName(copy) != longName(original))
         // And an engine on the replica does what one on the original does, byte for byte.
-        let packets = [flowPacket(proto: 17, destination: "192.168.1.20"), flowPacket(proto: 6),
-                       flowPacket(proto: 1), flowPacket(proto: 17, destination: "192.168.0.77")]
+        let packets = [
+            flowPacket(proto: 17, destination: "192.168.1.20"), flowPacket(proto: 6),
+            flowPacket(proto: 1), flowPacket(proto: 17, destination: "192.168.0.77"),
+        ]
         let a = try EgressRun(engine: Engine(topology: original), packets)
         let b = try EgressRun(engine: Engine(topology: copy), packets)
         #expect(a.verdicts == b.verdicts && a.outputs == b.outputs)

@@ -44,7 +44,8 @@ struct DaemonLifecycleTests {
         let example: String
 
         init() throws {
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("ipipd-lifecycle-\(UUID().uuidString)")
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "ipipd-lifecycle-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             file = directory.appendingPathComponent("cluster.yaml")
             example = try ExampleCluster.manifests()
@@ -67,8 +68,9 @@ struct DaemonLifecycleTests {
     /// A daemon for node-a on a fake host that already has a route of another owner.
     static func makeRun(workers: Int = 1, routing: FakeRouting? = nil, script: [FakeHost.Step]) throws -> Run {
         let manifests = try Manifests()
-        let foreign = Route(destination: IPv4Prefix("10.9.0.0/24")!, gateway: IPv4Address("10.0.0.254"), outputInterface: 2,
-                            protocolNumber: 4, onlink: true)
+        let foreign = Route(
+            destination: IPv4Prefix("10.9.0.0/24")!, gateway: IPv4Address("10.0.0.254"), outputInterface: 2,
+            protocolNumber: 4, onlink: true)
         let fake = routing ?? FakeRouting()
         fake.edit { routes, _ in routes.append(foreign) }
         let host = FakeHost(uplinkAddress: IPv4Address("10.0.0.1")!, routing: fake, script: script)
@@ -76,7 +78,8 @@ struct DaemonLifecycleTests {
         options.metricsPort = 0
         options.workers = workers
         let (logger, log) = RecordingLogHandler.logger()
-        let daemon = Daemon(options: options, source: ManifestSource(paths: [manifests.directory.path]), logger: logger, host: host)
+        let daemon = Daemon(
+            options: options, source: ManifestSource(paths: [manifests.directory.path]), logger: logger, host: host)
         return Run(manifests: manifests, host: host, daemon: daemon, log: log, foreign: foreign)
     }
 
@@ -91,18 +94,25 @@ struct DaemonLifecycleTests {
         let run = try Self.makeRun(script: [
             { h in
                 seenRunning = true
-                #expect(h.tunnel?.mtu == 1480 && h.tunnel?.address == IPv4Address("192.168.0.1"), "\(String(describing: h.tunnel))")
+                #expect(
+                    h.tunnel?.mtu == 1480 && h.tunnel?.address == IPv4Address("192.168.0.1"),
+                    "\(String(describing: h.tunnel))")
                 #expect(h.sysctls["net.ipv4.ip_forward"] == "1")
                 #expect(h.sysctls["net.ipv4.conf.ipip0.rp_filter"] == "0")
-                #expect(h.sysctls["net.ipv4.conf.all.rp_filter"] == "2", "strict rp_filter on all would override the TUN's 0")
-                #expect(h.firewall["ipipd"] == FakeHost.FirewallTable(uplink: "eth0", nodeAddress: IPv4Address("10.0.0.1")!,
-                                                                    natPortRange: NATTable.defaultPortRange))
+                #expect(
+                    h.sysctls["net.ipv4.conf.all.rp_filter"] == "2",
+                    "strict rp_filter on all would override the TUN's 0")
+                #expect(
+                    h.firewall["ipipd"]
+                        == FakeHost.FirewallTable(
+                            uplink: "eth0", nodeAddress: IPv4Address("10.0.0.1")!,
+                            natPortRange: NATTable.defaultPortRange))
                 let ours = Self.ourDestinations(h)
                 #expect(ours.isSuperset(of: ["192.168.1.0/26", "192.168.2.0/26"]), "\(ours)")
                 #expect(h.fakeRouting.rules.contains { $0.protocolNumber == Self.ours }, "natOutgoing needs its rule")
                 #expect(h.datapath?.engines?.count == 1)
                 return [.terminate]
-            },
+            }
         ])
         let status = try run.daemon.run()
         #expect(status == 0)
@@ -117,18 +127,28 @@ struct DaemonLifecycleTests {
 
     @Test("leftovers of a crashed run (our routes, rules, nftables table) are removed before anything else")
     func leftoversRemoved() throws {
-        let stale = Route(destination: IPv4Prefix("192.168.77.0/26")!, gateway: IPv4Address("10.0.0.77"), outputInterface: 2,
-                          protocolNumber: Self.ours, onlink: true)
-        let routing = FakeRouting(routes: [stale], rules: [Rule(priority: 498, source: IPv4Prefix("10.77.0.0/16")!, table: 498,
-                                                                protocolNumber: Self.ours)])
-        let run = try Self.makeRun(routing: routing, script: [
-            { h in
-                #expect(!h.fakeRouting.routes.contains(stale))
-                #expect(!h.fakeRouting.rules.contains { $0.source == IPv4Prefix("10.77.0.0/16")! })
-                #expect(h.firewallOperations == ["remove ipipd", "apply ipipd"], "the old table goes before the new one is built")
-                return [.interrupt]
-            },
-        ])
+        let stale = Route(
+            destination: IPv4Prefix("192.168.77.0/26")!, gateway: IPv4Address("10.0.0.77"), outputInterface: 2,
+            protocolNumber: Self.ours, onlink: true)
+        let routing = FakeRouting(
+            routes: [stale],
+            rules: [
+                Rule(
+                    priority: 498, source: IPv4Prefix("10.77.0.0/16")!, table: 498,
+                    protocolNumber: Self.ours)
+            ])
+        let run = try Self.makeRun(
+            routing: routing,
+            script: [
+                { h in
+                    #expect(!h.fakeRouting.routes.contains(stale))
+                    #expect(!h.fakeRouting.rules.contains { $0.source == IPv4Prefix("10.77.0.0/16")! })
+                    #expect(
+                        h.firewallOperations == ["remove ipipd", "apply ipipd"],
+                        "the old table goes before the new one is built")
+                    return [.interrupt]
+                }
+            ])
         #expect(try run.daemon.run() == 0)
         #expect(run.log.contains("removed 2 routes and rules left by a previous run"), "\(run.log.messages)")
         #expect(run.log.contains("stopping (SIGINT)"))
@@ -147,7 +167,7 @@ struct DaemonLifecycleTests {
                 #expect(h.datapath?.topology?.nodes.count == 4)
                 #expect(Self.ourDestinations(h).contains("192.168.3.0/26"))
                 #expect(run.daemon.controlCounters.topologyReloads == 1)
-                try? run.manifests.write(run.manifests.example)   // no signal: the watch sees it
+                try? run.manifests.write(run.manifests.example)  // no signal: the watch sees it
                 return []
             },
             { h in
@@ -169,14 +189,17 @@ struct DaemonLifecycleTests {
         run = try Self.makeRun(script: [
             { h in
                 before = Self.ourDestinations(h)
-                try? run.manifests.write(run.manifests.example.replacingOccurrences(of: "cidr: 192.168.0.0/16", with: "cidr: 192.168.0.0/33"))
+                try? run.manifests.write(
+                    run.manifests.example.replacingOccurrences(of: "cidr: 192.168.0.0/16", with: "cidr: 192.168.0.0/33")
+                )
                 return [.hangup]
             },
             { h in
                 #expect(h.datapath?.published.isEmpty == true)
                 #expect(Self.ourDestinations(h) == before)
                 #expect(run.log.contains("reload refused, the previous topology stays"), "\(run.log.messages)")
-                try? run.manifests.write(run.manifests.example.replacingOccurrences(of: "10.0.0.1/24", with: "10.0.0.11/24"))
+                try? run.manifests.write(
+                    run.manifests.example.replacingOccurrences(of: "10.0.0.1/24", with: "10.0.0.11/24"))
                 return [.hangup]
             },
             { h in
@@ -225,7 +248,7 @@ struct DaemonLifecycleTests {
             { h in
                 h.datapath?.failure = "TUN read: EBADFD"
                 return []
-            },
+            }
         ])
         #expect(try run.daemon.run() == 1)
         #expect(run.host.fakeRouting.routes == [run.foreign])
@@ -245,14 +268,21 @@ struct DaemonLifecycleTests {
 
     @Test("--workers 2: one engine per worker, each with its NAT share")
     func twoWorkers() throws {
-        let run = try Self.makeRun(workers: 2, script: [
-            { h in
-                let engines = h.datapath?.engines ?? []
-                #expect(engines.map(\.configuration.worker) == [WorkerShare(index: 0, count: 2), WorkerShare(index: 1, count: 2)])
-                #expect(engines.count == 2 && engines[0].topology !== engines[1].topology, "each worker has its own replica")
-                return [.terminate]
-            },
-        ])
+        let run = try Self.makeRun(
+            workers: 2,
+            script: [
+                { h in
+                    let engines = h.datapath?.engines ?? []
+                    #expect(
+                        engines.map(\.configuration.worker) == [
+                            WorkerShare(index: 0, count: 2), WorkerShare(index: 1, count: 2),
+                        ])
+                    #expect(
+                        engines.count == 2 && engines[0].topology !== engines[1].topology,
+                        "each worker has its own replica")
+                    return [.terminate]
+                }
+            ])
         #expect(try run.daemon.run() == 0)
         #expect(run.log.contains("2 packet workers, NAT ports split"))
     }

@@ -10,7 +10,10 @@ struct HandoffQueueTests {
     /// pattern derived from it.
     static func packet(_ n: UInt32, length: Int) -> [UInt8] {
         var p = [UInt8](repeating: 0, count: max(4, length))
-        p[0] = UInt8(n >> 24); p[1] = UInt8(n >> 16 & 0xFF); p[2] = UInt8(n >> 8 & 0xFF); p[3] = UInt8(n & 0xFF)
+        p[0] = UInt8(n >> 24)
+        p[1] = UInt8(n >> 16 & 0xFF)
+        p[2] = UInt8(n >> 8 & 0xFF)
+        p[3] = UInt8(n & 0xFF)
         for i in 4..<p.count { p[i] = UInt8(truncatingIfNeeded: Int(n) &* 31 &+ i) }
         return p
     }
@@ -32,9 +35,14 @@ struct HandoffQueueTests {
             for _ in 0..<Int(rng.next(below: 40)) {
                 let length = [20, 64, 1500, 9000, 65535][rng.next(below: 5)] - rng.next(below: 16)
                 let p = Self.packet(sent, length: length)
-                let offload = sent % 3 == 0 ? SegmentationOffload(kind: .tcp, segmentSize: UInt16(1000 + sent % 400), congestionWindowReduced: sent % 2 == 0)
+                let offload =
+                    sent % 3 == 0
+                    ? SegmentationOffload(
+                        kind: .tcp, segmentSize: UInt16(1000 + sent % 400), congestionWindowReduced: sent % 2 == 0)
                     : .none
-                let ok = p.withUnsafeBytes { q.enqueue($0, offload: offload, time: Timestamp(seconds: Int64(sent), nanoseconds: sent % 1000)) }
+                let ok = p.withUnsafeBytes {
+                    q.enqueue($0, offload: offload, time: Timestamp(seconds: Int64(sent), nanoseconds: sent % 1000))
+                }
                 if !ok { break }
                 lengths[sent] = p.count
                 sent += 1
@@ -51,7 +59,10 @@ struct HandoffQueueTests {
                 #expect(batch.time(of: i) == Timestamp(seconds: Int64(s), nanoseconds: s % 1000))
                 let o = batch.offload(of: i)
                 if s % 3 == 0 {
-                    #expect(o == SegmentationOffload(kind: .tcp, segmentSize: UInt16(1000 + s % 400), congestionWindowReduced: s % 2 == 0))
+                    #expect(
+                        o
+                            == SegmentationOffload(
+                                kind: .tcp, segmentSize: UInt16(1000 + s % 400), congestionWindowReduced: s % 2 == 0))
                 } else {
                     #expect(o == .none)
                 }
@@ -118,7 +129,11 @@ struct HandoffQueueTests {
             for i in 0..<batch.count {
                 let p = batch.packet(i)
                 let s = Self.sequence(p)
-                if s != expected || p.count != Int(s % 1400) + 20 || p[p.count - 1] != Self.packet(s, length: p.count)[p.count - 1] { wrong += 1 }
+                if s != expected || p.count != Int(s % 1400) + 20
+                    || p[p.count - 1] != Self.packet(s, length: p.count)[p.count - 1]
+                {
+                    wrong += 1
+                }
                 expected = s + 1
             }
         }
@@ -126,4 +141,3 @@ struct HandoffQueueTests {
         #expect(wrong == 0)
     }
 }
-

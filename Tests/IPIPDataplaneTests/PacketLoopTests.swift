@@ -1,7 +1,8 @@
 import Foundation
 import IPIPCore
-import Synchronization
+import IPIPResources
 import IPIPTestSupport
+import Synchronization
 import Testing
 
 @testable import IPIPDataplane
@@ -35,12 +36,14 @@ final class FakeDatapath: DatapathIO, @unchecked Sendable {
     }
 
     func readTUN(into batch: inout PacketBatch, time: Timestamp) throws -> Int {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         return read(&tunQueue, into: &batch, time: time)
     }
 
     func readUplink(into batch: inout PacketBatch, time: Timestamp) throws -> Int {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         return read(&uplinkQueue, into: &batch, time: time)
     }
 
@@ -67,10 +70,13 @@ final class FakeDatapath: DatapathIO, @unchecked Sendable {
 }
 
 func examplePacket(to destination: String) -> [UInt8] {
-    var b: [UInt8] = [0x45, 0, 0, 28, 0, 1, 0x40, 0, 63, 17, 0, 0, 192, 168, 0, 10] + destination.split(separator: ".").map { UInt8($0)! }
+    var b: [UInt8] =
+        [0x45, 0, 0, 28, 0, 1, 0x40, 0, 63, 17, 0, 0, 192, 168, 0, 10]
+        + destination.split(separator: ".").map { UInt8($0)! }
     b += [0x9C, 0x40, 0x1F, 0x90, 0, 8, 0, 0]
     let c = b[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
-    b[10] = UInt8(c >> 8); b[11] = UInt8(c & 0xFF)
+    b[10] = UInt8(c >> 8)
+    b[11] = UInt8(c & 0xFF)
     return b
 }
 
@@ -79,8 +85,6 @@ func exampleTopology(mode: String) throws -> Topology {
     let set = try IPIPResources.ResourceLoader.load(text: text, file: "cluster.yaml")
     return try Topology.compile(ClusterLoader.spec(from: set, node: "node-a", underlayMTU: 1500))
 }
-
-import IPIPResources
 
 @Suite("Packet loop")
 struct PacketLoopTests {
@@ -117,15 +121,26 @@ struct PacketLoopTests {
 
         // The way back: IP-in-IP from node-b arrives in the TUN without its outer header.
         var inner = examplePacket(to: "192.168.0.10")
-        inner[12] = 192; inner[13] = 168; inner[14] = 1; inner[15] = 20
-        inner[16] = 192; inner[17] = 168; inner[18] = 0; inner[19] = 10
-        inner[10] = 0; inner[11] = 0
+        inner[12] = 192
+        inner[13] = 168
+        inner[14] = 1
+        inner[15] = 20
+        inner[16] = 192
+        inner[17] = 168
+        inner[18] = 0
+        inner[19] = 10
+        inner[10] = 0
+        inner[11] = 0
         let c = inner[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
-        inner[10] = UInt8(c >> 8); inner[11] = UInt8(c & 0xFF)
-        var outer: [UInt8] = [0x45, 0, UInt8((inner.count + 20) >> 8), UInt8((inner.count + 20) & 0xFF), 0, 2, 0x40, 0, 64, 4, 0, 0,
-                              10, 0, 0, 2, 10, 0, 0, 1]
+        inner[10] = UInt8(c >> 8)
+        inner[11] = UInt8(c & 0xFF)
+        var outer: [UInt8] = [
+            0x45, 0, UInt8((inner.count + 20) >> 8), UInt8((inner.count + 20) & 0xFF), 0, 2, 0x40, 0, 64, 4, 0, 0,
+            10, 0, 0, 2, 10, 0, 0, 1,
+        ]
         let oc = outer.withUnsafeBytes { InternetChecksum.checksum($0) }
-        outer[10] = UInt8(oc >> 8); outer[11] = UInt8(oc & 0xFF)
+        outer[10] = UInt8(oc >> 8)
+        outer[11] = UInt8(oc & 0xFF)
         io.lock.withLock { io.uplinkQueue.append(outer + inner) }
         #expect(until { io.lock.withLock { io.tunWritten.contains(inner) } })
 
@@ -153,7 +168,8 @@ struct PacketWorkersTests {
         var b: [UInt8] = [0x45, 0, 0, 28, 0, 1, 0x40, 0, 63, 17, 0, 0] + source + destination
         b += [UInt8(port >> 8), UInt8(port & 0xFF), 0x1F, 0x90, 0, 8, 0, 0]
         let c = b[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
-        b[10] = UInt8(c >> 8); b[11] = UInt8(c & 0xFF)
+        b[10] = UInt8(c >> 8)
+        b[11] = UInt8(c & 0xFF)
         return b
     }
 
@@ -187,20 +203,26 @@ struct PacketWorkersTests {
             #expect(engines[owner].nat.portRange.contains(external))
             // The reply arrives on the other worker's capture and reaches the workload through the owner.
             var reply = udp([203, 0, 113, 10], 8080, to: [10, 0, 0, 1])
-            reply[20] = 0x1F; reply[21] = 0x90; reply[22] = UInt8(external >> 8); reply[23] = UInt8(external & 0xFF)
+            reply[20] = 0x1F
+            reply[21] = 0x90
+            reply[22] = UInt8(external >> 8)
+            reply[23] = UInt8(external & 0xFF)
             ios[other].lock.withLock { ios[other].uplinkQueue.append(reply) }
-            #expect(until { ios[owner].lock.withLock { !ios[owner].tunWritten.isEmpty } }, "the owner delivers the reply")
+            #expect(
+                until { ios[owner].lock.withLock { !ios[owner].tunWritten.isEmpty } }, "the owner delivers the reply")
             let delivered = ios[owner].lock.withLock { ios[owner].tunWritten.removeLast() }
             #expect(Array(delivered[16..<20]) == [192, 168, 0, last] && delivered[22] == 0x9C && delivered[23] == 0x40)
         }
         #expect(checked.count == 2, "sources of both workers found")
 
         workers.refreshSnapshot()
-        #expect(until {
-            let s = workers.latestSnapshot()
-            return s.workers.count == 2 && (s.counters?.packets(.translated) ?? 0) == 2 && (s.counters?.packets(.untranslated) ?? 0) == 2
-                && (s.ioCounters["handoff_sent"] ?? 0) == 4 && (s.ioCounters["handoff_received"] ?? 0) == 4
-        })
+        #expect(
+            until {
+                let s = workers.latestSnapshot()
+                return s.workers.count == 2 && (s.counters?.packets(.translated) ?? 0) == 2
+                    && (s.counters?.packets(.untranslated) ?? 0) == 2
+                    && (s.ioCounters["handoff_sent"] ?? 0) == 4 && (s.ioCounters["handoff_received"] ?? 0) == 4
+            })
         let text = workers.latestSnapshot().prometheusText()
         #expect(text.contains("ipipd_workers 2\n"))
         #expect(text.contains("ipipd_worker_packets_total{worker=\"0\",verdict=\"translated\"} 1\n"))
@@ -240,7 +262,9 @@ struct MetricsTests {
             addr.sin_port = server.port.bigEndian
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
             let r = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
             guard r == 0 else { return "connect failed" }
             let req = Array("GET \(path) HTTP/1.0\r\nHost: x\r\n\r\n".utf8)

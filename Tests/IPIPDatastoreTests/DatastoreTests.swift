@@ -17,7 +17,8 @@ struct SQLiteDatastoreTests {
         #expect(created.metadata.creationTimestamp?.hasSuffix("Z") == true)
         let read = try store.get(.ipPool, name: "ippool-ipip-1")
         #expect(ResourceEncoder.value(read) == ResourceEncoder.value(created))
-        let updated = try store.update(#require(decode(seedPool.replacingOccurrences(of: "Always", with: "Never")).first))
+        let updated = try store.update(
+            #require(decode(seedPool.replacingOccurrences(of: "Always", with: "Never")).first))
         #expect(updated.metadata.resourceVersion == "2")
         #expect(updated.metadata.uid == created.metadata.uid)
         #expect(updated.metadata.creationTimestamp == created.metadata.creationTimestamp)
@@ -60,11 +61,13 @@ struct SQLiteDatastoreTests {
         let file = dir.write("cluster.yaml", seedPool)
         let store = ManifestDatastore(paths: [file])
         #expect(try store.list(.ipPool).map(\.name) == ["ippool-ipip-1"])
-        let output = CalicoCtl.execute(.apply, input: ManifestInput(text: pool("x", "10.1.0.0/16"), file: "x"),
-                                       store: { store })
+        let output = CalicoCtl.execute(
+            .apply, input: ManifestInput(text: pool("x", "10.1.0.0/16"), file: "x"),
+            store: { store })
         #expect(output.exitCode == 1)
-        #expect(output.stderr == "Failed to apply 'IPPool' resource: the manifests datastore (\(file)) is read-only: "
-            + "cannot create; use --datastore sqlite:PATH to store resources\n")
+        #expect(
+            output.stderr == "Failed to apply 'IPPool' resource: the manifests datastore (\(file)) is read-only: "
+                + "cannot create; use --datastore sqlite:PATH to store resources\n")
         let before = try store.revision()
         #expect(try store.revision() == before)
     }
@@ -72,13 +75,15 @@ struct SQLiteDatastoreTests {
 
 @Suite("Datastore: choosing a store")
 struct DatastoreLocationTests {
-    @Test("parse", arguments: [
-        ("sqlite:/tmp/x.sqlite", DatastoreLocation.sqlite(path: "/tmp/x.sqlite")),
-        ("SQLITE:/a:b", .sqlite(path: "/a:b")),
-        ("sqlite", .sqlite(path: SQLiteDatastore.defaultPath(environment: ["XDG_DATA_HOME": "/data"]))),
-        ("manifests:a.yaml,dir", .manifests(paths: ["a.yaml", "dir"])),
-        ("etcd:http://127.0.0.1:2379", .etcd(endpoints: ["http://127.0.0.1:2379"])),
-    ])
+    @Test(
+        "parse",
+        arguments: [
+            ("sqlite:/tmp/x.sqlite", DatastoreLocation.sqlite(path: "/tmp/x.sqlite")),
+            ("SQLITE:/a:b", .sqlite(path: "/a:b")),
+            ("sqlite", .sqlite(path: SQLiteDatastore.defaultPath(environment: ["XDG_DATA_HOME": "/data"]))),
+            ("manifests:a.yaml,dir", .manifests(paths: ["a.yaml", "dir"])),
+            ("etcd:http://127.0.0.1:2379", .etcd(endpoints: ["http://127.0.0.1:2379"])),
+        ])
     func parse(text: String, expected: DatastoreLocation) throws {
         #expect(try DatastoreLocation.parse(text, environment: ["XDG_DATA_HOME": "/data"]) == expected)
     }
@@ -86,28 +91,41 @@ struct DatastoreLocationTests {
     @Test("option, then IPIPD_DATASTORE, then the default path")
     func resolve() throws {
         let env = ["IPIPD_DATASTORE": "sqlite:/env.sqlite", "HOME": "/home/u"]
-        #expect(try DatastoreLocation.resolve(option: "sqlite:/opt.sqlite", environment: env) == .sqlite(path: "/opt.sqlite"))
+        #expect(
+            try DatastoreLocation.resolve(option: "sqlite:/opt.sqlite", environment: env)
+                == .sqlite(path: "/opt.sqlite"))
         #expect(try DatastoreLocation.resolve(option: nil, environment: env) == .sqlite(path: "/env.sqlite"))
-        #expect(SQLiteDatastore.defaultPath(environment: ["HOME": "/home/u"], isRoot: false)
-            == "/home/u/.local/share/ipipd/datastore.sqlite")
-        #expect(SQLiteDatastore.defaultPath(environment: ["XDG_DATA_HOME": "/x"], isRoot: false) == "/x/ipipd/datastore.sqlite")
+        #expect(
+            SQLiteDatastore.defaultPath(environment: ["HOME": "/home/u"], isRoot: false)
+                == "/home/u/.local/share/ipipd/datastore.sqlite")
+        #expect(
+            SQLiteDatastore.defaultPath(environment: ["XDG_DATA_HOME": "/x"], isRoot: false)
+                == "/x/ipipd/datastore.sqlite")
         #expect(SQLiteDatastore.defaultPath(environment: [:], isRoot: true) == "/var/lib/ipipd/datastore.sqlite")
     }
 
     @Test("etcd: endpoints from the value, ETCD_ENDPOINTS, calicoctl's DATASTORE_TYPE, or etcd's default")
     func etcd() throws {
-        #expect(try DatastoreLocation.parse("etcd:http://10.0.0.1:2379,http://10.0.0.2:2379", environment: [:])
-            == .etcd(endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]))
-        #expect(try DatastoreLocation.parse("etcdv3", environment: ["ETCD_ENDPOINTS": "http://e1:2379, http://e2:2379"])
-            == .etcd(endpoints: ["http://e1:2379", "http://e2:2379"]))
+        #expect(
+            try DatastoreLocation.parse("etcd:http://10.0.0.1:2379,http://10.0.0.2:2379", environment: [:])
+                == .etcd(endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]))
+        #expect(
+            try DatastoreLocation.parse("etcdv3", environment: ["ETCD_ENDPOINTS": "http://e1:2379, http://e2:2379"])
+                == .etcd(endpoints: ["http://e1:2379", "http://e2:2379"]))
         #expect(try DatastoreLocation.parse("etcd", environment: [:]) == .etcd(endpoints: ["http://127.0.0.1:2379"]))
-        #expect(try DatastoreLocation.resolve(option: nil, environment: [
-            "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": "http://e:2379",
-        ]) == .etcd(endpoints: ["http://e:2379"]))
+        #expect(
+            try DatastoreLocation.resolve(
+                option: nil,
+                environment: [
+                    "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": "http://e:2379",
+                ]) == .etcd(endpoints: ["http://e:2379"]))
         // IPIPD_DATASTORE wins over calicoctl's variables.
-        #expect(try DatastoreLocation.resolve(option: nil, environment: [
-            "DATASTORE_TYPE": "etcdv3", "IPIPD_DATASTORE": "sqlite:/x.sqlite",
-        ]) == .sqlite(path: "/x.sqlite"))
+        #expect(
+            try DatastoreLocation.resolve(
+                option: nil,
+                environment: [
+                    "DATASTORE_TYPE": "etcdv3", "IPIPD_DATASTORE": "sqlite:/x.sqlite",
+                ]) == .sqlite(path: "/x.sqlite"))
         #expect(throws: DatastoreError.self) { try DatastoreLocation.parse("etcd:127.0.0.1:2379", environment: [:]) }
     }
 
@@ -127,7 +145,9 @@ struct IPAMTests {
             try store.create(r)
         }
         var blocks: [String] = []
-        for n in ["a", "b", "c", "d"] { blocks.append(try IPAM.claim(in: store, node: n, pool: "small").affinity.spec.cidr) }
+        for n in ["a", "b", "c", "d"] {
+            blocks.append(try IPAM.claim(in: store, node: n, pool: "small").affinity.spec.cidr)
+        }
         #expect(blocks == ["10.5.0.0/26", "10.5.0.64/26", "10.5.0.128/26", "10.5.0.192/26"])
         #expect(throws: DatastoreError.validation("no free block left in IPPool(small)")) {
             try IPAM.claim(in: store, node: "e", pool: "small")
@@ -187,13 +207,14 @@ struct DatastoreProcessTests {
             """
         let result = try runProcess("/bin/sh", ["-c", script])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout == """
-            Successfully applied 1 'IPPool' resource(s)
-            NAME            CIDR             NAT    IPIPMODE   VXLANMODE   DISABLED   DISABLEBGPEXPORT   SELECTOR   ASSIGNMENTMODE   
-            ippool-ipip-1   192.168.0.0/16   true   Always     Never       false      false              all()      Automatic        
+        #expect(
+            result.stdout == """
+                Successfully applied 1 'IPPool' resource(s)
+                NAME            CIDR             NAT    IPIPMODE   VXLANMODE   DISABLED   DISABLEBGPEXPORT   SELECTOR   ASSIGNMENTMODE   
+                ippool-ipip-1   192.168.0.0/16   true   Always     Never       false      false              all()      Automatic        
 
 
-            """)
+                """)
     }
 
     @Test("Calico's two v3.5 IP-in-IP calicoctl apply examples, verbatim with ipipctl (SQLite)")
@@ -214,21 +235,32 @@ struct DatastoreProcessTests {
         var r = try runProcess(ctl, ["create", "-f", file] + ds)
         #expect((r.status, r.stdout) == (0, "Successfully created 1 'IPPool' resource(s)\n"))
         r = try runProcess(ctl, ["create", "-f", file] + ds)
-        #expect((r.status, r.stdout, r.stderr)
-            == (1, "", "Failed to create 'IPPool' resource: resource already exists: IPPool(ippool-ipip-1)\n"))
+        #expect(
+            (r.status, r.stdout, r.stderr)
+                == (1, "", "Failed to create 'IPPool' resource: resource already exists: IPPool(ippool-ipip-1)\n"))
         r = try runProcess(ctl, ["ipam", "claim", "--node", "node-a"] + ds)
-        #expect(r.stdout == "Claimed block 192.168.0.0/26 of IPPool(ippool-ipip-1) for node node-a "
-            + "(BlockAffinity node-a-192-168-0-0-26, state confirmed)\n")
+        #expect(
+            r.stdout == "Claimed block 192.168.0.0/26 of IPPool(ippool-ipip-1) for node node-a "
+                + "(BlockAffinity node-a-192-168-0-0-26, state confirmed)\n")
         r = try runProcess(ctl, ["get", "blockaffinities"] + ds)
-        #expect(r.stdout == "NAME                    NODE     CIDR             STATE       \nnode-a-192-168-0-0-26   node-a   192.168.0.0/26   confirmed   \n\n")
+        #expect(
+            r.stdout
+                == "NAME                    NODE     CIDR             STATE       \nnode-a-192-168-0-0-26   node-a   192.168.0.0/26   confirmed   \n\n"
+        )
         r = try runProcess(ctl, ["ipam", "release", "--node", "node-a", "--cidr", "192.168.0.0/26"] + ds)
-        #expect((r.status, r.stdout) == (0, "Released block 192.168.0.0/26 of node node-a (BlockAffinity node-a-192-168-0-0-26)\n"))
+        #expect(
+            (r.status, r.stdout) == (
+                0, "Released block 192.168.0.0/26 of node node-a (BlockAffinity node-a-192-168-0-0-26)\n"
+            ))
         r = try runProcess(ctl, ["delete", "IPPOOL", "ippool-ipip-1"] + ds)
         #expect((r.status, r.stdout) == (0, "Successfully deleted 1 'IPPool' resource(s)\n"))
         r = try runProcess(ctl, ["get", "pools", "-o", "yaml"] + ds)
         #expect(r.stdout.contains("items: []"))
         r = try runProcess(ctl, ["apply", "-f", dir.file("missing.yaml")] + ds)
-        #expect((r.status, r.stderr) == (1, "Failed to execute command: open \(dir.file("missing.yaml")): no such file or directory\n"))
+        #expect(
+            (r.status, r.stderr) == (
+                1, "Failed to execute command: open \(dir.file("missing.yaml")): no such file or directory\n"
+            ))
     }
 
     @Test("8 processes apply different pools at once into a new file: all land")
@@ -237,7 +269,8 @@ struct DatastoreProcessTests {
         let dir = TempDir()
         defer { dir.cleanup() }
         let path = dir.file("ds.sqlite")
-        let writers = 8, perWriter = 5
+        let writers = 8
+        let perWriter = 5
         var running: [RunningProcess] = []
         for w in 0..<writers {
             let text = (0..<perWriter).map { i in pool("w\(w)-p\(i)", "10.\(w).\(i).0/24") }.joined(separator: "---\n")
@@ -263,7 +296,8 @@ struct DatastoreProcessTests {
         let path = dir.file("ds.sqlite")
         let count = 1000
         let names = (0..<count).map { String(format: "node-%04d", $0) }
-        let text = names.enumerated().map { i, n in node(n, "10.0.\(i / 250).\(i % 250 + 1)/16") }.joined(separator: "---\n")
+        let text = names.enumerated().map { i, n in node(n, "10.0.\(i / 250).\(i % 250 + 1)/16") }.joined(
+            separator: "---\n")
         let file = dir.write("nodes.yaml", text)
         var previous = 0
         var killedRounds = 0
@@ -275,7 +309,8 @@ struct DatastoreProcessTests {
             var stored = 0
             while Date() < deadline, process.process.isRunning {
                 if let store = try? SQLiteDatastore(path: path), let revision = try? store.revision(),
-                   revision > start + Int64(5 + round * 20) {
+                    revision > start + Int64(5 + round * 20)
+                {
                     stored = Int(revision)
                     break
                 }

@@ -22,7 +22,9 @@ final class EtcdServer: @unchecked Sendable {
     /// Starts a server. The suites that call it carry `.needsEtcd`, so without etcd they are
     /// disabled, except under CI, where reaching this without etcd records an issue (nil).
     static func start(tls: Bool = false) throws -> EtcdServer? {
-        guard let binary = TestEnvironment.require(TestEnvironment.etcd, "etcd", package: "etcd-server") else { return nil }
+        guard let binary = TestEnvironment.require(TestEnvironment.etcd, "etcd", package: "etcd-server") else {
+            return nil
+        }
         let server = try EtcdServer(binary: binary, clientPort: try freePort(), peerPort: try freePort(), tls: tls)
         try server.launch()
         return server
@@ -36,8 +38,9 @@ final class EtcdServer: @unchecked Sendable {
         dataDir = TempDir()
         if tls {
             try Self.makeCertificates(in: dataDir)
-            clientTLS = EtcdClient.TLSFiles(caFile: dataDir.file("ca.pem"), certFile: dataDir.file("client.pem"),
-                                            keyFile: dataDir.file("client.key"))
+            clientTLS = EtcdClient.TLSFiles(
+                caFile: dataDir.file("ca.pem"), certFile: dataDir.file("client.pem"),
+                keyFile: dataDir.file("client.key"))
         } else {
             clientTLS = nil
         }
@@ -86,8 +89,9 @@ final class EtcdServer: @unchecked Sendable {
         p.standardError = FileHandle.nullDevice
         try p.run()
         process = p
-        let client = try EtcdClient(endpoints: [endpoint], tls: clientTLS, credentials: credentials,
-                                    requestTimeout: .seconds(1))
+        let client = try EtcdClient(
+            endpoints: [endpoint], tls: clientTLS, credentials: credentials,
+            requestTimeout: .seconds(1))
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if (try? client.currentRevision()) != nil { return }

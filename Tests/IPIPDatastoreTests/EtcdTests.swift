@@ -1,10 +1,11 @@
 import Foundation
 import IPIPCore
-@testable import IPIPDatastore
 import IPIPResources
-import Synchronization
 import IPIPTestSupport
+import Synchronization
 import Testing
+
+@testable import IPIPDatastore
 
 /// One etcd per suite, started on first use and stopped at process exit (the suite's tests run one
 /// after another, each on a store with every `/calico/` key removed).
@@ -75,12 +76,13 @@ struct EtcdDatastoreTests {
         #expect(claim.affinity.spec.cidr == "192.168.0.0/26")
 
         let all = try store.client.range("/calico/", prefix: true).kvs
-        #expect(all.map(\.key) == [
-            "/calico/ipam/v2/assignment/ipv4/block/192.168.0.0-26",
-            "/calico/ipam/v2/host/node-a/ipv4/block/192.168.0.0-26",
-            "/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1",
-            "/calico/resources/v3/projectcalico.org/nodes/node-a",
-        ])
+        #expect(
+            all.map(\.key) == [
+                "/calico/ipam/v2/assignment/ipv4/block/192.168.0.0-26",
+                "/calico/ipam/v2/host/node-a/ipv4/block/192.168.0.0-26",
+                "/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1",
+                "/calico/resources/v3/projectcalico.org/nodes/node-a",
+            ])
         let byKey = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
         let poolKV = try #require(byKey["/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1"])
         let uid = try #require(created.metadata.uid)
@@ -91,7 +93,9 @@ struct EtcdDatastoreTests {
         #expect(!poolKV.text.contains("resourceVersion"))
 
         let nodeKV = try #require(byKey["/calico/resources/v3/projectcalico.org/nodes/node-a"])
-        #expect(nodeKV.text.hasPrefix(#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"node-a","uid":""#))
+        #expect(
+            nodeKV.text.hasPrefix(
+                #"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"node-a","uid":""#))
         #expect(nodeKV.text.hasSuffix(#""spec":{"bgp":{"ipv4Address":"10.0.0.1/24"}}}"#))
 
         let affinityKV = try #require(byKey["/calico/ipam/v2/host/node-a/ipv4/block/192.168.0.0-26"])
@@ -101,8 +105,9 @@ struct EtcdDatastoreTests {
         let blockKV = try #require(byKey["/calico/ipam/v2/assignment/ipv4/block/192.168.0.0-26"])
         let nulls = Array(repeating: "null", count: 64).joined(separator: ",")
         let ordinals = (0..<64).map(String.init).joined(separator: ",")
-        #expect(blockKV.text == #"{"cidr":"192.168.0.0/26","affinity":"host:node-a","strictAffinity":false,"allocations":["#
-            + nulls + #"],"unallocated":["# + ordinals + #"],"attributes":[]}"#)
+        #expect(
+            blockKV.text == #"{"cidr":"192.168.0.0/26","affinity":"host:node-a","strictAffinity":false,"allocations":["#
+                + nulls + #"],"unallocated":["# + ordinals + #"],"attributes":[]}"#)
         // Claim and block went in one transaction.
         #expect(blockKV.modRevision == affinityKV.modRevision)
     }
@@ -112,20 +117,31 @@ struct EtcdDatastoreTests {
         guard let store = try store() else { return }
         let c = store.client
         // As calico/node and calicoctl v3.5 write them, plus fields a newer Calico adds.
-        try c.put("/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool", Array(#"""
-            {"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"default-ipv4-ippool","uid":"5e6b3d2c-1111-11e9-9d2c-525400123456","creationTimestamp":"2019-01-10T10:00:00Z"},"spec":{"cidr":"10.244.0.0/16","ipipMode":"CrossSubnet","natOutgoing":true,"blockSize":26,"nodeSelector":"all()","someFutureField":{"x":1}}}
-            """#.utf8))
-        try c.put("/calico/resources/v3/projectcalico.org/nodes/worker-1", Array(#"""
-            {"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"worker-1","uid":"u1","creationTimestamp":"2019-01-10T10:00:00Z","labels":{"kubernetes.io/hostname":"worker-1"}},"spec":{"bgp":{"ipv4Address":"172.16.1.11/24","ipv4IPIPTunnelAddr":"10.244.5.1"},"orchRefs":[{"nodeName":"worker-1","orchestrator":"k8s"}],"newerSpecField":true},"status":{"podCIDRs":["10.244.5.0/24"]}}
-            """#.utf8))
+        try c.put(
+            "/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool",
+            Array(
+                #"""
+                {"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"default-ipv4-ippool","uid":"5e6b3d2c-1111-11e9-9d2c-525400123456","creationTimestamp":"2019-01-10T10:00:00Z"},"spec":{"cidr":"10.244.0.0/16","ipipMode":"CrossSubnet","natOutgoing":true,"blockSize":26,"nodeSelector":"all()","someFutureField":{"x":1}}}
+                """#.utf8))
+        try c.put(
+            "/calico/resources/v3/projectcalico.org/nodes/worker-1",
+            Array(
+                #"""
+                {"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"worker-1","uid":"u1","creationTimestamp":"2019-01-10T10:00:00Z","labels":{"kubernetes.io/hostname":"worker-1"}},"spec":{"bgp":{"ipv4Address":"172.16.1.11/24","ipv4IPIPTunnelAddr":"10.244.5.1"},"orchRefs":[{"nodeName":"worker-1","orchestrator":"k8s"}],"newerSpecField":true},"status":{"podCIDRs":["10.244.5.0/24"]}}
+                """#.utf8))
         try c.put("/calico/ipam/v2/host/worker-1/ipv4/block/10.244.5.0-26", Array(#"{"state":"confirmed"}"#.utf8))
-        try c.put("/calico/ipam/v2/host/worker-1/ipv4/block/10.244.5.64-26",
-                  Array(#"{"state":"pending","deleted":false}"#.utf8))
-        try c.put("/calico/ipam/v2/host/worker-2/ipv4/block/10.244.6.0-26",
-                  Array(#"{"state":"confirmed","deleted":"true"}"#.utf8))
+        try c.put(
+            "/calico/ipam/v2/host/worker-1/ipv4/block/10.244.5.64-26",
+            Array(#"{"state":"pending","deleted":false}"#.utf8))
+        try c.put(
+            "/calico/ipam/v2/host/worker-2/ipv4/block/10.244.6.0-26",
+            Array(#"{"state":"confirmed","deleted":"true"}"#.utf8))
         // A block Calico allocated from without an affinity key for it (borrowed / affinity gone).
-        try c.put("/calico/ipam/v2/assignment/ipv4/block/10.244.0.0-26", Array(
-            #"{"cidr":"10.244.0.0/26","affinity":null,"strictAffinity":false,"allocations":[0],"unallocated":[],"attributes":[{"handle_id":"h","secondary":null}]}"#.utf8))
+        try c.put(
+            "/calico/ipam/v2/assignment/ipv4/block/10.244.0.0-26",
+            Array(
+                #"{"cidr":"10.244.0.0/26","affinity":null,"strictAffinity":false,"allocations":[0],"unallocated":[],"attributes":[{"handle_id":"h","secondary":null}]}"#
+                    .utf8))
         // Keys the dataplane does not read.
         try c.put("/calico/ipam/v2/handle/k8s-pod-network.abc", Array(#"{"block":{"10.244.5.0/26":1}}"#.utf8))
         try c.put("/calico/ipam/v2/config", Array(#"{"strict_affinity":false,"auto_allocate_blocks":true}"#.utf8))
@@ -137,8 +153,9 @@ struct EtcdDatastoreTests {
         #expect(pool.metadata.uid == "5e6b3d2c-1111-11e9-9d2c-525400123456")
         let worker = try #require(set.nodes.first)
         #expect(worker.metadata.name == "worker-1" && worker.spec.bgp?.ipv4Address?.description == "172.16.1.11/24")
-        #expect(set.blockAffinities.map(\.metadata.name)
-            == ["worker-1-10-244-5-0-26", "worker-1-10-244-5-64-26", "worker-2-10-244-6-0-26"])
+        #expect(
+            set.blockAffinities.map(\.metadata.name)
+                == ["worker-1-10-244-5-0-26", "worker-1-10-244-5-64-26", "worker-2-10-244-6-0-26"])
         #expect(set.blockAffinities.map(\.spec.state.rawValue) == ["confirmed", "pending", "confirmed"])
         #expect(set.blockAffinities.map(\.spec.deleted) == [false, false, true])
 
@@ -147,8 +164,11 @@ struct EtcdDatastoreTests {
         let claim = try IPAM.claim(in: store, node: "worker-3", pool: nil)
         #expect(claim.affinity.spec.cidr == "10.244.0.64/26")
         // Releasing a block with allocations keeps the allocations and drops only its affinity.
-        try c.put("/calico/ipam/v2/assignment/ipv4/block/10.244.5.0-26", Array(
-            #"{"cidr":"10.244.5.0/26","affinity":"host:worker-1","strictAffinity":false,"allocations":[0,null],"unallocated":[1],"attributes":[{"handle_id":"h","secondary":null}]}"#.utf8))
+        try c.put(
+            "/calico/ipam/v2/assignment/ipv4/block/10.244.5.0-26",
+            Array(
+                #"{"cidr":"10.244.5.0/26","affinity":"host:worker-1","strictAffinity":false,"allocations":[0,null],"unallocated":[1],"attributes":[{"handle_id":"h","secondary":null}]}"#
+                    .utf8))
         try IPAM.release(in: store, node: "worker-1", cidr: "10.244.5.0/26")
         let kept = try #require(try c.range("/calico/ipam/v2/assignment/ipv4/block/10.244.5.0-26").kvs.first)
         #expect(kept.text.contains(#""affinity":null"#) && kept.text.contains(#""allocations":[0,null]"#))
@@ -165,7 +185,10 @@ struct EtcdDatastoreTests {
         let first = try store.create(seed)
         #expect(throws: DatastoreError.alreadyExists(kind: "IPPool", name: "ippool-ipip-1")) { try store.create(seed) }
         var stale = first
-        guard case .ipPool(var changed) = first else { Issue.record("not a pool"); return }
+        guard case .ipPool(var changed) = first else {
+            Issue.record("not a pool")
+            return
+        }
         changed.spec.ipipMode = .crossSubnet
         let second = try store.update(.ipPool(changed))
         #expect(Int64(second.metadata.resourceVersion ?? "") ?? 0 > Int64(first.metadata.resourceVersion ?? "") ?? 0)
@@ -173,7 +196,9 @@ struct EtcdDatastoreTests {
         guard case .ipPool(var again) = stale else { return }
         again.spec.natOutgoing = false
         stale = .ipPool(again)
-        #expect(throws: DatastoreError.updateConflict(kind: "IPPool", name: "ippool-ipip-1")) { try store.update(stale) }
+        #expect(throws: DatastoreError.updateConflict(kind: "IPPool", name: "ippool-ipip-1")) {
+            try store.update(stale)
+        }
         #expect(throws: DatastoreError.updateConflict(kind: "IPPool", name: "ippool-ipip-1")) {
             try store.delete(.ipPool, name: "ippool-ipip-1", resourceVersion: first.metadata.resourceVersion)
         }
@@ -191,8 +216,10 @@ struct EtcdDatastoreTests {
         // The pool delete disables first (a watcher sees disabled: true), then deletes.
         let before = try store.revision()
         try store.delete(.ipPool, name: "ippool-ipip-1", poolDisableGrace: .zero)
-        let history = try store.client.range("/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1",
-                                             revision: before + 1).kvs
+        let history = try store.client.range(
+            "/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1",
+            revision: before + 1
+        ).kvs
         #expect(history.first?.text.contains(#""disabled":true"#) == true)
         #expect(try store.list(.ipPool).isEmpty)
     }
@@ -312,22 +339,29 @@ struct EtcdDatastoreTests {
         if let pools = c.pools { #expect(try storedPools(store) == pools) }
     }
 
-    @Test("ipipctl on etcd: Calico's v3.5 IP-in-IP heredoc with calicoctl's DATASTORE_TYPE/ETCD_ENDPOINTS, --datastore etcd:URL")
+    @Test(
+        "ipipctl on etcd: Calico's v3.5 IP-in-IP heredoc with calicoctl's DATASTORE_TYPE/ETCD_ENDPOINTS, --datastore etcd:URL"
+    )
     func commandLine() throws {
         guard let server = try SharedEtcd.shared.server() else { return }
         _ = try server.freshStore()
         let ctl = try #require(ipipctlPath(), "build ipipctl first (swift build)")
-        let script = "set -e\nexport DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS=\(server.endpoint)\n"
+        let script =
+            "set -e\nexport DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS=\(server.endpoint)\n"
             + seedExample(ctl, 1) + "\"\(ctl)\" get ippool -o wide\n"
         var r = try runProcess("/bin/sh", ["-c", script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.hasPrefix("Successfully applied 1 'IPPool' resource(s)\nNAME            CIDR "))
         let ds = ["--datastore", "etcd:\(server.endpoint)"]
         r = try runProcess(ctl, ["ipam", "claim", "--node", "node-a"] + ds)
-        #expect(r.stdout == "Claimed block 192.168.0.0/26 of IPPool(ippool-ipip-1) for node node-a "
-            + "(BlockAffinity node-a-192-168-0-0-26, state confirmed)\n")
+        #expect(
+            r.stdout == "Claimed block 192.168.0.0/26 of IPPool(ippool-ipip-1) for node node-a "
+                + "(BlockAffinity node-a-192-168-0-0-26, state confirmed)\n")
         r = try runProcess(ctl, ["get", "blockaffinities"] + ds)
-        #expect(r.stdout == "NAME                    NODE     CIDR             STATE       \nnode-a-192-168-0-0-26   node-a   192.168.0.0/26   confirmed   \n\n")
+        #expect(
+            r.stdout
+                == "NAME                    NODE     CIDR             STATE       \nnode-a-192-168-0-0-26   node-a   192.168.0.0/26   confirmed   \n\n"
+        )
         r = try runProcess(ctl, ["get", "ippool", "ippool-ipip-1", "-o", "yaml"] + ds)
         let revision = try server.freshStoreless().range("/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-1")
             .kvs.first?.modRevision
@@ -336,9 +370,12 @@ struct EtcdDatastoreTests {
         #expect((r.status, r.stdout) == (0, "Successfully deleted 1 'IPPool' resource(s)\n"))
         #expect(try server.freshStoreless().range("/calico/", prefix: true).kvs.isEmpty)
         // The seed's two examples, verbatim, with calicoctl's environment variables.
-        checkSeedExamples(try runSeedExamples(ctl, environment: [
-            "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
-        ]))
+        checkSeedExamples(
+            try runSeedExamples(
+                ctl,
+                environment: [
+                    "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
+                ]))
         // An etcd that is not there: a clear error naming the endpoint, exit 1.
         let dead = "http://127.0.0.1:\(try EtcdServer.freePort())"
         r = try runProcess(ctl, ["get", "pools", "--datastore", "etcd:\(dead)"])
@@ -384,9 +421,11 @@ struct EtcdTLSTests {
 
         // ipipctl with the same variables.
         let ctl = try #require(ipipctlPath(), "build ipipctl first (swift build)")
-        let r = try runProcess(ctl, ["get", "nodes"], environment: environment.merging([
-            "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
-        ]) { $1 })
+        let r = try runProcess(
+            ctl, ["get", "nodes"],
+            environment: environment.merging([
+                "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
+            ]) { $1 })
         #expect((r.status, r.stdout) == (0, "NAME     \nnode-a   \n\n"), "\(r.stderr)")
     }
 
@@ -401,11 +440,15 @@ struct EtcdTLSTests {
             #expect("\(error)".contains("etcd \(server.endpoint)"), "\(error)")
         }
         // Untrusted server (no CA given: the system roots do not know ours).
-        let untrusted = try EtcdDatastore(endpoints: [server.endpoint], tls: EtcdClient.TLSFiles(
-            certFile: files.certFile, keyFile: files.keyFile))
+        let untrusted = try EtcdDatastore(
+            endpoints: [server.endpoint],
+            tls: EtcdClient.TLSFiles(
+                certFile: files.certFile, keyFile: files.keyFile))
         #expect(throws: DatastoreError.self) { try untrusted.list(.ipPool) }
         // Half a client certificate, or a file that is not there: an error before any request.
-        #expect(throws: DatastoreError.storage("etcd: a client certificate needs both ETCD_CERT_FILE and ETCD_KEY_FILE")) {
+        #expect(
+            throws: DatastoreError.storage("etcd: a client certificate needs both ETCD_CERT_FILE and ETCD_KEY_FILE")
+        ) {
             try EtcdDatastore(endpoints: [server.endpoint], tls: EtcdClient.TLSFiles(certFile: files.certFile))
         }
         do {
@@ -423,8 +466,9 @@ struct EtcdAuthTests {
     func withCredentials() throws {
         guard let server = try SharedEtcd.withAuth.server() else { return }
         let environment = ["ETCD_USERNAME": "root", "ETCD_PASSWORD": SharedEtcd.authPassword]
-        let store = try #require(try DatastoreLocation.parse("etcd:\(server.endpoint)", environment: [:])
-            .open(environment: environment) as? EtcdDatastore)
+        let store = try #require(
+            try DatastoreLocation.parse("etcd:\(server.endpoint)", environment: [:])
+                .open(environment: environment) as? EtcdDatastore)
         defer { store.stopWatching() }
         try store.client.deletePrefix("/calico/")
         try store.create(try #require(decode(seedPool).first))
@@ -435,8 +479,9 @@ struct EtcdAuthTests {
         #expect(store.isWatching)
         // A token etcd no longer accepts (expired or revoked: 401 "invalid auth token"): the next
         // call authenticates again. (A store without a watch, whose reconnects would renew it.)
-        let unwatched = try EtcdDatastore(endpoints: [server.endpoint], tls: nil,
-                                          credentials: EtcdClient.Credentials(username: "root", password: SharedEtcd.authPassword))
+        let unwatched = try EtcdDatastore(
+            endpoints: [server.endpoint], tls: nil,
+            credentials: EtcdClient.Credentials(username: "root", password: SharedEtcd.authPassword))
         #expect(try unwatched.list(.ipPool).count == 1)
         unwatched.client.replaceToken("revoked.token.1")
         try unwatched.create(try #require(decode(node("node-a", "10.0.0.1/24")).first))
@@ -461,9 +506,11 @@ struct EtcdAuthTests {
         #expect(seen != moved)
 
         let ctl = try #require(ipipctlPath(), "build ipipctl first (swift build)")
-        let r = try runProcess(ctl, ["get", "nodes"], environment: environment.merging([
-            "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
-        ]) { $1 })
+        let r = try runProcess(
+            ctl, ["get", "nodes"],
+            environment: environment.merging([
+                "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": server.endpoint,
+            ]) { $1 })
         #expect((r.status, r.stdout) == (0, "NAME     \nnode-a   \nnode-b   \n\n"), "\(r.stderr)")
     }
 
@@ -478,8 +525,9 @@ struct EtcdAuthTests {
             #expect("\(error)".contains("etcd \(server.endpoint)"), "\(error)")
             #expect("\(error)".contains("user name is empty"), "\(error)")
         }
-        let wrong = try EtcdDatastore(endpoints: [server.endpoint], tls: nil,
-                                      credentials: EtcdClient.Credentials(username: "root", password: "nope"))
+        let wrong = try EtcdDatastore(
+            endpoints: [server.endpoint], tls: nil,
+            credentials: EtcdClient.Credentials(username: "root", password: "nope"))
         do {
             _ = try wrong.list(.ipPool)
             Issue.record("listed with a wrong password")

@@ -86,14 +86,18 @@ func ipipctlPath() -> String? {
 let inheritedDatastoreVariables = ["IPIPD_DATASTORE", "DATASTORE_TYPE", "ETCD_ENDPOINTS"]
 
 /// Runs a program to completion, feeding `stdin`, without the runner's datastore variables.
-func runProcess(_ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:])
+func runProcess(
+    _ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:]
+)
     throws -> ProcessResult
 {
     try Processes.run(path, args, stdin: stdin, environment: environment, removing: inheritedDatastoreVariables)
 }
 
 /// Starts a program without the runner's datastore variables.
-func startProcess(_ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:])
+func startProcess(
+    _ path: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:]
+)
     throws -> RunningProcess
 {
     try Processes.start(path, args, stdin: stdin, environment: environment, removing: inheritedDatastoreVariables)
@@ -125,18 +129,27 @@ func seedExample(_ ctl: String, _ number: Int) -> String {
 func runSeedExamples(_ ctl: String, environment: [String: String]) throws -> [ProcessResult] {
     let first = try runProcess("/bin/sh", ["-c", seedExample(ctl, 1)], environment: environment)
     let overlapping = try runProcess("/bin/sh", ["-c", seedExample(ctl, 2)], environment: environment)
-    let second = try runProcess("/bin/sh", ["-c", "\"\(ctl)\" delete ippool ippool-ipip-1 >/dev/null && "
-        + seedExample(ctl, 2) + "\"\(ctl)\" get ippools -o wide"], environment: environment)
+    let second = try runProcess(
+        "/bin/sh",
+        [
+            "-c",
+            "\"\(ctl)\" delete ippool ippool-ipip-1 >/dev/null && "
+                + seedExample(ctl, 2) + "\"\(ctl)\" get ippools -o wide",
+        ], environment: environment)
     return [first, overlapping, second]
 }
 
 /// What the three runs of `runSeedExamples` must print.
 func checkSeedExamples(_ results: [ProcessResult]) {
-    #expect((results[0].status, results[0].stdout) == (0, "Successfully applied 1 'IPPool' resource(s)\n"),
-            "\(results[0].stderr)")
-    #expect((results[1].status, results[1].stdout, results[1].stderr) == (1, "",
-        "Failed to apply 'IPPool' resource: error with field IPPool.Spec.CIDR = '192.168.0.0/16' "
-            + "(IPPool(ippool-cs-1) CIDR overlaps with IPPool(ippool-ipip-1) CIDR 192.168.0.0/16)\n"))
+    #expect(
+        (results[0].status, results[0].stdout) == (0, "Successfully applied 1 'IPPool' resource(s)\n"),
+        "\(results[0].stderr)")
+    #expect(
+        (results[1].status, results[1].stdout, results[1].stderr) == (
+            1, "",
+            "Failed to apply 'IPPool' resource: error with field IPPool.Spec.CIDR = '192.168.0.0/16' "
+                + "(IPPool(ippool-cs-1) CIDR overlaps with IPPool(ippool-ipip-1) CIDR 192.168.0.0/16)\n"
+        ))
     #expect(results[2].status == 0, "\(results[2].stderr)")
     #expect(results[2].stdout.hasPrefix("Successfully applied 1 'IPPool' resource(s)\nNAME "))
     #expect(results[2].stdout.contains("\nippool-cs-1   192.168.0.0/16   true   CrossSubnet   Never "))

@@ -33,23 +33,32 @@ func runClassicBPF(_ program: [sock_filter], on packet: [UInt8], etherType: UInt
                 continue
             case 0x20: offset = Int(Int32(bitPattern: i.k))  // BPF_ABS
             case 0x40: offset = Int(x) + Int(Int32(bitPattern: i.k))  // BPF_IND
-            default: Issue.record("unsupported ld mode \(mode)"); return 0
+            default:
+                Issue.record("unsupported ld mode \(mode)")
+                return 0
             }
             guard let v = load(offset, size) else { return 0 }
             a = v
         case 0x01:  // BPF_LDX
-            guard i.code == 0xb1 else { Issue.record("unsupported ldx \(i.code)"); return 0 }
+            guard i.code == 0xb1 else {
+                Issue.record("unsupported ldx \(i.code)")
+                return 0
+            }
             guard let v = load(Int(Int32(bitPattern: i.k)), 1) else { return 0 }
             x = (v & 0x0f) * 4
         case 0x05:  // BPF_JMP, K source only
             let taken: Bool
             switch i.code & 0xf0 {
-            case 0x00: pc += Int(i.k); continue
+            case 0x00:
+                pc += Int(i.k)
+                continue
             case 0x10: taken = a == i.k
             case 0x20: taken = a > i.k
             case 0x30: taken = a >= i.k
             case 0x40: taken = a & i.k != 0
-            default: Issue.record("unsupported jump \(i.code)"); return 0
+            default:
+                Issue.record("unsupported jump \(i.code)")
+                return 0
             }
             pc += Int(taken ? i.jt : i.jf)
         case 0x06:  // BPF_RET | BPF_K
@@ -120,36 +129,69 @@ struct FilterCase: CustomTestStringConvertible, Sendable {
 }
 
 let filterCases: [FilterCase] = [
-    .init(name: "IPIP to the node", packet: ipv4(protocol: 4, payload: ipv4(protocol: 17, payload: ports(1, 2))), accepted: true),
-    .init(name: "IPIP to another address", packet: ipv4(destination: other, protocol: 4, payload: [UInt8](repeating: 0, count: 28)), accepted: false),
-    .init(name: "IPIP outer fragment to the node (engine counts it)", packet: ipv4(protocol: 4, payload: [0, 0], fragmentField: 0x0010), accepted: true),
+    .init(
+        name: "IPIP to the node", packet: ipv4(protocol: 4, payload: ipv4(protocol: 17, payload: ports(1, 2))),
+        accepted: true),
+    .init(
+        name: "IPIP to another address",
+        packet: ipv4(destination: other, protocol: 4, payload: [UInt8](repeating: 0, count: 28)), accepted: false),
+    .init(
+        name: "IPIP outer fragment to the node (engine counts it)",
+        packet: ipv4(protocol: 4, payload: [0, 0], fragmentField: 0x0010), accepted: true),
     .init(name: "UDP to the lowest NAT port", packet: ipv4(protocol: 17, payload: ports(53, 40000)), accepted: true),
     .init(name: "UDP to the highest NAT port", packet: ipv4(protocol: 17, payload: ports(53, 40999)), accepted: true),
     .init(name: "UDP below the NAT range", packet: ipv4(protocol: 17, payload: ports(53, 39999)), accepted: false),
     .init(name: "UDP above the NAT range", packet: ipv4(protocol: 17, payload: ports(53, 41000)), accepted: false),
-    .init(name: "UDP source port in the range does not count", packet: ipv4(protocol: 17, payload: ports(40500, 53)), accepted: false),
+    .init(
+        name: "UDP source port in the range does not count", packet: ipv4(protocol: 17, payload: ports(40500, 53)),
+        accepted: false),
     .init(name: "TCP to a NAT port", packet: ipv4(protocol: 6, payload: ports(443, 40500, extra: 16)), accepted: true),
     .init(name: "TCP to port 22", packet: ipv4(protocol: 6, payload: ports(40500, 22, extra: 16)), accepted: false),
-    .init(name: "TCP to a NAT port, header with options", packet: ipv4(protocol: 6, payload: ports(443, 40500, extra: 16), optionWords: 2), accepted: true),
-    .init(name: "TCP to port 22 behind options whose bytes look like a NAT port", packet: ipv4(protocol: 6, payload: ports(443, 22, extra: 16), optionWords: 1), accepted: false),
-    .init(name: "UDP first fragment (MF, offset 0) to a NAT port", packet: ipv4(protocol: 17, payload: ports(53, 40001), fragmentField: 0x2000), accepted: true),
-    .init(name: "UDP non-first fragment whose bytes look like a NAT port", packet: ipv4(protocol: 17, payload: ports(53, 40001), fragmentField: 0x0001), accepted: false),
-    .init(name: "UDP to a NAT port on another address", packet: ipv4(destination: other, protocol: 17, payload: ports(53, 40001)), accepted: false),
+    .init(
+        name: "TCP to a NAT port, header with options",
+        packet: ipv4(protocol: 6, payload: ports(443, 40500, extra: 16), optionWords: 2), accepted: true),
+    .init(
+        name: "TCP to port 22 behind options whose bytes look like a NAT port",
+        packet: ipv4(protocol: 6, payload: ports(443, 22, extra: 16), optionWords: 1), accepted: false),
+    .init(
+        name: "UDP first fragment (MF, offset 0) to a NAT port",
+        packet: ipv4(protocol: 17, payload: ports(53, 40001), fragmentField: 0x2000), accepted: true),
+    .init(
+        name: "UDP non-first fragment whose bytes look like a NAT port",
+        packet: ipv4(protocol: 17, payload: ports(53, 40001), fragmentField: 0x0001), accepted: false),
+    .init(
+        name: "UDP to a NAT port on another address",
+        packet: ipv4(destination: other, protocol: 17, payload: ports(53, 40001)), accepted: false),
     .init(name: "UDP truncated before the port", packet: ipv4(protocol: 17, payload: [0, 53, 0x9c]), accepted: false),
-    .init(name: "echo reply, identifier in range", packet: ipv4(protocol: 1, payload: icmp(type: 0, identifier: 40123)), accepted: true),
-    .init(name: "echo reply, identifier outside range", packet: ipv4(protocol: 1, payload: icmp(type: 0, identifier: 1234)), accepted: false),
-    .init(name: "echo request, identifier in range", packet: ipv4(protocol: 1, payload: icmp(type: 8, identifier: 40123)), accepted: false),
+    .init(
+        name: "echo reply, identifier in range", packet: ipv4(protocol: 1, payload: icmp(type: 0, identifier: 40123)),
+        accepted: true),
+    .init(
+        name: "echo reply, identifier outside range",
+        packet: ipv4(protocol: 1, payload: icmp(type: 0, identifier: 1234)), accepted: false),
+    .init(
+        name: "echo request, identifier in range", packet: ipv4(protocol: 1, payload: icmp(type: 8, identifier: 40123)),
+        accepted: false),
     .init(name: "destination unreachable", packet: ipv4(protocol: 1, payload: icmp(type: 3, code: 4)), accepted: true),
     .init(name: "time exceeded", packet: ipv4(protocol: 1, payload: icmp(type: 11)), accepted: true),
     .init(name: "parameter problem", packet: ipv4(protocol: 1, payload: icmp(type: 12)), accepted: true),
     .init(name: "redirect", packet: ipv4(protocol: 1, payload: icmp(type: 5)), accepted: false),
-    .init(name: "ICMP error to another address", packet: ipv4(destination: other, protocol: 1, payload: icmp(type: 3)), accepted: false),
-    .init(name: "ICMP non-first fragment", packet: ipv4(protocol: 1, payload: icmp(type: 3), fragmentField: 0x0003), accepted: false),
+    .init(
+        name: "ICMP error to another address", packet: ipv4(destination: other, protocol: 1, payload: icmp(type: 3)),
+        accepted: false),
+    .init(
+        name: "ICMP non-first fragment", packet: ipv4(protocol: 1, payload: icmp(type: 3), fragmentField: 0x0003),
+        accepted: false),
     .init(name: "GRE to the node", packet: ipv4(protocol: 47, payload: [0, 0, 8, 0]), accepted: false),
     .init(name: "empty packet", packet: [], accepted: false),
-    .init(name: "IPIP bytes in an IPv6 frame (EtherType 0x86dd)", packet: ipv4(protocol: 4, payload: [0]), accepted: false, etherType: 0x86DD),
-    .init(name: "IPIP bytes in an ARP frame", packet: ipv4(protocol: 4, payload: [0]), accepted: false, etherType: 0x0806),
-    .init(name: "header cut at the destination", packet: Array(ipv4(protocol: 4, payload: []).prefix(18)), accepted: false),
+    .init(
+        name: "IPIP bytes in an IPv6 frame (EtherType 0x86dd)", packet: ipv4(protocol: 4, payload: [0]),
+        accepted: false, etherType: 0x86DD),
+    .init(
+        name: "IPIP bytes in an ARP frame", packet: ipv4(protocol: 4, payload: [0]), accepted: false, etherType: 0x0806),
+    .init(
+        name: "header cut at the destination", packet: Array(ipv4(protocol: 4, payload: []).prefix(18)), accepted: false
+    ),
 ]
 
 @Suite("CaptureFilter")

@@ -60,7 +60,8 @@ struct DeviceTests {
         while try tun.readBatch(into: &batch, time: .zero, limit: 8) > 0 {}  // drain until would-block
 
         batch.removeAll()
-        let reply = udpPacket(from: workload, 9999, to: IPv4Address(10, 250, 0, 1), socket.port, payload: Array("from the tun".utf8))
+        let reply = udpPacket(
+            from: workload, 9999, to: IPv4Address(10, 250, 0, 1), socket.port, payload: Array("from the tun".utf8))
         batch.append(reply, side: .tun)
         batch.append(udpPacket(from: workload, 1, to: IPv4Address(10, 250, 0, 1), 2, payload: [0]), side: .underlay)
         batch.append([0x00, 0x01, 0x02], side: .tun)  // not IP: the kernel refuses it (EINVAL), counted
@@ -73,20 +74,27 @@ struct DeviceTests {
     func rawSocketBatch() throws {
         let hosts = try TwoHosts(subnet: 251, tag: "raw")
         defer { hosts.delete() }
-        let receiver = try hosts.b.perform { try UDPSocket(bindingTo: IPv4Address(10, 251, 0, 2), port: 7000, receiveBuffer: 1 << 20) }
+        let receiver = try hosts.b.perform {
+            try UDPSocket(bindingTo: IPv4Address(10, 251, 0, 2), port: 7000, receiveBuffer: 1 << 20)
+        }
         let raw = try hosts.a.perform { try RawIPv4Socket(maximumBatchSize: 32) }
         defer { raw.close() }
 
-        func payload(_ i: Int) -> [UInt8] { Array("packet \(i) ".utf8) + (0..<i).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ i) } }
+        func payload(_ i: Int) -> [UInt8] {
+            Array("packet \(i) ".utf8) + (0..<i).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ i) }
+        }
         var batch = PacketBatch(capacity: 128, maximumPacketByteCount: 2048)
         for i in 0..<100 {
-            batch.append(udpPacket(from: hosts.addressA, 6000, to: hosts.addressB, 7000, payload: payload(i)), side: .underlay)
+            batch.append(
+                udpPacket(from: hosts.addressA, 6000, to: hosts.addressB, 7000, payload: payload(i)), side: .underlay)
             if i == 50 {
-                batch.append(udpPacket(from: hosts.addressA, 6000, to: hosts.addressB, 7000, payload: [9, 9]), side: .tun)
+                batch.append(
+                    udpPacket(from: hosts.addressA, 6000, to: hosts.addressB, 7000, payload: [9, 9]), side: .tun)
                 batch.append([0x45, 0, 0], side: .underlay)  // shorter than a header: malformed
                 // No route in namespace a: ENETUNREACH, counted, the rest still sent.
-                batch.append(udpPacket(from: hosts.addressA, 6000, to: IPv4Address(203, 0, 113, 9), 7000, payload: [1]),
-                             side: .underlay)
+                batch.append(
+                    udpPacket(from: hosts.addressA, 6000, to: IPv4Address(203, 0, 113, 9), 7000, payload: [1]),
+                    side: .underlay)
             }
         }
         let report = try raw.send(batch)
@@ -122,8 +130,9 @@ struct DeviceTests {
         batch.append(udpPacket(from: a, 53, to: hosts.addressB, 50000, payload: [1]), side: .underlay)  // port outside
         batch.append(udpPacket(from: a, 53, to: hosts.addressB, 40050, payload: [2]), side: .underlay)  // NAT port
         batch.append(ipv4(source: a, destination: hosts.strangerOnB, protocol: 4, payload: inner), side: .underlay)
-        batch.append(ipv4(source: a, destination: hosts.addressB, protocol: 6, payload: ports(40000, 22, extra: 16)),
-                     side: .underlay)
+        batch.append(
+            ipv4(source: a, destination: hosts.addressB, protocol: 6, payload: ports(40000, 22, extra: 16)),
+            side: .underlay)
         batch.append(ipv4(source: a, destination: hosts.addressB, protocol: 4, payload: inner), side: .underlay)
         #expect(try raw.send(batch).sent == 6)
 

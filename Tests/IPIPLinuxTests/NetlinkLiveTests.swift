@@ -51,7 +51,8 @@ struct NetlinkLiveTests {
         #expect(try ns.ip("-4", "-o", "addr", "show", "dev", "up0").contains("inet 10.0.0.1/24"))
 
         let holder = try #require(try nl.interfaceHolding(address: Self.a("10.0.0.1")))
-        #expect(holder.index == up && holder.name == "up0" && holder.mtu == 1400 && holder.prefix == Self.p("10.0.0.1/24"))
+        #expect(
+            holder.index == up && holder.name == "up0" && holder.mtu == 1400 && holder.prefix == Self.p("10.0.0.1/24"))
         #expect(try nl.interfaceHolding(address: Self.a("10.0.0.9")) == nil)
         #expect(try nl.interfaceHolding(address: Self.a("127.0.0.1"))?.name == "lo")
 
@@ -73,35 +74,58 @@ struct NetlinkLiveTests {
         try nl.addAddress(Self.p("10.0.0.1/24"), index: up)
         let proto: UInt8 = 242
         let routes: [(Route, String)] = [
-            (Route(destination: Self.p("192.168.2.0/26"), outputInterface: tun, protocolNumber: proto, mtu: 1380),
-             "192.168.2.0/26 dev tn0 proto 242 scope link mtu 1380"),
-            (Route(destination: Self.p("192.168.1.0/26"), gateway: Self.a("10.0.0.2"), outputInterface: up, protocolNumber: proto),
-             "192.168.1.0/26 via 10.0.0.2 dev up0 proto 242"),
-            (Route(destination: Self.p("192.168.5.0/26"), gateway: Self.a("172.31.9.2"), outputInterface: up, protocolNumber: proto,
-                   onlink: true),
-             "192.168.5.0/26 via 172.31.9.2 dev up0 proto 242 onlink"),
-            (Route(destination: Self.p("192.168.6.0/26"), gateway: Self.a("10.0.0.3"), outputInterface: up, protocolNumber: proto,
-                   source: Self.a("10.0.0.1"), metric: 7),
-             "192.168.6.0/26 via 10.0.0.3 dev up0 proto 242 src 10.0.0.1 metric 7"),
-            (Route(destination: Self.p("192.168.0.0/26"), protocolNumber: proto, type: .blackhole),
-             "blackhole 192.168.0.0/26 proto 242"),
-            (Route(destination: .all, outputInterface: tun, table: 498, protocolNumber: proto),
-             "default dev tn0 table 498 proto 242 scope link"),
-            (Route(destination: Self.p("192.168.0.0/16"), table: 498, protocolNumber: proto, type: .throw),
-             "throw 192.168.0.0/16 table 498 proto 242"),
+            (
+                Route(destination: Self.p("192.168.2.0/26"), outputInterface: tun, protocolNumber: proto, mtu: 1380),
+                "192.168.2.0/26 dev tn0 proto 242 scope link mtu 1380"
+            ),
+            (
+                Route(
+                    destination: Self.p("192.168.1.0/26"), gateway: Self.a("10.0.0.2"), outputInterface: up,
+                    protocolNumber: proto),
+                "192.168.1.0/26 via 10.0.0.2 dev up0 proto 242"
+            ),
+            (
+                Route(
+                    destination: Self.p("192.168.5.0/26"), gateway: Self.a("172.31.9.2"), outputInterface: up,
+                    protocolNumber: proto,
+                    onlink: true),
+                "192.168.5.0/26 via 172.31.9.2 dev up0 proto 242 onlink"
+            ),
+            (
+                Route(
+                    destination: Self.p("192.168.6.0/26"), gateway: Self.a("10.0.0.3"), outputInterface: up,
+                    protocolNumber: proto,
+                    source: Self.a("10.0.0.1"), metric: 7),
+                "192.168.6.0/26 via 10.0.0.3 dev up0 proto 242 src 10.0.0.1 metric 7"
+            ),
+            (
+                Route(destination: Self.p("192.168.0.0/26"), protocolNumber: proto, type: .blackhole),
+                "blackhole 192.168.0.0/26 proto 242"
+            ),
+            (
+                Route(destination: .all, outputInterface: tun, table: 498, protocolNumber: proto),
+                "default dev tn0 table 498 proto 242 scope link"
+            ),
+            (
+                Route(destination: Self.p("192.168.0.0/16"), table: 498, protocolNumber: proto, type: .throw),
+                "throw 192.168.0.0/16 table 498 proto 242"
+            ),
         ]
         for (r, _) in routes {
             try nl.add(r)
             try nl.add(r)  // NLM_F_REPLACE: idempotent
         }
         #expect(Set(try nl.routes(protocolNumber: proto)) == Set(routes.map(\.0)))
-        #expect(Set(try nl.routes(table: 498, protocolNumber: proto)) == Set(routes.map(\.0).filter { $0.table == 498 }))
+        #expect(
+            Set(try nl.routes(table: 498, protocolNumber: proto)) == Set(routes.map(\.0).filter { $0.table == 498 }))
         #expect(try nl.routes(protocolNumber: 243).isEmpty)
 
         let shown = try ns.ip("-4", "route", "show", "table", "all", "proto", "242")
         // `ip` leaves out the protocol it filters on.
         let lines = shown.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-        #expect(Set(lines) == Set(routes.map { $0.1.replacingOccurrences(of: " proto 242", with: "") }), "ip says:\n\(shown)")
+        #expect(
+            Set(lines) == Set(routes.map { $0.1.replacingOccurrences(of: " proto 242", with: "") }),
+            "ip says:\n\(shown)")
 
         let rule = Rule(priority: 498, source: Self.p("192.168.0.0/16"), table: 498, protocolNumber: proto)
         try nl.add(rule)
@@ -112,13 +136,17 @@ struct NetlinkLiveTests {
 
         // A gateway that is not on-link without `onlink` is refused with the kernel's reason.
         do {
-            try nl.add(Route(destination: Self.p("192.168.7.0/26"), gateway: Self.a("172.31.9.2"), outputInterface: up,
-                             protocolNumber: proto))
+            try nl.add(
+                Route(
+                    destination: Self.p("192.168.7.0/26"), gateway: Self.a("172.31.9.2"), outputInterface: up,
+                    protocolNumber: proto))
             Issue.record("the kernel accepted an unreachable gateway")
         } catch {
             #expect(error.operation == "RTM_NEWROUTE")
             #expect(error.detail.hasPrefix("route 192.168.7.0/26 via 172.31.9.2"))
-            #expect(error.detail.count > "route 192.168.7.0/26 via 172.31.9.2 dev #\(up) proto 242".count, "no extended ack: \(error)")
+            #expect(
+                error.detail.count > "route 192.168.7.0/26 via 172.31.9.2 dev #\(up) proto 242".count,
+                "no extended ack: \(error)")
         }
 
         for (r, _) in routes {
@@ -151,8 +179,10 @@ struct NetlinkLiveTests {
                 group.addTask {
                     for j in 0..<20 {
                         #expect(try nl.linkName(index: i % 2 == 0 ? up : tun) == (i % 2 == 0 ? "up0" : "tn0"))
-                        try nl.add(Route(destination: IPv4Prefix(address: IPv4Address(10, 50, UInt8(i), UInt8(j)), length: 32),
-                                         protocolNumber: 242, type: .blackhole))
+                        try nl.add(
+                            Route(
+                                destination: IPv4Prefix(address: IPv4Address(10, 50, UInt8(i), UInt8(j)), length: 32),
+                                protocolNumber: 242, type: .blackhole))
                     }
                 }
             }

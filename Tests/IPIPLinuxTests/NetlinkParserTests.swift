@@ -31,19 +31,29 @@ struct NetlinkParserTests {
     }
 
     static let routeRows: [RouteRow] = [
-        RouteRow(name: "via gateway with RTA_METRICS mtu (ip route add 10.1.0.0/26 via 10.0.0.2 dev dummy0 proto 242 mtu 1380)",
-                 hex: "4800000018000200cc36105b13310000021a0000fef200011000000008000f00fe000000080001000a0100000c0008000800020064050000080005000a0000020800040003000000",
-                 route: Route(destination: p("10.1.0.0/26"), gateway: a("10.0.0.2"), outputInterface: 3, protocolNumber: 242, mtu: 1380)),
-        RouteRow(name: "onlink, metric and prefsrc (... via 192.168.9.2 onlink src 10.0.0.1 metric 7)",
-                 hex: "4c00000018000200cc36105b13310000021a0000fef200011400000008000f00fe000000080001000a0200000800060007000000080007000a00000108000500c0a809020800040003000000",
-                 route: Route(destination: p("10.2.0.0/26"), gateway: a("192.168.9.2"), outputInterface: 3, protocolNumber: 242,
-                              onlink: true, source: a("10.0.0.1"), metric: 7)),
-        RouteRow(name: "blackhole in main",
-                 hex: "2c00000018000200cc36105b13310000021a0000fef200060000000008000f00fe000000080001000a030000",
-                 route: Route(destination: p("10.3.0.0/26"), protocolNumber: 242, type: .blackhole)),
-        RouteRow(name: "throw in table 498 (rtm_table 252, RTA_TABLE 498)",
-                 hex: "2c00000018000200cc36105b1331000002100000fcf200090000000008000f00f2010000080001000a030000",
-                 route: Route(destination: p("10.3.0.0/16"), table: 498, protocolNumber: 242, type: .throw)),
+        RouteRow(
+            name:
+                "via gateway with RTA_METRICS mtu (ip route add 10.1.0.0/26 via 10.0.0.2 dev dummy0 proto 242 mtu 1380)",
+            hex:
+                "4800000018000200cc36105b13310000021a0000fef200011000000008000f00fe000000080001000a0100000c0008000800020064050000080005000a0000020800040003000000",
+            route: Route(
+                destination: p("10.1.0.0/26"), gateway: a("10.0.0.2"), outputInterface: 3, protocolNumber: 242,
+                mtu: 1380)),
+        RouteRow(
+            name: "onlink, metric and prefsrc (... via 192.168.9.2 onlink src 10.0.0.1 metric 7)",
+            hex:
+                "4c00000018000200cc36105b13310000021a0000fef200011400000008000f00fe000000080001000a0200000800060007000000080007000a00000108000500c0a809020800040003000000",
+            route: Route(
+                destination: p("10.2.0.0/26"), gateway: a("192.168.9.2"), outputInterface: 3, protocolNumber: 242,
+                onlink: true, source: a("10.0.0.1"), metric: 7)),
+        RouteRow(
+            name: "blackhole in main",
+            hex: "2c00000018000200cc36105b13310000021a0000fef200060000000008000f00fe000000080001000a030000",
+            route: Route(destination: p("10.3.0.0/26"), protocolNumber: 242, type: .blackhole)),
+        RouteRow(
+            name: "throw in table 498 (rtm_table 252, RTA_TABLE 498)",
+            hex: "2c00000018000200cc36105b1331000002100000fcf200090000000008000f00f2010000080001000a030000",
+            route: Route(destination: p("10.3.0.0/16"), table: 498, protocolNumber: 242, type: .throw)),
     ]
 
     @Test("captured RTM_NEWROUTE messages parse to the route", arguments: routeRows)
@@ -60,8 +70,11 @@ struct NetlinkParserTests {
         let wire = row.route.message(NL.newRoute, flags: NL.create | NL.replace).bytes(sequence: 9)
         #expect(wire.count % 4 == 0)
         let m = try #require(try NetlinkParser.messages(in: wire[...]).first)
-        #expect(m.header == NetlinkMessageHeader(length: UInt32(wire.count), type: NL.newRoute,
-                                                 flags: NL.request | NL.create | NL.replace, sequence: 9, portID: 0))
+        #expect(
+            m.header
+                == NetlinkMessageHeader(
+                    length: UInt32(wire.count), type: NL.newRoute,
+                    flags: NL.request | NL.create | NL.replace, sequence: 9, portID: 0))
         #expect(try Route(parsing: m.payload) == row.route)
         let h = try #require(RouteMessageHeader(parsing: m.payload))
         #expect(h.scope == (row.route.type == .unicast && row.route.gateway == nil ? NL.scopeLink : NL.scopeUniverse))
@@ -87,15 +100,21 @@ struct NetlinkParserTests {
     }
 
     static let ruleRows: [RuleRow] = [
-        RuleRow(name: "the kernel's local rule: priority 0 has no FRA_PRIORITY",
-                hex: "3400000020000200cd36105b1331000002000000ff0000010000000008000f00ff00000008000e00ffffffff0500150002000000",
-                rule: Rule(priority: 0, table: 255, protocolNumber: 2)),
-        RuleRow(name: "ours: from 10.3.0.0/16 lookup 498 pref 498 proto 242",
-                hex: "4400000020000200cd36105b1331000002001000fc0000010000000008000f00f201000008000e00ffffffff05001500f200000008000600f2010000080002000a030000",
-                rule: Rule(priority: 498, source: p("10.3.0.0/16"), table: 498, protocolNumber: 242)),
-        RuleRow(name: "main's rule: 32766 from all lookup main",
-                hex: "3c00000020000200cd36105b1331000002000000fe0000010000000008000f00fe00000008000e00ffffffff050015000200000008000600fe7f0000",
-                rule: Rule(priority: 32766, table: 254, protocolNumber: 2)),
+        RuleRow(
+            name: "the kernel's local rule: priority 0 has no FRA_PRIORITY",
+            hex:
+                "3400000020000200cd36105b1331000002000000ff0000010000000008000f00ff00000008000e00ffffffff0500150002000000",
+            rule: Rule(priority: 0, table: 255, protocolNumber: 2)),
+        RuleRow(
+            name: "ours: from 10.3.0.0/16 lookup 498 pref 498 proto 242",
+            hex:
+                "4400000020000200cd36105b1331000002001000fc0000010000000008000f00f201000008000e00ffffffff05001500f200000008000600f2010000080002000a030000",
+            rule: Rule(priority: 498, source: p("10.3.0.0/16"), table: 498, protocolNumber: 242)),
+        RuleRow(
+            name: "main's rule: 32766 from all lookup main",
+            hex:
+                "3c00000020000200cd36105b1331000002000000fe0000010000000008000f00fe00000008000e00ffffffff050015000200000008000600fe7f0000",
+            rule: Rule(priority: 32766, table: 254, protocolNumber: 2)),
     ]
 
     @Test("captured RTM_NEWRULE messages parse to the rule", arguments: ruleRows)
@@ -119,14 +138,17 @@ struct NetlinkParserTests {
 
     @Test("captured RTM_NEWADDR messages (loopback, a veth) parse to index and prefix")
     func parseAddresses() throws {
-        let lo = "4c00000014000200d036105b13310000020880fe01000000080001007f000001080002007f000001070003006c6f0000080008008000000014000600ffffffffffffffff4dc004004dc00400"
-        let veth = "5000000014000200d036105b133100000218800003000000080001000a000001080002000a0000010b00030064756d6d79300000080008008000000014000600ffffffffffffffff4ec004004ec00400"
+        let lo =
+            "4c00000014000200d036105b13310000020880fe01000000080001007f000001080002007f000001070003006c6f0000080008008000000014000600ffffffffffffffff4dc004004dc00400"
+        let veth =
+            "5000000014000200d036105b133100000218800003000000080001000a000001080002000a0000010b00030064756d6d79300000080008008000000014000600ffffffffffffffff4ec004004ec00400"
         let messages = try NetlinkParser.messages(in: Self.bytes(lo + veth)[...])
         #expect(messages.count == 2)
-        #expect(try messages.map { try InterfaceAddress(parsing: $0.payload) } == [
-            InterfaceAddress(index: 1, prefix: Self.p("127.0.0.1/8")),
-            InterfaceAddress(index: 3, prefix: Self.p("10.0.0.1/24")),
-        ])
+        #expect(
+            try messages.map { try InterfaceAddress(parsing: $0.payload) } == [
+                InterfaceAddress(index: 1, prefix: Self.p("127.0.0.1/8")),
+                InterfaceAddress(index: 3, prefix: Self.p("10.0.0.1/24")),
+            ])
     }
 
     struct ErrorRow: CustomTestStringConvertible, Sendable {
@@ -137,23 +159,26 @@ struct NetlinkParserTests {
     }
 
     static let errorRows: [ErrorRow] = [
-        ErrorRow(name: "acknowledgement (error 0, NLM_F_CAPPED: only the request's header echoed)",
-                 hex: "24000000" + "0200" + "0001" + "09000000" + "00000000"
-                     + "00000000"
-                     + "1c000000" + "1800" + "0504" + "09000000" + "00000000",
-                 answer: NetlinkErrorAnswer(errno: 0, message: nil)),
-        ErrorRow(name: "EEXIST with an extended-ack message (CAPPED | ACK_TLVS)",
-                 hex: "3c000000" + "0200" + "0003" + "09000000" + "00000000"
-                     + "efffffff"
-                     + "1c000000" + "1800" + "0506" + "09000000" + "00000000"
-                     + "16000100" + "46696c6520657869737473206865726521" + "00" + "0000",
-                 answer: NetlinkErrorAnswer(errno: 17, message: "File exists here!")),
-        ErrorRow(name: "ENETUNREACH, uncapped: the whole request echoed before the TLVs",
-                 hex: "38000000" + "0200" + "0002" + "09000000" + "00000000"
-                     + "9bffffff"
-                     + "14000000" + "1800" + "0506" + "09000000" + "00000000" + "0a000000"
-                     + "0d000100" + "4e6f20726f75746500" + "000000",
-                 answer: NetlinkErrorAnswer(errno: 101, message: "No route")),
+        ErrorRow(
+            name: "acknowledgement (error 0, NLM_F_CAPPED: only the request's header echoed)",
+            hex: "24000000" + "0200" + "0001" + "09000000" + "00000000"
+                + "00000000"
+                + "1c000000" + "1800" + "0504" + "09000000" + "00000000",
+            answer: NetlinkErrorAnswer(errno: 0, message: nil)),
+        ErrorRow(
+            name: "EEXIST with an extended-ack message (CAPPED | ACK_TLVS)",
+            hex: "3c000000" + "0200" + "0003" + "09000000" + "00000000"
+                + "efffffff"
+                + "1c000000" + "1800" + "0506" + "09000000" + "00000000"
+                + "16000100" + "46696c6520657869737473206865726521" + "00" + "0000",
+            answer: NetlinkErrorAnswer(errno: 17, message: "File exists here!")),
+        ErrorRow(
+            name: "ENETUNREACH, uncapped: the whole request echoed before the TLVs",
+            hex: "38000000" + "0200" + "0002" + "09000000" + "00000000"
+                + "9bffffff"
+                + "14000000" + "1800" + "0506" + "09000000" + "00000000" + "0a000000"
+                + "0d000100" + "4e6f20726f75746500" + "000000",
+            answer: NetlinkErrorAnswer(errno: 101, message: "No route")),
     ]
 
     @Test("NLMSG_ERROR payloads", arguments: errorRows)
@@ -170,7 +195,8 @@ struct NetlinkParserTests {
     }
 
     static let malformedRows: [MalformedRow] = [
-        MalformedRow(name: "message length beyond the datagram", hex: "40000000180002000100000000000000000000000000000000000000"),
+        MalformedRow(
+            name: "message length beyond the datagram", hex: "40000000180002000100000000000000000000000000000000000000"),
         MalformedRow(name: "message length below the header", hex: "08000000180002000100000000000000"),
         MalformedRow(name: "trailing bytes after the last message", hex: "10000000030002000100000000000000aabbcc"),
     ]

@@ -42,8 +42,9 @@ struct TwoHosts {
             let hex = String(subnet, radix: 16)
             let macA = "02:00:00:00:\(hex):01"
             let macB = "02:00:00:00:\(hex):02"
-            try a.ip("link", "add", "va", "address", macA, "type", "veth", "peer", "name", "vb", "address", macB,
-                     "netns", b.name)
+            try a.ip(
+                "link", "add", "va", "address", macA, "type", "veth", "peer", "name", "vb", "address", macB,
+                "netns", b.name)
             try a.ip("addr", "add", "10.\(subnet).0.1/24", "dev", "va")
             try b.ip("addr", "add", "10.\(subnet).0.2/24", "dev", "vb")
             try a.ip("link", "set", "va", "up")
@@ -77,7 +78,9 @@ final class UDPSocket: @unchecked Sendable {
         }
         var sin = sockaddr_in(address, port)
         let r = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard r == 0 else { throw FixtureError(description: "bind: errno \(errno)") }
     }
@@ -97,7 +100,9 @@ final class UDPSocket: @unchecked Sendable {
         var sin = sockaddr_in(address, port)
         let r = withUnsafePointer(to: &sin) { sa in
             sa.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                bytes.withUnsafeBytes {
+                    sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         }
         guard r == bytes.count else { throw FixtureError(description: "sendto: errno \(errno)") }
@@ -136,8 +141,10 @@ extension sockaddr_in {
 // MARK: packets
 
 /// An IPv4/UDP packet (UDP checksum 0: "none", valid for IPv4) with a correct header checksum.
-func udpPacket(from source: IPv4Address, _ sourcePort: UInt16, to destination: IPv4Address, _ destinationPort: UInt16,
-               payload: [UInt8]) -> [UInt8] {
+func udpPacket(
+    from source: IPv4Address, _ sourcePort: UInt16, to destination: IPv4Address, _ destinationPort: UInt16,
+    payload: [UInt8]
+) -> [UInt8] {
     let length = 8 + payload.count
     let udp: [UInt8] = [
         UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), UInt8(destinationPort >> 8), UInt8(destinationPort & 0xff),

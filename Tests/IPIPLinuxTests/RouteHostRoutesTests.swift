@@ -21,7 +21,9 @@ struct HostRoutesTests {
     }
     static func blackhole(_ s: String) -> Route { Route(destination: p(s), protocolNumber: proto, type: .blackhole) }
     static let natDefault = Route(destination: .all, outputInterface: tun, table: 498, protocolNumber: proto)
-    static func natThrow(_ s: String) -> Route { Route(destination: p(s), table: 498, protocolNumber: proto, type: .throw) }
+    static func natThrow(_ s: String) -> Route {
+        Route(destination: p(s), table: 498, protocolNumber: proto, type: .throw)
+    }
     static func natRule(_ s: String) -> Rule { Rule(priority: 498, source: p(s), table: 498, protocolNumber: proto) }
 
     static func spec(mode: EncapsulationMode, natOutgoing: Bool = true) -> TopologySpec {
@@ -37,7 +39,9 @@ struct HostRoutesTests {
     }
 
     static let rows: [Row] = [
-        Row(name: "Always, natOutgoing: remote blocks and tunnel addresses into the TUN, local block blackholed, NAT table",
+        Row(
+            name:
+                "Always, natOutgoing: remote blocks and tunnel addresses into the TUN, local block blackholed, NAT table",
             spec: spec(mode: .always),
             routes: [
                 viaTun("192.168.1.0/26"), viaTun("192.168.1.1/32"), viaTun("192.168.2.0/26"), viaTun("192.168.2.1/32"),
@@ -45,7 +49,8 @@ struct HostRoutesTests {
                 natDefault, natThrow("192.168.0.0/16"),
             ],
             rules: [natRule("192.168.0.0/16")]),
-        Row(name: "CrossSubnet: the same-subnet node natively via its IP, the other through the TUN",
+        Row(
+            name: "CrossSubnet: the same-subnet node natively via its IP, the other through the TUN",
             spec: spec(mode: .crossSubnet),
             routes: [
                 native("192.168.1.0/26", "10.0.0.2"), native("192.168.1.1/32", "10.0.0.2"),
@@ -54,7 +59,8 @@ struct HostRoutesTests {
                 natDefault, natThrow("192.168.0.0/16"),
             ],
             rules: [natRule("192.168.0.0/16")]),
-        Row(name: "Never without natOutgoing: everything native, no NAT table, no rules",
+        Row(
+            name: "Never without natOutgoing: everything native, no NAT table, no rules",
             spec: spec(mode: .never, natOutgoing: false),
             routes: [
                 native("192.168.1.0/26", "10.0.0.2"), native("192.168.1.1/32", "10.0.0.2"),
@@ -62,12 +68,15 @@ struct HostRoutesTests {
                 blackhole("192.168.0.0/26"),
             ],
             rules: []),
-        Row(name: "ipipMTU, a VXLAN pool, a block outside the pools, a node without address, a disabled NAT pool",
+        Row(
+            name: "ipipMTU, a VXLAN pool, a block outside the pools, a node without address, a disabled NAT pool",
             spec: {
                 var s = spec(mode: .always)
                 s.ipipMTU = 1400
                 s.pools.append(.init(name: "vx", prefix: p("172.16.0.0/16"), ipipMode: .never, vxlanEnabled: true))
-                s.pools.append(.init(name: "off", prefix: p("10.244.0.0/16"), ipipMode: .always, natOutgoing: true, disabled: true))
+                s.pools.append(
+                    .init(name: "off", prefix: p("10.244.0.0/16"), ipipMode: .always, natOutgoing: true, disabled: true)
+                )
                 s.nodes.append(.init(name: "node-d", address: nil))
                 s.blocks.append(.init(prefix: p("172.16.3.0/26"), node: "node-b"))  // in the VXLAN pool
                 s.blocks.append(.init(prefix: p("100.64.0.0/26"), node: "node-c"))  // in no pool: native
@@ -89,8 +98,12 @@ struct HostRoutesTests {
     func desired(_ row: Row) throws {
         let topology = try Topology.compile(row.spec)
         let d = HostRoutes.desired(for: topology, tunnelInterface: Self.tun, uplinkInterface: Self.uplink)
-        #expect(d.routes.subtracting(row.routes).isEmpty, "unexpected: \(d.routes.subtracting(row.routes).map(\.description).sorted())")
-        #expect(row.routes.subtracting(d.routes).isEmpty, "missing: \(row.routes.subtracting(d.routes).map(\.description).sorted())")
+        #expect(
+            d.routes.subtracting(row.routes).isEmpty,
+            "unexpected: \(d.routes.subtracting(row.routes).map(\.description).sorted())")
+        #expect(
+            row.routes.subtracting(d.routes).isEmpty,
+            "missing: \(row.routes.subtracting(d.routes).map(\.description).sorted())")
         #expect(d.rules == row.rules)
         // Every route lands in a table the default reconciler owns.
         #expect(d.routes.allSatisfy { HostRoutes.tables().contains($0.table) })
@@ -99,7 +112,8 @@ struct HostRoutesTests {
     @Test("a custom NAT table and protocol number are used throughout")
     func customTable() throws {
         let topology = try Topology.compile(Self.spec(mode: .always))
-        let d = HostRoutes.desired(for: topology, tunnelInterface: 1, uplinkInterface: 2, natTable: 1000, protocolNumber: 99)
+        let d = HostRoutes.desired(
+            for: topology, tunnelInterface: 1, uplinkInterface: 2, natTable: 1000, protocolNumber: 99)
         #expect(d.routes.allSatisfy { $0.protocolNumber == 99 && ($0.table == 254 || $0.table == 1000) })
         #expect(d.routes.filter { $0.table == 1000 }.count == 2)
         #expect(d.rules == [Rule(priority: 498, source: Self.p("192.168.0.0/16"), table: 1000, protocolNumber: 99)])

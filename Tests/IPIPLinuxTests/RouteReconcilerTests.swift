@@ -36,7 +36,8 @@ struct RouteReconcilerTests {
 
         /// Our routes and rules as `ip` sees them (independent of NetlinkSocket's parser).
         func ourLines() throws -> (routes: [Substring], rules: [Substring]) {
-            let routes = try ns.ip("-4", "route", "show", "table", "main", "proto", "242").split(separator: "\n")
+            let routes =
+                try ns.ip("-4", "route", "show", "table", "main", "proto", "242").split(separator: "\n")
                 + ns.ip("-4", "route", "show", "table", "498", "proto", "242").split(separator: "\n")
             let rules = try ns.ip("-4", "rule", "show").split(separator: "\n").filter { $0.contains("proto 242") }
             return (routes, rules)
@@ -141,7 +142,9 @@ struct RouteReconcilerTests {
         #expect(f.reconciler.removeAll() == ReconcileReport())
     }
 
-    @Test("a desired route whose key another owner holds is not installed; the error says who; it is installed once freed")
+    @Test(
+        "a desired route whose key another owner holds is not installed; the error says who; it is installed once freed"
+    )
     func conflictWithAnotherOwner() throws {
         let f = try Self.fixture()
         try f.ns.ip("route", "add", "192.168.2.0/26", "via", "10.0.0.254", "dev", "up0", "proto", "static")
@@ -151,7 +154,9 @@ struct RouteReconcilerTests {
         #expect(report.errors.first?.errno == EEXIST)
         #expect(report.errors.first?.detail.contains("192.168.2.0/26 via 10.0.0.254") == true, "\(report.errors)")
         #expect(f.reconciler.needsSync)
-        #expect(try f.ns.ip("-4", "route", "show", "192.168.2.0/26") == "192.168.2.0/26 via 10.0.0.254 dev up0 proto static \n")
+        #expect(
+            try f.ns.ip("-4", "route", "show", "192.168.2.0/26")
+                == "192.168.2.0/26 via 10.0.0.254 dev up0 proto static \n")
 
         try f.ns.ip("route", "del", "192.168.2.0/26", "proto", "static")
         report = f.reconciler.reconcile(desired: f.routes, rules: f.rules)
@@ -165,8 +170,10 @@ struct RouteReconcilerTests {
         var routes = f.routes
         // An interface that does not exist, and a gateway that is not on-link: both refused.
         routes.insert(Route(destination: Self.p("10.60.0.0/24"), outputInterface: 9999, protocolNumber: 242))
-        routes.insert(Route(destination: Self.p("10.61.0.0/24"), gateway: Self.a("172.31.0.1"), outputInterface: 1,
-                            protocolNumber: 242))
+        routes.insert(
+            Route(
+                destination: Self.p("10.61.0.0/24"), gateway: Self.a("172.31.0.1"), outputInterface: 1,
+                protocolNumber: 242))
         let report = f.reconciler.reconcile(desired: routes, rules: f.rules)
         #expect(report.added == 8 && report.errors.count == 2, "\(report)")
         #expect(report.errors.allSatisfy { $0.operation == "RTM_NEWROUTE" })

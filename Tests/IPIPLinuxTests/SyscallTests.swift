@@ -30,14 +30,17 @@ struct SyscallTests {
         var testDescription: String { name }
     }
 
-    @Test("retry helper", arguments: [
-        RetryCase(name: "success", errnos: [], expected: .processed(5), calls: 1),
-        RetryCase(name: "EINTR twice, then success", errnos: [EINTR, EINTR], expected: .processed(5), calls: 3),
-        RetryCase(name: "EAGAIN is would-block", errnos: [EAGAIN], expected: .wouldBlock, calls: 1),
-        RetryCase(name: "EINTR then EAGAIN", errnos: [EINTR, EAGAIN], expected: .wouldBlock, calls: 2),
-        RetryCase(name: "EINTR without retry throws", errnos: [EINTR], retryOnInterrupt: false, expected: nil, calls: 1),
-        RetryCase(name: "ENOBUFS throws", errnos: [ENOBUFS], expected: nil, calls: 1),
-    ])
+    @Test(
+        "retry helper",
+        arguments: [
+            RetryCase(name: "success", errnos: [], expected: .processed(5), calls: 1),
+            RetryCase(name: "EINTR twice, then success", errnos: [EINTR, EINTR], expected: .processed(5), calls: 3),
+            RetryCase(name: "EAGAIN is would-block", errnos: [EAGAIN], expected: .wouldBlock, calls: 1),
+            RetryCase(name: "EINTR then EAGAIN", errnos: [EINTR, EAGAIN], expected: .wouldBlock, calls: 2),
+            RetryCase(
+                name: "EINTR without retry throws", errnos: [EINTR], retryOnInterrupt: false, expected: nil, calls: 1),
+            RetryCase(name: "ENOBUFS throws", errnos: [ENOBUFS], expected: nil, calls: 1),
+        ])
     func retry(_ row: RetryCase) {
         let script = Script(row.errnos)
         do {
@@ -55,7 +58,8 @@ struct SyscallTests {
     func errorText() {
         let error = SystemCallError(errno: ENOENT, call: "open", detail: "/dev/net/tun")
         #expect(error.description == "open /dev/net/tun: No such file or directory (errno 2)")
-        #expect(SystemCallError(errno: EPERM, call: "socket").description == "socket: Operation not permitted (errno 1)")
+        #expect(
+            SystemCallError(errno: EPERM, call: "socket").description == "socket: Operation not permitted (errno 1)")
     }
 
     @Test("send errors: per-packet ones are counted, the rest are not")
@@ -64,8 +68,9 @@ struct SyscallTests {
         for code in [ENOBUFS, EMSGSIZE, EHOSTUNREACH, ENETUNREACH, EPERM, EINVAL] {
             #expect(RawIPv4Socket.count(code, in: &report))
         }
-        #expect(report.noBuffers == 1 && report.tooBig == 1 && report.unreachable == 2 && report.denied == 1
-            && report.malformed == 1 && report.dropped == 6)
+        #expect(
+            report.noBuffers == 1 && report.tooBig == 1 && report.unreachable == 2 && report.denied == 1
+                && report.malformed == 1 && report.dropped == 6)
         #expect(!RawIPv4Socket.count(EBADF, in: &report))
         #expect(!RawIPv4Socket.count(EFAULT, in: &report))
     }

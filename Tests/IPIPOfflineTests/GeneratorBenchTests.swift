@@ -17,9 +17,10 @@ struct GeneratedFiles {
     init(_ options: GeneratorOptions, name: String = "gen") throws {
         directory = try temporaryDirectory(name)
         traffic = try TrafficGenerator.generate(options)
-        try TrafficGenerator.write(traffic, out: directory.appendingPathComponent("tun.pcap").path,
-                                   underlayOut: directory.appendingPathComponent("underlay.pcap").path,
-                                   manifestsOut: directory.appendingPathComponent("manifests.yaml").path)
+        try TrafficGenerator.write(
+            traffic, out: directory.appendingPathComponent("tun.pcap").path,
+            underlayOut: directory.appendingPathComponent("underlay.pcap").path,
+            manifestsOut: directory.appendingPathComponent("manifests.yaml").path)
     }
 
     func engine() throws -> Engine {
@@ -29,8 +30,10 @@ struct GeneratedFiles {
     func remove() { try? FileManager.default.removeItem(at: directory) }
 }
 
-func smallOptions(seed: UInt64 = 42, size: GeneratorOptions.Size = .imix, mix: (Int, Int, Int) = (60, 30, 10),
-                  natShare: Double = 0.3) -> GeneratorOptions {
+func smallOptions(
+    seed: UInt64 = 42, size: GeneratorOptions.Size = .imix, mix: (Int, Int, Int) = (60, 30, 10),
+    natShare: Double = 0.3
+) -> GeneratorOptions {
     var o = GeneratorOptions()
     o.flows = 300
     o.nodes = 7
@@ -67,12 +70,14 @@ struct GeneratorTests {
         #expect(g.next() == 0x6E78_9E6A_A1B9_65F4)
     }
 
-    @Test("a generated capture replays with the generated verdicts and no drops",
-          arguments: [GeneratorOptions.Size.fixed(64), .fixed(512), .fixed(1500), .imix])
+    @Test(
+        "a generated capture replays with the generated verdicts and no drops",
+        arguments: [GeneratorOptions.Size.fixed(64), .fixed(512), .fixed(1500), .imix])
     func replaysAsGenerated(size: GeneratorOptions.Size) throws {
         let g = try GeneratedFiles(smallOptions(size: size))
         defer { g.remove() }
-        let summary = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay)).run()
+        let summary = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay))
+            .run()
         let c = try #require(summary.counters)
         #expect(summary.packetsIn == g.traffic.tun.count + g.traffic.underlay.count)
         for a in [VerdictAction.encapsulated, .translated, .decapsulated, .untranslated] {
@@ -86,17 +91,25 @@ struct GeneratorTests {
         #expect(summary.emittedTUN == g.traffic.underlay.count)
     }
 
-    @Test("super-packets: a TSO capture replays with its segments counted, cut up for the underlay, coalesced toward the TUN with --offloads")
+    @Test(
+        "super-packets: a TSO capture replays with its segments counted, cut up for the underlay, coalesced toward the TUN with --offloads"
+    )
     func superPackets() throws {
         var o = smallOptions(mix: (1, 0, 0))
         o.superPackets = 20
         let g = try GeneratedFiles(o, name: "gen-super")
         defer { g.remove() }
         #expect(g.traffic.tun.contains { $0.offload == SegmentationOffload(kind: .tcp, segmentSize: 1440) })
-        #expect(g.traffic.tun.contains { $0.offload == SegmentationOffload(kind: .tcp, segmentSize: 1460) }, "SNAT flows: 1500-byte MTU")
+        #expect(
+            g.traffic.tun.contains { $0.offload == SegmentationOffload(kind: .tcp, segmentSize: 1460) },
+            "SNAT flows: 1500-byte MTU")
         for offloads in [false, true] {
-            let summary = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay,
-                                                                                 offloads: offloads)).run()
+            let summary = try Replay(
+                engine: g.engine(),
+                options: ReplayOptions(
+                    input: g.tun, underlayInput: g.underlay,
+                    offloads: offloads)
+            ).run()
             let c = try #require(summary.counters)
             for a in [VerdictAction.encapsulated, .translated, .decapsulated, .untranslated] {
                 #expect(c.packets(a) == UInt64(g.traffic.expected[a] ?? 0), "\(a.name), offloads \(offloads)")
@@ -107,7 +120,9 @@ struct GeneratorTests {
             // Every super-packet leaves as its 20 segments.
             #expect(summary.emittedUnderlay == g.traffic.tun.count + 19 * supers)
             if offloads {
-                #expect(summary.emittedTUN < g.traffic.underlay.count / 4, "runs of 20 segments coalesce: \(summary.emittedTUN) writes")
+                #expect(
+                    summary.emittedTUN < g.traffic.underlay.count / 4,
+                    "runs of 20 segments coalesce: \(summary.emittedTUN) writes")
             } else {
                 #expect(summary.emittedTUN == g.traffic.underlay.count)
             }
@@ -116,9 +131,13 @@ struct GeneratorTests {
         bench.iterations = 1
         bench.offloads = true
         let r = try Bench(engine: g.engine(), options: bench).run()
-        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay, offloads: true)).run()
+        let replay = try Replay(
+            engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay, offloads: true)
+        ).run()
         #expect(r.counters == replay.counters)
-        #expect(r.emittedUnderlay == replay.emittedUnderlay && r.emittedTUN == replay.emittedTUN, "bench times what replay writes")
+        #expect(
+            r.emittedUnderlay == replay.emittedUnderlay && r.emittedTUN == replay.emittedTUN,
+            "bench times what replay writes")
     }
 
     @Test("flow kinds follow the options: no SNAT at share 0, only UDP with udp=1")
@@ -145,11 +164,16 @@ struct GeneratorTests {
         let g = try GeneratedFiles(smallOptions())
         defer { g.remove() }
         for (path, count) in [(g.tun, g.traffic.tun.count), (g.underlay, g.traffic.underlay.count)] {
-            let fields = try Processes.run(tshark, ["-r", path, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
-                                                 "-o", "udp.check_checksum:TRUE", "-T", "fields",
-                                                 "-e", "frame.number", "-e", "ip.checksum.status", "-e", "_ws.malformed",
-                                                 "-e", "tcp.checksum.status", "-e", "udp.checksum.status",
-                                                 "-e", "icmp.checksum.status"]).stdout
+            let fields = try Processes.run(
+                tshark,
+                [
+                    "-r", path, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+                    "-o", "udp.check_checksum:TRUE", "-T", "fields",
+                    "-e", "frame.number", "-e", "ip.checksum.status", "-e", "_ws.malformed",
+                    "-e", "tcp.checksum.status", "-e", "udp.checksum.status",
+                    "-e", "icmp.checksum.status",
+                ]
+            ).stdout
             let lines = fields.split(separator: "\n", omittingEmptySubsequences: true)
             #expect(lines.count == count, "\(path): tshark saw \(lines.count) frames, we wrote \(count)")
             for line in lines {
@@ -171,7 +195,8 @@ struct BenchTests {
     func totals() throws {
         let g = try GeneratedFiles(smallOptions(), name: "bench")
         defer { g.remove() }
-        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay)).run()
+        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay))
+            .run()
         let once = try #require(replay.counters)
         var options = BenchOptions(input: g.tun, underlayInput: g.underlay)
         options.iterations = 3
@@ -195,7 +220,8 @@ struct BenchTests {
     func batchSizes() throws {
         let g = try GeneratedFiles(smallOptions(seed: 3), name: "bench-batch")
         defer { g.remove() }
-        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay)).run()
+        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay))
+            .run()
         for batch in [1, 7, 64, 256] {
             var options = BenchOptions(input: g.tun, underlayInput: g.underlay)
             options.iterations = 1
@@ -209,7 +235,8 @@ struct BenchTests {
     func workers() throws {
         let g = try GeneratedFiles(smallOptions(seed: 9), name: "bench-workers")
         defer { g.remove() }
-        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay)).run()
+        let replay = try Replay(engine: g.engine(), options: ReplayOptions(input: g.tun, underlayInput: g.underlay))
+            .run()
         let once = try #require(replay.counters)
         #expect(once.packets(.translated) > 0 && once.packets(.untranslated) > 0, "the mix has NAT flows both ways")
         for workers in [2, 3] {
@@ -259,7 +286,9 @@ struct BenchTests {
         #expect(VerdictAction.allCases.reduce(0) { $0 + c.packets($1) } == UInt64(result.packets))
         let json = result.json(input: g.tun, underlayInput: g.underlay, node: "node-0")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
-        for key in ["packets_per_second", "gbit_per_second", "ns_per_packet", "packets", "passes", "verdicts", "mallocs"] {
+        for key in [
+            "packets_per_second", "gbit_per_second", "ns_per_packet", "packets", "passes", "verdicts", "mallocs",
+        ] {
             #expect(object[key] != nil, "missing \(key)")
         }
         #expect((object["packets"] as? Int) == result.packets)

@@ -1,8 +1,8 @@
 import IPIPCore
-@testable import IPIPResources
 import IPIPTestSupport
 import Testing
 
+@testable import IPIPResources
 
 @Suite("From resources to a topology")
 struct ClusterLoaderTests {
@@ -63,7 +63,7 @@ struct ClusterLoaderTests {
         let set = try ResourceLoader.load(text: Self.base, file: "cluster.yaml")
         let s = ClusterLoader.spec(from: set, node: "node-a", underlayMTU: 1500)
         #expect(s.pools.map(\.name) == ["p4", "vx"])
-        #expect(s.pools[0].ipipMode == .always)          // the project's default for IPv4 pools
+        #expect(s.pools[0].ipipMode == .always)  // the project's default for IPv4 pools
         #expect(s.pools[1].vxlanEnabled && s.pools[1].ipipMode == .never)
         #expect(s.blocks.map(\.prefix.description) == ["192.168.1.0/26"])
         #expect(s.ipipMTU == 1300)

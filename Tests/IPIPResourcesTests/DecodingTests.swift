@@ -1,5 +1,6 @@
 import IPIPCore
 import Testing
+
 @testable import IPIPResources
 
 /// A manifest and the kinds and names it must decode to, in order.
@@ -11,63 +12,70 @@ struct FormCase: CustomTestStringConvertible, Sendable {
 }
 
 private let formCases: [FormCase] = [
-    FormCase(name: "single document",
-             manifest: poolManifest(name: "a", "  cidr: 10.0.0.0/16"),
-             expected: ["IPPool(a)@1:1"]),
-    FormCase(name: "multi-document stream with empty documents",
-             manifest: "---\n" + poolManifest(name: "a", "  cidr: 10.0.0.0/16") + "\n---\n---\n# only a comment\n---\n"
-                 + "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\n...\n",
-             expected: ["IPPool(a)@2:1", "Node(n1)@12:1"]),
-    FormCase(name: "List kind; items may omit kind and apiVersion",
-             manifest: """
-                 apiVersion: projectcalico.org/v3
-                 kind: IPPoolList
-                 metadata: {resourceVersion: "123"}
-                 items:
-                 - apiVersion: projectcalico.org/v3
-                   kind: IPPool
-                   metadata: {name: a}
-                   spec: {cidr: 10.0.0.0/16}
-                 - metadata: {name: b}
-                   spec: {cidr: 10.1.0.0/16}
-                 """,
-             expected: ["IPPool(a)@5:3", "IPPool(b)@9:3"]),
-    FormCase(name: "NodeList, BlockAffinityList and FelixConfigurationList",
-             manifest: """
-                 {"apiVersion": "projectcalico.org/v3", "kind": "NodeList", "items": [{"metadata": {"name": "n1"}}]}
-                 ---
-                 apiVersion: projectcalico.org/v3
-                 kind: BlockAffinityList
-                 items:
-                 - metadata: {name: n1-10-0-0-0-26}
-                   spec: {state: confirmed, node: n1, cidr: 10.0.0.0/26}
-                 ---
-                 apiVersion: projectcalico.org/v3
-                 kind: FelixConfigurationList
-                 items: []
-                 """,
-             expected: ["Node(n1)@1:70", "BlockAffinity(n1-10-0-0-0-26)@6:3"]),
-    FormCase(name: "top-level array",
-             manifest: """
-                 - apiVersion: projectcalico.org/v3
-                   kind: IPPool
-                   metadata: {name: a}
-                   spec: {cidr: 10.0.0.0/16}
-                 - apiVersion: projectcalico.org/v3
-                   kind: Node
-                   metadata: {name: n1}
-                 """,
-             expected: ["IPPool(a)@1:3", "Node(n1)@5:3"]),
-    FormCase(name: "JSON object indented with tabs",
-             manifest: "{\n\t\"apiVersion\": \"projectcalico.org/v3\",\n\t\"kind\": \"IPPool\",\n"
-                 + "\t\"metadata\": {\"name\": \"j\"},\n\t\"spec\": {\"cidr\": \"10.1.0.0/16\", \"natOutgoing\": true}\n}\n",
-             expected: ["IPPool(j)@1:1"]),
-    FormCase(name: "JSON array",
-             manifest: """
-                 [{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/16"}},
-                  {"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"b"},"spec":{"cidr":"10.1.0.0/16"}}]
-                 """,
-             expected: ["IPPool(a)@1:2", "IPPool(b)@2:2"]),
+    FormCase(
+        name: "single document",
+        manifest: poolManifest(name: "a", "  cidr: 10.0.0.0/16"),
+        expected: ["IPPool(a)@1:1"]),
+    FormCase(
+        name: "multi-document stream with empty documents",
+        manifest: "---\n" + poolManifest(name: "a", "  cidr: 10.0.0.0/16") + "\n---\n---\n# only a comment\n---\n"
+            + "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\n...\n",
+        expected: ["IPPool(a)@2:1", "Node(n1)@12:1"]),
+    FormCase(
+        name: "List kind; items may omit kind and apiVersion",
+        manifest: """
+            apiVersion: projectcalico.org/v3
+            kind: IPPoolList
+            metadata: {resourceVersion: "123"}
+            items:
+            - apiVersion: projectcalico.org/v3
+              kind: IPPool
+              metadata: {name: a}
+              spec: {cidr: 10.0.0.0/16}
+            - metadata: {name: b}
+              spec: {cidr: 10.1.0.0/16}
+            """,
+        expected: ["IPPool(a)@5:3", "IPPool(b)@9:3"]),
+    FormCase(
+        name: "NodeList, BlockAffinityList and FelixConfigurationList",
+        manifest: """
+            {"apiVersion": "projectcalico.org/v3", "kind": "NodeList", "items": [{"metadata": {"name": "n1"}}]}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BlockAffinityList
+            items:
+            - metadata: {name: n1-10-0-0-0-26}
+              spec: {state: confirmed, node: n1, cidr: 10.0.0.0/26}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfigurationList
+            items: []
+            """,
+        expected: ["Node(n1)@1:70", "BlockAffinity(n1-10-0-0-0-26)@6:3"]),
+    FormCase(
+        name: "top-level array",
+        manifest: """
+            - apiVersion: projectcalico.org/v3
+              kind: IPPool
+              metadata: {name: a}
+              spec: {cidr: 10.0.0.0/16}
+            - apiVersion: projectcalico.org/v3
+              kind: Node
+              metadata: {name: n1}
+            """,
+        expected: ["IPPool(a)@1:3", "Node(n1)@5:3"]),
+    FormCase(
+        name: "JSON object indented with tabs",
+        manifest: "{\n\t\"apiVersion\": \"projectcalico.org/v3\",\n\t\"kind\": \"IPPool\",\n"
+            + "\t\"metadata\": {\"name\": \"j\"},\n\t\"spec\": {\"cidr\": \"10.1.0.0/16\", \"natOutgoing\": true}\n}\n",
+        expected: ["IPPool(j)@1:1"]),
+    FormCase(
+        name: "JSON array",
+        manifest: """
+            [{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/16"}},
+             {"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"b"},"spec":{"cidr":"10.1.0.0/16"}}]
+            """,
+        expected: ["IPPool(a)@1:2", "IPPool(b)@2:2"]),
     FormCase(name: "empty input", manifest: "", expected: []),
 ]
 
@@ -90,22 +98,30 @@ struct DefaultsCase: CustomTestStringConvertible, Sendable {
 }
 
 private let defaultsCases: [DefaultsCase] = [
-    DefaultsCase(name: "IPv4 without ipipMode is Always (project decision)", spec: "  cidr: 10.0.0.0/16",
-                 cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
-    DefaultsCase(name: "IPv4 with an empty ipipMode is Always", spec: "  cidr: 10.0.0.0/16\n  ipipMode: \"\"",
-                 cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
-    DefaultsCase(name: "IPv4 explicit Never stays Never", spec: "  cidr: 10.0.0.0/16\n  ipipMode: Never",
-                 cidr: "10.0.0.0/16", ipipMode: .never, vxlanMode: .never, blockSize: 26),
-    DefaultsCase(name: "IPv4 VXLAN pool without ipipMode is Never", spec: "  cidr: 10.0.0.0/16\n  vxlanMode: Always",
-                 cidr: "10.0.0.0/16", ipipMode: .never, vxlanMode: .always, blockSize: 26),
-    DefaultsCase(name: "IPv6 without ipipMode is Never", spec: "  cidr: FD00:0:0::/48",
-                 cidr: "fd00::/48", ipipMode: .never, vxlanMode: .never, blockSize: 122),
-    DefaultsCase(name: "IPv6 VXLAN is accepted (Calico v3.23+)", spec: "  cidr: fd00::/48\n  vxlanMode: CrossSubnet",
-                 cidr: "fd00::/48", ipipMode: .never, vxlanMode: .crossSubnet, blockSize: 122),
-    DefaultsCase(name: "blockSize 0 means the default", spec: "  cidr: 10.0.0.0/16\n  blockSize: 0",
-                 cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
-    DefaultsCase(name: "explicit blockSize kept", spec: "  cidr: 10.0.0.0/16\n  blockSize: 24",
-                 cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 24),
+    DefaultsCase(
+        name: "IPv4 without ipipMode is Always (project decision)", spec: "  cidr: 10.0.0.0/16",
+        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
+    DefaultsCase(
+        name: "IPv4 with an empty ipipMode is Always", spec: "  cidr: 10.0.0.0/16\n  ipipMode: \"\"",
+        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
+    DefaultsCase(
+        name: "IPv4 explicit Never stays Never", spec: "  cidr: 10.0.0.0/16\n  ipipMode: Never",
+        cidr: "10.0.0.0/16", ipipMode: .never, vxlanMode: .never, blockSize: 26),
+    DefaultsCase(
+        name: "IPv4 VXLAN pool without ipipMode is Never", spec: "  cidr: 10.0.0.0/16\n  vxlanMode: Always",
+        cidr: "10.0.0.0/16", ipipMode: .never, vxlanMode: .always, blockSize: 26),
+    DefaultsCase(
+        name: "IPv6 without ipipMode is Never", spec: "  cidr: FD00:0:0::/48",
+        cidr: "fd00::/48", ipipMode: .never, vxlanMode: .never, blockSize: 122),
+    DefaultsCase(
+        name: "IPv6 VXLAN is accepted (Calico v3.23+)", spec: "  cidr: fd00::/48\n  vxlanMode: CrossSubnet",
+        cidr: "fd00::/48", ipipMode: .never, vxlanMode: .crossSubnet, blockSize: 122),
+    DefaultsCase(
+        name: "blockSize 0 means the default", spec: "  cidr: 10.0.0.0/16\n  blockSize: 0",
+        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
+    DefaultsCase(
+        name: "explicit blockSize kept", spec: "  cidr: 10.0.0.0/16\n  blockSize: 24",
+        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 24),
 ]
 
 @Test("pool defaults", arguments: defaultsCases)
@@ -250,7 +266,8 @@ func poolDefaults(_ row: DefaultsCase) throws {
 }
 
 @Test func nodeBareAddressIsASlash32AndAsdotIsAccepted() throws {
-    let text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n}\n"
+    let text =
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n}\n"
         + "spec: {bgp: {ipv4Address: 10.0.0.5, asNumber: \"1.10\"}}\n"
     guard case .node(let node)? = try ResourceDecoder.decode(text, file: "n.yaml").first else {
         Issue.record("expected a Node")
@@ -268,15 +285,18 @@ struct DeletedCase: CustomTestStringConvertible, Sendable {
     var testDescription: String { name }
 }
 
-@Test("BlockAffinity deleted as bool or string", arguments: [
-    DeletedCase(name: "absent", line: "", deleted: false),
-    DeletedCase(name: "bool true", line: "\n  deleted: true", deleted: true),
-    DeletedCase(name: "string \"true\"", line: "\n  deleted: \"true\"", deleted: true),
-    DeletedCase(name: "string \"false\"", line: "\n  deleted: \"false\"", deleted: false),
-    DeletedCase(name: "bool false", line: "\n  deleted: false", deleted: false),
-])
+@Test(
+    "BlockAffinity deleted as bool or string",
+    arguments: [
+        DeletedCase(name: "absent", line: "", deleted: false),
+        DeletedCase(name: "bool true", line: "\n  deleted: true", deleted: true),
+        DeletedCase(name: "string \"true\"", line: "\n  deleted: \"true\"", deleted: true),
+        DeletedCase(name: "string \"false\"", line: "\n  deleted: \"false\"", deleted: false),
+        DeletedCase(name: "bool false", line: "\n  deleted: false", deleted: false),
+    ])
 func blockAffinityDeleted(_ row: DeletedCase) throws {
-    let text = "apiVersion: projectcalico.org/v3\nkind: BlockAffinity\nmetadata:\n  name: a-10-1-0-0-26\nspec:\n"
+    let text =
+        "apiVersion: projectcalico.org/v3\nkind: BlockAffinity\nmetadata:\n  name: a-10-1-0-0-26\nspec:\n"
         + "  state: confirmed\n  node: node-a\n  cidr: 10.1.0.0/26\n  type: host" + row.line
     guard case .blockAffinity(let affinity)? = try ResourceDecoder.decode(text, file: "b.yaml").first else {
         Issue.record("expected a BlockAffinity")
@@ -352,15 +372,18 @@ struct PortRangeCase: CustomTestStringConvertible, Sendable {
     var testDescription: String { name }
 }
 
-@Test("natPortRange forms", arguments: [
-    PortRangeCase(name: "integer", value: "32768", range: 32768...32768),
-    PortRangeCase(name: "quoted range", value: "\"32768:60999\"", range: 32768...60999),
-    PortRangeCase(name: "plain range", value: "20000:29999", range: 20000...29999),
-    PortRangeCase(name: "plain range YAML 1.1 reads as sexagesimal", value: "1:59", range: 1...59),
-    PortRangeCase(name: "quoted single port", value: "\"1024\"", range: 1024...1024),
-])
+@Test(
+    "natPortRange forms",
+    arguments: [
+        PortRangeCase(name: "integer", value: "32768", range: 32768...32768),
+        PortRangeCase(name: "quoted range", value: "\"32768:60999\"", range: 32768...60999),
+        PortRangeCase(name: "plain range", value: "20000:29999", range: 20000...29999),
+        PortRangeCase(name: "plain range YAML 1.1 reads as sexagesimal", value: "1:59", range: 1...59),
+        PortRangeCase(name: "quoted single port", value: "\"1024\"", range: 1024...1024),
+    ])
 func natPortRange(_ row: PortRangeCase) throws {
-    let text = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n"
+    let text =
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n"
         + "spec:\n  natPortRange: \(row.value)\n"
     guard case .felixConfiguration(let felix)? = try ResourceDecoder.decode(text, file: "f.yaml").first else {
         Issue.record("expected a FelixConfiguration")

@@ -1,6 +1,7 @@
 import Foundation
 import IPIPCore
 import Testing
+
 @testable import IPIPResources
 
 /// A multi-document manifest and the set-level errors it must produce.
@@ -15,30 +16,41 @@ private func pools(_ entries: [(name: String, cidr: String)]) -> String {
     entries.map { poolManifest(name: $0.name, "  cidr: \($0.cidr)") }.joined(separator: "\n---\n")
 }
 
-@Test("set-level rules", arguments: [
-    SetCase(name: "later pool inside an earlier one is rejected at its cidr",
+@Test(
+    "set-level rules",
+    arguments: [
+        SetCase(
+            name: "later pool inside an earlier one is rejected at its cidr",
             manifest: pools([("a", "10.0.0.0/16"), ("b", "10.0.1.0/24")]),
             expected: ["t.yaml:13:9: IPPool(b) spec.cidr: IPPool(b) CIDR overlaps with IPPool(a) CIDR 10.0.0.0/16"]),
-    SetCase(name: "later pool containing an earlier one is rejected",
+        SetCase(
+            name: "later pool containing an earlier one is rejected",
             manifest: pools([("small", "10.0.1.0/24"), ("big", "10.0.0.0/8")]),
-            expected: ["t.yaml:13:9: IPPool(big) spec.cidr: IPPool(big) CIDR overlaps with IPPool(small) CIDR 10.0.1.0/24"]),
-    SetCase(name: "identical IPv6 pools",
+            expected: [
+                "t.yaml:13:9: IPPool(big) spec.cidr: IPPool(big) CIDR overlaps with IPPool(small) CIDR 10.0.1.0/24"
+            ]),
+        SetCase(
+            name: "identical IPv6 pools",
             manifest: pools([("a6", "fd00::/48"), ("b6", "FD00:0::/48")]),
             expected: ["t.yaml:13:9: IPPool(b6) spec.cidr: IPPool(b6) CIDR overlaps with IPPool(a6) CIDR fd00::/48"]),
-    SetCase(name: "only the first overlap is reported per pool; accepted pools stay",
+        SetCase(
+            name: "only the first overlap is reported per pool; accepted pools stay",
             manifest: pools([("a", "10.0.0.0/16"), ("b", "10.1.0.0/16"), ("c", "10.0.0.0/8")]),
             expected: ["t.yaml:20:9: IPPool(c) spec.cidr: IPPool(c) CIDR overlaps with IPPool(a) CIDR 10.0.0.0/16"]),
-    SetCase(name: "duplicate pool name",
+        SetCase(
+            name: "duplicate pool name",
             manifest: pools([("a", "10.0.0.0/16"), ("a", "10.1.0.0/16")]),
             expected: ["t.yaml:8:1: IPPool(a) metadata.name: duplicate IPPool name 'a' (first declared at t.yaml:1:1)"]),
-    SetCase(name: "same name in different kinds is fine",
+        SetCase(
+            name: "same name in different kinds is fine",
             manifest: poolManifest(name: "x", "  cidr: 10.0.0.0/16")
                 + "\n---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: x}\n",
             expected: []),
-    SetCase(name: "disjoint IPv4 and IPv6 pools load",
+        SetCase(
+            name: "disjoint IPv4 and IPv6 pools load",
             manifest: pools([("a", "10.0.0.0/16"), ("b", "10.1.0.0/16"), ("c", "fd00::/48")]),
             expected: []),
-])
+    ])
 func setLevel(_ row: SetCase) {
     #expect(loadErrorLines(row.manifest) == row.expected)
 }
@@ -49,7 +61,8 @@ func setLevel(_ row: SetCase) {
 }
 
 @Test func loadSortsResourcesByKind() throws {
-    let text = pools([("a", "10.0.0.0/16")])
+    let text =
+        pools([("a", "10.0.0.0/16")])
         + "\n---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\nspec: {bgp: {ipv4Address: 10.0.0.5/24}}\n"
         + "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {ipipMTU: 1400}\n"
         + "---\napiVersion: projectcalico.org/v3\nkind: BlockAffinity\nmetadata: {name: n1-10-0-0-0-26}\n"
@@ -68,11 +81,13 @@ func setLevel(_ row: SetCase) {
     defer { try? FileManager.default.removeItem(at: directory) }
     try poolManifest(name: "second", "  cidr: 10.1.0.0/16").write(
         to: directory.appendingPathComponent("b.yml"), atomically: true, encoding: .utf8)
-    try #"{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"first"},"spec":{"cidr":"10.0.0.0/16"}}"#
+    try
+        #"{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"first"},"spec":{"cidr":"10.0.0.0/16"}}"#
         .write(to: directory.appendingPathComponent("a.json"), atomically: true, encoding: .utf8)
     try "not: [a manifest".write(to: directory.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
-    try FileManager.default.createDirectory(at: directory.appendingPathComponent("sub.yaml"),
-                                            withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+        at: directory.appendingPathComponent("sub.yaml"),
+        withIntermediateDirectories: true)
     let extra = directory.appendingPathComponent("sub.yaml/c.yaml")
     try poolManifest(name: "third", "  cidr: 10.2.0.0/16").write(to: extra, atomically: true, encoding: .utf8)
 

@@ -35,7 +35,7 @@ func loadErrorLines(_ text: String, file: String = "t.yaml") -> [String] {
 /// The single IPPool in `text`; nil when decoding fails or yields something else.
 func decodePool(_ text: String) -> IPPool? {
     guard let resources = try? ResourceDecoder.decode(text, file: "t.yaml"), resources.count == 1,
-          case .ipPool(let pool) = resources[0]
+        case .ipPool(let pool) = resources[0]
     else { return nil }
     return pool
 }

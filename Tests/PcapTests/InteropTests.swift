@@ -1,6 +1,6 @@
 import IPIPCore
-import Pcap
 import IPIPTestSupport
+import Pcap
 import Testing
 
 /// Captures the writer produces are readable by Wireshark's and tcpdump's tools, and pcapng
@@ -40,7 +40,9 @@ import Testing
         let path = directory.path("out.pcap")
         try Self.writeCapture(path, linkType: c.linkType)
         let tshark = try #require(TestEnvironment.require(TestEnvironment.tshark, "tshark", package: "tshark"))
-        let r = try Processes.run(tshark, ["-n", "-r", path] + Self.userLinkType + ["-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"])
+        let r = try Processes.run(
+            tshark,
+            ["-n", "-r", path] + Self.userLinkType + ["-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"])
         let (status, output) = (r.status, r.stdout)
         #expect(status == 0)
         let lines = output.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
@@ -48,8 +50,11 @@ import Testing
         #expect(lines.map { $0.last ?? "" }.allSatisfy { $0.hasSuffix(".250000000") }, "tshark printed: \(output)")
     }
 
-    @Test(.enabled(if: Processes.find("tcpdump") != nil || TestEnvironment.toolsRequired, "needs tcpdump (apt-get install tcpdump)"),
-          arguments: tcpdumpCases)
+    @Test(
+        .enabled(
+            if: Processes.find("tcpdump") != nil || TestEnvironment.toolsRequired,
+            "needs tcpdump (apt-get install tcpdump)"),
+        arguments: tcpdumpCases)
     func tcpdumpDecodesWriterOutput(_ c: Case) throws {
         let directory = try TemporaryDirectory()
         defer { directory.removeDirectory() }
@@ -66,8 +71,11 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: Processes.find("editcap") != nil || TestEnvironment.toolsRequired, "needs editcap (apt-get install tshark)"),
-          arguments: cases)
+    @Test(
+        .enabled(
+            if: Processes.find("editcap") != nil || TestEnvironment.toolsRequired,
+            "needs editcap (apt-get install tshark)"),
+        arguments: cases)
     func readsPcapngFromEditcap(_ c: Case) throws {
         let directory = try TemporaryDirectory()
         defer { directory.removeDirectory() }

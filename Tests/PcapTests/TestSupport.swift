@@ -178,4 +178,3 @@ enum CaptureFiles {
         return file
     }
 }
-

@@ -47,8 +47,10 @@ struct Cluster {
     /// - Parameters:
     ///   - natOutgoing: the pool's `natOutgoing` (SNAT of traffic from workloads to outside every pool).
     ///   - natPortRange: FelixConfiguration `natPortRange` (nil: the default 61000…65535).
-    init(blockCount: Int, nodeCount: Int = 100, underlayMTU: Int, seed: UInt64 = 0xB10C_2026,
-         natOutgoing: Bool = false, natPortRange: ClosedRange<UInt16>? = nil) {
+    init(
+        blockCount: Int, nodeCount: Int = 100, underlayMTU: Int, seed: UInt64 = 0xB10C_2026,
+        natOutgoing: Bool = false, natPortRange: ClosedRange<UInt16>? = nil
+    ) {
         precondition(2 * blockCount < 1 << 18 - 4, "the /8 pool holds 2^18 /26 blocks")
         var rng = SplitMix64(seed: seed)
         var nodes: [TopologySpec.Node] = [
@@ -56,9 +58,12 @@ struct Cluster {
         ]
         self.nodeCount = nodeCount
         for n in 1...nodeCount {
-            nodes.append(.init(name: "node-\(n)",
-                               address: IPv4Prefix(address: IPv4Address(172, 16, UInt8(n >> 8), UInt8(n & 0xFF) &+ 1),
-                                                   length: 16)))
+            nodes.append(
+                .init(
+                    name: "node-\(n)",
+                    address: IPv4Prefix(
+                        address: IPv4Address(172, 16, UInt8(n >> 8), UInt8(n & 0xFF) &+ 1),
+                        length: 16)))
         }
         nodeAddresses = nodes.map { $0.address!.address }
         var indices = Set<Int>()
@@ -66,11 +71,15 @@ struct Cluster {
         blocks = indices.sorted().map {
             IPv4Prefix(address: IPv4Address(rawValue: poolPrefix.first.rawValue | UInt32($0) << 6), length: 26)
         }
-        var specBlocks = blocks.enumerated().map { i, b in TopologySpec.Block(prefix: b, node: "node-\(1 + i % nodeCount)") }
+        var specBlocks = blocks.enumerated().map { i, b in
+            TopologySpec.Block(prefix: b, node: "node-\(1 + i % nodeCount)")
+        }
         specBlocks.append(.init(prefix: IPv4Prefix(address: IPv4Address(10, 255, 255, 0), length: 26), node: "node-0"))
         spec = TopologySpec(
             localNodeName: "node-0",
-            pools: [.init(name: "default-ipv4-ippool", prefix: poolPrefix, ipipMode: .always, natOutgoing: natOutgoing)],
+            pools: [
+                .init(name: "default-ipv4-ippool", prefix: poolPrefix, ipipMode: .always, natOutgoing: natOutgoing)
+            ],
             nodes: nodes,
             blocks: specBlocks,
             underlayMTU: underlayMTU,
@@ -93,8 +102,10 @@ struct Cluster {
 // MARK: - Packets
 
 /// An IPv4 header (IHL 5, TOS 0) at `p`, header checksum filled in.
-func writeIPv4Header(into p: UnsafeMutableRawPointer, totalLength: Int, protocolNumber: UInt8, source: IPv4Address,
-                     destination: IPv4Address, dontFragment: Bool, identification: UInt16, ttl: UInt8 = 63) {
+func writeIPv4Header(
+    into p: UnsafeMutableRawPointer, totalLength: Int, protocolNumber: UInt8, source: IPv4Address,
+    destination: IPv4Address, dontFragment: Bool, identification: UInt16, ttl: UInt8 = 63
+) {
     p.initializeMemory(as: UInt8.self, repeating: 0, count: 20)
     p.storeBytes(of: 0x45, as: UInt8.self)
     p.storeBytes(of: UInt16(totalLength).bigEndian, toByteOffset: 2, as: UInt16.self)
@@ -110,12 +121,15 @@ func writeIPv4Header(into p: UnsafeMutableRawPointer, totalLength: Int, protocol
 
 /// An IPv4/UDP datagram of exactly `size` bytes (IHL 5), header checksum filled in. The payload
 /// is left as zeros (the engine never reads it except to copy it).
-func writeDatagram(into p: UnsafeMutableRawPointer, size: Int, source: IPv4Address, destination: IPv4Address,
-                   dontFragment: Bool, identification: UInt16) {
+func writeDatagram(
+    into p: UnsafeMutableRawPointer, size: Int, source: IPv4Address, destination: IPv4Address,
+    dontFragment: Bool, identification: UInt16
+) {
     precondition(size >= 28 && size <= 65535)
     p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-    writeIPv4Header(into: p, totalLength: size, protocolNumber: 17, source: source, destination: destination,
-                    dontFragment: dontFragment, identification: identification)
+    writeIPv4Header(
+        into: p, totalLength: size, protocolNumber: 17, source: source, destination: destination,
+        dontFragment: dontFragment, identification: identification)
     // UDP header: ports and length; checksum 0 (none), which IPv4 allows.
     p.storeBytes(of: UInt16(40000).bigEndian, toByteOffset: 20, as: UInt16.self)
     p.storeBytes(of: UInt16(8080).bigEndian, toByteOffset: 22, as: UInt16.self)
@@ -126,15 +140,18 @@ func writeDatagram(into p: UnsafeMutableRawPointer, size: Int, source: IPv4Addre
 /// valid IPv4 and transport checksums (pseudo-header included; so the NAT's incremental patch
 /// of the transport checksum is exercised, unlike with UDP's "no checksum" 0). TCP: sequence and
 /// acknowledgment numbers 1, data offset 5, the given flags.
-func writeFlowPacket(into p: UnsafeMutableRawPointer, size: Int, protocolNumber: UInt8, source: IPv4Address,
-                     sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, tcpFlags: UInt8 = 0x10,
-                     identification: UInt16) {
+func writeFlowPacket(
+    into p: UnsafeMutableRawPointer, size: Int, protocolNumber: UInt8, source: IPv4Address,
+    sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, tcpFlags: UInt8 = 0x10,
+    identification: UInt16
+) {
     precondition(protocolNumber == 6 || protocolNumber == 17)
     let l4Length = size - 20
     precondition(l4Length >= (protocolNumber == 6 ? 20 : 8) && size <= 65535)
     p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-    writeIPv4Header(into: p, totalLength: size, protocolNumber: protocolNumber, source: source, destination: destination,
-                    dontFragment: true, identification: identification)
+    writeIPv4Header(
+        into: p, totalLength: size, protocolNumber: protocolNumber, source: source, destination: destination,
+        dontFragment: true, identification: identification)
     let l4 = p + 20
     l4.storeBytes(of: sourcePort.bigEndian, as: UInt16.self)
     l4.storeBytes(of: destinationPort.bigEndian, toByteOffset: 2, as: UInt16.self)
@@ -151,7 +168,8 @@ func writeFlowPacket(into p: UnsafeMutableRawPointer, size: Int, protocolNumber:
         checksumOffset = 6
     }
     // Pseudo-header: source, destination, zero + protocol, transport length (RFC 768 / RFC 793).
-    let s = source.rawValue, d = destination.rawValue
+    let s = source.rawValue
+    let d = destination.rawValue
     let pseudo = (s >> 16) + (s & 0xFFFF) + (d >> 16) + (d & 0xFFFF) + UInt32(protocolNumber) + UInt32(l4Length)
     var c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: l4, count: l4Length), initial: pseudo)
     if protocolNumber == 17 && c == 0 { c = 0xFFFF }
@@ -204,8 +222,9 @@ final class PacketPool {
     /// - Parameter destination: called once per packet, in order.
     convenience init(sizes: [Int], dontFragment: Bool, destination: (Int) -> IPv4Address) {
         self.init(sizes: sizes) { p, i, size in
-            writeDatagram(into: p, size: size, source: localWorkload, destination: destination(i),
-                          dontFragment: dontFragment, identification: UInt16(truncatingIfNeeded: i))
+            writeDatagram(
+                into: p, size: size, source: localWorkload, destination: destination(i),
+                dontFragment: dontFragment, identification: UInt16(truncatingIfNeeded: i))
         }
     }
 
@@ -272,8 +291,10 @@ final class EngineWorkload {
     /// The engine's clock: packet arrival times, advanced by `tickNanoseconds` per batch.
     var now = Timestamp(seconds: 1_700_000_000)
 
-    init(engine: Engine, pool: PacketPool, direction: Direction = .egress, tickNanoseconds: UInt32 = 1_000_000,
-         generatedPerInput: Int, maximumGeneratedByteCount: Int) {
+    init(
+        engine: Engine, pool: PacketPool, direction: Direction = .egress, tickNanoseconds: UInt32 = 1_000_000,
+        generatedPerInput: Int, maximumGeneratedByteCount: Int
+    ) {
         precondition(tickNanoseconds > 0 && tickNanoseconds < 1_000_000_000)
         self.engine = engine
         self.pool = pool
@@ -282,15 +303,19 @@ final class EngineWorkload {
         var largest = 0
         for i in 0..<pool.count { largest = max(largest, pool.lengths[i]) }
         batch = PacketBatch(capacity: batchSize, maximumPacketByteCount: largest)
-        generated = PacketBatch(capacity: batchSize * generatedPerInput, maximumPacketByteCount: maximumGeneratedByteCount)
+        generated = PacketBatch(
+            capacity: batchSize * generatedPerInput, maximumPacketByteCount: maximumGeneratedByteCount)
         verdicts = VerdictBatch(capacity: batchSize)
     }
 
     /// An egress workload over a fresh engine for `cluster`, checked against `expected`.
-    convenience init(cluster: Cluster, configuration: EngineConfiguration = .init(), pool: PacketPool,
-                     generatedPerInput: Int, maximumGeneratedByteCount: Int, expected: ExpectedPath) {
-        self.init(engine: makeEngine(cluster, configuration), pool: pool, generatedPerInput: generatedPerInput,
-                  maximumGeneratedByteCount: maximumGeneratedByteCount)
+    convenience init(
+        cluster: Cluster, configuration: EngineConfiguration = .init(), pool: PacketPool,
+        generatedPerInput: Int, maximumGeneratedByteCount: Int, expected: ExpectedPath
+    ) {
+        self.init(
+            engine: makeEngine(cluster, configuration), pool: pool, generatedPerInput: generatedPerInput,
+            maximumGeneratedByteCount: maximumGeneratedByteCount)
         check(expected)
     }
 
@@ -302,16 +327,18 @@ final class EngineWorkload {
             let v = verdicts[i]
             switch expected {
             case .encapsulated:
-                precondition(v.action == .encapsulated && v.outputCount == 1 && batch.side(of: i) == .underlay,
-                             "packet \(i): \(v)")
+                precondition(
+                    v.action == .encapsulated && v.outputCount == 1 && batch.side(of: i) == .underlay,
+                    "packet \(i): \(v)")
                 precondition(batch.packet(i).count == pool.lengths[i] + 20)
             case .forwarded:
                 precondition(v.action == .forwarded && batch.side(of: i) == .underlay, "packet \(i): \(v)")
             case .fragmented(let n):
                 precondition(v.action == .encapsulated && Int(v.outputCount) == n, "packet \(i): \(v)")
             case .icmpFragmentationNeeded:
-                precondition(v.action == .dropped && v.dropReason == .fragmentationNeeded && v.icmpType == 3
-                             && v.outputCount == 1, "packet \(i): \(v)")
+                precondition(
+                    v.action == .dropped && v.dropReason == .fragmentationNeeded && v.icmpType == 3
+                        && v.outputCount == 1, "packet \(i): \(v)")
             }
         }
         switch expected {
@@ -344,7 +371,10 @@ final class EngineWorkload {
     func restore(_ count: Int) {
         var ns = now.nanoseconds &+ tickNanoseconds
         var s = now.seconds
-        if ns >= 1_000_000_000 { ns &-= 1_000_000_000; s &+= 1 }
+        if ns >= 1_000_000_000 {
+            ns &-= 1_000_000_000
+            s &+= 1
+        }
         now = Timestamp(seconds: s, nanoseconds: ns)
         next = Self.fill(&batch, from: pool, start: next, count: count, time: now)
     }
@@ -352,7 +382,8 @@ final class EngineWorkload {
     /// `removeAll()`, then copies `count` packets from `pool` starting at `start` (wrapping);
     /// returns the next start.
     @inline(__always)
-    static func fill(_ batch: inout PacketBatch, from pool: PacketPool, start: Int, count: Int, time: Timestamp) -> Int {
+    static func fill(_ batch: inout PacketBatch, from pool: PacketPool, start: Int, count: Int, time: Timestamp) -> Int
+    {
         batch.removeAll()
         var n = start
         for _ in 0..<count {
@@ -417,8 +448,9 @@ func encapsulationWorkload(sizes: [Int], blockCount: Int, seed: UInt64 = 0xD57_0
         for i in stride(from: shuffled.count - 1, to: 0, by: -1) { shuffled.swapAt(i, rng.next(below: i + 1)) }
     }
     let pool = PacketPool(sizes: shuffled, dontFragment: true) { _ in cluster.randomRemoteAddress(&rng) }
-    return EngineWorkload(cluster: cluster, pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 64,
-                          expected: .encapsulated)
+    return EngineWorkload(
+        cluster: cluster, pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 64,
+        expected: .encapsulated)
 }
 
 /// 64-byte packets to 198.18.0.0/15 (benchmarking addresses, RFC 2544): outside every pool and
@@ -430,8 +462,9 @@ func nativeWorkload(blockCount: Int) -> EngineWorkload {
     let pool = PacketPool(sizes: Array(repeating: 64, count: poolPacketCount(cycle: sizes)), dontFragment: true) { _ in
         IPv4Address(rawValue: 0xC612_0000 | rng.nextUInt32() >> 15)
     }
-    return EngineWorkload(cluster: cluster, pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 64,
-                          expected: .forwarded)
+    return EngineWorkload(
+        cluster: cluster, pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 64,
+        expected: .forwarded)
 }
 
 /// 3000-byte packets without DF over a 1500-byte underlay (tunnel MTU 1480): each becomes 3
@@ -439,11 +472,13 @@ func nativeWorkload(blockCount: Int) -> EngineWorkload {
 func fragmentWorkload(blockCount: Int) -> EngineWorkload {
     let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
     var rng = SplitMix64(seed: 0xD57_0003)
-    let pool = PacketPool(sizes: Array(repeating: 3000, count: poolPacketCount(cycle: [3000])), dontFragment: false) { _ in
+    let pool = PacketPool(sizes: Array(repeating: 3000, count: poolPacketCount(cycle: [3000])), dontFragment: false) {
+        _ in
         cluster.randomRemoteAddress(&rng)
     }
-    return EngineWorkload(cluster: cluster, pool: pool, generatedPerInput: 3, maximumGeneratedByteCount: 1500,
-                          expected: .fragmented(3))
+    return EngineWorkload(
+        cluster: cluster, pool: pool, generatedPerInput: 3, maximumGeneratedByteCount: 1500,
+        expected: .fragmented(3))
 }
 
 /// 1500-byte packets with DF over a 1500-byte underlay (tunnel MTU 1480): each is dropped and
@@ -453,13 +488,15 @@ func fragmentWorkload(blockCount: Int) -> EngineWorkload {
 func icmpWorkload(blockCount: Int) -> EngineWorkload {
     let cluster = Cluster(blockCount: blockCount, underlayMTU: defaultUnderlayMTU)
     var rng = SplitMix64(seed: 0xD57_0004)
-    let pool = PacketPool(sizes: Array(repeating: 1500, count: poolPacketCount(cycle: [1500])), dontFragment: true) { _ in
+    let pool = PacketPool(sizes: Array(repeating: 1500, count: poolPacketCount(cycle: [1500])), dontFragment: true) {
+        _ in
         cluster.randomRemoteAddress(&rng)
     }
-    return EngineWorkload(cluster: cluster,
-                          configuration: .init(icmpRatePerSecond: 1_000_000_000, icmpBurst: 1_000_000_000),
-                          pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 576,
-                          expected: .icmpFragmentationNeeded)
+    return EngineWorkload(
+        cluster: cluster,
+        configuration: .init(icmpRatePerSecond: 1_000_000_000, icmpBurst: 1_000_000_000),
+        pool: pool, generatedPerInput: 1, maximumGeneratedByteCount: 576,
+        expected: .icmpFragmentationNeeded)
 }
 
 // MARK: - Checksum workload
@@ -532,8 +569,9 @@ let benchmarks: @Sendable () -> Void = {
     }
     engineBenchmark("Egress encapsulate IMIX, 10k routes", restoreName: "Restore only IMIX") {
         // 7:4:1 of 64, 576 and 1500 bytes (simple IMIX): 354 bytes on average.
-        encapsulationWorkload(sizes: Array(repeating: 64, count: 7) + Array(repeating: 576, count: 4) + [1500],
-                              blockCount: 10_000)
+        encapsulationWorkload(
+            sizes: Array(repeating: 64, count: 7) + Array(repeating: 576, count: 4) + [1500],
+            blockCount: 10_000)
     }
     // The LPM effect: the same 64-byte workload with 1k and 100k routes (restore as for 64B).
     for blockCount in [1_000, 100_000] {
@@ -640,7 +678,8 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("Checksum RFC 1624 update 32-bit") { benchmark in
         var c: UInt16 = 0xB1E6
         for i in benchmark.scaledIterations {
-            c = InternetChecksum.update(c, old: UInt32(truncatingIfNeeded: i), new: UInt32(truncatingIfNeeded: i &* 0x9E37))
+            c = InternetChecksum.update(
+                c, old: UInt32(truncatingIfNeeded: i), new: UInt32(truncatingIfNeeded: i &* 0x9E37))
         }
         blackHole(c)
     }

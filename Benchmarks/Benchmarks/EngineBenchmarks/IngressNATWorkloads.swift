@@ -31,14 +31,17 @@ func decapsulationWorkload(innerSize: Int, blockCount: Int, seed: UInt64 = 0xD57
         let block = cluster.blocks[b]
         let source = IPv4Address(rawValue: block.first.rawValue | rng.nextUInt32() & ~block.mask)
         let destination = IPv4Address(rawValue: localBlock.first.rawValue | rng.nextUInt32() & ~localBlock.mask)
-        writeIPv4Header(into: p, totalLength: size, protocolNumber: 4, source: cluster.ownerAddress(ofBlock: b),
-                        destination: localNodeAddress, dontFragment: true, identification: UInt16(truncatingIfNeeded: i),
-                        ttl: 64)
-        writeDatagram(into: p + 20, size: innerSize, source: source, destination: destination, dontFragment: true,
-                      identification: UInt16(truncatingIfNeeded: i &* 7))
+        writeIPv4Header(
+            into: p, totalLength: size, protocolNumber: 4, source: cluster.ownerAddress(ofBlock: b),
+            destination: localNodeAddress, dontFragment: true, identification: UInt16(truncatingIfNeeded: i),
+            ttl: 64)
+        writeDatagram(
+            into: p + 20, size: innerSize, source: source, destination: destination, dontFragment: true,
+            identification: UInt16(truncatingIfNeeded: i &* 7))
     }
-    let w = EngineWorkload(engine: makeEngine(cluster), pool: pool, direction: .ingress,
-                           generatedPerInput: 1, maximumGeneratedByteCount: 64)
+    let w = EngineWorkload(
+        engine: makeEngine(cluster), pool: pool, direction: .ingress,
+        generatedPerInput: 1, maximumGeneratedByteCount: 64)
     w.processAll { i, v, side, out in
         precondition(v.action == .decapsulated && side == .tun && out.count == innerSize, "packet \(i): \(v)")
     }
@@ -57,8 +60,10 @@ let natSourceAddressCount = 50
 /// Internal endpoint `k`: one of 50 workload addresses of the local block, and a port.
 @inline(__always)
 func natInternalEndpoint(_ k: Int, basePort: Int) -> (IPv4Address, UInt16) {
-    (IPv4Address(rawValue: localBlock.first.rawValue + 10 + UInt32(k % natSourceAddressCount)),
-     UInt16(basePort + k / natSourceAddressCount))
+    (
+        IPv4Address(rawValue: localBlock.first.rawValue + 10 + UInt32(k % natSourceAddressCount)),
+        UInt16(basePort + k / natSourceAddressCount)
+    )
 }
 
 /// A random address of 198.18.0.0/15 (RFC 2544 benchmarking): outside every pool and block, so
@@ -97,11 +102,14 @@ struct EstablishedFlows {
 /// 3. every request again through `processEgress`: `.translated`, no session created.
 /// The pool holds one packet per flow, all 100,000 (6.1 MiB: 64-byte packets, 64-byte aligned),
 /// shuffled (seeded), so the timed loop visits every flow in a random order that repeats.
-func establishedFlows(protocolNumber: UInt8, flowCount: Int = 100_000, packetSize: Int = 64,
-                      seed: UInt64 = 0xD57_0201) -> EstablishedFlows {
+func establishedFlows(
+    protocolNumber: UInt8, flowCount: Int = 100_000, packetSize: Int = 64,
+    seed: UInt64 = 0xD57_0201
+) -> EstablishedFlows {
     precondition(flowCount % 2 == 0)
-    let cluster = Cluster(blockCount: 10_000, underlayMTU: defaultUnderlayMTU, natOutgoing: true,
-                          natPortRange: natBenchmarkPortRange)
+    let cluster = Cluster(
+        blockCount: 10_000, underlayMTU: defaultUnderlayMTU, natOutgoing: true,
+        natPortRange: natBenchmarkPortRange)
     let engine = makeEngine(cluster, natConfiguration)
     var rng = SplitMix64(seed: seed)
     // Flow f: endpoint f / 2, remote address d(endpoint) or d(endpoint) ^ 1 (distinct).
@@ -112,20 +120,23 @@ func establishedFlows(protocolNumber: UInt8, flowCount: Int = 100_000, packetSiz
         let f = order[i]
         let (source, port) = natInternalEndpoint(f / 2, basePort: 20000)
         let remote = IPv4Address(rawValue: remotes[f / 2].rawValue ^ UInt32(f & 1))
-        writeFlowPacket(into: p, size: size, protocolNumber: protocolNumber, source: source, sourcePort: port,
-                        destination: remote, destinationPort: 443, tcpFlags: 0x10,
-                        identification: UInt16(truncatingIfNeeded: i))
+        writeFlowPacket(
+            into: p, size: size, protocolNumber: protocolNumber, source: source, sourcePort: port,
+            destination: remote, destinationPort: 443, tcpFlags: 0x10,
+            identification: UInt16(truncatingIfNeeded: i))
     }
     remotes = []
-    let egress = EngineWorkload(engine: engine, pool: requests, direction: .egress, tickNanoseconds: natTickNanoseconds,
-                                generatedPerInput: 1, maximumGeneratedByteCount: 64)
+    let egress = EngineWorkload(
+        engine: engine, pool: requests, direction: .egress, tickNanoseconds: natTickNanoseconds,
+        generatedPerInput: 1, maximumGeneratedByteCount: 64)
     // 1. Create; keep the translated packets.
     let translated = UnsafeMutableRawPointer.allocate(byteCount: flowCount * packetSize, alignment: 64)
     defer { translated.deallocate() }
     egress.processAll { i, v, side, out in
         precondition(v.action == .translated && side == .underlay && out.count == packetSize, "request \(i): \(v)")
-        precondition(IPv4Address(rawValue: UInt32(bigEndian: out.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
-                     == localNodeAddress, "request \(i): source not translated")
+        precondition(
+            IPv4Address(rawValue: UInt32(bigEndian: out.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+                == localNodeAddress, "request \(i): source not translated")
         (translated + i * packetSize).copyMemory(from: out.baseAddress!, byteCount: packetSize)
     }
     precondition(engine.nat.count == flowCount, "\(engine.nat.count) sessions, expected \(flowCount)")
@@ -135,16 +146,19 @@ func establishedFlows(protocolNumber: UInt8, flowCount: Int = 100_000, packetSiz
         p.copyMemory(from: translated + i * size, byteCount: size)
         mirrorFlowPacket(p)
     }
-    let ingress = EngineWorkload(engine: engine, pool: replies, direction: .ingress, tickNanoseconds: natTickNanoseconds,
-                                 generatedPerInput: 1, maximumGeneratedByteCount: 64)
+    let ingress = EngineWorkload(
+        engine: engine, pool: replies, direction: .ingress, tickNanoseconds: natTickNanoseconds,
+        generatedPerInput: 1, maximumGeneratedByteCount: 64)
     ingress.processAll { i, v, side, out in
         precondition(v.action == .untranslated && side == .tun, "reply \(i): \(v)")
         // The workload gets the mirror of what it sent.
         let request = requests.packet(i)
-        precondition(out.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
-                     == request.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
-                     && out.loadUnaligned(fromByteOffset: 22, as: UInt16.self)
-                     == request.loadUnaligned(fromByteOffset: 20, as: UInt16.self), "reply \(i): not restored")
+        precondition(
+            out.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
+                == request.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+                && out.loadUnaligned(fromByteOffset: 22, as: UInt16.self)
+                    == request.loadUnaligned(fromByteOffset: 20, as: UInt16.self),
+            "reply \(i): not restored")
     }
     // 3. Established: translated again without creating anything.
     egress.now = ingress.now
@@ -167,23 +181,27 @@ func establishedFlows(protocolNumber: UInt8, flowCount: Int = 100_000, packetSiz
 ///
 /// Setup verifies the whole pool: every packet `.translated`, one session and one mapping each.
 func newFlowsWorkload(seed: UInt64 = 0xD57_0301) -> EngineWorkload {
-    let cluster = Cluster(blockCount: 10_000, underlayMTU: defaultUnderlayMTU, natOutgoing: true,
-                          natPortRange: natBenchmarkPortRange)
+    let cluster = Cluster(
+        blockCount: 10_000, underlayMTU: defaultUnderlayMTU, natOutgoing: true,
+        natPortRange: natBenchmarkPortRange)
     var rng = SplitMix64(seed: seed)
     let count = newFlowsPoolCount
     let pool = PacketPool(sizes: Array(repeating: 64, count: count)) { p, i, size in
         let (source, port) = natInternalEndpoint(i, basePort: 32768)
-        writeFlowPacket(into: p, size: size, protocolNumber: 17, source: source, sourcePort: port,
-                        destination: randomExternalAddress(&rng), destinationPort: 53,
-                        identification: UInt16(truncatingIfNeeded: i))
+        writeFlowPacket(
+            into: p, size: size, protocolNumber: 17, source: source, sourcePort: port,
+            destination: randomExternalAddress(&rng), destinationPort: 53,
+            identification: UInt16(truncatingIfNeeded: i))
     }
-    let w = EngineWorkload(engine: makeEngine(cluster, natConfiguration), pool: pool, direction: .egress,
-                           tickNanoseconds: natTickNanoseconds, generatedPerInput: 1, maximumGeneratedByteCount: 64)
+    let w = EngineWorkload(
+        engine: makeEngine(cluster, natConfiguration), pool: pool, direction: .egress,
+        tickNanoseconds: natTickNanoseconds, generatedPerInput: 1, maximumGeneratedByteCount: 64)
     w.processAll { i, v, side, _ in
         precondition(v.action == .translated && side == .underlay, "packet \(i): \(v)")
     }
-    precondition(w.engine.nat.count == count && w.engine.nat.mappingCount == count
-                 && w.engine.nat.counters.created == UInt64(count), "not one new session per packet")
+    precondition(
+        w.engine.nat.count == count && w.engine.nat.mappingCount == count
+            && w.engine.nat.counters.created == UInt64(count), "not one new session per packet")
     w.resetNAT()
     return w
 }

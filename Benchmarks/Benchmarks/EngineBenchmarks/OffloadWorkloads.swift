@@ -23,13 +23,16 @@ let superSegments = 45
 let tcpTimestampOptions: [UInt8] = [1, 1, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0x56, 0x78]
 
 /// A TCP/IPv4 packet with the timestamp options and `payload` bytes of data, valid checksums.
-func writeTCPSegment(into p: UnsafeMutableRawPointer, payload: Int, source: IPv4Address, destination: IPv4Address,
-                     sourcePort: UInt16, sequence: UInt32, identification: UInt16) {
+func writeTCPSegment(
+    into p: UnsafeMutableRawPointer, payload: Int, source: IPv4Address, destination: IPv4Address,
+    sourcePort: UInt16, sequence: UInt32, identification: UInt16
+) {
     let thl = 20 + tcpTimestampOptions.count
     let size = 20 + thl + payload
     p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-    writeIPv4Header(into: p, totalLength: size, protocolNumber: 6, source: source, destination: destination,
-                    dontFragment: true, identification: identification)
+    writeIPv4Header(
+        into: p, totalLength: size, protocolNumber: 6, source: source, destination: destination,
+        dontFragment: true, identification: identification)
     let l4 = p + 20
     l4.storeBytes(of: sourcePort.bigEndian, as: UInt16.self)
     l4.storeBytes(of: UInt16(5201).bigEndian, toByteOffset: 2, as: UInt16.self)
@@ -39,9 +42,12 @@ func writeTCPSegment(into p: UnsafeMutableRawPointer, payload: Int, source: IPv4
     l4.storeBytes(of: TCPFlags.ack, toByteOffset: 13, as: UInt8.self)
     l4.storeBytes(of: UInt16(502).bigEndian, toByteOffset: 14, as: UInt16.self)
     for (i, b) in tcpTimestampOptions.enumerated() { l4.storeBytes(of: b, toByteOffset: 20 + i, as: UInt8.self) }
-    for i in 0..<payload { l4.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ Int(sequence)), toByteOffset: thl + i, as: UInt8.self) }
-    let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: destination, protocolNumber: 6,
-                                                  length: thl + payload)
+    for i in 0..<payload {
+        l4.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ Int(sequence)), toByteOffset: thl + i, as: UInt8.self)
+    }
+    let pseudo = InternetChecksum.pseudoHeaderSum(
+        source: source, destination: destination, protocolNumber: 6,
+        length: thl + payload)
     let c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: l4, count: thl + payload), initial: pseudo)
     l4.storeBytes(of: c.bigEndian, toByteOffset: 16, as: UInt16.self)
 }
@@ -58,11 +64,13 @@ final class SegmentWorkload {
     init() {
         let inner = 20 + 32 + superSegments * superSegmentSize
         packet = .allocate(byteCount: inner + 20, alignment: 64)
-        writeTCPSegment(into: packet.baseAddress! + 20, payload: superSegments * superSegmentSize, source: localWorkload,
-                        destination: IPv4Address(10, 1, 2, 3), sourcePort: 40000, sequence: 1, identification: 7)
-        writeIPv4Header(into: packet.baseAddress!, totalLength: inner + 20, protocolNumber: 4,
-                        source: IPv4Address(172, 16, 0, 1), destination: IPv4Address(172, 16, 0, 2), dontFragment: true,
-                        identification: 99, ttl: 64)
+        writeTCPSegment(
+            into: packet.baseAddress! + 20, payload: superSegments * superSegmentSize, source: localWorkload,
+            destination: IPv4Address(10, 1, 2, 3), sourcePort: 40000, sequence: 1, identification: 7)
+        writeIPv4Header(
+            into: packet.baseAddress!, totalLength: inner + 20, protocolNumber: 4,
+            source: IPv4Address(172, 16, 0, 1), destination: IPv4Address(172, 16, 0, 2), dontFragment: true,
+            identification: 99, ttl: 64)
         frame = .allocate(byteCount: 2048, alignment: 64)
         layout = Segmenter.layout(of: UnsafeRawBufferPointer(packet), offload: offload)!
         precondition(layout.segmentCount == superSegments && layout.outerHeaderLength == 20)
@@ -101,9 +109,10 @@ final class SuperPacketEgressWorkload {
         var rng = SplitMix64(seed: 0x7550)
         let size = 20 + 32 + superSegments * superSegmentSize
         pool = PacketPool(sizes: Array(repeating: size, count: 16)) { p, i, _ in
-            writeTCPSegment(into: p, payload: superSegments * superSegmentSize, source: localWorkload,
-                            destination: cluster.randomRemoteAddress(&rng), sourcePort: UInt16(40000 + i),
-                            sequence: UInt32(i) << 20, identification: UInt16(i) << 8)
+            writeTCPSegment(
+                into: p, payload: superSegments * superSegmentSize, source: localWorkload,
+                destination: cluster.randomRemoteAddress(&rng), sourcePort: UInt16(40000 + i),
+                sequence: UInt32(i) << 20, identification: UInt16(i) << 8)
         }
         engine = makeEngine(cluster)
         batch = PacketBatch(capacity: Self.batchSuperPackets)
@@ -113,7 +122,8 @@ final class SuperPacketEgressWorkload {
         let segments = run(segments: Self.batchSuperPackets * superSegments)
         precondition(segments == Self.batchSuperPackets * superSegments)
         for i in 0..<Self.batchSuperPackets {
-            precondition(verdicts[i].action == .encapsulated && Int(verdicts[i].outputCount) == superSegments, "\(verdicts[i])")
+            precondition(
+                verdicts[i].action == .encapsulated && Int(verdicts[i].outputCount) == superSegments, "\(verdicts[i])")
         }
         next = 0
     }
@@ -170,12 +180,14 @@ final class CoalesceWorkload {
         pool = PacketPool(sizes: Array(repeating: size, count: count)) { p, i, _ in
             let flow = i % Self.flows
             let k = i / Self.flows
-            writeIPv4Header(into: p, totalLength: size, protocolNumber: 4, source: peer, destination: localNodeAddress,
-                            dontFragment: true, identification: UInt16(truncatingIfNeeded: i), ttl: 64)
-            writeTCPSegment(into: p + 20, payload: superSegmentSize,
-                            source: IPv4Address(rawValue: block.first.rawValue + 2 + UInt32(flow)), destination: localWorkload,
-                            sourcePort: UInt16(5000 + flow), sequence: UInt32(1 + k * superSegmentSize),
-                            identification: UInt16(truncatingIfNeeded: k))
+            writeIPv4Header(
+                into: p, totalLength: size, protocolNumber: 4, source: peer, destination: localNodeAddress,
+                dontFragment: true, identification: UInt16(truncatingIfNeeded: i), ttl: 64)
+            writeTCPSegment(
+                into: p + 20, payload: superSegmentSize,
+                source: IPv4Address(rawValue: block.first.rawValue + 2 + UInt32(flow)), destination: localWorkload,
+                sourcePort: UInt16(5000 + flow), sequence: UInt32(1 + k * superSegmentSize),
+                identification: UInt16(truncatingIfNeeded: k))
         }
         engine = makeEngine(cluster)
         batch = PacketBatch(capacity: batchSize)
@@ -186,8 +198,9 @@ final class CoalesceWorkload {
         for i in 0..<batchSize { precondition(verdicts[i].action == .decapsulated, "packet \(i): \(verdicts[i])") }
         if let coalescer {
             // 64 interleaved packets of 4 flows: 4 super-packets of 16 segments each.
-            precondition(coalescer.superPackets == 4 && coalescer.mergedPackets == 60,
-                         "coalesced \(coalescer.mergedPackets) into \(coalescer.superPackets)")
+            precondition(
+                coalescer.superPackets == 4 && coalescer.mergedPackets == 60,
+                "coalesced \(coalescer.mergedPackets) into \(coalescer.superPackets)")
         }
         next = 0
     }
