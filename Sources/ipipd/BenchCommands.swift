@@ -20,24 +20,13 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var topology: TopologyOptions
 
-    @Option(
-        name: .customLong("in"), help: ArgumentHelp("Capture of workload traffic (the TUN side).", valueName: "capture")
-    )
-    var input: String
-
-    @Option(
-        name: .customLong("underlay-in"),
-        help: ArgumentHelp("Capture of packets arriving on the underlay.", valueName: "capture"))
-    var underlayInput: String?
+    @OptionGroup var captures: CaptureInputOptions
 
     @Option(name: .long, help: ArgumentHelp("Seconds to run (default 10 unless --iterations).", valueName: "seconds"))
     var duration: Double?
 
     @Option(name: .long, help: ArgumentHelp("Passes over the captures instead of --duration.", valueName: "n"))
     var iterations: Int?
-
-    @Option(name: .long, help: "Packets per engine batch.")
-    var batch: Int = 64
 
     @Flag(
         name: .long,
@@ -53,7 +42,6 @@ struct Bench: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard batch >= 1 && batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
         guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
         guard duration == nil || iterations == nil else {
             throw ValidationError("give --duration or --iterations, not both")
@@ -69,8 +57,8 @@ struct Bench: ParsableCommand {
         if mallocCount == nil && !json { printError("bench: allocations not counted (\(preload))") }
         let topo = try topology.compile()
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
-        var options = BenchOptions(input: input, underlayInput: underlayInput)
-        options.batchSize = batch
+        var options = BenchOptions(input: captures.input, underlayInput: captures.underlayInput)
+        options.batchSize = captures.batch
         options.iterations = iterations
         options.duration = duration ?? 10
         options.offloads = offloads
@@ -82,9 +70,9 @@ struct Bench: ParsableCommand {
                 mallocCount: mallocCount)
             let result = bench.run()
             if json {
-                print(result.json(input: input, underlayInput: underlayInput, node: topology.node))
+                print(result.json(input: captures.input, underlayInput: captures.underlayInput, node: topology.node))
             } else {
-                print(result.report(input: input, node: topology.node))
+                print(result.report(input: captures.input, node: topology.node))
             }
         } catch {
             printError("error: \(error)")

@@ -20,6 +20,27 @@ struct IPIPD: ParsableCommand {
     )
 }
 
+/// The captures `replay` and `bench` read, and the engine batch they are cut into.
+struct CaptureInputOptions: ParsableArguments {
+    @Option(
+        name: .customLong("in"),
+        help: ArgumentHelp("Capture of workload traffic, the TUN side (pcap or pcapng).", valueName: "capture"))
+    var input: String
+
+    @Option(
+        name: .customLong("underlay-in"),
+        help: ArgumentHelp(
+            "Capture of packets arriving on the underlay, merged with --in by timestamp.", valueName: "capture"))
+    var underlayInput: String?
+
+    @Option(name: .long, help: "Packets per engine batch.")
+    var batch: Int = 64
+
+    func validate() throws {
+        guard batch >= 1 && batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
+    }
+}
+
 /// Options shared by every command that compiles a topology.
 struct TopologyOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Calico manifests (file or directory; repeatable).", valueName: "path"))
@@ -84,14 +105,7 @@ struct Replay: ParsableCommand {
 
     @OptionGroup var topology: TopologyOptions
 
-    @Option(name: .customLong("in"), help: ArgumentHelp("Input capture (pcap or pcapng).", valueName: "capture"))
-    var input: String
-
-    @Option(
-        name: .customLong("underlay-in"),
-        help: ArgumentHelp(
-            "Capture of packets arriving on the underlay, merged with --in by timestamp.", valueName: "capture"))
-    var underlayInput: String?
+    @OptionGroup var captures: CaptureInputOptions
 
     @Option(name: .customLong("out"), help: ArgumentHelp("Everything emitted (pcap, raw IPv4).", valueName: "capture"))
     var output: String?
@@ -105,9 +119,6 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("One JSON object per input packet.", valueName: "file"))
     var verdicts: String?
 
-    @Option(name: .long, help: "Packets per engine batch.")
-    var batch: Int = 64
-
     @Flag(
         name: .long,
         help:
@@ -118,21 +129,18 @@ struct Replay: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Print no summary.")
     var quiet = false
 
-    func validate() throws {
-        guard batch >= 1 && batch <= 4096 else { throw ValidationError("--batch must be 1…4096") }
-    }
-
     func run() throws {
         let topo = try topology.compile()
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
         let options = ReplayOptions(
-            input: input, underlayInput: underlayInput, output: output, underlayOutput: underlayOutput,
+            input: captures.input, underlayInput: captures.underlayInput, output: output,
+            underlayOutput: underlayOutput,
             tunOutput: tunOutput,
-            verdicts: verdicts, batchSize: batch, offloads: offloads)
+            verdicts: verdicts, batchSize: captures.batch, offloads: offloads)
         let replay = IPIPOffline.Replay(engine: engine, options: options, progress: ProgressReporter(label: "replay"))
         do {
             let summary = try replay.run()
-            if !quiet { print(summary.report(input: input, node: topology.node, topology: topo)) }
+            if !quiet { print(summary.report(input: captures.input, node: topology.node, topology: topo)) }
         } catch {
             printError("error: \(error)")
             throw ExitCode(1)
