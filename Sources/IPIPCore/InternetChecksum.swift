@@ -23,7 +23,8 @@ public enum InternetChecksum {
         return finish(n <= 64 ? shortSum(base, n) : nativeSum(base, n), initial: initial)
     }
 
-    /// `nativeSum` for short buffers: one accumulator, no set-up, inlined at every call.
+    /// `nativeSum` for short buffers (and its tail): one accumulator, no set-up, inlined at every
+    /// call. `base` must lie at an even offset of the summed data.
     @inlinable @inline(__always)
     static func shortSum(_ base: UnsafeRawPointer, _ count: Int) -> UInt64 {
         var a: UInt64 = 0
@@ -96,26 +97,8 @@ public enum InternetChecksum {
             a3 &+= (w3 & 0xFFFF_FFFF) &+ (w3 >> 32)
             i &+= 32
         }
-        while i &+ 8 <= count {
-            let w = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            a0 &+= (w & 0xFFFF_FFFF) &+ (w >> 32)
-            i &+= 8
-        }
-        if i &+ 4 <= count {
-            a1 &+= UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self))
-            i &+= 4
-        }
-        if i &+ 2 <= count {
-            a2 &+= UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt16.self))
-            i &+= 2
-        }
-        if i < count {
-            // The odd byte is the first of a 16-bit word whose second byte is 0: in memory order
-            // [b, 0], which as a native 16-bit value is b on a little-endian host, b << 8 on a big one.
-            let b = UInt16(base.load(fromByteOffset: i, as: UInt8.self))
-            a3 &+= UInt64(UInt16(bigEndian: b << 8))
-        }
-        return (a0 &+ a1) &+ (a2 &+ a3)
+        // The tail (under 32 bytes) starts at an even offset, so its odd byte keeps its place.
+        return (a0 &+ a1) &+ (a2 &+ a3) &+ shortSum(base + i, count &- i)
     }
 
     /// Folds a native-order sum, puts it in network order and adds `initial`.

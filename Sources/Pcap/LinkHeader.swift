@@ -42,26 +42,13 @@ enum LinkFraming: Sendable, Equatable {
         switch self {
         case .rawIP:
             guard let first = record.first else { return .network(headerByteCount: 0, networkProtocol: .other(0)) }
-            let version = first >> 4
-            let networkProtocol: NetworkProtocol =
-                switch version {
-                case 4: .ipv4
-                case 6: .ipv6
-                default: .other(UInt16(version))
-                }
-            return .network(headerByteCount: 0, networkProtocol: networkProtocol)
+            return .network(headerByteCount: 0, networkProtocol: Self.networkProtocol(version: first >> 4))
         case .rawIPv4:
             return .network(headerByteCount: 0, networkProtocol: .ipv4)
         case .virtioNet:
             guard record.count >= 10 else { return .tooShort(needed: 10, header: "virtio_net_hdr") }
             let version = record.count > 10 ? record[10] >> 4 : 0
-            let networkProtocol: NetworkProtocol =
-                switch version {
-                case 4: .ipv4
-                case 6: .ipv6
-                default: .other(UInt16(version))
-                }
-            return .network(headerByteCount: 10, networkProtocol: networkProtocol)
+            return .network(headerByteCount: 10, networkProtocol: Self.networkProtocol(version: version))
         case .rawIPv6:
             return .network(headerByteCount: 0, networkProtocol: .ipv6)
         case .ethernet:
@@ -119,6 +106,15 @@ enum LinkFraming: Sendable, Equatable {
     }
 
     /// A big-endian 16-bit field. - Precondition: `offset + 2 <= record.count` (checked by callers).
+    /// The network protocol an IP version nibble names.
+    private static func networkProtocol(version: UInt8) -> NetworkProtocol {
+        switch version {
+        case 4: .ipv4
+        case 6: .ipv6
+        default: .other(UInt16(version))
+        }
+    }
+
     private static func readUInt16(_ record: UnsafeRawBufferPointer, _ offset: Int) -> UInt16 {
         UInt16(record[offset]) << 8 | UInt16(record[offset + 1])
     }
