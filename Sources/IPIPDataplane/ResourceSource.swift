@@ -1,8 +1,5 @@
+import Foundation
 import IPIPResources
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Where the live daemon gets its Calico resources from. Today: manifest files; the datastore
 /// `DatastoreSource` puts SQLite and etcd behind the same protocol.
@@ -31,25 +28,30 @@ public final class ManifestSource: ResourceSource {
     /// directly inside them.
     public func changeToken() -> String? {
         var parts: [String] = []
+        let files = FileManager.default
         for path in paths {
             parts.append(Self.stamp(path))
-            guard let dir = opendir(path) else { continue }
-            var names: [String] = []
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
-                if name.hasSuffix(".yaml") || name.hasSuffix(".yml") || name.hasSuffix(".json") { names.append(name) }
+            var isDirectory: ObjCBool = false
+            guard files.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue,
+                let names = try? files.contentsOfDirectory(atPath: path)
+            else { continue }
+            for name in names.sorted()
+            where name.hasSuffix(".yaml") || name.hasSuffix(".yml") || name.hasSuffix(".json") {
+                parts.append(name + "=" + Self.stamp(path + "/" + name))
             }
-            closedir(dir)
-            for name in names.sorted() { parts.append(name + "=" + Self.stamp(path + "/" + name)) }
         }
         return parts.joined(separator: ";")
     }
 
+    /// Modification time, size and inode of what `path` names, symbolic links followed (a
+    /// Kubernetes ConfigMap volume swaps a link to a new directory on every change).
     static func stamp(_ path: String) -> String {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return "absent" }
-        return "\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec):\(st.st_size):\(st.st_ino)"
+        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        guard let a = try? FileManager.default.attributesOfItem(atPath: target),
+            let modified = a[.modificationDate] as? Date
+        else { return "absent" }
+        let size = (a[.size] as? NSNumber)?.uint64Value ?? 0
+        let inode = (a[.systemFileNumber] as? NSNumber)?.uint64Value ?? 0
+        return "\(modified.timeIntervalSince1970.bitPattern):\(size):\(inode)"
     }
 }
