@@ -97,7 +97,7 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
             }
         }
         guard let row else { throw .doesNotExist(kind: kind.rawValue, name: name) }
-        return try decode(kind: kind, name: name, revision: row["revision"], value: row["value"])
+        return try decode(kind: kind, name: name, row: row)
     }
 
     public func fetchAll(_ kind: ResourceKind) throws(DatastoreError) -> [Resource] {
@@ -110,7 +110,8 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         }
         var resources: [Resource] = []
         for row in rows {
-            resources.append(try decode(kind: kind, name: row["name"], revision: row["revision"], value: row["value"]))
+            let name = try column(row, "name", as: String.self, kind: kind, name: "?")
+            resources.append(try decode(kind: kind, name: name, row: row))
         }
         return resources
     }
@@ -171,7 +172,7 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
                     db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
                     arguments: [kind.rawValue, name])
             else { return .failure(.doesNotExist(kind: kind.rawValue, name: name)) }
-            if let expected, expected != String(row["revision"] as Int64) {
+            if let expected, expected != String(try row.decode(Int64.self, forColumn: "revision")) {
                 return .failure(.updateConflict(kind: kind.rawValue, name: name))
             }
             _ = try Self.bump(db)
@@ -179,7 +180,7 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
             return .success(row)
         }
         let row = try outcome.get()
-        return try decode(kind: kind, name: name, revision: row["revision"], value: row["value"])
+        return try decode(kind: kind, name: name, row: row)
     }
 
     public func revision() throws(DatastoreError) -> Int64 {
@@ -204,6 +205,24 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
 
     private static func encode(_ resource: Resource) -> String {
         ResourceEncoder.json(ResourceEncoder.value(resource, includeResourceVersion: false), indent: nil)
+    }
+
+    /// One column of a stored row, decoded with an error instead of a trap: a corrupted store
+    /// must never crash a process.
+    private func column<T: DatabaseValueConvertible>(
+        _ row: Row, _ column: String, as type: T.Type, kind: ResourceKind, name: String
+    ) throws(DatastoreError) -> T {
+        do {
+            return try row.decode(T.self, forColumn: column)
+        } catch {
+            throw .storage("datastore \(path): stored \(kind.rawValue)(\(name)) is unreadable: \(Self.describe(error))")
+        }
+    }
+
+    private func decode(kind: ResourceKind, name: String, row: Row) throws(DatastoreError) -> Resource {
+        try decode(
+            kind: kind, name: name, revision: column(row, "revision", as: Int64.self, kind: kind, name: name),
+            value: column(row, "value", as: String.self, kind: kind, name: name))
     }
 
     private func decode(

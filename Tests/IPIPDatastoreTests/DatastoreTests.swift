@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import IPIPDatastore
 import IPIPResources
 import IPIPTestSupport
@@ -52,6 +53,42 @@ struct SQLiteDatastoreTests {
         #expect(try store.resourceSet().pools.map(\.metadata.name) == ["ippool-ipip-1"])
         #expect(try store.resourceSet().nodes.map(\.metadata.name) == ["node-a"])
         #expect(try store.integrityCheck() == "ok")
+    }
+
+    @Test("a stored row whose columns no longer decode is an error naming the store and the object, never a trap")
+    func corruptedRow() throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let path = dir.file("datastore.sqlite")
+        do {
+            let store = try SQLiteDatastore(path: path)
+            for r in try decode(seedPool) { try store.create(r) }
+        }
+        // What a few overwritten bytes can leave: a revision that is no integer, a value that is no text.
+        for corruption in ["UPDATE resources SET revision = 'x7'", "UPDATE resources SET value = x'00ff'"] {
+            let queue = try DatabaseQueue(path: path)
+            try queue.write { db in try db.execute(sql: corruption) }
+            try queue.close()
+            let store = try SQLiteDatastore(path: path)
+            for attempt in [
+                { _ = try store.fetch(.ipPool, name: "ippool-ipip-1") },
+                { _ = try store.fetchAll(.ipPool) },
+                { _ = try store.resourceSet() },
+            ] as [() throws -> Void] {
+                do {
+                    try attempt()
+                    Issue.record("\(corruption): read without an error")
+                } catch {
+                    #expect("\(error)".contains(path), "\(corruption): \(error)")
+                    #expect("\(error)".contains("ippool-ipip-1"), "\(corruption): \(error)")
+                }
+            }
+            // Put it back for the next corruption.
+            try DatabaseQueue(path: path).write { db in
+                try db.execute(sql: "DELETE FROM resources")
+            }
+            for r in try decode(seedPool) { try store.create(r) }
+        }
     }
 
     @Test("manifests datastore reads, refuses writes")
