@@ -112,6 +112,16 @@ struct SQLiteDatastoreTests {
 
 @Suite("Datastore: choosing a store")
 struct DatastoreLocationTests {
+    @Test("the systemd unit's state directory holds root's default store (ProtectSystem=strict allows nothing else)")
+    func unitStateDirectory() throws {
+        let unit = try String(
+            contentsOf: ExampleCluster.repositoryRoot.appendingPathComponent("deploy/ipipd.service"), encoding: .utf8)
+        let states = unit.split(separator: "\n").filter { $0.hasPrefix("StateDirectory=") }.map { $0.dropFirst(15) }
+        let store = SQLiteDatastore.defaultPath(environment: [:], isRoot: true)
+        let directory = String(store[..<store.lastIndex(of: "/")!])
+        #expect(states.map { "/var/lib/" + $0 }.contains(directory), "unit: \(states), root's store: \(store)")
+    }
+
     @Test(
         "parse",
         arguments: [
