@@ -460,87 +460,40 @@ public enum TrafficGenerator {
         return s
     }
 
-    // MARK: Packet building (network byte order, checksums computed)
-
-    static func put16(_ b: inout [UInt8], _ o: Int, _ v: UInt16) {
-        b[o] = UInt8(v >> 8)
-        b[o + 1] = UInt8(v & 0xFF)
-    }
-    static func put32(_ b: inout [UInt8], _ o: Int, _ v: UInt32) {
-        put16(&b, o, UInt16(v >> 16))
-        put16(&b, o + 2, UInt16(v & 0xFFFF))
-    }
-    /// Deterministic filler for payloads.
-    static func fill(_ b: inout [UInt8], from o: Int) {
-        for i in o..<b.count { b[i] = UInt8(truncatingIfNeeded: i &* 31 &+ 7) }
-    }
+    // MARK: Packet building (PacketBuilder; payloads are its deterministic filler)
 
     static func ipv4(
         source: IPv4Address, destination: IPv4Address, protocolNumber: UInt8, ttl: UInt8,
         identification: UInt16, payload: [UInt8]
     ) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: 20)
-        b[0] = 0x45
-        put16(&b, 2, UInt16(20 + payload.count))
-        put16(&b, 4, identification)
-        put16(&b, 6, 0x4000)  // DF
-        b[8] = ttl
-        b[9] = protocolNumber
-        put32(&b, 12, source.rawValue)
-        put32(&b, 16, destination.rawValue)
-        let c = b.withUnsafeBytes { InternetChecksum.checksum($0) }
-        put16(&b, 10, c)
-        return b + payload
-    }
-
-    static func pseudoSum(_ s: IPv4Address, _ d: IPv4Address, _ proto: UInt8, _ length: Int) -> UInt32 {
-        (s.rawValue >> 16) + (s.rawValue & 0xFFFF) + (d.rawValue >> 16) + (d.rawValue & 0xFFFF) + UInt32(proto)
-            + UInt32(length)
+        PacketBuilder(
+            source: source, destination: destination, protocolNumber: protocolNumber, ttl: ttl,
+            identification: identification, payload: payload
+        ).bytes()
     }
 
     static func tcp(
         source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16,
         seq: UInt32, ack: UInt32, flags: UInt8, payload: Int
     ) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: 20 + max(0, payload))
-        put16(&b, 0, sourcePort)
-        put16(&b, 2, destinationPort)
-        put32(&b, 4, seq)
-        put32(&b, 8, flags & 0x10 != 0 ? ack : 0)
-        b[12] = 5 << 4
-        b[13] = flags
-        put16(&b, 14, 64240)
-        fill(&b, from: 20)
-        let c = b.withUnsafeBytes { InternetChecksum.checksum($0, initial: pseudoSum(source, destination, 6, b.count)) }
-        put16(&b, 16, c)
-        return b
+        PacketBuilder.tcp(
+            source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
+            sequence: seq, acknowledgment: ack, flags: flags, payload: PacketBuilder.filler(count: payload, offset: 20))
     }
 
     static func udp(
         source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16,
         payload: Int
     ) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: 8 + max(0, payload))
-        put16(&b, 0, sourcePort)
-        put16(&b, 2, destinationPort)
-        put16(&b, 4, UInt16(b.count))
-        fill(&b, from: 8)
-        let c = b.withUnsafeBytes {
-            InternetChecksum.checksum($0, initial: pseudoSum(source, destination, 17, b.count))
-        }
-        put16(&b, 6, c == 0 ? 0xFFFF : c)
-        return b
+        PacketBuilder.udp(
+            source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
+            payload: PacketBuilder.filler(count: payload, offset: 8))
     }
 
     static func echo(reply: Bool, identifier: UInt16, sequence: UInt16, payload: Int) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: 8 + max(0, payload))
-        b[0] = reply ? 0 : 8
-        put16(&b, 4, identifier)
-        put16(&b, 6, sequence)
-        fill(&b, from: 8)
-        let c = b.withUnsafeBytes { InternetChecksum.checksum($0) }
-        put16(&b, 2, c)
-        return b
+        PacketBuilder.icmpEcho(
+            reply: reply, identifier: identifier, sequence: sequence,
+            payload: PacketBuilder.filler(count: payload, offset: 8))
     }
 }
 

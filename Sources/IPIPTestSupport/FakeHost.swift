@@ -30,7 +30,7 @@ public final class FakeHost: DaemonHost {
     /// The tunnel device's configuration (`configureTunnel`), nil before.
     public private(set) var tunnel: (index: Int32, mtu: Int, address: IPv4Address?)?
     /// Every datapath opened, in order.
-    public private(set) var datapaths: [FakeDatapath] = []
+    public private(set) var datapaths: [FakePacketWorkers] = []
     /// Makes `openDatapath` fail (a missing TUN driver, say).
     public var datapathError: (any Error)?
     /// The steps still to play.
@@ -63,7 +63,7 @@ public final class FakeHost: DaemonHost {
     }
 
     /// The last datapath opened.
-    public var datapath: FakeDatapath? { datapaths.last }
+    public var datapath: FakePacketWorkers? { datapaths.last }
 
     /// Moves the clock on (the next resync or next-hop refresh comes due).
     public func advance(seconds: Double) { clock += seconds }
@@ -83,7 +83,7 @@ public final class FakeHost: DaemonHost {
 
     public func openDatapath(_ request: DatapathRequest) throws -> any DaemonDatapath {
         if let datapathError { throw datapathError }
-        let d = FakeDatapath(workers: request.workers, tunIndex: 40 + Int32(datapaths.count))
+        let d = FakePacketWorkers(workers: request.workers, tunIndex: 40 + Int32(datapaths.count))
         datapaths.append(d)
         return d
     }
@@ -129,7 +129,7 @@ public struct FakeHostError: Error, CustomStringConvertible {
 
 /// The packet workers of a `FakeHost`: no threads, no packets; it records what the control loop
 /// hands it.
-public final class FakeDatapath: DaemonDatapath, @unchecked Sendable {
+public final class FakePacketWorkers: DaemonDatapath, @unchecked Sendable {
     public let workers: Int
     public let tunName = "ipip0"
     public let tunIndex: Int32

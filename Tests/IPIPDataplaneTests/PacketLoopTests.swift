@@ -69,15 +69,19 @@ final class FakeDatapath: DatapathIO, @unchecked Sendable {
     var ioDrops: [String: UInt64] { [:] }
 }
 
+/// UDP 40000 → 8080 from a1 (192.168.0.10) to `destination`, no UDP checksum.
 func examplePacket(to destination: String) -> [UInt8] {
-    var b: [UInt8] =
-        [0x45, 0, 0, 28, 0, 1, 0x40, 0, 63, 17, 0, 0, 192, 168, 0, 10]
-        + destination.split(separator: ".").map { UInt8($0)! }
-    b += [0x9C, 0x40, 0x1F, 0x90, 0, 8, 0, 0]
-    let c = b[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
-    b[10] = UInt8(c >> 8)
-    b[11] = UInt8(c & 0xFF)
-    return b
+    udpPacket(from: IPv4Address("192.168.0.10")!, 40000, to: IPv4Address(destination)!)
+}
+
+/// A UDP packet (8-byte header, no payload, no UDP checksum) with a valid header checksum.
+func udpPacket(from source: IPv4Address, _ port: UInt16, to destination: IPv4Address) -> [UInt8] {
+    PacketBuilder(
+        source: source, destination: destination, ttl: 63, identification: 1,
+        payload: PacketBuilder.udp(
+            source: source, destination: destination, sourcePort: port, destinationPort: 8080, payload: [],
+            checksum: false)
+    ).bytes()
 }
 
 func exampleTopology(mode: String) throws -> Topology {
@@ -162,15 +166,11 @@ struct PacketWorkersTests {
         return false
     }
 
-    /// A UDP packet from `source`:`port` to `destination`:8080 with a valid header checksum
-    /// (UDP checksum 0: none).
+    /// A UDP packet from `source`:`port` to `destination`:8080.
     func udp(_ source: [UInt8], _ port: UInt16, to destination: [UInt8]) -> [UInt8] {
-        var b: [UInt8] = [0x45, 0, 0, 28, 0, 1, 0x40, 0, 63, 17, 0, 0] + source + destination
-        b += [UInt8(port >> 8), UInt8(port & 0xFF), 0x1F, 0x90, 0, 8, 0, 0]
-        let c = b[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
-        b[10] = UInt8(c >> 8)
-        b[11] = UInt8(c & 0xFF)
-        return b
+        udpPacket(
+            from: IPv4Address(source[0], source[1], source[2], source[3]), port,
+            to: IPv4Address(destination[0], destination[1], destination[2], destination[3]))
     }
 
     @Test("two workers: SNAT read on the wrong worker is handed to its owner both ways; topology reaches both")

@@ -85,30 +85,13 @@ func ipv4(
     fragmentField: UInt16 = 0x4000,
     optionWords: Int = 0
 ) -> [UInt8] {
-    let headerLength = 20 + optionWords * 4
-    var p = [UInt8](repeating: 0, count: headerLength)
-    p[0] = 0x40 | UInt8(5 + optionWords)
-    let total = headerLength + payload.count
-    p[2] = UInt8(total >> 8)
-    p[3] = UInt8(total & 0xff)
-    p[6] = UInt8(fragmentField >> 8)
-    p[7] = UInt8(fragmentField & 0xff)
-    p[8] = 64
-    p[9] = proto
-    for (i, v) in [source.rawValue, destination.rawValue].enumerated() {
-        p[12 + 4 * i] = UInt8(v >> 24)
-        p[13 + 4 * i] = UInt8(v >> 16 & 0xff)
-        p[14 + 4 * i] = UInt8(v >> 8 & 0xff)
-        p[15 + 4 * i] = UInt8(v & 0xff)
-    }
     // Option bytes: two NOPs then 0x9c74 (40052, inside the test's NAT range), so a program that
     // ignored the header length would read a NAT port at offset 22.
-    let option: [UInt8] = [1, 1, 0x9c, 0x74]
-    for k in 0..<optionWords * 4 { p[20 + k] = option[k % 4] }
-    let sum = p.withUnsafeBytes { InternetChecksum.checksum($0) }
-    p[10] = UInt8(sum >> 8)
-    p[11] = UInt8(sum & 0xff)
-    return p + payload
+    var p = PacketBuilder(
+        source: source, destination: destination, protocolNumber: proto, identification: 0, payload: payload)
+    p.flagsAndOffset = fragmentField
+    p.options = Array(repeating: [1, 1, 0x9c, 0x74] as [UInt8], count: optionWords).flatMap { $0 }
+    return p.bytes()
 }
 
 func ports(_ source: UInt16, _ destination: UInt16, extra: Int = 4) -> [UInt8] {

@@ -145,12 +145,11 @@ func udpPacket(
     from source: IPv4Address, _ sourcePort: UInt16, to destination: IPv4Address, _ destinationPort: UInt16,
     payload: [UInt8]
 ) -> [UInt8] {
-    let length = 8 + payload.count
-    let udp: [UInt8] = [
-        UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), UInt8(destinationPort >> 8), UInt8(destinationPort & 0xff),
-        UInt8(length >> 8), UInt8(length & 0xff), 0, 0,
-    ]
-    return ipv4(source: source, destination: destination, protocol: 17, payload: udp + payload)
+    ipv4(
+        source: source, destination: destination, protocol: 17,
+        payload: PacketBuilder.udp(
+            source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
+            payload: payload, checksum: false))
 }
 
 /// The IPv4 fields the tests look at.

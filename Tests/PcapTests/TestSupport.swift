@@ -68,24 +68,15 @@ extension PcapWriter {
 enum Packets {
     /// IPv4/UDP from `source` to 192.0.2.99, with a correct header checksum.
     static func ipv4(source: (UInt8, UInt8, UInt8, UInt8) = (10, 0, 0, 1), payloadByteCount: Int = 12) -> [UInt8] {
-        let totalLength = 20 + 8 + payloadByteCount
-        var packet: [UInt8] = [
-            0x45, 0x00, UInt8(totalLength >> 8), UInt8(totalLength & 0xFF),
-            0x12, 0x34, 0x40, 0x00,
-            64, 17, 0, 0,
-            source.0, source.1, source.2, source.3,
-            192, 0, 2, 99,
-        ]
-        var sum: UInt32 = 0
-        for i in stride(from: 0, to: 20, by: 2) { sum += UInt32(packet[i]) << 8 | UInt32(packet[i + 1]) }
-        while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
-        let checksum = ~UInt16(sum)
-        packet[10] = UInt8(checksum >> 8)
-        packet[11] = UInt8(checksum & 0xFF)
-        let udpLength = 8 + payloadByteCount
-        packet += [0x30, 0x39, 0x00, 0x35, UInt8(udpLength >> 8), UInt8(udpLength & 0xFF), 0, 0]  // no UDP checksum
-        packet += (0..<payloadByteCount).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-        return packet
+        let from = IPv4Address(source.0, source.1, source.2, source.3)
+        let to = IPv4Address(192, 0, 2, 99)
+        let payload = (0..<payloadByteCount).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        return PacketBuilder(
+            source: from, destination: to,
+            payload: PacketBuilder.udp(
+                source: from, destination: to, sourcePort: 12345, destinationPort: 53, payload: payload, checksum: false
+            )
+        ).bytes()
     }
 
     /// IPv6, next header 59 (none), 2001:db8::1 → 2001:db8::2, `payloadByteCount` bytes after.
