@@ -52,6 +52,20 @@ struct IngressCase: CustomTestStringConvertible, Sendable {
     let packet: [UInt8]
     let reason: DropReason?
     var testDescription: String { name }
+
+    /// One row: name, the packet as it arrives on the uplink, and its drop reason (nil: delivered).
+    init(_ name: String, _ packet: [UInt8], _ reason: DropReason?) {
+        self.name = name
+        self.packet = packet
+        self.reason = reason
+    }
+}
+
+/// `bytes` with `change` applied.
+func mutated(_ bytes: [UInt8], _ change: (inout [UInt8]) -> Void) -> [UInt8] {
+    var b = bytes
+    change(&b)
+    return b
 }
 
 @Suite("Engine ingress (decapsulation, SEC-T1…T13)")
@@ -61,130 +75,93 @@ struct IngressTests {
     static var good: [UInt8] { innerFromB().bytes() }
 
     static let cases: [IngressCase] = [
+        .init("from peer node-b, workload to workload: delivered", encapsulated(good, from: b, to: a), nil),
         .init(
-            name: "from peer node-b, workload to workload: delivered", packet: encapsulated(good, from: b, to: a),
-            reason: nil),
+            "from node-b's tunnel address: delivered",
+            encapsulated(innerFromB(source: "192.168.1.1").bytes(), from: b, to: a), nil),
         .init(
-            name: "from node-b's tunnel address: delivered",
-            packet: encapsulated(innerFromB(source: "192.168.1.1").bytes(), from: b, to: a), reason: nil),
+            "from node-b's node IP as inner source: delivered",
+            encapsulated(innerFromB(source: b).bytes(), from: b, to: a), nil),
         .init(
-            name: "from node-b's node IP as inner source: delivered",
-            packet: encapsulated(innerFromB(source: b).bytes(), from: b, to: a), reason: nil),
+            "to our tunnel address: delivered",
+            encapsulated(innerFromB(destination: "192.168.0.1").bytes(), from: b, to: a), nil),
+        .init("SEC-T1 unknown outer source", encapsulated(good, from: "10.0.0.99", to: a), .ipipUnknownPeer),
         .init(
-            name: "to our tunnel address: delivered",
-            packet: encapsulated(innerFromB(destination: "192.168.0.1").bytes(), from: b, to: a), reason: nil),
+            "SEC-T1 unknown outer source, outer fragment",
+            encapsulated(good, from: "10.0.0.99", to: a, dontFragment: false, moreFragments: true), .ipipUnknownPeer),
+        .init("SEC-T2 outer destination not ours", encapsulated(good, from: b, to: "10.0.0.3"), .ipipNotForUs),
         .init(
-            name: "SEC-T1 unknown outer source", packet: encapsulated(good, from: "10.0.0.99", to: a),
-            reason: .ipipUnknownPeer),
+            "SEC-T3 inner destination external (open relay)",
+            encapsulated(innerFromB(destination: "8.8.8.8").bytes(), from: b, to: a), .innerDestinationNotLocal),
         .init(
-            name: "SEC-T1 unknown outer source, outer fragment",
-            packet: encapsulated(good, from: "10.0.0.99", to: a, dontFragment: false, moreFragments: true),
-            reason: .ipipUnknownPeer),
+            "SEC-T3 inner destination a workload on a third node",
+            encapsulated(innerFromB(destination: "192.168.2.30").bytes(), from: b, to: a), .innerDestinationNotLocal),
         .init(
-            name: "SEC-T2 outer destination not ours", packet: encapsulated(good, from: b, to: "10.0.0.3"),
-            reason: .ipipNotForUs),
+            "SEC-T3 inner destination the uplink gateway",
+            encapsulated(innerFromB(destination: "10.0.0.254").bytes(), from: b, to: a), .innerDestinationNotLocal),
         .init(
-            name: "SEC-T3 inner destination external (open relay)",
-            packet: encapsulated(innerFromB(destination: "8.8.8.8").bytes(), from: b, to: a),
-            reason: .innerDestinationNotLocal),
+            "SEC-T3 inner destination in the pool, no block",
+            encapsulated(innerFromB(destination: "192.168.200.5").bytes(), from: b, to: a), .innerDestinationNotLocal),
         .init(
-            name: "SEC-T3 inner destination a workload on a third node",
-            packet: encapsulated(innerFromB(destination: "192.168.2.30").bytes(), from: b, to: a),
-            reason: .innerDestinationNotLocal),
+            "SEC-T4 inner source in another node's block",
+            encapsulated(innerFromB(source: "192.168.2.30").bytes(), from: b, to: a), .innerSourceNotFromPeer),
         .init(
-            name: "SEC-T3 inner destination the uplink gateway",
-            packet: encapsulated(innerFromB(destination: "10.0.0.254").bytes(), from: b, to: a),
-            reason: .innerDestinationNotLocal),
+            "SEC-T4 inner source outside all pools",
+            encapsulated(innerFromB(source: "203.0.113.7").bytes(), from: b, to: a), .innerSourceNotFromPeer),
         .init(
-            name: "SEC-T3 inner destination in the pool, no block",
-            packet: encapsulated(innerFromB(destination: "192.168.200.5").bytes(), from: b, to: a),
-            reason: .innerDestinationNotLocal),
+            "SEC-T4 inner source equal to our workload",
+            encapsulated(innerFromB(source: "192.168.0.10", destination: "192.168.0.11").bytes(), from: b, to: a),
+            .innerSourceInvalid),
         .init(
-            name: "SEC-T4 inner source in another node's block",
-            packet: encapsulated(innerFromB(source: "192.168.2.30").bytes(), from: b, to: a),
-            reason: .innerSourceNotFromPeer),
+            "SEC-T4 inner source equal to our node IP", encapsulated(innerFromB(source: a).bytes(), from: b, to: a),
+            .innerSourceInvalid),
         .init(
-            name: "SEC-T4 inner source outside all pools",
-            packet: encapsulated(innerFromB(source: "203.0.113.7").bytes(), from: b, to: a),
-            reason: .innerSourceNotFromPeer),
+            "SEC-T4 inner source 127.0.0.1", encapsulated(innerFromB(source: "127.0.0.1").bytes(), from: b, to: a),
+            .innerSourceInvalid),
         .init(
-            name: "SEC-T4 inner source equal to our workload",
-            packet: encapsulated(
-                innerFromB(source: "192.168.0.10", destination: "192.168.0.11").bytes(), from: b, to: a),
-            reason: .innerSourceInvalid),
+            "SEC-T4 inner source 0.0.0.0", encapsulated(innerFromB(source: "0.0.0.0").bytes(), from: b, to: a),
+            .innerSourceInvalid),
         .init(
-            name: "SEC-T4 inner source equal to our node IP",
-            packet: encapsulated(innerFromB(source: a).bytes(), from: b, to: a), reason: .innerSourceInvalid),
+            "SEC-T5 ping to our node IP from an unknown source",
+            encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: "198.51.100.1", to: a),
+            .ipipUnknownPeer),
         .init(
-            name: "SEC-T4 inner source 127.0.0.1",
-            packet: encapsulated(innerFromB(source: "127.0.0.1").bytes(), from: b, to: a), reason: .innerSourceInvalid),
+            "SEC-T5 ping to our node IP from a peer",
+            encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: b, to: a),
+            .innerDestinationNotLocal),
         .init(
-            name: "SEC-T4 inner source 0.0.0.0",
-            packet: encapsulated(innerFromB(source: "0.0.0.0").bytes(), from: b, to: a), reason: .innerSourceInvalid),
+            "SEC-T6 inner TTL 1 to an external address",
+            encapsulated(innerFromB(destination: "8.8.8.8", ttl: 1).bytes(), from: b, to: a), .innerDestinationNotLocal),
         .init(
-            name: "SEC-T5 ping to our node IP from an unknown source",
-            packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: "198.51.100.1", to: a),
-            reason: .ipipUnknownPeer),
+            "SEC-T6 inner TTL 0 to a local workload", encapsulated(innerFromB(ttl: 0).bytes(), from: b, to: a),
+            .ttlExpired),
         .init(
-            name: "SEC-T5 ping to our node IP from a peer",
-            packet: encapsulated(innerFromB(destination: a, protocolNumber: 1).bytes(), from: b, to: a),
-            reason: .innerDestinationNotLocal),
+            "SEC-T7 two nested layers", encapsulated(encapsulated(good, from: b, to: a), from: b, to: a),
+            .nestedEncapsulation),
         .init(
-            name: "SEC-T6 inner TTL 1 to an external address",
-            packet: encapsulated(innerFromB(destination: "8.8.8.8", ttl: 1).bytes(), from: b, to: a),
-            reason: .innerDestinationNotLocal),
+            "SEC-T12 inner LSRR",
+            encapsulated(innerFromB(options: [0x83, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a), .sourceRouted),
         .init(
-            name: "SEC-T6 inner TTL 0 to a local workload",
-            packet: encapsulated(innerFromB(ttl: 0).bytes(), from: b, to: a), reason: .ttlExpired),
+            "SEC-T12 inner SSRR",
+            encapsulated(innerFromB(options: [0x89, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a), .sourceRouted),
+        .init("SEC-T13 inner version 6", encapsulated([0x65] + Array(good.dropFirst()), from: b, to: a), .innerNotIPv4),
+        .init("SEC-T13 inner IHL 4", encapsulated([0x44] + Array(good.dropFirst()), from: b, to: a), .innerMalformed),
         .init(
-            name: "SEC-T7 two nested layers", packet: encapsulated(encapsulated(good, from: b, to: a), from: b, to: a),
-            reason: .nestedEncapsulation),
-        .init(
-            name: "SEC-T12 inner LSRR",
-            packet: encapsulated(innerFromB(options: [0x83, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a),
-            reason: .sourceRouted),
-        .init(
-            name: "SEC-T12 inner SSRR",
-            packet: encapsulated(innerFromB(options: [0x89, 7, 4, 0, 0, 0, 0, 0]).bytes(), from: b, to: a),
-            reason: .sourceRouted),
-        .init(
-            name: "SEC-T13 inner version 6", packet: encapsulated([0x65] + Array(good.dropFirst()), from: b, to: a),
-            reason: .innerNotIPv4),
-        .init(
-            name: "SEC-T13 inner IHL 4", packet: encapsulated([0x44] + Array(good.dropFirst()), from: b, to: a),
-            reason: .innerMalformed),
-        .init(
-            name: "SEC-T13 inner bad checksum",
-            packet: encapsulated(
-                {
-                    var g = good
-                    g[10] ^= 1
-                    return g
-                }(), from: b, to: a), reason: .innerBadChecksum),
-        .init(
-            name: "SEC-T13 inner total length beyond payload",
-            packet: encapsulated(
-                {
-                    var g = good
-                    g[2] = 0x7F
-                    return g
-                }(), from: b, to: a), reason: .innerMalformed),
-        .init(
-            name: "SEC-T13 truncated inner header", packet: encapsulated(Array(good.prefix(12)), from: b, to: a),
-            reason: .innerMalformed),
-        .init(
-            name: "DEC-01 outer bad checksum",
-            packet: {
-                var p = encapsulated(good, from: b, to: a)
-                p[10] ^= 1
-                return p
-            }(), reason: .badHeaderChecksum),
-        .init(
-            name: "DEC-04 outer fragment from a peer",
-            packet: encapsulated(good, from: b, to: a, dontFragment: false, moreFragments: true), reason: .outerFragment
+            "SEC-T13 inner bad checksum", encapsulated(mutated(good) { $0[10] ^= 1 }, from: b, to: a), .innerBadChecksum
         ),
-        .init(name: "not IP-in-IP, not to us", packet: innerFromB(destination: "10.0.0.7").bytes(), reason: .notForUs),
-        .init(name: "not IP-in-IP to us, no session", packet: innerFromB(destination: a).bytes(), reason: .unsolicited),
+        .init(
+            "SEC-T13 inner total length beyond payload", encapsulated(mutated(good) { $0[2] = 0x7F }, from: b, to: a),
+            .innerMalformed),
+        .init("SEC-T13 truncated inner header", encapsulated(Array(good.prefix(12)), from: b, to: a), .innerMalformed),
+        .init(
+            "DEC-01 outer bad checksum", mutated(encapsulated(good, from: b, to: a)) { $0[10] ^= 1 }, .badHeaderChecksum
+        ),
+        .init(
+            "DEC-04 outer fragment from a peer",
+            encapsulated(good, from: b, to: a, dontFragment: false, moreFragments: true), .outerFragment
+        ),
+        .init("not IP-in-IP, not to us", innerFromB(destination: "10.0.0.7").bytes(), .notForUs),
+        .init("not IP-in-IP to us, no session", innerFromB(destination: a).bytes(), .unsolicited),
     ]
 
     @Test("one verdict per crafted packet", arguments: cases)

@@ -95,33 +95,43 @@ struct DefaultsCase: CustomTestStringConvertible, Sendable {
     let vxlanMode: VXLANMode
     let blockSize: Int
     var testDescription: String { name }
+
+    /// One row: name, the spec lines, then the cidr, modes and block size the defaults give.
+    init(
+        _ name: String, _ spec: String, expect cidr: String, _ ipipMode: IPIPMode, _ vxlanMode: VXLANMode,
+        _ blockSize: Int
+    ) {
+        self.name = name
+        self.spec = spec
+        self.cidr = cidr
+        self.ipipMode = ipipMode
+        self.vxlanMode = vxlanMode
+        self.blockSize = blockSize
+    }
 }
 
 private let defaultsCases: [DefaultsCase] = [
     DefaultsCase(
-        name: "IPv4 without ipipMode is Always (project decision)", spec: "  cidr: 10.0.0.0/16",
-        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
+        "IPv4 without ipipMode is Always (project decision)", "  cidr: 10.0.0.0/16", expect: "10.0.0.0/16", .always,
+        .never, 26),
     DefaultsCase(
-        name: "IPv4 with an empty ipipMode is Always", spec: "  cidr: 10.0.0.0/16\n  ipipMode: \"\"",
-        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
+        "IPv4 with an empty ipipMode is Always", "  cidr: 10.0.0.0/16\n  ipipMode: \"\"", expect: "10.0.0.0/16",
+        .always, .never, 26),
     DefaultsCase(
-        name: "IPv4 explicit Never stays Never", spec: "  cidr: 10.0.0.0/16\n  ipipMode: Never",
-        cidr: "10.0.0.0/16", ipipMode: .never, vxlanMode: .never, blockSize: 26),
+        "IPv4 explicit Never stays Never", "  cidr: 10.0.0.0/16\n  ipipMode: Never", expect: "10.0.0.0/16", .never,
+        .never, 26),
     DefaultsCase(
-        name: "IPv4 VXLAN pool without ipipMode is Never", spec: "  cidr: 10.0.0.0/16\n  vxlanMode: Always",
-        cidr: "10.0.0.0/16", ipipMode: .never, vxlanMode: .always, blockSize: 26),
+        "IPv4 VXLAN pool without ipipMode is Never", "  cidr: 10.0.0.0/16\n  vxlanMode: Always", expect: "10.0.0.0/16",
+        .never, .always, 26),
+    DefaultsCase("IPv6 without ipipMode is Never", "  cidr: FD00:0:0::/48", expect: "fd00::/48", .never, .never, 122),
     DefaultsCase(
-        name: "IPv6 without ipipMode is Never", spec: "  cidr: FD00:0:0::/48",
-        cidr: "fd00::/48", ipipMode: .never, vxlanMode: .never, blockSize: 122),
+        "IPv6 VXLAN is accepted (Calico v3.23+)", "  cidr: fd00::/48\n  vxlanMode: CrossSubnet", expect: "fd00::/48",
+        .never, .crossSubnet, 122),
     DefaultsCase(
-        name: "IPv6 VXLAN is accepted (Calico v3.23+)", spec: "  cidr: fd00::/48\n  vxlanMode: CrossSubnet",
-        cidr: "fd00::/48", ipipMode: .never, vxlanMode: .crossSubnet, blockSize: 122),
+        "blockSize 0 means the default", "  cidr: 10.0.0.0/16\n  blockSize: 0", expect: "10.0.0.0/16", .always, .never,
+        26),
     DefaultsCase(
-        name: "blockSize 0 means the default", spec: "  cidr: 10.0.0.0/16\n  blockSize: 0",
-        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 26),
-    DefaultsCase(
-        name: "explicit blockSize kept", spec: "  cidr: 10.0.0.0/16\n  blockSize: 24",
-        cidr: "10.0.0.0/16", ipipMode: .always, vxlanMode: .never, blockSize: 24),
+        "explicit blockSize kept", "  cidr: 10.0.0.0/16\n  blockSize: 24", expect: "10.0.0.0/16", .always, .never, 24),
 ]
 
 @Test("pool defaults", arguments: defaultsCases)

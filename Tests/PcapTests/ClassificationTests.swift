@@ -13,6 +13,19 @@ import Testing
         var networkProtocol: NetworkProtocol
         var headerByteCount: Int
         var testDescription: String { name }
+
+        /// One row: name, file link type, frame, then what the reader must make of it.
+        init(
+            _ name: String, _ fileLinkType: UInt32, _ frame: [UInt8], _ linkType: LinkType,
+            _ networkProtocol: NetworkProtocol, _ headerByteCount: Int
+        ) {
+            self.name = name
+            self.fileLinkType = fileLinkType
+            self.frame = frame
+            self.linkType = linkType
+            self.networkProtocol = networkProtocol
+            self.headerByteCount = headerByteCount
+        }
     }
 
     static let v4 = Packets.ipv4()
@@ -20,241 +33,43 @@ import Testing
 
     static let cases: [Case] = [
         // Ethernet, VLAN tags.
+        Case("Ethernet IPv4", 1, Packets.ethernet([0x0800], v4), .ethernet, .ipv4, 14),
+        Case("Ethernet IPv6", 1, Packets.ethernet([0x86DD], v6), .ethernet, .ipv6, 14),
+        Case("Ethernet ARP", 1, Packets.ethernet([0x0806], Packets.arp), .ethernet, .arp, 14),
+        Case("Ethernet 802.1Q IPv4", 1, Packets.ethernet([0x8100, 0x0800], v4), .ethernet, .ipv4, 18),
+        Case("Ethernet 802.1ad+802.1Q IPv6", 1, Packets.ethernet([0x88A8, 0x8100, 0x86DD], v6), .ethernet, .ipv6, 22),
         Case(
-            name: "Ethernet IPv4",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x0800], v4),
-            linkType: .ethernet,
-            networkProtocol: .ipv4,
-            headerByteCount: 14
-        ),
+            "Ethernet 802.1Q+802.1Q ARP", 1, Packets.ethernet([0x8100, 0x8100, 0x0806], Packets.arp), .ethernet, .arp,
+            22),
         Case(
-            name: "Ethernet IPv6",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x86DD], v6),
-            linkType: .ethernet,
-            networkProtocol: .ipv6,
-            headerByteCount: 14
-        ),
+            "Ethernet three tags stop after two", 1, Packets.ethernet([0x8100, 0x8100, 0x8100, 0x0800], v4), .ethernet,
+            .other(0x8100), 22),
+        Case("Ethernet LLDP", 1, Packets.ethernet([0x88CC], [1, 2, 3]), .ethernet, .other(0x88CC), 14),
         Case(
-            name: "Ethernet ARP",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x0806], Packets.arp),
-            linkType: .ethernet,
-            networkProtocol: .arp,
-            headerByteCount: 14
-        ),
-        Case(
-            name: "Ethernet 802.1Q IPv4",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x8100, 0x0800], v4),
-            linkType: .ethernet,
-            networkProtocol: .ipv4,
-            headerByteCount: 18
-        ),
-        Case(
-            name: "Ethernet 802.1ad+802.1Q IPv6",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x88A8, 0x8100, 0x86DD], v6),
-            linkType: .ethernet,
-            networkProtocol: .ipv6,
-            headerByteCount: 22
-        ),
-        Case(
-            name: "Ethernet 802.1Q+802.1Q ARP",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x8100, 0x8100, 0x0806], Packets.arp),
-            linkType: .ethernet,
-            networkProtocol: .arp,
-            headerByteCount: 22
-        ),
-        Case(
-            name: "Ethernet three tags stop after two",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x8100, 0x8100, 0x8100, 0x0800], v4),
-            linkType: .ethernet,
-            networkProtocol: .other(0x8100),
-            headerByteCount: 22
-        ),
-        Case(
-            name: "Ethernet LLDP",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x88CC], [1, 2, 3]),
-            linkType: .ethernet,
-            networkProtocol: .other(0x88CC),
-            headerByteCount: 14
-        ),
-        Case(
-            name: "Ethernet 802.3 length field",
-            fileLinkType: 1,
-            frame: Packets.ethernet([0x0026], [0x42, 0x42, 3]),
-            linkType: .ethernet,
-            networkProtocol: .other(0x26),
-            headerByteCount: 14
-        ),
+            "Ethernet 802.3 length field", 1, Packets.ethernet([0x0026], [0x42, 0x42, 3]), .ethernet, .other(0x26), 14),
         // Linux cooked.
-        Case(
-            name: "SLL IPv6",
-            fileLinkType: 113,
-            frame: Packets.linuxSLL(0x86DD, v6),
-            linkType: .linuxSLL,
-            networkProtocol: .ipv6,
-            headerByteCount: 16
-        ),
-        Case(
-            name: "SLL ARP",
-            fileLinkType: 113,
-            frame: Packets.linuxSLL(0x0806, Packets.arp),
-            linkType: .linuxSLL,
-            networkProtocol: .arp,
-            headerByteCount: 16
-        ),
-        Case(
-            name: "SLL 802.1Q IPv4",
-            fileLinkType: 113,
-            frame: Packets.linuxSLL(0x8100, [0, 100, 8, 0] + v4),
-            linkType: .linuxSLL,
-            networkProtocol: .ipv4,
-            headerByteCount: 20
-        ),
-        Case(
-            name: "SLL2 IPv4",
-            fileLinkType: 276,
-            frame: Packets.linuxSLL2(0x0800, v4),
-            linkType: .linuxSLL2,
-            networkProtocol: .ipv4,
-            headerByteCount: 20
-        ),
-        Case(
-            name: "SLL2 ARP",
-            fileLinkType: 276,
-            frame: Packets.linuxSLL2(0x0806, Packets.arp),
-            linkType: .linuxSLL2,
-            networkProtocol: .arp,
-            headerByteCount: 20
-        ),
+        Case("SLL IPv6", 113, Packets.linuxSLL(0x86DD, v6), .linuxSLL, .ipv6, 16),
+        Case("SLL ARP", 113, Packets.linuxSLL(0x0806, Packets.arp), .linuxSLL, .arp, 16),
+        Case("SLL 802.1Q IPv4", 113, Packets.linuxSLL(0x8100, [0, 100, 8, 0] + v4), .linuxSLL, .ipv4, 20),
+        Case("SLL2 IPv4", 276, Packets.linuxSLL2(0x0800, v4), .linuxSLL2, .ipv4, 20),
+        Case("SLL2 ARP", 276, Packets.linuxSLL2(0x0806, Packets.arp), .linuxSLL2, .arp, 20),
         // Raw IP: by version nibble, or by the file's promise.
-        Case(
-            name: "raw (101) IPv4",
-            fileLinkType: 101,
-            frame: v4,
-            linkType: .raw,
-            networkProtocol: .ipv4,
-            headerByteCount: 0
-        ),
-        Case(
-            name: "raw (101) IPv6",
-            fileLinkType: 101,
-            frame: v6,
-            linkType: .raw,
-            networkProtocol: .ipv6,
-            headerByteCount: 0
-        ),
-        Case(
-            name: "raw (101) version 5",
-            fileLinkType: 101,
-            frame: [0x55, 0, 0, 0],
-            linkType: .raw,
-            networkProtocol: .other(5),
-            headerByteCount: 0
-        ),
-        Case(
-            name: "raw (101) empty record",
-            fileLinkType: 101,
-            frame: [],
-            linkType: .raw,
-            networkProtocol: .other(0),
-            headerByteCount: 0
-        ),
-        Case(
-            name: "raw IPv4 (228)",
-            fileLinkType: 228,
-            frame: v4,
-            linkType: .raw,
-            networkProtocol: .ipv4,
-            headerByteCount: 0
-        ),
-        Case(
-            name: "raw IPv6 (229)",
-            fileLinkType: 229,
-            frame: v6,
-            linkType: .raw,
-            networkProtocol: .ipv6,
-            headerByteCount: 0
-        ),
+        Case("raw (101) IPv4", 101, v4, .raw, .ipv4, 0),
+        Case("raw (101) IPv6", 101, v6, .raw, .ipv6, 0),
+        Case("raw (101) version 5", 101, [0x55, 0, 0, 0], .raw, .other(5), 0),
+        Case("raw (101) empty record", 101, [], .raw, .other(0), 0),
+        Case("raw IPv4 (228)", 228, v4, .raw, .ipv4, 0),
+        Case("raw IPv6 (229)", 229, v6, .raw, .ipv6, 0),
         // Loopback: family 2 is IPv4; 24, 28, 30 IPv6; either byte order.
-        Case(
-            name: "NULL little-endian 2",
-            fileLinkType: 0,
-            frame: Packets.littleEndian32(2) + v4,
-            linkType: .bsdLoopback,
-            networkProtocol: .ipv4,
-            headerByteCount: 4
-        ),
-        Case(
-            name: "NULL big-endian 2",
-            fileLinkType: 0,
-            frame: Packets.bigEndian32(2) + v4,
-            linkType: .bsdLoopback,
-            networkProtocol: .ipv4,
-            headerByteCount: 4
-        ),
-        Case(
-            name: "NULL little-endian 24",
-            fileLinkType: 0,
-            frame: Packets.littleEndian32(24) + v6,
-            linkType: .bsdLoopback,
-            networkProtocol: .ipv6,
-            headerByteCount: 4
-        ),
-        Case(
-            name: "NULL big-endian 28",
-            fileLinkType: 0,
-            frame: Packets.bigEndian32(28) + v6,
-            linkType: .bsdLoopback,
-            networkProtocol: .ipv6,
-            headerByteCount: 4
-        ),
-        Case(
-            name: "NULL little-endian 30",
-            fileLinkType: 0,
-            frame: Packets.littleEndian32(30) + v6,
-            linkType: .bsdLoopback,
-            networkProtocol: .ipv6,
-            headerByteCount: 4
-        ),
-        Case(
-            name: "NULL unknown family 7",
-            fileLinkType: 0,
-            frame: Packets.littleEndian32(7) + [1, 2],
-            linkType: .bsdLoopback,
-            networkProtocol: .other(7),
-            headerByteCount: 4
-        ),
-        Case(
-            name: "LOOP big-endian 2",
-            fileLinkType: 108,
-            frame: Packets.bigEndian32(2) + v4,
-            linkType: .openBSDLoopback,
-            networkProtocol: .ipv4,
-            headerByteCount: 4
-        ),
-        Case(
-            name: "LOOP big-endian 24",
-            fileLinkType: 108,
-            frame: Packets.bigEndian32(24) + v6,
-            linkType: .openBSDLoopback,
-            networkProtocol: .ipv6,
-            headerByteCount: 4
-        ),
-        Case(
-            name: "LOOP little-endian 2 accepted",
-            fileLinkType: 108,
-            frame: Packets.littleEndian32(2) + v4,
-            linkType: .openBSDLoopback,
-            networkProtocol: .ipv4,
-            headerByteCount: 4
-        ),
+        Case("NULL little-endian 2", 0, Packets.littleEndian32(2) + v4, .bsdLoopback, .ipv4, 4),
+        Case("NULL big-endian 2", 0, Packets.bigEndian32(2) + v4, .bsdLoopback, .ipv4, 4),
+        Case("NULL little-endian 24", 0, Packets.littleEndian32(24) + v6, .bsdLoopback, .ipv6, 4),
+        Case("NULL big-endian 28", 0, Packets.bigEndian32(28) + v6, .bsdLoopback, .ipv6, 4),
+        Case("NULL little-endian 30", 0, Packets.littleEndian32(30) + v6, .bsdLoopback, .ipv6, 4),
+        Case("NULL unknown family 7", 0, Packets.littleEndian32(7) + [1, 2], .bsdLoopback, .other(7), 4),
+        Case("LOOP big-endian 2", 108, Packets.bigEndian32(2) + v4, .openBSDLoopback, .ipv4, 4),
+        Case("LOOP big-endian 24", 108, Packets.bigEndian32(24) + v6, .openBSDLoopback, .ipv6, 4),
+        Case("LOOP little-endian 2 accepted", 108, Packets.littleEndian32(2) + v4, .openBSDLoopback, .ipv4, 4),
     ]
 
     @Test(arguments: cases)
