@@ -33,19 +33,8 @@ struct EncodingTests {
                   name: ippool-ipip-1
                   resourceVersion: "7"
                   uid: 0c6f3a5e-6a63-4d1e-9a2b-1b3c5d7e9f00
-                spec:
-                  allowedUses:
-                  - Workload
-                  - Tunnel
-                  assignmentMode: Automatic
-                  blockSize: 26
-                  cidr: 192.168.0.0/16
-                  ipipMode: Always
-                  natOutgoing: true
-                  nodeSelector: all()
-                  vxlanMode: Never
 
-                """)
+                """ + examplePoolSpecYAML)
     }
 
     @Test("IPPool JSON: struct order kind, apiVersion, metadata, spec; omitempty")

@@ -241,19 +241,8 @@ struct IPIPCtlGetTests {
               name: ippool-ipip-1
               resourceVersion: "1"
               uid: 11111111-2222-3333-4444-555555555555
-            spec:
-              allowedUses:
-              - Workload
-              - Tunnel
-              assignmentMode: Automatic
-              blockSize: 26
-              cidr: 192.168.0.0/16
-              ipipMode: Always
-              natOutgoing: true
-              nodeSelector: all()
-              vxlanMode: Never
 
-            """
+            """ + examplePoolSpecYAML
         ),
         (
             "one pool json", "pool", "ippool-ipip-1", "json",

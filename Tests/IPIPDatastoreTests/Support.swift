@@ -154,3 +154,20 @@ func checkSeedExamples(_ results: [ProcessResult]) {
     #expect(results[2].stdout.hasPrefix("Successfully applied 1 'IPPool' resource(s)\nNAME "))
     #expect(results[2].stdout.contains("\nippool-cs-1   192.168.0.0/16   true   CrossSubnet   Never "))
 }
+
+/// The `spec:` of the README's example pool as ipipctl writes it in YAML: keys sorted, every
+/// default filled in (the tail of every `-o yaml` of that pool).
+let examplePoolSpecYAML = """
+    spec:
+      allowedUses:
+      - Workload
+      - Tunnel
+      assignmentMode: Automatic
+      blockSize: 26
+      cidr: 192.168.0.0/16
+      ipipMode: Always
+      natOutgoing: true
+      nodeSelector: all()
+      vxlanMode: Never
+
+    """
