@@ -34,63 +34,42 @@ enum NL {
     static let attributeHeaderByteCount = 4
 
     // nlmsghdr types and flags.
-    static let error = UInt16(NLMSG_ERROR)
-    static let done = UInt16(NLMSG_DONE)
-    static let request = UInt16(NLM_F_REQUEST)
-    static let multi = UInt16(NLM_F_MULTI)
-    static let ack = UInt16(NLM_F_ACK)
-    static let dump = UInt16(NLM_F_DUMP)
-    static let dumpInterrupted = UInt16(NLM_F_DUMP_INTR)
-    static let create = UInt16(NLM_F_CREATE)
-    static let replace = UInt16(NLM_F_REPLACE)
-    static let exclusive = UInt16(NLM_F_EXCL)
+    static let (error, done) = (UInt16(NLMSG_ERROR), UInt16(NLMSG_DONE))
+    static let (request, multi, ack) = (UInt16(NLM_F_REQUEST), UInt16(NLM_F_MULTI), UInt16(NLM_F_ACK))
+    static let (dump, dumpInterrupted) = (UInt16(NLM_F_DUMP), UInt16(NLM_F_DUMP_INTR))
+    static let (create, replace, exclusive) = (UInt16(NLM_F_CREATE), UInt16(NLM_F_REPLACE), UInt16(NLM_F_EXCL))
     static let ackTLVs = UInt16(NLM_F_ACK_TLVS)
     static let errorAttributeMessage = UInt16(NLMSGERR_ATTR_MSG.rawValue)
 
-    // rtnetlink message types.
-    static let newLink = UInt16(RTM_NEWLINK)
-    static let getLink = UInt16(RTM_GETLINK)
-    static let newAddress = UInt16(RTM_NEWADDR)
-    static let deleteAddress = UInt16(RTM_DELADDR)
-    static let getAddress = UInt16(RTM_GETADDR)
-    static let newRoute = UInt16(RTM_NEWROUTE)
-    static let deleteRoute = UInt16(RTM_DELROUTE)
-    static let getRoute = UInt16(RTM_GETROUTE)
-    static let newRule = UInt16(RTM_NEWRULE)
-    static let deleteRule = UInt16(RTM_DELRULE)
-    static let getRule = UInt16(RTM_GETRULE)
+    // rtnetlink message types, per object.
+    static let (newLink, getLink) = (UInt16(RTM_NEWLINK), UInt16(RTM_GETLINK))
+    static let (newAddress, deleteAddress, getAddress) = (UInt16(RTM_NEWADDR), UInt16(RTM_DELADDR), UInt16(RTM_GETADDR))
+    static let (newRoute, deleteRoute, getRoute) = (UInt16(RTM_NEWROUTE), UInt16(RTM_DELROUTE), UInt16(RTM_GETROUTE))
+    static let (newRule, deleteRule, getRule) = (UInt16(RTM_NEWRULE), UInt16(RTM_DELRULE), UInt16(RTM_GETRULE))
 
-    static let familyIPv4 = UInt8(AF_INET)
-    static let familyUnspecified = UInt8(AF_UNSPEC)
+    // Address families.
+    static let (familyIPv4, familyUnspecified) = (UInt8(AF_INET), UInt8(AF_UNSPEC))
 
     // Route attributes (rtattr_type_t) and metrics.
-    static let rtaDestination = UInt16(RTA_DST.rawValue)
-    static let rtaOutputInterface = UInt16(RTA_OIF.rawValue)
-    static let rtaGateway = UInt16(RTA_GATEWAY.rawValue)
-    static let rtaPriority = UInt16(RTA_PRIORITY.rawValue)
-    static let rtaPreferredSource = UInt16(RTA_PREFSRC.rawValue)
-    static let rtaMetrics = UInt16(RTA_METRICS.rawValue)
-    static let rtaTable = UInt16(RTA_TABLE.rawValue)
-    static let rtaxMTU = UInt16(RTAX_MTU)
-    static let scopeUniverse = UInt8(RT_SCOPE_UNIVERSE.rawValue)
-    static let scopeLink = UInt8(RT_SCOPE_LINK.rawValue)
-    static let scopeNowhere = UInt8(RT_SCOPE_NOWHERE.rawValue)
+    static let (rtaDestination, rtaGateway, rtaOutputInterface) =
+        (UInt16(RTA_DST.rawValue), UInt16(RTA_GATEWAY.rawValue), UInt16(RTA_OIF.rawValue))
+    static let (rtaPriority, rtaPreferredSource, rtaTable) =
+        (UInt16(RTA_PRIORITY.rawValue), UInt16(RTA_PREFSRC.rawValue), UInt16(RTA_TABLE.rawValue))
+    static let (rtaMetrics, rtaxMTU) = (UInt16(RTA_METRICS.rawValue), UInt16(RTAX_MTU))
+    // Route scopes, next-hop flags, tables.
+    static let (scopeUniverse, scopeLink, scopeNowhere) =
+        (UInt8(RT_SCOPE_UNIVERSE.rawValue), UInt8(RT_SCOPE_LINK.rawValue), UInt8(RT_SCOPE_NOWHERE.rawValue))
     static let flagOnlink = UInt32(RTNH_F_ONLINK)
     static let tableUnspecified = UInt8(RT_TABLE_UNSPEC.rawValue)
 
-    // Rule attributes.
-    static let fraDestination = UInt16(FRA_DST)
-    static let fraSource = UInt16(FRA_SRC)
-    static let fraPriority = UInt16(FRA_PRIORITY)
-    static let fraTable = UInt16(FRA_TABLE)
-    static let fraProtocol = UInt16(FRA_PROTOCOL)
+    // Rule attributes and the lookup action.
+    static let (fraDestination, fraSource) = (UInt16(FRA_DST), UInt16(FRA_SRC))
+    static let (fraPriority, fraTable, fraProtocol) = (UInt16(FRA_PRIORITY), UInt16(FRA_TABLE), UInt16(FRA_PROTOCOL))
     static let actionToTable = UInt8(FR_ACT_TO_TBL)
 
     // Link and address attributes.
-    static let iflaName = UInt16(IFLA_IFNAME)
-    static let iflaMTU = UInt16(IFLA_MTU)
-    static let ifaAddress = UInt16(IFA_ADDRESS)
-    static let ifaLocal = UInt16(IFA_LOCAL)
+    static let (iflaName, iflaMTU) = (UInt16(IFLA_IFNAME), UInt16(IFLA_MTU))
+    static let (ifaAddress, ifaLocal) = (UInt16(IFA_ADDRESS), UInt16(IFA_LOCAL))
     static let interfaceUp = UInt32(IFF_UP)
 
     /// Attribute type bits that are flags, not part of the type (C: `NLA_TYPE_MASK`).

@@ -124,7 +124,7 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// `struct rtmsg` (12 bytes).
+/// `struct rtmsg` (12 bytes), and `struct fib_rule_hdr`, which shares its layout (`RuleMessageHeader`).
 struct RouteMessageHeader: Equatable {
     static let byteCount = 12
     var family: UInt8 = NL.familyIPv4

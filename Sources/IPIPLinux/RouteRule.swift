@@ -44,34 +44,17 @@ public struct Rule: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// `struct fib_rule_hdr` (12 bytes).
-struct RuleMessageHeader: Equatable {
-    static let byteCount = 12
-    var family: UInt8 = NL.familyIPv4
-    var destinationLength: UInt8 = 0
-    var sourceLength: UInt8 = 0
-    var tos: UInt8 = 0
-    var table: UInt8 = 0
-    var action: UInt8 = 0
-    var flags: UInt32 = 0
+/// `struct fib_rule_hdr` (12 bytes): the kernel lays it out over `struct rtmsg` (family, the two
+/// prefix lengths, TOS and table, then two reserved bytes where a route keeps its protocol and
+/// scope, then the action where a route keeps its type, then the flags), so it is read and written
+/// as one (`RouteMessageHeader`), the reserved bytes 0.
+typealias RuleMessageHeader = RouteMessageHeader
 
-    init() {}
-
-    func encode(into b: inout NetlinkMessageBuilder) {
-        for byte in [family, destinationLength, sourceLength, tos, table, 0, 0, action] { b.append(byte) }
-        b.append(flags)
-    }
-
-    init?(parsing p: ArraySlice<UInt8>) {
-        guard p.count >= Self.byteCount else { return nil }
-        let s = p.startIndex
-        family = p[s]
-        destinationLength = p[s + 1]
-        sourceLength = p[s + 2]
-        tos = p[s + 3]
-        table = p[s + 4]
-        action = p[s + 7]
-        flags = p.netlinkInteger(at: 8)!
+extension RouteMessageHeader {
+    /// The rule's action (`FR_ACT_*`): the byte a route calls its type.
+    var action: UInt8 {
+        get { type }
+        set { type = newValue }
     }
 }
 
