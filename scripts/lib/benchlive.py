@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Samples, Markdown table and SVG plot of scripts/bench-live (standard library only).
 
-  benchlive.py sample OUT PHASE TEST REP [--iperf FILE] [--ping FILE] [--cpu-ticks N]
-                      [--wire-packets N] [--wall S]
-      append one measurement to OUT (JSON lines); the iperf3 -J output or ping output is read
-      here, so OUT stands alone once the run's scratch directory is gone.
+  benchlive.py counters OUT [--pids PID,PID] [--wires NETNS:IF,NETNS:IF]
+      write a snapshot (JSON) of the tunnel processes' CPU ticks, the uplinks' packets, the
+      machine's busy ticks and the monotonic time, taken before and after each measurement.
+  benchlive.py sample OUT PHASE TEST REP [--iperf FILE] [--ping FILE] [--before F --after F]
+      append one measurement to OUT (JSON lines); the iperf3 -J output or ping output and the
+      two counter snapshots are read here, so OUT stands alone once the run's scratch directory
+      is gone.
   benchlive.py report OUT [--plot FILE] [--title TEXT]
       print the Markdown table (medians, min–max over the repetitions, ratios ipipd/kernel and
       ipipd/wireguard-go) and write an SVG of the same figures.
@@ -33,7 +36,9 @@ import math
 import os
 import re
 import statistics
+import subprocess
 import sys
+import time
 
 PHASES = [("kernel", "kernel routing"), ("ipipd", "ipipd (IP-in-IP)"),
           ("ipipd-packet", "ipipd --uplink-io packet"), ("ipipd-raw", "ipipd --uplink-io raw"),
@@ -72,24 +77,79 @@ def arg(argv, name, default=None):
     return default
 
 
+def process_ticks(stat_text):
+    """(utime, stime) in clock ticks, all threads, from the text of /proc/PID/stat. The command
+    name (field 2) is in parentheses and may hold spaces or parentheses itself, so the fields are
+    counted after the last ')': utime and stime are fields 14 and 15 of the line."""
+    fields = stat_text[stat_text.rindex(")") + 2:].split()
+    return int(fields[11]), int(fields[12])
+
+
+def machine_busy_ticks(proc_stat_text):
+    """Busy clock ticks of the whole machine from /proc/stat's "cpu " line: user, nice, system,
+    irq, softirq and steal (idle and iowait left out)."""
+    for line in proc_stat_text.splitlines():
+        if line.startswith("cpu "):
+            f = [int(x) for x in line.split()[1:]]
+            return f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+    raise ValueError("/proc/stat has no 'cpu ' line")
+
+
+def link_packets(ip_json_text):
+    """rx + tx packets of a link from `ip -j -s link show dev IF`."""
+    stats = json.loads(ip_json_text)[0]["stats64"]
+    return stats["rx"]["packets"] + stats["tx"]["packets"]
+
+
+def read_counters(pids, wires):
+    """What one measurement brackets: the tunnel processes' CPU ticks, the uplinks' packets, the
+    machine's busy ticks and the monotonic time (taken first). `wires` are NETNS:IFNAME."""
+    now = time.monotonic()
+    user = system = 0
+    for pid in pids:
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                u, s = process_ticks(f.read())
+        except FileNotFoundError:
+            raise SystemExit("bench-live: tunnel process %s is gone" % pid)
+        user += u
+        system += s
+    wire = 0
+    for spec in wires:
+        netns, ifname = spec.split(":", 1)
+        out = subprocess.run(["ip", "-n", netns, "-j", "-s", "link", "show", "dev", ifname],
+                             check=True, capture_output=True, text=True).stdout
+        wire += link_packets(out)
+    with open("/proc/stat") as f:
+        machine = machine_busy_ticks(f.read())
+    return {"user": user, "system": system, "wire": wire, "machine": machine, "time": now}
+
+
+def counters(argv):
+    """counters OUT [--pids P,P] [--wires NS:IF,NS:IF]: a snapshot of read_counters as JSON."""
+    pids = [p for p in (arg(argv, "--pids") or "").split(",") if p]
+    wires = [w for w in (arg(argv, "--wires") or "").split(",") if w]
+    with open(argv[0], "w") as f:
+        json.dump(read_counters(pids, wires), f)
+
+
+def deltas(before, after, clock_ticks):
+    """The sample fields two counter snapshots give."""
+    return {
+        "cpu_s": (after["user"] + after["system"] - before["user"] - before["system"]) / clock_ticks,
+        "cpu_user_s": (after["user"] - before["user"]) / clock_ticks,
+        "wire_packets": after["wire"] - before["wire"],
+        "machine_s": (after["machine"] - before["machine"]) / clock_ticks,
+        "wall_s": after["time"] - before["time"],
+    }
+
+
 def sample(argv):
     out, phase, test, rep = argv[0], argv[1], argv[2], int(argv[3])
     rec = {"phase": phase, "test": test, "rep": rep}
-    ticks = arg(argv, "--cpu-ticks")
-    if ticks is not None:
-        rec["cpu_s"] = int(ticks) / os.sysconf("SC_CLK_TCK")
-    uticks = arg(argv, "--user-ticks")
-    if uticks is not None:
-        rec["cpu_user_s"] = int(uticks) / os.sysconf("SC_CLK_TCK")
-    pkts = arg(argv, "--wire-packets")
-    if pkts is not None:
-        rec["wire_packets"] = int(pkts)
-    machine = arg(argv, "--machine-ticks")
-    if machine is not None:
-        rec["machine_s"] = int(machine) / os.sysconf("SC_CLK_TCK")
-    wall = arg(argv, "--wall")
-    if wall is not None:
-        rec["wall_s"] = float(wall)
+    if arg(argv, "--before"):
+        with open(arg(argv, "--before")) as b, open(arg(argv, "--after")) as a:
+            rec.update(deltas(json.load(b), json.load(a), os.sysconf("SC_CLK_TCK")))
     if arg(argv, "--iperf"):
         d = json.load(open(arg(argv, "--iperf")))
         if "error" in d:
@@ -270,6 +330,6 @@ def write_svg(path, title, phases, rows, stats):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("sample", "report"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("counters", "sample", "report"):
         sys.exit(__doc__)
-    {"sample": sample, "report": report}[sys.argv[1]](sys.argv[2:])
+    {"counters": counters, "sample": sample, "report": report}[sys.argv[1]](sys.argv[2:])

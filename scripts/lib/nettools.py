@@ -23,6 +23,9 @@
                                                examples/cluster.yaml with the pool's ipipMode set to
                                                MODE, optionally without (or only) the documents of
                                                NAME (a node: its Node and BlockAffinity; a block)
+  nettools.py since T0 [T1]                    seconds from T0 to T1 (default now), both `date +%s.%N`
+  nettools.py at-most VALUE BOUND              exit 0 when VALUE (a number) is at most BOUND
+  nettools.py sleep-until T0 OFFSET            sleep until T0 + OFFSET seconds (no sleep if past)
   nettools.py ipip-phases PORT T0 MIN          read `tcpdump -tt -n` lines on stdin: the stream to or
                                                from PORT as runs of "ipip" and "native" packets;
                                                exit 0 when it went ipip, native, ipip (>= MIN each)
@@ -368,6 +371,36 @@ def cluster_manifests(mode, selection=None, name=None):
         sys.stdout.write(select_manifests(f.read(), mode, selection, name))
 
 
+def elapsed(t0, t1=None):
+    """Seconds from t0 to t1 (now when None); both Unix times with a fraction."""
+    return (time.time() if t1 is None else float(t1)) - float(t0)
+
+
+def since(t0, t1=None):
+    print("%.2f" % elapsed(t0, t1))
+
+
+def is_at_most(value, bound):
+    """True when value is a number no greater than bound (an empty or non-numeric value: False)."""
+    try:
+        return float(value) <= float(bound)
+    except ValueError:
+        return False
+
+
+def at_most(value, bound):
+    sys.exit(0 if is_at_most(value, bound) else 1)
+
+
+def remaining(t0, offset, now):
+    """Seconds left until t0 + offset at `now`; 0 once past."""
+    return max(0.0, float(t0) + float(offset) - now)
+
+
+def sleep_until(t0, offset):
+    time.sleep(remaining(t0, offset, time.time()))
+
+
 def classify_phases(lines, port, t0, minimum):
     """The packets of the stream to or from 192.168.1.20:PORT in `tcpdump -tt -n` lines, in
     capture order: "ipip" when the line's source is a node IP (10.0.0.1 or 10.0.0.2, so the
@@ -432,4 +465,5 @@ if __name__ == "__main__":
      "tcp-paced-send": tcp_paced_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
      "udp-echo": udp_echo, "udp-ping": udp_ping, "udp-echo-serve": udp_echo_serve, "tcp-echo-serve": tcp_echo_serve,
      "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric,
-     "ipip-phases": ipip_phases, "cluster-manifests": cluster_manifests}[cmd](*args)
+     "ipip-phases": ipip_phases, "cluster-manifests": cluster_manifests, "since": since, "at-most": at_most,
+     "sleep-until": sleep_until}[cmd](*args)

@@ -63,6 +63,21 @@ class ClassifyPhases(unittest.TestCase):
         self.assertEqual(report[0], "capture: 0 ipip, 0 native, 0 other packets in 0 runs: ")
 
 
+class Time(unittest.TestCase):
+    def test_elapsed_between_two_times(self):
+        self.assertAlmostEqual(nettools.elapsed("1700000000.250", "1700000004.000"), 3.75)
+
+    def test_at_most(self):
+        self.assertTrue(nettools.is_at_most("0.022", "3"))
+        self.assertTrue(nettools.is_at_most("3", "3"))
+        self.assertFalse(nettools.is_at_most("3.9", "3"))
+        self.assertFalse(nettools.is_at_most("", "3"), "no value measured is not within the bound")
+
+    def test_remaining(self):
+        self.assertAlmostEqual(nettools.remaining("100.0", "4", 102.5), 1.5)
+        self.assertEqual(nettools.remaining("100.0", "4", 105.0), 0.0)
+
+
 class SelectManifests(unittest.TestCase):
     with open(nettools.EXAMPLE_CLUSTER) as f:
         EXAMPLE = f.read()
