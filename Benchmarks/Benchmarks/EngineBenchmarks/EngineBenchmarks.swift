@@ -101,45 +101,48 @@ struct Cluster {
 
 // MARK: - Packets
 
-/// An IPv4 header (IHL 5, TOS 0) at `p`, header checksum filled in.
+// The packets are built by IPIPCore's PacketBuilder (the one of gen and the tests) at set-up and
+// copied into the benchmark's buffers; nothing here runs in a timed loop.
+
+/// Copies `bytes` to `p`.
+func store(_ bytes: [UInt8], into p: UnsafeMutableRawPointer) {
+    bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+}
+
+/// An IPv4 header (IHL 5, TOS 0) at `p` for a datagram of `totalLength` bytes, header checksum
+/// filled in (the payload after it is the caller's).
 func writeIPv4Header(
     into p: UnsafeMutableRawPointer, totalLength: Int, protocolNumber: UInt8, source: IPv4Address,
     destination: IPv4Address, dontFragment: Bool, identification: UInt16, ttl: UInt8 = 63
 ) {
-    p.initializeMemory(as: UInt8.self, repeating: 0, count: 20)
-    p.storeBytes(of: 0x45, as: UInt8.self)
-    p.storeBytes(of: UInt16(totalLength).bigEndian, toByteOffset: 2, as: UInt16.self)
-    p.storeBytes(of: identification.bigEndian, toByteOffset: 4, as: UInt16.self)
-    p.storeBytes(of: UInt16(dontFragment ? 0x4000 : 0).bigEndian, toByteOffset: 6, as: UInt16.self)
-    p.storeBytes(of: ttl, toByteOffset: 8, as: UInt8.self)
-    p.storeBytes(of: protocolNumber, toByteOffset: 9, as: UInt8.self)
-    p.storeBytes(of: source.rawValue.bigEndian, toByteOffset: 12, as: UInt32.self)
-    p.storeBytes(of: destination.rawValue.bigEndian, toByteOffset: 16, as: UInt32.self)
-    let c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: p, count: 20))
-    p.storeBytes(of: c.bigEndian, toByteOffset: 10, as: UInt16.self)
+    var b = PacketBuilder(
+        source: source, destination: destination, protocolNumber: protocolNumber, ttl: ttl,
+        identification: identification, payload: [UInt8](repeating: 0, count: totalLength - 20))
+    b.dontFragment = dontFragment
+    store(Array(b.bytes().prefix(20)), into: p)
 }
 
-/// An IPv4/UDP datagram of exactly `size` bytes (IHL 5), header checksum filled in. The payload
-/// is left as zeros (the engine never reads it except to copy it).
+/// An IPv4/UDP datagram of exactly `size` bytes (IHL 5), header checksum filled in, UDP
+/// checksum 0 (none, which IPv4 allows). The payload is zeros (the engine never reads it except
+/// to copy it).
 func writeDatagram(
     into p: UnsafeMutableRawPointer, size: Int, source: IPv4Address, destination: IPv4Address,
     dontFragment: Bool, identification: UInt16
 ) {
     precondition(size >= 28 && size <= 65535)
-    p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-    writeIPv4Header(
-        into: p, totalLength: size, protocolNumber: 17, source: source, destination: destination,
-        dontFragment: dontFragment, identification: identification)
-    // UDP header: ports and length; checksum 0 (none), which IPv4 allows.
-    p.storeBytes(of: UInt16(40000).bigEndian, toByteOffset: 20, as: UInt16.self)
-    p.storeBytes(of: UInt16(8080).bigEndian, toByteOffset: 22, as: UInt16.self)
-    p.storeBytes(of: UInt16(size - 20).bigEndian, toByteOffset: 24, as: UInt16.self)
+    var b = PacketBuilder(
+        source: source, destination: destination, ttl: 63, identification: identification,
+        payload: PacketBuilder.udp(
+            source: source, destination: destination, sourcePort: 40000, destinationPort: 8080,
+            payload: [UInt8](repeating: 0, count: size - 28), checksum: false))
+    b.dontFragment = dontFragment
+    store(b.bytes(), into: p)
 }
 
 /// A TCP (protocol 6) or UDP (17) packet of exactly `size` bytes with zero payload, DF set, and
 /// valid IPv4 and transport checksums (pseudo-header included; so the NAT's incremental patch
 /// of the transport checksum is exercised, unlike with UDP's "no checksum" 0). TCP: sequence and
-/// acknowledgment numbers 1, data offset 5, the given flags.
+/// acknowledgment numbers 1, no options, the given flags.
 func writeFlowPacket(
     into p: UnsafeMutableRawPointer, size: Int, protocolNumber: UInt8, source: IPv4Address,
     sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, tcpFlags: UInt8 = 0x10,
@@ -148,32 +151,19 @@ func writeFlowPacket(
     precondition(protocolNumber == 6 || protocolNumber == 17)
     let l4Length = size - 20
     precondition(l4Length >= (protocolNumber == 6 ? 20 : 8) && size <= 65535)
-    p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-    writeIPv4Header(
-        into: p, totalLength: size, protocolNumber: protocolNumber, source: source, destination: destination,
-        dontFragment: true, identification: identification)
-    let l4 = p + 20
-    l4.storeBytes(of: sourcePort.bigEndian, as: UInt16.self)
-    l4.storeBytes(of: destinationPort.bigEndian, toByteOffset: 2, as: UInt16.self)
-    let checksumOffset: Int
-    if protocolNumber == 6 {
-        l4.storeBytes(of: UInt32(1).bigEndian, toByteOffset: 4, as: UInt32.self)
-        l4.storeBytes(of: UInt32(1).bigEndian, toByteOffset: 8, as: UInt32.self)
-        l4.storeBytes(of: 0x50, toByteOffset: 12, as: UInt8.self)
-        l4.storeBytes(of: tcpFlags, toByteOffset: 13, as: UInt8.self)
-        l4.storeBytes(of: UInt16(0xFAF0).bigEndian, toByteOffset: 14, as: UInt16.self)
-        checksumOffset = 16
-    } else {
-        l4.storeBytes(of: UInt16(l4Length).bigEndian, toByteOffset: 4, as: UInt16.self)
-        checksumOffset = 6
-    }
-    // Pseudo-header: source, destination, zero + protocol, transport length (RFC 768 / RFC 793).
-    let s = source.rawValue
-    let d = destination.rawValue
-    let pseudo = (s >> 16) + (s & 0xFFFF) + (d >> 16) + (d & 0xFFFF) + UInt32(protocolNumber) + UInt32(l4Length)
-    var c = InternetChecksum.checksum(UnsafeRawBufferPointer(start: l4, count: l4Length), initial: pseudo)
-    if protocolNumber == 17 && c == 0 { c = 0xFFFF }
-    l4.storeBytes(of: c.bigEndian, toByteOffset: checksumOffset, as: UInt16.self)
+    let transport =
+        protocolNumber == 6
+        ? PacketBuilder.tcp(
+            source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
+            sequence: 1, acknowledgment: 1, flags: tcpFlags, payload: [UInt8](repeating: 0, count: l4Length - 20))
+        : PacketBuilder.udp(
+            source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
+            payload: [UInt8](repeating: 0, count: l4Length - 8))
+    store(
+        PacketBuilder(
+            source: source, destination: destination, protocolNumber: protocolNumber, ttl: 63,
+            identification: identification, payload: transport
+        ).bytes(), into: p)
 }
 
 /// The reply a remote sends to `p` (IHL 5, TCP or UDP): addresses and ports swapped in place.
