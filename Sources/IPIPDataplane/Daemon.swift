@@ -121,8 +121,9 @@ public final class Daemon {
             DatapathRequest(
                 uplink: uplink, topology: topology, workers: workerCount,
                 options: options))
-        var started = false
-        defer { if !started { datapath.stop() } }
+        // The devices close on every way out, after the shutdown below has removed the routes
+        // (while the TUN still exists, so each route of ours is found and counted).
+        defer { datapath.close() }
         if let offloads = datapath.tunOffloadDescription {
             logger.info("TUN \(datapath.tunName): virtio headers, offloads \(offloads)")
         }
@@ -142,7 +143,6 @@ public final class Daemon {
                 configuration: Self.engineConfiguration(options.engine, worker: w, of: workerCount))
         }
         datapath.start(engines: engines)
-        started = true
         if workerCount > 1 {
             logger.info(
                 "\(workerCount) packet workers, NAT ports split: \(Self.natSliceDescription(topology.natPortRange, workers: workerCount))"

@@ -93,7 +93,9 @@ public protocol DaemonDatapath: AnyObject, Sendable {
     func snapshot(fresh: Bool) -> MetricsSnapshot
     /// The first worker failure, if one failed.
     var failure: String? { get }
-    /// Stops the workers and closes the devices; `snapshot(fresh: false)` still reports their last
-    /// counters afterwards.
+    /// Stops the workers (idempotent); `snapshot(fresh: false)` still reports their last counters
+    /// afterwards.
     func stop()
+    /// Stops the workers if they run and closes every device (the TUN last goes with its routes).
+    func close()
 }

@@ -196,6 +196,10 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
 
     func stop() {
         workers?.stop()
+    }
+
+    func close() {
+        stop()
         for c in captures { c.close() }
         for r in raws { r.close() }
         for q in tunQueues.dropFirst() { q.close() }

@@ -144,6 +144,8 @@ public final class FakePacketWorkers: DaemonDatapath, @unchecked Sendable {
     /// Set to make the workers "fail" (the control loop stops with exit status 1).
     public var failure: String?
     public private(set) var stopped = false
+    /// Whether the devices were closed (on every way out of `Daemon.run`).
+    public private(set) var closed = false
 
     init(workers: Int, tunIndex: Int32) {
         self.workers = workers
@@ -162,4 +164,9 @@ public final class FakePacketWorkers: DaemonDatapath, @unchecked Sendable {
     public func snapshot(fresh: Bool) -> MetricsSnapshot { MetricsSnapshot() }
 
     public func stop() { stopped = true }
+
+    public func close() {
+        stop()
+        closed = true
+    }
 }

@@ -121,6 +121,7 @@ struct DaemonLifecycleTests {
         #expect(run.host.fakeRouting.rules.isEmpty)
         #expect(run.host.firewall.isEmpty)
         #expect(run.host.datapath?.stopped == true)
+        #expect(run.host.datapath?.closed == true)
         #expect(run.log.contains("running: TUN ipip0, uplink eth0"))
         #expect(run.log.contains("stopping (SIGTERM)"))
     }
@@ -254,6 +255,7 @@ struct DaemonLifecycleTests {
         #expect(run.host.fakeRouting.routes == [run.foreign])
         #expect(run.host.firewall.isEmpty)
         #expect(run.log.contains("packet loop failed: TUN read: EBADFD"))
+        #expect(run.host.datapath?.closed == true)
     }
 
     @Test("a datapath that cannot open fails the start and leaves nothing programmed")
