@@ -166,10 +166,13 @@ public final class Daemon {
                     stop = true
                 case .hangup:
                     logger.notice("SIGHUP: reloading \(source.description)")
+                    // The token is taken before the load: a change written while this reload
+                    // reads the source makes the next poll reload again (taken after, it would
+                    // be mistaken for what was loaded, and that change missed until the next).
+                    token = source.changeToken()
                     reload(&topology, datapath: datapath, uplink: uplink)
                     datapath.refreshNextHops(topology: topology)
                     lastNextHops = host.now()
-                    token = source.changeToken()
                 case .user1:
                     logger.notice("\(self.summary(datapath, fresh: true))")
                 }

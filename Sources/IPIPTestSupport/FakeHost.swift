@@ -157,7 +157,14 @@ public final class FakePacketWorkers: DaemonDatapath, @unchecked Sendable {
 
     public func start(engines: [Engine]) { self.engines = engines }
 
-    public func publish(_ topology: Topology, previous: Topology) throws { published.append(topology) }
+    /// Called by every publish, before it is recorded: a test's way to act in the middle of a
+    /// reload (after the daemon read its source, before the reload ends).
+    public var onPublish: ((Topology) -> Void)?
+
+    public func publish(_ topology: Topology, previous: Topology) throws {
+        onPublish?(topology)
+        published.append(topology)
+    }
 
     public func refreshNextHops(topology: Topology) { nextHopRefreshes += 1 }
 

@@ -183,6 +183,31 @@ struct DaemonLifecycleTests {
         #expect(run.log.contains("changed: reloading"))
     }
 
+    @Test("a change written while a SIGHUP reload runs is reloaded by the next poll, not lost")
+    func changeDuringReload() throws {
+        var run: Run!
+        run = try Self.makeRun(script: [
+            { h in
+                try? run.manifests.write(run.manifests.example + Self.nodeD)
+                // In the middle of the reload this SIGHUP starts, node-d goes again.
+                h.datapath?.onPublish = { _ in
+                    h.datapath?.onPublish = nil
+                    try? run.manifests.write(run.manifests.example)
+                }
+                return [.hangup]
+            },
+            { _ in [] },
+            { h in
+                #expect(h.datapath?.published.count == 2, "the change during the reload was missed")
+                #expect(h.datapath?.topology?.nodes.count == 3)
+                #expect(!Self.ourDestinations(h).contains("192.168.3.0/26"))
+                return [.terminate]
+            },
+        ])
+        #expect(try run.daemon.run() == 0)
+        #expect(run.log.contains("changed: reloading"), "\(run.log.messages)")
+    }
+
     @Test("a reload that fails validation, or moves the node IP, is refused and the previous topology stays")
     func refusedReloads() throws {
         var run: Run!
