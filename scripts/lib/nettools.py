@@ -19,6 +19,7 @@
   nettools.py tcp-flows HOST PORT FLOWS SOURCES  the same with FLOWS TCP connections (200 at a time)
   nettools.py ipip-inject SRC DST INNER_SRC INNER_DST    one IP-in-IP packet (raw socket, as root)
   nettools.py metric URL NAME [LABELS]         print the value of one Prometheus sample
+  nettools.py metric-family URL NAME           print its non-zero samples as labels=value
   nettools.py cluster-manifests MODE [without|only NAME]
                                                examples/cluster.yaml with the pool's ipipMode set to
                                                MODE, optionally without (or only) the documents of
@@ -347,6 +348,17 @@ def metric(url, name, labels=""):
     print("absent")
 
 
+def metric_family(url, name):
+    """Every non-zero sample of one metric family, as label=value pairs on one line."""
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    found = []
+    for line in text.splitlines():
+        if line.startswith(name + "{") and not line.endswith(" 0"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            found.append("%s=%s" % (labels.replace('"', ""), value))
+    print(" ".join(found) or "none")
+
+
 EXAMPLE_CLUSTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "cluster.yaml")
 
 
@@ -464,6 +476,6 @@ if __name__ == "__main__":
     {"tcp-sink": tcp_sink, "tcp-send": tcp_send,
      "tcp-paced-send": tcp_paced_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
      "udp-echo": udp_echo, "udp-ping": udp_ping, "udp-echo-serve": udp_echo_serve, "tcp-echo-serve": tcp_echo_serve,
-     "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric,
+     "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric, "metric-family": metric_family,
      "ipip-phases": ipip_phases, "cluster-manifests": cluster_manifests, "since": since, "at-most": at_most,
      "sleep-until": sleep_until}[cmd](*args)
