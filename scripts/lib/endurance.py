@@ -6,7 +6,8 @@
   endurance.py udp-recv PORT SECONDS OUTFILE        receive them for SECONDS: JSON summary in OUTFILE
                                                     (count, lost, longest gap between arrivals and when)
   endurance.py udp-echo-log PORT IDLE OUTFILE       echo every datagram until none came for IDLE s;
-                                                    JSON in OUTFILE: datagrams and the peers' ports
+                                                    JSON in OUTFILE: datagrams, the peers' ports and
+                                                    the datagrams per source address
   endurance.py udp-exhaust HOST PORT FLOWS SOURCE BURST WAIT KEEP
                                                     the NAT exhaustion client (see udp_exhaust); JSON on stdout
   endurance.py proc-sample PID SECONDS OUTFILE      RSS (KiB) and open descriptors of PID every 0.5 s
@@ -99,12 +100,17 @@ def udp_recv(port, seconds, outfile):
 
 def udp_echo_log(port, idle, outfile):
     """Echoes every datagram until none came for IDLE seconds, writing after each one (so the
-    file is current whenever it is read): the number of datagrams and the sorted source ports."""
+    file is current whenever it is read): the number of datagrams, the sorted source ports, and
+    the datagrams of each source address."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind(("0.0.0.0", int(port)))
     s.settimeout(float(idle))
-    ports, n, written = set(), 0, 0.0
+    ports, sources, n, written = set(), {}, 0, 0.0
+
+    def save():
+        write_json(outfile, {"datagrams": n, "ports": sorted(ports), "sources": sources})
+
     while True:
         try:
             d, peer = s.recvfrom(65536)
@@ -112,11 +118,12 @@ def udp_echo_log(port, idle, outfile):
             break
         n += 1
         ports.add(peer[1])
+        sources[peer[0]] = sources.get(peer[0], 0) + 1
         s.sendto(d, peer)
-        if time.monotonic() - written > 0.1:
+        if n <= 5000 or time.monotonic() - written > 0.1:
             written = time.monotonic()
-            write_json(outfile, {"datagrams": n, "ports": sorted(ports)})
-    write_json(outfile, {"datagrams": n, "ports": sorted(ports)})
+            save()
+    save()
 
 
 def write_json(path, value):
@@ -168,7 +175,8 @@ def udp_exhaust(host, port, flows, source, burst, wait, keep):
       round 2:  the first KEEP flows send again: their mappings still stand.
       (silence for WAIT seconds: every mapping's timeout passes)
       round 3:  the next KEEP flows (KEEP..2*KEEP-1) send: the expired ports are handed out again.
-    Prints JSON: the answered flow indices of each round and the socket errors seen."""
+    Prints JSON: the answered flow indices of each round, the socket errors seen, and the burst's
+    size, length and start (Unix time, the clock of tcpdump -tt)."""
     flows, port, burst, wait, keep = int(flows), int(port), int(burst), float(wait), int(keep)
     nettools.more_files(flows)
     socks = []
@@ -180,7 +188,7 @@ def udp_exhaust(host, port, flows, source, burst, wait, keep):
     result = {}
     answered, errors = exchange(socks, range(flows), host, port, "r1", 2.0)
     result["round1"], result["round1_errors"] = answered, errors
-    t0 = time.monotonic()
+    t0, wall = time.monotonic(), time.time()
     rest = [i for i in range(flows) if i not in set(answered)]
     sent = 0
     for _ in range(burst):
@@ -191,6 +199,7 @@ def udp_exhaust(host, port, flows, source, burst, wait, keep):
             except OSError:
                 pass
     result["burst_sent"], result["burst_seconds"] = sent, round(time.monotonic() - t0, 3)
+    result["burst_start"] = wall
     time.sleep(0.5)
     answered, errors = exchange(socks, range(min(keep, flows)), host, port, "r2", 2.0)
     result["round2"], result["round2_errors"] = answered, errors
