@@ -326,6 +326,7 @@ public final class Daemon {
     }
 
     func reload(_ topology: inout Topology, datapath: any DaemonDatapath, uplink: HostUplink) {
+        let started = host.now()
         do {
             let set = try source.load()
             var spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? uplink.mtu)
@@ -343,8 +344,12 @@ public final class Daemon {
             applyFirewall(uplink: uplink.name, topology: next)
             reconcileRoutes(topology: next, tunIndex: datapath.tunIndex, uplinkIndex: uplink.index)
             stats.value.withLock { $0.topologyReloads += 1 }
+            // How long the reload took (read, compile, swap, TUN, nftables, routes): the packet
+            // loops run the previous topology until the swap, the kernel its routes until the end.
+            let milliseconds = Int(((host.now() - started) * 1000).rounded())
             logger.notice(
-                "topology reloaded: \(next.nodes.count) nodes, \(next.pools.count) pools, tunnel MTU \(next.tunnelMTU)")
+                "topology reloaded in \(milliseconds) ms: \(next.nodes.count) nodes, \(next.pools.count) pools, tunnel MTU \(next.tunnelMTU)"
+            )
         } catch {
             stats.value.withLock { $0.topologyReloadErrors += 1 }
             logger.error("reload refused, the previous topology stays: \(error)")
