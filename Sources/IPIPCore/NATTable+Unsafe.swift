@@ -279,22 +279,21 @@ extension NATTable {
         if taken { portBitmap[w] |= bit } else { portBitmap[w] &= ~bit }
     }
 
-    /// The next PRNG output.
-    @inline(__always)
-    func nextRandom() -> UInt64 { NATTable.splitMix(&state.pointee.rng) }
-
-    /// Claims a free external port for a new mapping: `preferred` if it is in range and free,
-    /// otherwise a pseudo-random free port in range; nil when every port of the range is taken.
-    func allocatePort(_ proto: NATProtocol, preferring preferred: UInt16) -> UInt16? {
+    /// Claims a free external port for a new mapping of `internalAddress`:`preferred`:
+    /// `preferred` if it is in range and free, otherwise the first free port in range from a
+    /// start the keyed hash of the endpoint picks; nil when every port of the range is taken.
+    func allocatePort(_ proto: NATProtocol, _ internalAddress: UInt32, preferring preferred: UInt16) -> UInt16? {
         let lo = Int(portRange.lowerBound)
         let hi = Int(portRange.upperBound)
         if portRange.contains(preferred) && !isPortTaken(proto, preferred) {
             setPort(proto, preferred, taken: true)
             return preferred
         }
-        // A random start in [lo, hi] (Lemire's multiply-shift, no modulo).
+        // A start in [lo, hi] from the endpoint's hash (Lemire's multiply-shift, no modulo).
         let span = UInt64(hi - lo + 1)
-        let start = lo + Int(truncatingIfNeeded: nextRandom().multipliedFullWidth(by: span).high)
+        let key = UInt64(internalAddress) << 16 | UInt64(preferred)
+        let hash = NATTable.mix(key, UInt64(proto.rawValue), portKey0, portKey1)
+        let start = lo + Int(truncatingIfNeeded: hash.multipliedFullWidth(by: span).high)
         let firstWord = lo >> 6
         let lastWord = hi >> 6
         let base = proto.spaceIndex &* 1024

@@ -21,7 +21,7 @@
 //  freeSessions[capacity], freeMappings[capacity]   4 B each: stacks of free record indices
 //  portBitmap[3 × 1024]      24 KiB: one bit per (protocol, external port) held by a mapping
 //  listEnds[4 × 2]           head and tail of each timeout-class list
-//  state                     counts, the clock, the PRNG state, counters
+//  state                     counts, the clock, counters
 // ```
 //
 // Keys: a mapping is (protocol, internal address, internal port); a session is (protocol,
@@ -57,8 +57,9 @@
 //   expired at once pays for removing all of them (each removal is tens of ns). Calling
 //   `expire(now:)` once per batch spreads that work.
 // - Indices are Int32, so capacity is limited to 2^28 sessions.
-// - The PRNG seed and the hash secrets come from `seed`: with a fixed seed the port choice and the
-//   hash layout are predictable; live mode should seed from a random source (`ipipd run` does).
+// - The port-choice key and the hash secrets come from `seed`: with a fixed seed the port choice
+//   and the hash layout are predictable; live mode should pass a secret seed (`ipipd run` keeps
+//   one, made from a random source, in a file so that a restart chooses the same ports).
 // - `isExternalPortInUse` reads the bitmap directly and has no `now`: a mapping whose sessions
 //   have all expired but were not yet reaped still reports its port as in use.
 
@@ -183,9 +184,13 @@ public struct NATOutboundResult: Sendable, Equatable {
 ///   packets neither create nor refresh anything (NAT-09).
 /// - **Port assignment**: the internal port is kept if it is inside `portRange` and free for the
 ///   protocol (port preservation, NAT-05/06); otherwise a pseudo-random free port inside
-///   `portRange`, drawn from a SplitMix64 PRNG seeded with `seed` (deterministic per seed, so
-///   replays reproduce exactly). The search starts at a random port and walks the free-port bitmap
-///   64 ports per step, so it is bounded by range/64 + 1 steps. Parity is not preserved (RFC 7857
+///   `portRange`: the search starts at a keyed hash of the internal endpoint (protocol, address,
+///   port) with a secret derived from `seed` (RFC 6056's hash-based selection, so an outsider
+///   cannot predict it) and walks the free-port bitmap 64 ports per step, so it is bounded by
+///   range/64 + 1 steps. The choice depends on the seed and the endpoint, not on the order flows
+///   come in: with the same seed, a table that starts empty (after a restart) gives an endpoint
+///   the port it had before unless another mapping holds it, so its flows carry on (`ipipd run`
+///   keeps its seed in a file for that). Replays reproduce exactly with a fixed seed. Parity is not preserved (RFC 7857
 ///   §8 allows this for dynamic mappings). ICMP identifiers have their own port space, same rule.
 ///   A port outside `portRange` is never handed out, preserved ports included.
 /// - **Bounded**: at most `capacity` sessions (and so at most `capacity` mappings). Table full →
@@ -253,13 +258,16 @@ public final class NATTable {
     @usableFromInline let sessionKey1: UInt64
     @usableFromInline let mappingKey0: UInt64
     @usableFromInline let mappingKey1: UInt64
+    /// The secret of the port choice (`allocatePort`): a keyed hash of the internal endpoint.
+    @usableFromInline let portKey0: UInt64
+    @usableFromInline let portKey1: UInt64
 
     /// Creates an empty table; this is the only place it allocates.
     /// - Parameters:
     ///   - capacity: Maximum number of sessions, 1…2^28.
     ///   - portRange: External ports to hand out (per protocol); must not include 0.
     ///   - timeouts: Idle timeouts; each must be positive.
-    ///   - seed: Seeds the port PRNG and the hash secrets. Fixed for replay, random for live mode.
+    ///   - seed: Seeds the port choice and the hash secrets. Fixed for replay, secret for live mode.
     public init(
         capacity: Int,
         portRange: ClosedRange<UInt16> = NATTable.defaultPortRange,
@@ -284,7 +292,8 @@ public final class NATTable {
         sessionKey1 = NATTable.splitMix(&seeder) | 1
         mappingKey0 = NATTable.splitMix(&seeder)
         mappingKey1 = NATTable.splitMix(&seeder) | 1
-        let rngState = NATTable.splitMix(&seeder)
+        portKey0 = NATTable.splitMix(&seeder)
+        portKey1 = NATTable.splitMix(&seeder) | 1
 
         timeoutNanoseconds = .allocate(capacity: NATTimeoutClass.count)
         timeoutNanoseconds.initialize(repeating: 0, count: NATTimeoutClass.count)
@@ -327,7 +336,7 @@ public final class NATTable {
         state.initialize(
             to: NATTableState(
                 sessionCount: 0, mappingCount: 0, freeSessionCount: capacity, freeMappingCount: capacity,
-                clock: .min, rng: rngState, counters: NATCounters()))
+                clock: .min, counters: NATCounters()))
     }
 
     deinit {
@@ -406,7 +415,7 @@ public final class NATTable {
             return NATOutboundResult(status: .tableFull, externalPort: 0)
         }
         if mapping < 0 {
-            guard let port = allocatePort(proto, preferring: internalPort) else {
+            guard let port = allocatePort(proto, internalAddress.rawValue, preferring: internalPort) else {
                 state.pointee.counters.portsExhausted &+= 1
                 return NATOutboundResult(status: .portsExhausted, externalPort: 0)
             }
@@ -595,8 +604,6 @@ struct NATTableState {
     @usableFromInline var freeMappingCount: Int
     /// The newest time seen, nanoseconds (`Int64.min` before the first call).
     @usableFromInline var clock: Int64
-    /// SplitMix64 state of the port PRNG.
-    @usableFromInline var rng: UInt64
     @usableFromInline var counters: NATCounters
     /// Keys queued for `warm()`.
     @usableFromInline var warmCount: Int = 0

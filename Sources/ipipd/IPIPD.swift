@@ -239,6 +239,13 @@ struct Run: ParsableCommand {
     var natTimeouts: String?
 
     @Option(
+        name: .customLong("nat-secret-file"),
+        help: ArgumentHelp(
+            "The secret of SNAT's port choice, kept so that natOutgoing flows survive a restart (created when missing); 'off': a new secret at every start.",
+            valueName: "path"))
+    var natSecretFile = NATSecretFile.defaultPath
+
+    @Option(
         name: .customLong("spin-us"),
         help: ArgumentHelp(
             "After a batch, poll without sleeping for this many microseconds before blocking again (0: never spin).",
@@ -334,9 +341,20 @@ struct Run: ParsableCommand {
         options.workers = workers
         options.spinMicroseconds = spinMicroseconds
         if uplinkRX == "ring" { options.captureRingFrames = 8192 }
-        // A random seed for SNAT port choice and hashing (the system generator reads getrandom).
+        // The seed of SNAT's port choice and hashing: the secret kept in --nat-secret-file, so a
+        // restarted ipipd gives each workload endpoint the port it had; made from the system's
+        // random generator (getrandom) when the file is created, or at every start with 'off'.
         var generator = SystemRandomNumberGenerator()
-        let seed = generator.next()
+        var seed = generator.next()
+        if natSecretFile != "off" {
+            do {
+                let kept = try NATSecretFile.load(path: natSecretFile, fresh: seed)
+                seed = kept.secret
+                logger.info("SNAT port secret \(kept.created ? "created in" : "read from") \(natSecretFile)")
+            } catch {
+                logger.warning("\(error); SNAT ports are chosen afresh, natOutgoing flows will not survive a restart")
+            }
+        }
         options.engine = EngineConfiguration(
             outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!,
             natTimeouts: try natTimeouts.map(Self.parseNATTimeouts) ?? NATTimeouts(),

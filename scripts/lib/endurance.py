@@ -6,8 +6,8 @@
   endurance.py udp-recv PORT SECONDS OUTFILE        receive them for SECONDS: JSON summary in OUTFILE
                                                     (count, lost, longest gap between arrivals and when)
   endurance.py udp-echo-log PORT IDLE OUTFILE       echo every datagram until none came for IDLE s;
-                                                    JSON in OUTFILE: datagrams, the peers' ports and
-                                                    the datagrams per source address
+                                                    JSON in OUTFILE: datagrams, the peers' ports, and
+                                                    per source address its datagrams and ports
   endurance.py udp-exhaust HOST PORT FLOWS SOURCE BURST WAIT KEEP
                                                     the NAT exhaustion client (see udp_exhaust); JSON on stdout
   endurance.py proc-sample PID SECONDS OUTFILE      RSS (KiB) and open descriptors of PID every 0.5 s
@@ -101,7 +101,7 @@ def udp_recv(port, seconds, outfile):
 def udp_echo_log(port, idle, outfile):
     """Echoes every datagram until none came for IDLE seconds, writing after each one (so the
     file is current whenever it is read): the number of datagrams, the sorted source ports, and
-    the datagrams of each source address."""
+    per source address its datagrams and ports."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind(("0.0.0.0", int(port)))
@@ -109,7 +109,8 @@ def udp_echo_log(port, idle, outfile):
     ports, sources, n, written = set(), {}, 0, 0.0
 
     def save():
-        write_json(outfile, {"datagrams": n, "ports": sorted(ports), "sources": sources})
+        write_json(outfile, {"datagrams": n, "ports": sorted(ports),
+                             "sources": {a: {"datagrams": c, "ports": sorted(p)} for a, (c, p) in sources.items()}})
 
     while True:
         try:
@@ -118,7 +119,9 @@ def udp_echo_log(port, idle, outfile):
             break
         n += 1
         ports.add(peer[1])
-        sources[peer[0]] = sources.get(peer[0], 0) + 1
+        count, seen = sources.get(peer[0], (0, set()))
+        seen.add(peer[1])
+        sources[peer[0]] = (count + 1, seen)
         s.sendto(d, peer)
         if n <= 5000 or time.monotonic() - written > 0.1:
             written = time.monotonic()
@@ -253,8 +256,15 @@ def flat(path, warmup, rss_kib, fds):
 
 
 def json_field(path, key):
+    """One field of a JSON file; KEY may be a path of fields separated by '/'. Absent: 'absent'."""
     with open(path) as f:
-        print(json.load(f)[key])
+        value = json.load(f)
+    for k in key.split("/"):
+        if not isinstance(value, dict) or k not in value:
+            print("absent")
+            return
+        value = value[k]
+    print(json.dumps(value) if isinstance(value, (dict, list)) else value)
 
 
 EXTRA_BLOCK = """---
