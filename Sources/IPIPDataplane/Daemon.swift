@@ -94,12 +94,24 @@ public final class Daemon {
 
     /// Runs until SIGTERM or SIGINT; returns the process exit status.
     public func run() throws -> Int32 {
-        // 1. Leftovers of a crashed run.
-        let leftovers = reconciler.removeAll()
-        if leftovers.removed > 0 {
-            logger.notice("removed \(leftovers.removed) routes and rules left by a previous run")
+        // 1. Leftovers of a crashed run (routes, rules, our nftables table) stay in force until
+        // the first reconcile and firewall pass below replace them: removing them first would
+        // open a window in which pool traffic leaves untranslated (past the natOutgoing table's
+        // fail-closed blackhole, HostRoutes) and the host stack answers SNAT ports with RSTs. If
+        // the start fails before that pass, they are removed then.
+        let leftovers = (try? reconciler.plan(desired: [], rules: []).changes.count) ?? 0
+        if leftovers > 0 {
+            logger.notice(
+                "found \(leftovers) routes and rules left by a previous run: the first reconcile replaces them")
         }
-        try? host.removeFirewall(table: options.nftTable)
+        var programmed = false
+        defer {
+            if !programmed {
+                let removed = reconciler.removeAll()
+                try? host.removeFirewall(table: options.nftTable)
+                if removed.removed > 0 { logger.notice("start failed: removed \(removed.removed) routes and rules") }
+            }
+        }
 
         // 2. Topology and devices.
         let set = try source.load()
@@ -133,6 +145,7 @@ public final class Daemon {
         // super-packets whole (docs/decisions.md, "Offloads").
         applyFirewall(uplink: uplink.name, topology: topology)
         reconcileRoutes(topology: topology, tunIndex: datapath.tunIndex, uplinkIndex: uplink.index)
+        programmed = true
 
         // 4. Packet workers and metrics.
         datapath.refreshNextHops(topology: topology)

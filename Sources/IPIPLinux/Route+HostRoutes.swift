@@ -26,7 +26,11 @@ import IPIPCore
 /// `from <pool> lookup <natTable>` at priority `natRulePriority`. Traffic from a pool to a
 /// non-pool destination thus enters the TUN, where the engine translates it; the throw routes
 /// send pool-to-pool traffic back to the following rules (main). Local destinations are handled
-/// before: the local table's rule has priority 0.
+/// before: the local table's rule has priority 0. The table also holds `blackhole default` at
+/// metric `failClosedMetric`, behind the TUN's route: while the TUN exists it is never taken;
+/// when the TUN is gone without ipipd's clean-up (kill -9, a crash) the routes through it go with
+/// it but the rules and this route stay, so pool traffic to the outside is dropped until ipipd
+/// runs again instead of leaving untranslated by main's default route.
 public enum HostRoutes {
     /// The natOutgoing routing table: 498 (0x1F2, our protocol number 0xF2 in a table id). Tables
     /// 253–255 are the kernel's default/main/local; ids below 256 are the ones people pick for
@@ -35,6 +39,9 @@ public enum HostRoutes {
     /// The priority of the natOutgoing rules: 498 (0x1F2): after the local table's rule (0),
     /// before main's (32766), so pool traffic is steered before the main table's default route.
     public static let natRulePriority: UInt32 = 0x1F2
+    /// The metric of the natOutgoing table's fail-closed `blackhole default`: the largest, so the
+    /// TUN's default route (metric 0) always wins while it exists.
+    public static let failClosedMetric = UInt32.max
 
     /// The desired routes and rules for `topology`.
     /// - Parameters:
@@ -85,6 +92,10 @@ public enum HostRoutes {
                 Route(
                     destination: .all, outputInterface: tunnelInterface, table: natTable,
                     protocolNumber: protocolNumber))
+            routes.insert(
+                Route(
+                    destination: .all, table: natTable, protocolNumber: protocolNumber, type: .blackhole,
+                    metric: failClosedMetric))
             let pools = topology.pools.map(\.prefix.network)
             var throwPrefixes = Set(pools)
             for (prefix, _) in entries where !pools.contains(where: { $0.contains(prefix) }) {

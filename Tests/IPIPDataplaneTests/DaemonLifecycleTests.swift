@@ -126,33 +126,56 @@ struct DaemonLifecycleTests {
         #expect(run.log.contains("stopping (SIGTERM)"))
     }
 
-    @Test("leftovers of a crashed run (our routes, rules, nftables table) are removed before anything else")
-    func leftoversRemoved() throws {
+    /// What a kill -9 leaves: a stale route and rule, and the natOutgoing rule and fail-closed
+    /// blackhole the new run wants too (the routes through the old TUN went with it).
+    static func crashLeftovers() -> (
+        routing: FakeRouting, stale: Route, staleRule: Rule, natRule: Rule, failClosed: Route
+    ) {
         let stale = Route(
             destination: IPv4Prefix("192.168.77.0/26")!, gateway: IPv4Address("10.0.0.77"), outputInterface: 2,
-            protocolNumber: Self.ours, onlink: true)
-        let routing = FakeRouting(
-            routes: [stale],
-            rules: [
-                Rule(
-                    priority: 498, source: IPv4Prefix("10.77.0.0/16")!, table: 498,
-                    protocolNumber: Self.ours)
-            ])
+            protocolNumber: ours, onlink: true)
+        let staleRule = Rule(priority: 498, source: IPv4Prefix("10.77.0.0/16")!, table: 498, protocolNumber: ours)
+        let natRule = Rule(priority: 498, source: IPv4Prefix("192.168.0.0/16")!, table: 498, protocolNumber: ours)
+        let failClosed = Route(
+            destination: .all, table: 498, protocolNumber: ours, type: .blackhole, metric: HostRoutes.failClosedMetric)
+        let routing = FakeRouting(routes: [stale, failClosed], rules: [staleRule, natRule])
+        return (routing, stale, staleRule, natRule, failClosed)
+    }
+
+    @Test("leftovers of a crashed run are replaced by the first reconcile, the fail-closed ones never removed")
+    func leftoversReplaced() throws {
+        let l = Self.crashLeftovers()
         let run = try Self.makeRun(
-            routing: routing,
+            routing: l.routing,
             script: [
                 { h in
-                    #expect(!h.fakeRouting.routes.contains(stale))
-                    #expect(!h.fakeRouting.rules.contains { $0.source == IPv4Prefix("10.77.0.0/16")! })
+                    #expect(!h.fakeRouting.routes.contains(l.stale))
+                    #expect(!h.fakeRouting.rules.contains(l.staleRule))
+                    #expect(h.fakeRouting.rules.contains(l.natRule))
+                    #expect(h.fakeRouting.routes.contains(l.failClosed))
+                    // Kept in force through the start: never deleted, never a gap.
+                    #expect(!h.fakeRouting.operations.contains(.deleteRule(l.natRule)))
+                    #expect(!h.fakeRouting.operations.contains(.deleteRoute(l.failClosed)))
                     #expect(
-                        h.firewallOperations == ["remove ipipd", "apply ipipd"],
-                        "the old table goes before the new one is built")
+                        h.firewallOperations == ["apply ipipd"], "the old table is replaced atomically, not removed")
                     return [.interrupt]
                 }
             ])
         #expect(try run.daemon.run() == 0)
-        #expect(run.log.contains("removed 2 routes and rules left by a previous run"), "\(run.log.messages)")
+        #expect(run.log.contains("found 4 routes and rules left by a previous run"), "\(run.log.messages)")
         #expect(run.log.contains("stopping (SIGINT)"))
+    }
+
+    @Test("a start that fails before routes are programmed removes the leftovers and the nftables table")
+    func failedStartCleansUp() throws {
+        let l = Self.crashLeftovers()
+        let run = try Self.makeRun(routing: l.routing, script: [])
+        run.host.datapathError = FakeHostError("no TUN here")
+        #expect(throws: FakeHostError.self) { try run.daemon.run() }
+        #expect(run.host.fakeRouting.routes == [run.foreign], "only the other owner's route is left")
+        #expect(run.host.fakeRouting.rules.isEmpty)
+        #expect(run.host.firewallOperations == ["remove ipipd"])
+        #expect(run.log.contains("start failed: removed 4 routes and rules"), "\(run.log.messages)")
     }
 
     @Test("SIGHUP reloads a changed manifest; a changed file alone reloads too")

@@ -21,6 +21,9 @@ struct HostRoutesTests {
     }
     static func blackhole(_ s: String) -> Route { Route(destination: p(s), protocolNumber: proto, type: .blackhole) }
     static let natDefault = Route(destination: .all, outputInterface: tun, table: 498, protocolNumber: proto)
+    /// Behind natDefault: what stays when the TUN goes without clean-up (kill -9).
+    static let natFailClosed = Route(
+        destination: .all, table: 498, protocolNumber: proto, type: .blackhole, metric: UInt32.max)
     static func natThrow(_ s: String) -> Route {
         Route(destination: p(s), table: 498, protocolNumber: proto, type: .throw)
     }
@@ -46,7 +49,7 @@ struct HostRoutesTests {
             routes: [
                 viaTun("192.168.1.0/26"), viaTun("192.168.1.1/32"), viaTun("192.168.2.0/26"), viaTun("192.168.2.1/32"),
                 blackhole("192.168.0.0/26"),
-                natDefault, natThrow("192.168.0.0/16"),
+                natDefault, natFailClosed, natThrow("192.168.0.0/16"),
             ],
             rules: [natRule("192.168.0.0/16")]),
         Row(
@@ -56,7 +59,7 @@ struct HostRoutesTests {
                 native("192.168.1.0/26", "10.0.0.2"), native("192.168.1.1/32", "10.0.0.2"),
                 viaTun("192.168.2.0/26"), viaTun("192.168.2.1/32"),
                 blackhole("192.168.0.0/26"),
-                natDefault, natThrow("192.168.0.0/16"),
+                natDefault, natFailClosed, natThrow("192.168.0.0/16"),
             ],
             rules: [natRule("192.168.0.0/16")]),
         Row(
@@ -88,7 +91,8 @@ struct HostRoutesTests {
                 viaTun("192.168.2.0/26", mtu: 1400), viaTun("192.168.2.1/32", mtu: 1400),
                 native("100.64.0.0/26", "10.0.1.3"),
                 blackhole("192.168.0.0/26"),
-                natDefault, natThrow("192.168.0.0/16"), natThrow("172.16.0.0/16"), natThrow("10.244.0.0/16"),
+                natDefault, natFailClosed, natThrow("192.168.0.0/16"), natThrow("172.16.0.0/16"),
+                natThrow("10.244.0.0/16"),
                 natThrow("100.64.0.0/26"),
             ],
             rules: [natRule("192.168.0.0/16"), natRule("10.244.0.0/16")]),
@@ -115,7 +119,7 @@ struct HostRoutesTests {
         let d = HostRoutes.desired(
             for: topology, tunnelInterface: 1, uplinkInterface: 2, natTable: 1000, protocolNumber: 99)
         #expect(d.routes.allSatisfy { $0.protocolNumber == 99 && ($0.table == 254 || $0.table == 1000) })
-        #expect(d.routes.filter { $0.table == 1000 }.count == 2)
+        #expect(d.routes.filter { $0.table == 1000 }.count == 3)
         #expect(d.rules == [Rule(priority: 498, source: Self.p("192.168.0.0/16"), table: 1000, protocolNumber: 99)])
         #expect(HostRoutes.tables(natTable: 1000) == [254, 1000])
     }

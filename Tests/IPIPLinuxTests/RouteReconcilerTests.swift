@@ -73,7 +73,8 @@ struct RouteReconcilerTests {
     func lifecycle() throws {
         let f = try Self.fixture()
         let foreign = try f.foreignState()
-        #expect(f.routes.count == 7 && f.rules.count == 1)  // 2 tun, 2 native, 1 blackhole, default + throw; 1 rule
+        // 2 tun, 2 native, 1 blackhole, NAT default + fail-closed blackhole default + throw; 1 rule
+        #expect(f.routes.count == 8 && f.rules.count == 1)
         #expect(f.reconciler.needsSync)
 
         // Startup clean-up with nothing of ours: nothing to do.
@@ -83,16 +84,17 @@ struct RouteReconcilerTests {
         // First sync: everything added.
         report = f.reconciler.reconcile(desired: f.routes, rules: f.rules)
         #expect(report.succeeded, "\(report.errors)")
-        #expect(report.added == 8 && report.replaced == 0 && report.removed == 0)
+        #expect(report.added == 9 && report.replaced == 0 && report.removed == 0)
         #expect(!f.reconciler.needsSync)
         #expect(Set(try f.nl.routes(protocolNumber: 242).filter { $0.table != 100 }) == f.routes)
         #expect(Set(try f.nl.rules(protocolNumber: 242)) == f.rules)
         var lines = try f.ourLines()
-        #expect(lines.routes.count == 7 && lines.rules.count == 1, "\(lines)")
+        #expect(lines.routes.count == 8 && lines.rules.count == 1, "\(lines)")
         #expect(lines.routes.contains("192.168.2.0/26 dev tn0 scope link mtu 1480 "))
         #expect(lines.routes.contains("192.168.1.0/26 via 10.0.0.2 dev up0 onlink "))
         #expect(lines.routes.contains("blackhole 192.168.0.0/26 "))
         #expect(lines.routes.contains("throw 192.168.0.0/16 "))
+        #expect(lines.routes.contains("blackhole default metric 4294967295 "), "\(lines)")
         #expect(lines.rules == ["498:\tfrom 192.168.0.0/16 lookup 498 proto 242"])
         #expect(try f.foreignState() == foreign)
 
@@ -127,14 +129,14 @@ struct RouteReconcilerTests {
 
         // A smaller desired state (natOutgoing switched off): the NAT table and rule go.
         report = f.reconciler.reconcile(desired: f.routes.filter { $0.table == Route.mainTable }, rules: [])
-        #expect(report.succeeded && report.removed == 3, "\(report)")
+        #expect(report.succeeded && report.removed == 4, "\(report)")
         report = f.reconciler.reconcile(desired: f.routes, rules: f.rules)
-        #expect(report.succeeded && report.added == 3, "\(report)")
+        #expect(report.succeeded && report.added == 4, "\(report)")
 
         // Shutdown: nothing of ours is left; others' routes and rules, and our protocol in a table
         // that is not ours, are still there.
         report = f.reconciler.removeAll()
-        #expect(report.succeeded && report.removed == 8, "\(report)")
+        #expect(report.succeeded && report.removed == 9, "\(report)")
         lines = try f.ourLines()
         #expect(lines.routes.isEmpty && lines.rules.isEmpty, "\(lines)")
         #expect(try f.nl.routes(protocolNumber: 242).map(\.table) == [100])
@@ -149,7 +151,7 @@ struct RouteReconcilerTests {
         let f = try Self.fixture()
         try f.ns.ip("route", "add", "192.168.2.0/26", "via", "10.0.0.254", "dev", "up0", "proto", "static")
         var report = f.reconciler.reconcile(desired: f.routes, rules: f.rules)
-        #expect(report.added == 7)
+        #expect(report.added == 8)
         #expect(report.errors.count == 1)
         #expect(report.errors.first?.errno == EEXIST)
         #expect(report.errors.first?.detail.contains("192.168.2.0/26 via 10.0.0.254") == true, "\(report.errors)")
@@ -175,7 +177,7 @@ struct RouteReconcilerTests {
                 destination: Self.p("10.61.0.0/24"), gateway: Self.a("172.31.0.1"), outputInterface: 1,
                 protocolNumber: 242))
         let report = f.reconciler.reconcile(desired: routes, rules: f.rules)
-        #expect(report.added == 8 && report.errors.count == 2, "\(report)")
+        #expect(report.added == 9 && report.errors.count == 2, "\(report)")
         #expect(report.errors.allSatisfy { $0.operation == "RTM_NEWROUTE" })
         #expect(f.reconciler.needsSync)
         // Two desired routes with one key: neither is installed, the error says so.
