@@ -281,6 +281,19 @@ public final class Daemon {
         return s.summaryLine()
     }
 
+    /// Whether a prefix that `previous` encapsulates is routed natively by `next`.
+    static func leavesTunnel(from previous: Topology, to next: Topology) -> Bool {
+        var nextEncapsulates: [IPv4Prefix: Bool] = [:]
+        for (prefix, value) in next.table.entries {
+            let r = next.routes[Int(value)]
+            if r.kind == .remote { nextEncapsulates[prefix] = r.encapsulate }
+        }
+        return previous.table.entries.contains { prefix, value in
+            let r = previous.routes[Int(value)]
+            return r.kind == .remote && r.encapsulate && nextEncapsulates[prefix] == false
+        }
+    }
+
     func configureTUN(index: Int32, topology: Topology) throws {
         try host.configureTunnel(
             index: index, mtu: topology.tunnelMTU,
@@ -351,7 +364,24 @@ public final class Daemon {
                 )
             }
             for w in next.warnings { logger.warning("\(w)") }
-            try datapath.publish(next, previous: topology)
+            if Self.leavesTunnel(from: topology, to: next) {
+                // A prefix the engine encapsulated goes native (Always -> CrossSubnet, say). The
+                // kernel routes it into the TUN until the reconcile below: an engine already on
+                // the new topology would hand those packets back to the kernel unencapsulated,
+                // which routes them into the TUN again, a loop that lasts as long as the reload.
+                // So a bridge topology that encapsulates every IP-in-IP pool runs until the
+                // kernel's routes have moved, and the new one after. (Native -> encapsulated
+                // needs no bridge: until its route moves into the TUN the kernel sends it
+                // natively itself.)
+                var bridge = spec
+                for i in bridge.pools.indices where !bridge.pools[i].vxlanEnabled { bridge.pools[i].ipipMode = .always }
+                let transitional = try Topology.compile(bridge)
+                try datapath.publish(transitional, previous: topology)
+                reconcileRoutes(topology: next, tunIndex: datapath.tunIndex, uplinkIndex: uplink.index)
+                try datapath.publish(next, previous: transitional)
+            } else {
+                try datapath.publish(next, previous: topology)
+            }
             topology = next
             try configureTUN(index: datapath.tunIndex, topology: next)
             applyFirewall(uplink: uplink.name, topology: next)

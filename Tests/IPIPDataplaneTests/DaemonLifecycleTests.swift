@@ -231,6 +231,51 @@ struct DaemonLifecycleTests {
         #expect(run.log.contains("changed: reloading"), "\(run.log.messages)")
     }
 
+    /// Prefixes `topology` forwards natively that the host still routes into the TUN: packets
+    /// the engine would hand back to the kernel, which sends them into the TUN again.
+    static func loops(_ topology: Topology, _ h: FakeHost) -> [String] {
+        guard let tun = h.datapath?.tunIndex else { return [] }
+        return topology.table.entries.compactMap { prefix, value in
+            let r = topology.routes[Int(value)]
+            guard r.kind == .remote, !r.encapsulate else { return nil }
+            let intoTUN = h.fakeRouting.routes.contains {
+                $0.destination == prefix && $0.table == Route.mainTable && $0.outputInterface == tun
+            }
+            return intoTUN ? "\(prefix)" : nil
+        }
+    }
+
+    @Test(
+        "Always -> CrossSubnet and back: the engine never forwards natively what the kernel still routes into the TUN")
+    func modeSwitchWithoutLoop() throws {
+        var run: Run!
+        var seen: [(nodes: Int, loops: [String])] = []
+        let crossSubnet = {
+            run.manifests.example.replacingOccurrences(of: "ipipMode: Always", with: "ipipMode: CrossSubnet")
+        }
+        run = try Self.makeRun(script: [
+            { h in
+                h.datapath?.onPublish = { t in seen.append((t.nodes.count, Self.loops(t, h))) }
+                try? run.manifests.write(crossSubnet())
+                return [.hangup]
+            },
+            { h in
+                // node-b shares node-a's subnet: its block and tunnel address now go natively.
+                #expect(Self.loops(h.datapath!.topology!, h).isEmpty)
+                let b = h.fakeRouting.routes.first { $0.destination == IPv4Prefix("192.168.1.0/26")! }
+                #expect(
+                    b?.gateway == IPv4Address("10.0.0.2"), "node-b's block is routed natively: \(String(describing: b))"
+                )
+                try? run.manifests.write(run.manifests.example)
+                return [.hangup]
+            },
+            { _ in [.terminate] },
+        ])
+        #expect(try run.daemon.run() == 0)
+        #expect(seen.count == 3, "a bridge topology, then CrossSubnet; back to Always needs none: \(seen)")
+        #expect(seen.allSatisfy { $0.loops.isEmpty }, "published while the kernel still routes into the TUN: \(seen)")
+    }
+
     @Test("a reload that fails validation, or moves the node IP, is refused and the previous topology stays")
     func refusedReloads() throws {
         var run: Run!
