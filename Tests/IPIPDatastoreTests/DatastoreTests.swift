@@ -83,6 +83,10 @@ struct SQLiteDatastoreTests {
                     #expect("\(error)".contains("ippool-ipip-1"), "\(corruption): \(error)")
                 }
             }
+            // A list as get shows it: the row is left out and named, with the store's path.
+            var skipped: [DatastoreError] = []
+            #expect(try store.list(.ipPool) { skipped.append($0) }.isEmpty)
+            #expect(skipped.count == 1 && "\(skipped)".contains(path) && "\(skipped)".contains("ippool-ipip-1"))
             // Put it back for the next corruption.
             try DatabaseQueue(path: path).write { db in
                 try db.execute(sql: "DELETE FROM resources")
