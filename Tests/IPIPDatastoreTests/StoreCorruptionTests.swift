@@ -149,6 +149,50 @@ struct StoreCorruptionTests {
         return "exit \(r.status) without naming the store"
     }
 
+    @Test(
+        "ipipd run itself (not --check), in a network namespace, on the copies --check refuses: exit 1 naming the store",
+        .needsRoot)
+    func daemonRun() throws {
+        let ipipd = try #require(builtProgram("ipipd"), "build ipipd first (swift build)")
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let pristine = dir.file("pristine.sqlite")
+        try Self.makeStore(pristine)
+        let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: pristine)))
+        let namespace = try NetworkNamespace("corrupt", prefix: "ipdst")
+        defer { namespace.delete() }
+        func run(_ store: String) throws -> ProcessResult {
+            try Processes.run(
+                "/usr/sbin/ip",
+                [
+                    "netns", "exec", namespace.name, ipipd, "run", "--node", "node-a", "--datastore", "sqlite:" + store,
+                    "--metrics-address", "off",
+                ], timeout: 20, removing: inheritedDatastoreVariables)
+        }
+        // The pristine store gets the daemon past its store to the host: no interface of the empty
+        // namespace holds node-a's address.
+        let good = try run(pristine)
+        #expect(good.status == 1 && !good.crashedOrHung, "\(good.stderr)")
+        #expect(good.stderr.contains("10.0.0.1") && !good.stderr.contains(pristine), "\(good.stderr)")
+        var refused = 0
+        let store = dir.file("corrupt.sqlite")
+        for copy in Self.copies(of: original) where copy.name.contains("row header") || copy.name.hasPrefix("page 1 ") {
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: store + suffix) }
+            try Data(copy.bytes).write(to: URL(fileURLWithPath: store))
+            let check = try Processes.run(
+                ipipd, ["run", "--check", "--node", "node-a", "--datastore", "sqlite:" + store], timeout: 20,
+                removing: inheritedDatastoreVariables)
+            guard check.status == 1, check.stderr.contains(store) else { continue }
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: store + suffix) }
+            try Data(copy.bytes).write(to: URL(fileURLWithPath: store))
+            let r = try run(store)
+            #expect(r.status == 1 && !r.crashedOrHung, "\(copy.name): \(r.status) \(r.stderr)")
+            #expect(r.stderr.contains(store), "\(copy.name): \(r.stderr)")
+            refused += 1
+        }
+        #expect(refused >= 3, "copies that --check refuses: \(refused)")
+    }
+
     @Test("every page of a store, five corruptions each, every verb: the data or an error naming the store")
     func everyPage() throws {
         let programs = try ["ipipctl", "ipipd"].map { name in
