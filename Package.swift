@@ -86,7 +86,8 @@ let package = Package(
         .target(
             name: "IPIPTestSupport",
             dependencies: [
-                "IPIPCore", "CIPIPLinux", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log"),
+                "IPIPCore", "CIPIPLinux", "IPIPLinux", "IPIPDatastore", "IPIPDataplane",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport", "IPIPTestSupport"]),
@@ -97,7 +98,7 @@ let package = Package(
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux", "IPIPTestSupport"]),
         .testTarget(
             name: "IPIPDataplaneTests",
-            dependencies: ["IPIPDataplane", "IPIPCore", "IPIPResources", "IPIPTestSupport"]
+            dependencies: ["IPIPDataplane", "IPIPDatastore", "IPIPCore", "IPIPResources", "IPIPTestSupport"]
         ),
         .testTarget(
             name: "IPIPOfflineTests",

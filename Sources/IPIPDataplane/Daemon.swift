@@ -114,12 +114,9 @@ public final class Daemon {
         }
 
         // 2. Topology and devices.
-        let set = try source.load()
-        var spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? 1500)
-        guard let nodePrefix = spec.nodes.first(where: { $0.name == options.node })?.address else {
-            throw DaemonError(
-                "node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
-        }
+        let loaded = try Self.loadSpec(source: source, options: options)
+        var spec = loaded.spec
+        let nodePrefix = loaded.node
         let uplink = try host.findUplink(name: options.uplink, nodeAddress: nodePrefix.address)
         if options.underlayMTU == nil { spec.underlayMTU = uplink.mtu }
         var topology = try Topology.compile(spec)
@@ -225,6 +222,27 @@ public final class Daemon {
         logger.notice("removed \(removed.removed) routes and rules, nftables table \(options.nftTable); \(line)")
         print("ipipd: " + line)
         return failure == nil ? 0 : 1
+    }
+
+    /// The first half of step 2, shared with `check`: every resource loaded from the source and
+    /// turned into the compiler's input as this node sees it, with the node's underlay prefix.
+    static func loadSpec(
+        source: ResourceSource, options: DaemonOptions
+    ) throws -> (spec: TopologySpec, node: IPv4Prefix) {
+        let set = try source.load()
+        let spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? 1500)
+        guard let nodePrefix = spec.nodes.first(where: { $0.name == options.node })?.address else {
+            throw DaemonError(
+                "node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
+        }
+        return (spec, nodePrefix)
+    }
+
+    /// `ipipd run --check`: what `run` does before it touches the host (open the source, load and
+    /// validate every resource, compile the topology for this node, with `underlayMTU` or 1500 in
+    /// place of the uplink's MTU), then nothing else. Needs no root; throws what `run` would.
+    public static func check(source: ResourceSource, options: DaemonOptions) throws -> Topology {
+        try Topology.compile(loadSpec(source: source, options: options).spec)
     }
 
     /// The metrics server on its own thread, unless disabled (port 0) or it cannot bind.

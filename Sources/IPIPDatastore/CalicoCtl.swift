@@ -257,11 +257,15 @@ public enum CalicoCtl {
                 let resource = try store.get(kind, name: name)
                 return CtlOutput(stdout: render([resource], kind: kind, format: format, listVersion: nil))
             }
-            let resources = try store.list(kind)
+            // Values that do not decode are left out, as calicoctl's list does, and named on
+            // standard error (calicoctl says nothing) so that the operator can repair them.
+            var skipped: [DatastoreError] = []
+            let resources = try store.list(kind) { skipped.append($0) }
             return CtlOutput(
                 stdout: render(
                     resources, kind: kind, format: format,
-                    listVersion: String(try store.revision())))
+                    listVersion: String(try store.revision())),
+                stderr: skipped.map { "Skipped an unreadable \(kind.rawValue): \($0)\n" }.joined())
         } catch {
             return .failure("Failed to get resources: \(error)")
         }

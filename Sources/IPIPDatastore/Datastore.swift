@@ -106,8 +106,16 @@ public protocol Datastore: AnyObject {
     var description: String { get }
     /// The object, with `metadata.resourceVersion` set. Throws `doesNotExist`.
     func fetch(_ kind: ResourceKind, name: String) throws(DatastoreError) -> Resource
-    /// Every object of a kind, sorted by name, each with its resourceVersion.
+    /// Every object of a kind, sorted by name, each with its resourceVersion. A stored value that
+    /// does not decode is an error naming the store and the key (nothing is left out silently).
     func fetchAll(_ kind: ResourceKind) throws(DatastoreError) -> [Resource]
+    /// Every object of a kind that decodes, sorted by name: each stored value that does not is left
+    /// out and handed to `skipped` with an error naming the store and the key (libcalico-go's List
+    /// skips values it cannot parse; docs/decisions.md, "Datastore: etcd"). The default is the
+    /// strict `fetchAll`.
+    func fetchAll(
+        _ kind: ResourceKind, skipped: (DatastoreError) -> Void
+    ) throws(DatastoreError) -> [Resource]
     /// Stores a new object (metadata as given, resourceVersion ignored). Throws `alreadyExists`.
     func insert(_ resource: Resource) throws(DatastoreError) -> Resource
     /// Replaces an object when its current resourceVersion is `revision` (any when nil). Throws
@@ -133,6 +141,31 @@ extension Datastore {
 
     /// `list`: every object of a kind, sorted by name.
     public func list(_ kind: ResourceKind) throws(DatastoreError) -> [Resource] { try fetchAll(kind) }
+
+    /// `list` as calicoctl's get shows it: the objects that decode, and an error for each that does not.
+    public func list(
+        _ kind: ResourceKind, skipped: (DatastoreError) -> Void
+    ) throws(DatastoreError) -> [Resource] {
+        try fetchAll(kind, skipped: skipped)
+    }
+
+    public func fetchAll(
+        _ kind: ResourceKind, skipped: (DatastoreError) -> Void
+    ) throws(DatastoreError) -> [Resource] {
+        try fetchAll(kind)
+    }
+
+    /// The strict `fetchAll` over the lenient one: the first value left out is the error.
+    func strictly(
+        _ lenient: ((DatastoreError) -> Void) throws(DatastoreError) -> [Resource]
+    ) throws(DatastoreError)
+        -> [Resource]
+    {
+        var first: DatastoreError?
+        let resources = try lenient { error in if first == nil { first = error } }
+        if let first { throw first }
+        return resources
+    }
 
     public func changeToken() -> String? { (try? revision()).map { String($0) } }
 

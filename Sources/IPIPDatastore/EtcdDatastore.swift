@@ -103,8 +103,26 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         try fetchAll(kind, revision: nil).resources
     }
 
+    public func fetchAll(
+        _ kind: ResourceKind, skipped: (DatastoreError) -> Void
+    ) throws(DatastoreError) -> [Resource] {
+        try fetchAll(kind, revision: nil, skipped: skipped).resources
+    }
+
+    /// Strict: the first value that does not decode is the error.
     private func fetchAll(
         _ kind: ResourceKind, revision: Int64?
+    ) throws(DatastoreError)
+        -> (revision: Int64, resources: [Resource])
+    {
+        var first: DatastoreError?
+        let result = try fetchAll(kind, revision: revision) { error in if first == nil { first = error } }
+        if let first { throw first }
+        return result
+    }
+
+    private func fetchAll(
+        _ kind: ResourceKind, revision: Int64?, skipped: (DatastoreError) -> Void
     ) throws(DatastoreError)
         -> (revision: Int64, resources: [Resource])
     {
@@ -117,7 +135,11 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
             } else if kv.key.dropFirst(prefix.count).contains("/") {
                 continue
             }
-            resources.append(try decode(kind, kv))
+            do {
+                resources.append(try decode(kind, kv))
+            } catch {
+                skipped(error)
+            }
         }
         return (seen, resources.sorted { $0.name < $1.name })
     }
@@ -184,13 +206,22 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
     {
         if kind == .blockAffinity { return try release(name: name, ifRevision: expected) }
         let key = Self.key(kind, name: name)
-        let guardOn = try revisionGuard(key: key, expected: expected, kind: kind, name: name)
-        let result = try client.txn([guardOn], success: [.get(key), .delete(key)], failure: [.get(key)])
-        guard result.succeeded, let old = result.reads.first?.first else {
+        // The object is read and decoded first, and the delete is guarded on that read: a value
+        // that does not decode makes the delete fail whole, instead of deleting and then failing.
+        guard let current = try client.range(key).kvs.first else {
+            throw .doesNotExist(kind: kind.rawValue, name: name)
+        }
+        let old = try decode(kind, current)
+        if let expected, expected != String(current.modRevision) {
+            throw .updateConflict(kind: kind.rawValue, name: name)
+        }
+        let result = try client.txn(
+            [.modRevision(key, current.modRevision)], success: [.delete(key)], failure: [.get(key)])
+        guard result.succeeded else {
             if result.reads.first?.isEmpty ?? true { throw .doesNotExist(kind: kind.rawValue, name: name) }
             throw .updateConflict(kind: kind.rawValue, name: name)
         }
-        return try decode(kind, old)
+        return old
     }
 
     /// The guard of an update or delete: the given mod revision, or (with none) the key's current
@@ -329,14 +360,27 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
         return stored
     }
 
+    /// One stored value as a resource, or an error naming the store and the key: a value that is
+    /// not Calico's JSON for the key's kind, or whose name is not the key's.
     private func decode(_ kind: ResourceKind, _ kv: EtcdClient.KeyValue) throws(DatastoreError) -> Resource {
         let resource: Resource
         if kind == .blockAffinity {
             guard let (node, cidr) = Self.parseAffinityKey(kv.key) else {
-                throw .storage("etcd key \(kv.key) is not a block-affinity key")
+                throw .storage("\(description): key \(kv.key) is not a block-affinity key")
             }
-            let object = (try? JSONSerialization.jsonObject(with: Data(kv.value))) as? [String: Any] ?? [:]
-            let state = object["state"] as? String ?? "confirmed"
+            // An empty value is an affinity an old Calico wrote (before states): confirmed, as
+            // libcalico-go reads it. Anything else must be a JSON object.
+            let object: [String: Any]
+            if kv.value.isEmpty {
+                object = [:]
+            } else if let parsed = (try? JSONSerialization.jsonObject(with: Data(kv.value))) as? [String: Any] {
+                object = parsed
+            } else {
+                throw .storage("\(description): key \(kv.key) is not a block affinity: \(Self.excerpt(kv.value))")
+            }
+            guard let state = object["state"].map({ $0 as? String }) ?? "confirmed" else {
+                throw .storage("\(description): key \(kv.key): state is not a string: \(Self.excerpt(kv.value))")
+            }
             let deleted: Bool =
                 switch object["deleted"] {
                 case let flag as Bool: flag
@@ -350,13 +394,27 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
             do {
                 resource = try ResourceDecoder.decodeStored(kv.text, file: "\(description)\(kv.key)")
             } catch {
-                throw .storage("stored \(kind.rawValue) at \(kv.key) is not valid: \(error)")
+                throw .storage("\(description): stored \(kind.rawValue) at \(kv.key) is not valid: \(error)")
             }
             guard ResourceKind(of: resource) == kind else {
-                throw .storage("etcd key \(kv.key) holds a \(resource.kind), not a \(kind.rawValue)")
+                throw .storage("\(description): key \(kv.key) holds a \(resource.kind), not a \(kind.rawValue)")
+            }
+            let name = kv.key.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? ""
+            guard resource.name == name else {
+                throw .storage(
+                    "\(description): key \(kv.key) holds \(kind.rawValue)(\(resource.name)), not \(kind.rawValue)(\(name))"
+                )
             }
         }
         return stamped(resource, kv.modRevision)
+    }
+
+    /// The start of a value for an error message, printable.
+    static func excerpt(_ value: [UInt8]) -> String {
+        let text = String(decoding: value.prefix(60), as: UTF8.self).unicodeScalars.map { scalar in
+            scalar.properties.generalCategory == .control ? "?" : String(scalar)
+        }.joined()
+        return "'" + text + (value.count > 60 ? "…' (\(value.count) bytes)" : "'")
     }
 
     // MARK: Watch

@@ -101,6 +101,12 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
     }
 
     public func fetchAll(_ kind: ResourceKind) throws(DatastoreError) -> [Resource] {
+        try strictly { skipped throws(DatastoreError) in try fetchAll(kind, skipped: skipped) }
+    }
+
+    public func fetchAll(
+        _ kind: ResourceKind, skipped: (DatastoreError) -> Void
+    ) throws(DatastoreError) -> [Resource] {
         let rows = try run {
             try queue.read { db in
                 try Row.fetchAll(
@@ -110,8 +116,12 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         }
         var resources: [Resource] = []
         for row in rows {
-            let name = try column(row, "name", as: String.self, kind: kind, name: "?")
-            resources.append(try decode(kind: kind, name: name, row: row))
+            do {
+                let name = try column(row, "name", as: String.self, kind: kind, name: "?")
+                resources.append(try decode(kind: kind, name: name, row: row))
+            } catch {
+                skipped(error)
+            }
         }
         return resources
     }
@@ -166,21 +176,28 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
     ) throws(DatastoreError)
         -> Resource
     {
-        let outcome: Result<Row, DatastoreError> = try write { db in
+        // The object is decoded before it is deleted, in the same transaction: one that no longer
+        // decodes makes the delete fail whole, instead of deleting and then reporting an error.
+        let outcome: Result<Resource, DatastoreError> = try write { db in
             guard
                 let row = try Row.fetchOne(
                     db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
                     arguments: [kind.rawValue, name])
             else { return .failure(.doesNotExist(kind: kind.rawValue, name: name)) }
-            if let expected, expected != String(try row.decode(Int64.self, forColumn: "revision")) {
+            let resource: Resource
+            do throws(DatastoreError) {
+                resource = try self.decode(kind: kind, name: name, row: row)
+            } catch {
+                return .failure(error)
+            }
+            if let expected, expected != resource.metadata.resourceVersion {
                 return .failure(.updateConflict(kind: kind.rawValue, name: name))
             }
             _ = try Self.bump(db)
             try db.execute(sql: "DELETE FROM resources WHERE kind = ? AND name = ?", arguments: [kind.rawValue, name])
-            return .success(row)
+            return .success(resource)
         }
-        let row = try outcome.get()
-        return try decode(kind: kind, name: name, row: row)
+        return try outcome.get()
     }
 
     public func revision() throws(DatastoreError) -> Int64 {
@@ -234,10 +251,13 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         do {
             resources = try ResourceDecoder.decode(value, file: "\(path)#\(kind.plural)/\(name)")
         } catch {
-            throw .storage("stored \(kind.rawValue)(\(name)) is not valid: \(error)")
+            throw .storage("datastore \(path): stored \(kind.rawValue)(\(name)) is not valid: \(error)")
         }
-        guard resources.count == 1, var resource = resources.first else {
-            throw .storage("stored \(kind.rawValue)(\(name)) is not one resource")
+        guard resources.count == 1, var resource = resources.first, ResourceKind(of: resource) == kind,
+            resource.name == name
+        else {
+            throw .storage(
+                "datastore \(path): stored \(kind.rawValue)(\(name)) is not one \(kind.rawValue) named \(name)")
         }
         resource.metadata.resourceVersion = String(revision)
         return resource

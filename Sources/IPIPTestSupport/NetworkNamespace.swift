@@ -27,13 +27,13 @@ public final class NetworkNamespace: @unchecked Sendable {
         public init(_ description: String) { self.description = description }
     }
 
-    /// Creates `ipipt-<tag>-<pid>-<n>` with its loopback up.
-    public init(_ tag: String) throws {
+    /// Creates `<prefix>-<tag>-<pid>-<n>` (`ipipt-...` by default) with its loopback up.
+    public init(_ tag: String, prefix: String = "ipipt") throws {
         let n = Self.lock.withLock {
             Self.counter += 1
             return Self.counter
         }
-        name = "ipipt-\(tag)-\(getpid())-\(n)"
+        name = "\(prefix)-\(tag)-\(getpid())-\(n)"
         try Self.ip(["netns", "add", name])
         do { try ip("link", "set", "lo", "up") } catch {
             delete()

@@ -5,6 +5,16 @@ public struct ProcessResult: Sendable {
     public var stdout: String
     public var stderr: String
     public var status: Int32
+    /// Whether the process ended on a signal (`status` is then the signal number).
+    public var signaled = false
+    /// Whether `wait(timeout:)` had to kill it.
+    public var timedOut = false
+
+    /// A crash or a hang: killed by a signal, an exit status of 128 or more (a shell's way of
+    /// reporting a signal), Swift's "Fatal error" trap message, or the timeout.
+    public var crashedOrHung: Bool {
+        signaled || timedOut || status >= 128 || stderr.contains("Fatal error") || stdout.contains("Fatal error")
+    }
 }
 
 /// A started child process; `wait()` collects its output.
@@ -17,6 +27,24 @@ public final class RunningProcess: @unchecked Sendable {
         self.process = process
         self.out = out
         self.err = err
+    }
+
+    /// Waits at most `timeout` seconds, then kills the process (SIGKILL) and reports `timedOut`.
+    public func wait(timeout: Double) -> ProcessResult {
+        let finished = DispatchSemaphore(value: 0)
+        let killed = Mutex<Bool>()
+        killed.set(false)
+        let pid = process.processIdentifier
+        DispatchQueue.global().async {
+            if finished.wait(timeout: .now() + timeout) == .timedOut {
+                killed.set(true)
+                kill(pid, SIGKILL)
+            }
+        }
+        var result = wait()
+        finished.signal()
+        result.timedOut = killed.get()
+        return result
     }
 
     /// Waits for the process to exit; both streams are drained concurrently, so a child that
@@ -32,7 +60,7 @@ public final class RunningProcess: @unchecked Sendable {
         process.waitUntilExit()
         return ProcessResult(
             stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: errorData.get(), as: UTF8.self),
-            status: process.terminationStatus)
+            status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal)
     }
 
     /// A lock-protected box (Foundation-only, so the module needs no Synchronization import).
@@ -78,6 +106,14 @@ public enum Processes {
         if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
         try? input.fileHandleForWriting.close()
         return RunningProcess(process: p, out: out, err: err)
+    }
+
+    /// Runs `path` to completion, killing it after `timeout` seconds (see `start`, `wait(timeout:)`).
+    public static func run(
+        _ path: String, _ arguments: [String], timeout: Double, stdin: String? = nil,
+        environment: [String: String] = [:], removing: [String] = []
+    ) throws -> ProcessResult {
+        try start(path, arguments, stdin: stdin, environment: environment, removing: removing).wait(timeout: timeout)
     }
 
     /// Runs `path` to completion (see `start`).

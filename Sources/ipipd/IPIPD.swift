@@ -253,6 +253,13 @@ struct Run: ParsableCommand {
     var spinMicroseconds = 0
 
     @Flag(
+        name: .long,
+        help:
+            "Open the resource source, load, validate and compile the topology for --node, print a summary and exit (0 when it would start, 1 with the error otherwise): no root, nothing on the host changes."
+    )
+    var check = false
+
+    @Flag(
         name: .customLong("keep-uplink-gro"),
         help: ArgumentHelp(
             "Accepted for compatibility: ipipd no longer changes GRO/LRO on the uplink.", visibility: .hidden))
@@ -370,6 +377,14 @@ struct Run: ParsableCommand {
             let source: ResourceSource =
                 manifests.isEmpty
                 ? try DatastoreSource(option: datastore) : ManifestSource(paths: manifests)
+            if check {
+                let topology = try Daemon.check(source: source, options: options)
+                for w in topology.warnings { logger.warning("\(w)") }
+                print(
+                    "ipipd: \(source.description): node \(node) \(topology.localAddress), \(topology.nodes.count) nodes, \(topology.pools.count) pools, tunnel MTU \(topology.tunnelMTU)"
+                )
+                return
+            }
             let daemon = try Daemon(options: options, source: source, logger: logger)
             let status = try daemon.run()
             if status != 0 { throw ExitCode(status) }

@@ -83,12 +83,40 @@ struct SQLiteDatastoreTests {
                     #expect("\(error)".contains("ippool-ipip-1"), "\(corruption): \(error)")
                 }
             }
+            // A list as get shows it: the row is left out and named, with the store's path.
+            var skipped: [DatastoreError] = []
+            #expect(try store.list(.ipPool) { skipped.append($0) }.isEmpty)
+            #expect(skipped.count == 1 && "\(skipped)".contains(path) && "\(skipped)".contains("ippool-ipip-1"))
             // Put it back for the next corruption.
             try DatabaseQueue(path: path).write { db in
                 try db.execute(sql: "DELETE FROM resources")
             }
             for r in try decode(seedPool) { try store.create(r) }
         }
+    }
+
+    @Test("every row the sources read goes through GRDB's throwing decoders: no trapping subscript, no try!")
+    func noTrappingRowAccess() throws {
+        let sources = ExampleCluster.repositoryRoot.appendingPathComponent("Sources")
+        let files = try #require(FileManager.default.enumerator(atPath: sources.path)).compactMap { $0 as? String }
+            .filter { $0.hasSuffix(".swift") }
+        // Row subscripts (`row["revision"]`, `rows[0]["value"]`) trap on a value that does not
+        // convert; so do try! and GRDB's dataNoCopy.
+        let trapping = try NSRegularExpression(pattern: #"(\b\w*[rR]ow\w*(\[[^\]]*\])?\s*\[)|try!|dataNoCopy"#)
+        var readers = 0
+        for file in files {
+            let text = try String(contentsOf: sources.appendingPathComponent(file), encoding: .utf8)
+            guard text.contains("import GRDB") else { continue }
+            readers += 1
+            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let code = String(line.split(separator: "//", maxSplits: 1, omittingEmptySubsequences: false)[0])
+                let range = NSRange(code.startIndex..., in: code)
+                #expect(
+                    trapping.firstMatch(in: code, range: range) == nil,
+                    "Sources/\(file):\(number + 1): a GRDB accessor that traps: \(line)")
+            }
+        }
+        #expect(readers > 0, "no source imports GRDB: the check would pass vacuously")
     }
 
     @Test("manifests datastore reads, refuses writes")

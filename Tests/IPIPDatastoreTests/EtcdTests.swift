@@ -328,6 +328,104 @@ struct EtcdDatastoreTests {
         #expect(seen?.hasPrefix("w1:") == true, "\(seen ?? "nil")")
     }
 
+    /// Values under /calico/ that are not Calico's JSON for their key, as a broken writer, a bad
+    /// restore or a hand edit with etcdctl leaves them.
+    static func garbage() -> [(key: String, value: [UInt8])] {
+        let pools = EtcdDatastore.resourcePrefix + "ippools/"
+        var random = SplitMix64(seed: 4)
+        return [
+            (pools + "broken-json", Array(#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":"#.utf8)),
+            (
+                pools + "wrong-shape",
+                Array(
+                    #"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"wrong-shape"},"spec":{"cidr":12}}"#
+                        .utf8)
+            ),
+            (pools + "an-array", Array("[1,2,3]".utf8)),
+            (
+                pools + "wrong-kind",
+                Array(
+                    #"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"wrong-kind"},"spec":{}}"#
+                        .utf8)
+            ),
+            (
+                pools + "misnamed",
+                Array(
+                    #"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"other"},"spec":{"cidr":"10.7.0.0/16"}}"#
+                        .utf8)
+            ),
+            (pools + "huge-nesting", Array(repeating: UInt8(ascii: "["), count: 1_000_000)),
+            (
+                pools + "huge-text",
+                Array(#"{"kind":"IPPool","x":""#.utf8) + Array(repeating: UInt8(ascii: "x"), count: 1_000_000)
+            ),
+            (pools + "binary", (0..<4096).map { _ in UInt8(truncatingIfNeeded: random.next()) } + [0, 0]),
+            (EtcdDatastore.affinityPrefix + "node-a/ipv4/block/10.9.0.0-26", Array("not json".utf8)),
+            (EtcdDatastore.affinityPrefix + "node-a/ipv4/block/10.9.0.64-26", Array(#"{"state":7}"#.utf8)),
+        ]
+    }
+
+    @Test(
+        "values that are not Calico's JSON: a list skips and names each; get NAME, delete and the daemon's read refuse")
+    func garbageValues() throws {
+        guard let server = try SharedEtcd.shared.server() else { return }
+        let store = try server.freshStore()
+        try store.create(try #require(decode(seedPool).first))
+        try store.create(try #require(decode(node("node-a", "10.0.0.1/24")).first))
+        let garbage = Self.garbage()
+        for (key, value) in garbage { try store.client.put(key, value) }
+        let pools = garbage.filter { $0.key.hasPrefix(EtcdDatastore.resourcePrefix) }
+        let affinities = garbage.filter { $0.key.hasPrefix(EtcdDatastore.affinityPrefix) }
+
+        // A list: the good objects on standard output, every bad key named on standard error, exit 0
+        // (calicoctl's list skips values it cannot parse).
+        let list = CalicoCtl.get(kind: "ippools", name: nil, output: "ps", store: { store })
+        #expect(list.exitCode == 0)
+        #expect(
+            list.stdout.hasPrefix(
+                "NAME            CIDR             SELECTOR   \nippool-ipip-1   192.168.0.0/16   all()"))
+        #expect(list.stdout.split(separator: "\n").count == 2, "\(list.stdout)")
+        let lines = list.stderr.split(separator: "\n").filter { $0.hasPrefix("Skipped an unreadable IPPool: ") }
+        #expect(lines.count == pools.count, "\(list.stderr.prefix(3000))")
+        for (key, _) in pools { #expect(lines.contains { $0.contains(key) }, "\(key) not named") }
+        #expect(lines.allSatisfy { $0.count < 2000 }, "a huge value is not printed whole")
+        let affinityList = CalicoCtl.get(kind: "blockaffinities", name: nil, output: "yaml", store: { store })
+        #expect(affinityList.exitCode == 0)
+        for (key, _) in affinities { #expect(affinityList.stderr.contains(key), "\(affinityList.stderr)") }
+
+        // A named get refuses with the key, as libcalico-go's Get returns its parse error.
+        for (key, _) in pools {
+            let name = String(key.split(separator: "/").last!)
+            let one = CalicoCtl.get(kind: "ippool", name: name, output: "yaml", store: { store })
+            #expect(one.exitCode == 1 && one.stderr.contains(key), "\(name): \(one.stderr.prefix(500))")
+        }
+        // The daemon's snapshot refuses whole (nothing is half-read), naming a bad key.
+        do {
+            _ = try store.resourceSet()
+            Issue.record("resourceSet read garbage without an error")
+        } catch {
+            #expect(garbage.contains { "\(error)".contains($0.key) }, "\(error)")
+        }
+        // A delete of an unreadable object fails and leaves it (nothing half-applied).
+        #expect(throws: DatastoreError.self) { try store.delete(.ipPool, name: "broken-json", poolDisableGrace: .zero) }
+        try store.client.put(EtcdDatastore.resourcePrefix + "nodes/garbage", Array("{".utf8))
+        #expect(throws: DatastoreError.self) { try store.delete(.node, name: "garbage") }
+        #expect(try store.client.range(EtcdDatastore.resourcePrefix + "nodes/garbage").kvs.count == 1)
+        #expect(try store.client.range(pools[0].key).kvs.count == 1)
+
+        // The real binary: no crash, no hang, the same answer.
+        let ctl = try #require(ipipctlPath(), "build ipipctl first (swift build)")
+        for arguments in [
+            ["get", "ippools"], ["get", "ippool", "huge-nesting"], ["get", "blockaffinities", "-o", "json"],
+        ] {
+            let r = try Processes.run(
+                ctl, arguments + ["--datastore", "etcd:\(server.endpoint)"], timeout: 30,
+                removing: inheritedDatastoreVariables)
+            #expect(!r.crashedOrHung, "\(arguments): \(r.status) \(r.stderr.prefix(500))")
+            #expect(r.stderr.contains("/calico/"), "\(arguments): \(r.stderr.prefix(500))")
+        }
+    }
+
     @Test("calicoctl's verbs, messages and exit codes are the same on etcd", arguments: IPIPCtlVerbTests.cases)
     func verbs(_ c: CtlCase) throws {
         guard let store = try store() else { return }

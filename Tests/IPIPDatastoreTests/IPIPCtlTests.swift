@@ -1,6 +1,7 @@
 import Foundation
 import IPIPDatastore
 import IPIPResources
+import IPIPTestSupport
 import Testing
 
 /// One calicoctl verb run against a store prepared with `setup`.

@@ -4,26 +4,6 @@ import IPIPResources
 import IPIPTestSupport
 import Testing
 
-/// A fresh directory under /tmp, removed by `cleanup()`.
-struct TempDir {
-    let path: String
-
-    init() {
-        path = NSTemporaryDirectory() + "ipipd-store-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func write(_ name: String, _ text: String) -> String {
-        let p = file(name)
-        _ = FileManager.default.createFile(atPath: p, contents: Data(text.utf8))
-        return p
-    }
-
-    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// A new SQLite store in its own directory.
 func makeStore() throws -> (SQLiteDatastore, TempDir) {
     let dir = TempDir()
@@ -72,13 +52,14 @@ let seedPool = """
     """
 
 /// The built `ipipctl` (beside the test bundle, or in .build/debug).
-func ipipctlPath() -> String? {
+func ipipctlPath() -> String? { builtProgram("ipipctl") }
+
+/// A built executable of the package, `ipipctl` or `ipipd` (beside the test bundle, or in .build/debug).
+func builtProgram(_ name: String) -> String? {
     var candidates: [String] = []
-    if let exe = Bundle.main.executableURL?.deletingLastPathComponent().path { candidates.append(exe + "/ipipctl") }
-    candidates.append(Bundle.main.bundlePath + "/../ipipctl")
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().path
-    candidates.append(root + "/.build/debug/ipipctl")
+    if let exe = Bundle.main.executableURL?.deletingLastPathComponent().path { candidates.append(exe + "/" + name) }
+    candidates.append(Bundle.main.bundlePath + "/../" + name)
+    candidates.append(ExampleCluster.repositoryRoot.path + "/.build/debug/" + name)
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 

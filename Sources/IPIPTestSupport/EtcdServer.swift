@@ -1,7 +1,10 @@
 import Foundation
 import IPIPDatastore
-import IPIPTestSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A real etcd (Debian's etcd-server) on loopback, started for a test suite and stopped with it:
 /// a fresh data directory, a client and a peer port picked free, ready once it answers a read.
@@ -9,11 +12,11 @@ import Testing
 /// Where no `etcd` binary is installed the suites that need it are disabled (`.needsEtcd`), except
 /// under CI (`CI` set) or `scripts/test` (`IPIPD_REQUIRE_TOOLS=1`, after it installed
 /// etcd-server), where a missing etcd is a failure.
-final class EtcdServer: @unchecked Sendable {
-    let endpoint: String
-    let dataDir: TempDir
+public final class EtcdServer: @unchecked Sendable {
+    public let endpoint: String
+    public let dataDir: TempDir
     /// With TLS: the CA and a client certificate the server requires (`--client-cert-auth`).
-    let clientTLS: EtcdClient.TLSFiles?
+    public let clientTLS: EtcdClient.TLSFiles?
     private let clientPort: UInt16
     private let peerPort: UInt16
     private var process: Process?
@@ -21,7 +24,7 @@ final class EtcdServer: @unchecked Sendable {
 
     /// Starts a server. The suites that call it carry `.needsEtcd`, so without etcd they are
     /// disabled, except under CI, where reaching this without etcd records an issue (nil).
-    static func start(tls: Bool = false) throws -> EtcdServer? {
+    public static func start(tls: Bool = false) throws -> EtcdServer? {
         guard let binary = TestEnvironment.require(TestEnvironment.etcd, "etcd", package: "etcd-server") else {
             return nil
         }
@@ -63,12 +66,12 @@ final class EtcdServer: @unchecked Sendable {
                     -extfile $who.ext 2>/dev/null
             done
             """
-        let result = try runProcess("/bin/sh", ["-c", script])
+        let result = try Processes.run("/bin/sh", ["-c", script])
         guard result.status == 0 else { throw DatastoreError.storage("openssl failed: \(result.stderr)") }
     }
 
     /// Starts etcd (again, on the same data and ports after `kill()`), and waits until it answers.
-    func launch(credentials: EtcdClient.Credentials? = nil) throws {
+    public func launch(credentials: EtcdClient.Credentials? = nil) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = [
@@ -103,14 +106,14 @@ final class EtcdServer: @unchecked Sendable {
     }
 
     /// Stops etcd with SIGKILL, keeping its data (to test a restart).
-    func kill() {
+    public func kill() {
         guard let p = process, p.isRunning else { return }
         Glibc.kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
     }
 
     /// Stops etcd and removes its data.
-    func stop() {
+    public func stop() {
         if let p = process, p.isRunning {
             p.terminate()
             p.waitUntilExit()
@@ -120,7 +123,7 @@ final class EtcdServer: @unchecked Sendable {
 
     /// Turns on etcd's user authentication with a `root` user (etcd's JSON gateway:
     /// `/v3/auth/user/add`, `/v3/auth/user/grant`, `/v3/auth/enable`), through Python's urllib.
-    func enableAuthentication(rootPassword: String) throws {
+    public func enableAuthentication(rootPassword: String) throws {
         let script = """
             import json, sys, urllib.request
             base = sys.argv[1]
@@ -132,19 +135,19 @@ final class EtcdServer: @unchecked Sendable {
             post("/v3/auth/user/grant", {"user": "root", "role": "root"})
             post("/v3/auth/enable", {})
             """
-        let result = try runProcess("/usr/bin/env", ["python3", "-c", script, endpoint, rootPassword])
+        let result = try Processes.run("/usr/bin/env", ["python3", "-c", script, endpoint, rootPassword])
         guard result.status == 0 else { throw DatastoreError.storage("enabling etcd auth failed: \(result.stderr)") }
     }
 
     /// A store on this server, with every Calico key removed first.
-    func freshStore() throws -> EtcdDatastore {
+    public func freshStore() throws -> EtcdDatastore {
         let store = try EtcdDatastore(endpoints: [endpoint], tls: clientTLS)
         try store.client.deletePrefix("/calico/")
         return store
     }
 
     /// A TCP port nobody listens on right now (bind to port 0, read it back, close).
-    static func freePort() throws -> UInt16 {
+    public static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
