@@ -10,6 +10,8 @@ import Testing
 /// Emulated: `ProtectSystem=` (yes/true, full, strict), `ProtectHome=` (yes/true, read-only, tmpfs),
 /// `PrivateTmp=`, `ReadWritePaths=`, `ReadOnlyPaths=`, `InaccessiblePaths=` (a leading `-` makes a
 /// missing path harmless, as in systemd), `StateDirectory=` with `StateDirectoryMode=`,
+/// `RuntimeDirectory=` with `RuntimeDirectoryMode=` (a private tmpfs at /run/NAME, so the host's
+/// /run/NAME is neither read nor written; `RuntimeDirectoryPreserve=` matters only between runs),
 /// `CapabilityBoundingSet=` and `NoNewPrivileges=` (through `setpriv`), `Environment=`, and
 /// `ExecStart=`'s `${VAR}` / `$VAR` expansion. A unit with any other setting that changes the
 /// filesystem or the user the service sees is refused (`unsupported`), so the emulation cannot
@@ -23,7 +25,7 @@ struct UnitSandbox {
     static let notEmulated: Set<String> = [
         "User", "Group", "DynamicUser", "RootDirectory", "RootImage", "PrivateDevices", "PrivateMounts",
         "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths", "ProtectKernelTunables", "ProtectControlGroups",
-        "ProtectKernelModules", "ProtectKernelLogs", "ProtectProc", "ProcSubset", "RuntimeDirectory",
+        "ProtectKernelModules", "ProtectKernelLogs", "ProtectProc", "ProcSubset",
         "CacheDirectory", "LogsDirectory", "ConfigurationDirectory", "MountFlags", "ReadWriteDirectories",
         "ReadOnlyDirectories", "InaccessibleDirectories", "ExecPaths", "NoExecPaths", "WorkingDirectory",
         "MountAPIVFS", "PrivateUsers",
@@ -74,6 +76,8 @@ struct UnitSandbox {
     func setupScript(varLib: String, mounts: [(point: String, type: String)]) -> [String] {
         func q(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
         var lines = ["set -eu", "mount --make-rprivate /", "mount --bind \(q(varLib)) /var/lib"]
+        // RuntimeDirectory=: its mount point must exist before / turns read-only.
+        for name in list("RuntimeDirectory") { lines.append("mkdir -p \(q("/run/" + name))") }
         // ProtectSystem=: every mount at or below each root read-only, the API file systems excepted.
         let api = ["/proc", "/sys", "/dev"]
         func below(_ path: String, _ root: String) -> Bool {
@@ -122,6 +126,11 @@ struct UnitSandbox {
             lines.append(
                 (optional ? "[ ! -e \(q(path)) ] || " : "")
                     + "{ mount --bind \(q(path)) \(q(path)) && mount -o remount,bind,rw \(q(path)); }")
+        }
+        // RuntimeDirectory=: /run/NAME, created by systemd with its mode, always writable.
+        let runtimeMode = last("RuntimeDirectoryMode") ?? "0755"
+        for name in list("RuntimeDirectory") {
+            lines.append("mount -t tmpfs -o mode=\(runtimeMode) tmpfs \(q("/run/" + name))")
         }
         if Self.yes(last("PrivateTmp")) {
             lines += ["mount -t tmpfs -o mode=1777 tmpfs /tmp", "mount -t tmpfs -o mode=1777 tmpfs /var/tmp"]
@@ -277,8 +286,9 @@ struct SystemdSandboxTests {
         let dir = TempDir()
         defer { dir.cleanup() }
         let script = [
-            "for p in /usr /etc /var/lib /work; do if touch \"$p/.ipdst-probe\" 2>/dev/null; then rm -f \"$p/.ipdst-probe\"; echo \"$p writable\"; else echo \"$p read-only\"; fi; done",
+            "for p in /usr /etc /var/lib /work /run; do if touch \"$p/.ipdst-probe\" 2>/dev/null; then rm -f \"$p/.ipdst-probe\"; echo \"$p writable\"; else echo \"$p read-only\"; fi; done",
             "touch /var/lib/ipipd/probe && echo 'state writable'",
+            "touch /run/ipipd/probe && echo 'runtime writable'",
             "touch /tmp/probe && echo 'tmp writable'",
         ].joined(separator: "; ")
         try FileManager.default.createDirectory(atPath: dir.file("var-lib"), withIntermediateDirectories: true)
@@ -286,7 +296,8 @@ struct SystemdSandboxTests {
         #expect(r.status == 0, "\(r.stderr)")
         #expect(
             r.stdout
-                == "/usr read-only\n/etc read-only\n/var/lib read-only\n/work read-only\nstate writable\ntmp writable\n",
+                == "/usr read-only\n/etc read-only\n/var/lib read-only\n/work read-only\n/run read-only\n"
+                + "state writable\nruntime writable\ntmp writable\n",
             "\(r.stdout)\(r.stderr)")
         // The private /tmp went away with the namespace; the state directory is the test's.
         #expect(FileManager.default.fileExists(atPath: dir.file("var-lib/ipipd/probe")))
