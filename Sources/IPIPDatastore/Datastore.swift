@@ -123,6 +123,17 @@ public protocol Datastore: AnyObject {
     /// Something that changes when the objects may have changed, cheap enough to poll several times
     /// a second; nil when the store cannot tell. The default is `revision()`.
     func changeToken() -> String?
+    /// Runs the `count` steps of one command in order (`step(0)`, `step(1)`, ...), stopping at the
+    /// first that throws, and returns how many were stored and the error that stopped them. What
+    /// the steps before the failing one wrote is stored; what the failing one wrote is not
+    /// (calicoctl's "Partial success"). The default runs every step on its own, each primitive
+    /// write its own transaction; `SQLiteDatastore` runs them all in one transaction, each step
+    /// in a savepoint, which it rolls back when the step fails.
+    func runSteps(_ count: Int, _ step: (Int) throws(DatastoreError) -> Void) -> (stored: Int, failure: DatastoreError?)
+    /// The first pool by name, other than one named like `pool`, whose CIDR overlaps `pool`'s:
+    /// the check of Calico's pool create. The default lists every pool (as libcalico-go does);
+    /// a store may answer from an index it keeps during `runSteps`.
+    func firstOverlappingPool(with pool: IPPool) throws(DatastoreError) -> IPPool?
 }
 
 extension Datastore {
@@ -135,6 +146,27 @@ extension Datastore {
     public func list(_ kind: ResourceKind) throws(DatastoreError) -> [Resource] { try fetchAll(kind) }
 
     public func changeToken() -> String? { (try? revision()).map { String($0) } }
+
+    public func runSteps(
+        _ count: Int, _ step: (Int) throws(DatastoreError) -> Void
+    ) -> (stored: Int, failure: DatastoreError?) {
+        for i in 0..<count {
+            do {
+                try step(i)
+            } catch {
+                return (i, error)
+            }
+        }
+        return (count, nil)
+    }
+
+    public func firstOverlappingPool(with pool: IPPool) throws(DatastoreError) -> IPPool? {
+        for case .ipPool(let other) in try fetchAll(.ipPool)
+        where other.metadata.name != pool.metadata.name && other.spec.prefix.overlaps(pool.spec.prefix) {
+            return other
+        }
+        return nil
+    }
 
     /// Every object, as the dataplane reads them, kind by kind.
     public func resourceSet() throws(DatastoreError) -> ResourceSet {
@@ -159,8 +191,7 @@ extension Datastore {
             throw .field("Metadata.ResourceVersion", version, "field must not be set for a Create request")
         }
         if case .ipPool(let pool) = resource {
-            for case .ipPool(let other) in try fetchAll(.ipPool)
-            where other.metadata.name != pool.metadata.name && other.spec.prefix.overlaps(pool.spec.prefix) {
+            if let other = try firstOverlappingPool(with: pool) {
                 throw .field(
                     "IPPool.Spec.CIDR", pool.spec.cidr,
                     "IPPool(\(pool.metadata.name)) CIDR overlaps with IPPool(\(other.metadata.name)) CIDR \(other.spec.cidr)"
