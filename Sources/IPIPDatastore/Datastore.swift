@@ -297,12 +297,17 @@ extension Datastore {
         }
     }
 
-    /// RFC 3339 UTC with second precision, as Kubernetes writes `creationTimestamp`.
-    static func timestamp(_ date: Date = Date()) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: date)
+    /// RFC 3339 UTC with second precision, as Kubernetes writes `creationTimestamp`
+    /// (`2026-12-04T03:53:21Z`; fractions of a second dropped). From `gmtime_r`: a new
+    /// `ISO8601DateFormatter` per object was a third of the CPU time of `ipipctl apply` on SQLite.
+    public static func timestamp(_ date: Date = Date()) -> String {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var t = tm()
+        gmtime_r(&seconds, &t)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let year = String(t.tm_year + 1900)
+        return String(repeating: "0", count: max(0, 4 - year.count)) + year + "-" + two(t.tm_mon + 1) + "-"
+            + two(t.tm_mday) + "T" + two(t.tm_hour) + ":" + two(t.tm_min) + ":" + two(t.tm_sec) + "Z"
     }
 
     private static func sleep(_ duration: Duration) {

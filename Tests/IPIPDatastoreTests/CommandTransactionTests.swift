@@ -94,3 +94,15 @@ struct CommandTransactionTests {
         #expect(try store.list(.node).isEmpty)
     }
 }
+
+@Test("creationTimestamp: the same text as ISO8601DateFormatter's internet date-time in UTC")
+func creationTimestampMatchesTheFormatter() {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime]
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    for seconds in [0, 1.999, 59, 86_399.5, 951_782_400, 1_700_000_000.25, 1_796_355_201, 4_102_444_799, -1.5] {
+        let date = Date(timeIntervalSince1970: seconds)
+        #expect(SQLiteDatastore.timestamp(date) == formatter.string(from: date), "\(seconds)")
+    }
+    #expect(SQLiteDatastore.timestamp(Date(timeIntervalSince1970: 1_796_355_201)) == "2026-12-04T03:33:21Z")
+}
