@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "ipipctl",
             dependencies: [
-                "IPIPResources", "IPIPDatastore",
+                "IPIPCore", "IPIPResources", "IPIPDatastore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -158,10 +158,19 @@ public final class Engine {
         }
         let old = self.topology
         let table = PathMTUTable(nodeCount: topology.nodes.count)
-        for (i, n) in topology.nodes.enumerated() {
-            guard let a = n.address, let j = old.nodes.firstIndex(where: { $0.address == a }) else { continue }
-            table.mtu[i] = pathMTUs.mtu[j]
-            table.expiry[i] = pathMTUs.expiry[j]
+        // By address, in O(nodes): this runs on the packet worker's thread between two batches,
+        // and a scan of the old nodes per new node was 25 million comparisons for 5,000 nodes.
+        // Nothing learned (the usual case): nothing to carry over.
+        if (0..<old.nodes.count).contains(where: { pathMTUs.mtu[$0] != 0 }) {
+            var learned: [IPv4Address: Int] = [:]
+            for (j, n) in old.nodes.enumerated() {
+                if let a = n.address, learned[a] == nil { learned[a] = j }
+            }
+            for (i, n) in topology.nodes.enumerated() {
+                guard let a = n.address, let j = learned[a] else { continue }
+                table.mtu[i] = pathMTUs.mtu[j]
+                table.expiry[i] = pathMTUs.expiry[j]
+            }
         }
         pathMTUs = table
         self.topology = topology

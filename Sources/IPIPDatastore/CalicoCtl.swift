@@ -188,9 +188,26 @@ public enum CalicoCtl {
         var failure: DatastoreError?
         do {
             let store = try open()
-            for target in targets {
-                try action(store, target)
-                handled += 1
+            // Runs of resources go to the store as one unit (`runSteps`: one transaction on
+            // SQLite). A pool delete goes on its own: its first write (the pool disabled) must
+            // be committed, and seen by every watcher, before the grace and the deletes that
+            // follow it (docs/decisions.md, "One transaction per command").
+            var start = 0
+            while start < targets.count, failure == nil {
+                if verb == .delete, targets[start].kind == .ipPool {
+                    try action(store, targets[start])
+                    handled += 1
+                    start += 1
+                    continue
+                }
+                var end = start
+                while end < targets.count, !(verb == .delete && targets[end].kind == .ipPool) { end += 1 }
+                let run = store.runSteps(end - start) { (i: Int) throws(DatastoreError) in
+                    try action(store, targets[start + i])
+                }
+                handled += run.stored
+                failure = run.failure
+                start = end
             }
         } catch {
             failure = error

@@ -131,6 +131,17 @@ public protocol Datastore: AnyObject {
     /// Something that changes when the objects may have changed, cheap enough to poll several times
     /// a second; nil when the store cannot tell. The default is `revision()`.
     func changeToken() -> String?
+    /// Runs the `count` steps of one command in order (`step(0)`, `step(1)`, ...), stopping at the
+    /// first that throws, and returns how many were stored and the error that stopped them. What
+    /// the steps before the failing one wrote is stored; what the failing one wrote is not
+    /// (calicoctl's "Partial success"). The default runs every step on its own, each primitive
+    /// write its own transaction; `SQLiteDatastore` runs them all in one transaction, each step
+    /// in a savepoint, which it rolls back when the step fails.
+    func runSteps(_ count: Int, _ step: (Int) throws(DatastoreError) -> Void) -> (stored: Int, failure: DatastoreError?)
+    /// The first pool by name, other than one named like `pool`, whose CIDR overlaps `pool`'s:
+    /// the check of Calico's pool create. The default lists every pool (as libcalico-go does);
+    /// a store may answer from an index it keeps during `runSteps`.
+    func firstOverlappingPool(with pool: IPPool) throws(DatastoreError) -> IPPool?
 }
 
 extension Datastore {
@@ -169,6 +180,27 @@ extension Datastore {
 
     public func changeToken() -> String? { (try? revision()).map { String($0) } }
 
+    public func runSteps(
+        _ count: Int, _ step: (Int) throws(DatastoreError) -> Void
+    ) -> (stored: Int, failure: DatastoreError?) {
+        for i in 0..<count {
+            do {
+                try step(i)
+            } catch {
+                return (i, error)
+            }
+        }
+        return (count, nil)
+    }
+
+    public func firstOverlappingPool(with pool: IPPool) throws(DatastoreError) -> IPPool? {
+        for case .ipPool(let other) in try fetchAll(.ipPool)
+        where other.metadata.name != pool.metadata.name && other.spec.prefix.overlaps(pool.spec.prefix) {
+            return other
+        }
+        return nil
+    }
+
     /// Every object, as the dataplane reads them, kind by kind.
     public func resourceSet() throws(DatastoreError) -> ResourceSet {
         var set = ResourceSet()
@@ -192,8 +224,7 @@ extension Datastore {
             throw .field("Metadata.ResourceVersion", version, "field must not be set for a Create request")
         }
         if case .ipPool(let pool) = resource {
-            for case .ipPool(let other) in try fetchAll(.ipPool)
-            where other.metadata.name != pool.metadata.name && other.spec.prefix.overlaps(pool.spec.prefix) {
+            if let other = try firstOverlappingPool(with: pool) {
                 throw .field(
                     "IPPool.Spec.CIDR", pool.spec.cidr,
                     "IPPool(\(pool.metadata.name)) CIDR overlaps with IPPool(\(other.metadata.name)) CIDR \(other.spec.cidr)"
@@ -299,12 +330,17 @@ extension Datastore {
         }
     }
 
-    /// RFC 3339 UTC with second precision, as Kubernetes writes `creationTimestamp`.
-    static func timestamp(_ date: Date = Date()) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: date)
+    /// RFC 3339 UTC with second precision, as Kubernetes writes `creationTimestamp`
+    /// (`2026-12-04T03:53:21Z`; fractions of a second dropped). From `gmtime_r`: a new
+    /// `ISO8601DateFormatter` per object was a third of the CPU time of `ipipctl apply` on SQLite.
+    public static func timestamp(_ date: Date = Date()) -> String {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var t = tm()
+        gmtime_r(&seconds, &t)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let year = String(t.tm_year + 1900)
+        return String(repeating: "0", count: max(0, 4 - year.count)) + year + "-" + two(t.tm_mon + 1) + "-"
+            + two(t.tm_mday) + "T" + two(t.tm_hour) + ":" + two(t.tm_min) + ":" + two(t.tm_sec) + "Z"
     }
 
     private static func sleep(_ duration: Duration) {

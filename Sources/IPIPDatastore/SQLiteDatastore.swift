@@ -7,7 +7,9 @@ import IPIPResources
 ///
 /// - WAL journal: readers never block the writer and see only committed data.
 /// - Every write is one `BEGIN IMMEDIATE` transaction (so two writers queue instead of failing on
-///   a lock upgrade), with a busy timeout during which a writer waits for the other.
+///   a lock upgrade), with a busy timeout during which a writer waits for the other. The steps of
+///   one command (`runSteps`: every resource of `ipipctl apply -f`) share one such transaction,
+///   each in a savepoint: one commit (one fsync) per command instead of one per resource.
 /// - `synchronous = FULL`: a committed write survives a crash of the process (kill -9) and of the
 ///   machine; an interrupted one leaves nothing behind.
 /// - Layout, the same shape as Calico's etcd: table `resources` (kind, name, revision, value)
@@ -19,6 +21,12 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
     /// The database file.
     public let path: String
     private let queue: DatabaseQueue
+    /// The open transaction of `runSteps`, which every primitive uses while it runs (GRDB's queue
+    /// is not reentrant). Only the thread running `runSteps` sets it.
+    private var current: Database?
+    /// During `runSteps`: the stored pools by name and their CIDRs indexed, built on first use and
+    /// kept up to date by this store's own writes (nothing else can write inside the transaction).
+    private var pools: (byName: [String: IPPool], index: PrefixOverlapIndex<String>)?
 
     /// The schema version this code writes.
     static let schemaVersion = 1
@@ -89,12 +97,10 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
     // MARK: Primitives
 
     public func fetch(_ kind: ResourceKind, name: String) throws(DatastoreError) -> Resource {
-        let row = try run {
-            try queue.read { db in
-                try Row.fetchOne(
-                    db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
-                    arguments: [kind.rawValue, name])
-            }
+        let row = try read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT revision, value FROM resources WHERE kind = ? AND name = ?",
+                arguments: [kind.rawValue, name])
         }
         guard let row else { throw .doesNotExist(kind: kind.rawValue, name: name) }
         return try decode(kind: kind, name: name, row: row)
@@ -107,12 +113,10 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
     public func fetchAll(
         _ kind: ResourceKind, skipped: (DatastoreError) -> Void
     ) throws(DatastoreError) -> [Resource] {
-        let rows = try run {
-            try queue.read { db in
-                try Row.fetchAll(
-                    db, sql: "SELECT name, revision, value FROM resources WHERE kind = ? ORDER BY name",
-                    arguments: [kind.rawValue])
-            }
+        let rows = try read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT name, revision, value FROM resources WHERE kind = ? ORDER BY name",
+                arguments: [kind.rawValue])
         }
         var resources: [Resource] = []
         for row in rows {
@@ -145,6 +149,7 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         guard let revision else { throw .alreadyExists(kind: kind.rawValue, name: resource.name) }
         var stored = resource
         stored.metadata.resourceVersion = String(revision)
+        noteWritten(stored)
         return stored
     }
 
@@ -168,6 +173,7 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         }
         var stored = resource
         stored.metadata.resourceVersion = String(try outcome.get())
+        noteWritten(stored)
         return stored
     }
 
@@ -197,20 +203,101 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
             try db.execute(sql: "DELETE FROM resources WHERE kind = ? AND name = ?", arguments: [kind.rawValue, name])
             return .success(resource)
         }
-        return try outcome.get()
+        let resource = try outcome.get()
+        if kind == .ipPool { noteRemoved(pool: name) }
+        return resource
     }
 
     public func revision() throws(DatastoreError) -> Int64 {
-        try run { try queue.read { db in try Int64.fetchOne(db, sql: "SELECT revision FROM store WHERE id = 1") ?? 0 } }
+        try read { db in try Int64.fetchOne(db, sql: "SELECT revision FROM store WHERE id = 1") ?? 0 }
     }
 
     /// SQLite's `PRAGMA integrity_check` result (`ok` for a sound file).
     public func integrityCheck() throws(DatastoreError) -> String {
-        try run {
-            try queue.read { db in
-                try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "\n")
+        try read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "\n") }
+    }
+
+    // MARK: Steps
+
+    public func runSteps(
+        _ count: Int, _ step: (Int) throws(DatastoreError) -> Void
+    ) -> (stored: Int, failure: DatastoreError?) {
+        guard current == nil else {
+            // Nested: the outer call's transaction holds these steps too.
+            for i in 0..<count {
+                do { try step(i) } catch { return (i, error) }
             }
+            return (count, nil)
         }
+        var stored = 0
+        var failure: DatastoreError?
+        do {
+            try queue.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    current = db
+                    defer {
+                        current = nil
+                        pools = nil
+                    }
+                    for i in 0..<count {
+                        do {
+                            try db.inSavepoint {
+                                try step(i)
+                                return .commit
+                            }
+                        } catch let error as DatastoreError {
+                            failure = error
+                            break
+                        }
+                        stored += 1
+                    }
+                    // A failed statement can end the transaction itself (SQLITE_FULL, IOERR):
+                    // then nothing of it is stored, and nothing may be reported as stored.
+                    guard db.isInsideTransaction else {
+                        throw failure ?? .storage("datastore \(path): the transaction was rolled back")
+                    }
+                    return .commit
+                }
+            }
+        } catch {
+            return (0, Self.storageError(error, path: path))
+        }
+        return (stored, failure)
+    }
+
+    public func firstOverlappingPool(with pool: IPPool) throws(DatastoreError) -> IPPool? {
+        guard current != nil else {
+            for case .ipPool(let other) in try fetchAll(.ipPool)
+            where other.metadata.name != pool.metadata.name && other.spec.prefix.overlaps(pool.spec.prefix) {
+                return other
+            }
+            return nil
+        }
+        if pools == nil {
+            var byName: [String: IPPool] = [:]
+            var index = PrefixOverlapIndex<String>()
+            for case .ipPool(let p) in try fetchAll(.ipPool) {
+                byName[p.metadata.name] = p
+                index.insert(p.spec.prefix, key: p.metadata.name)
+            }
+            pools = (byName, index)
+        }
+        guard let name = pools!.index.firstOverlapping(pool.spec.prefix, excluding: pool.metadata.name) else {
+            return nil
+        }
+        return pools!.byName[name]
+    }
+
+    private func noteWritten(_ resource: Resource) {
+        guard pools != nil, case .ipPool(let pool) = resource else { return }
+        noteRemoved(pool: pool.metadata.name)
+        pools!.byName[pool.metadata.name] = pool
+        pools!.index.insert(pool.spec.prefix, key: pool.metadata.name)
+    }
+
+    private func noteRemoved(pool name: String) {
+        guard pools != nil, let old = pools!.byName.removeValue(forKey: name) else { return }
+        pools!.index.remove(old.spec.prefix, key: name)
     }
 
     // MARK: Helpers
@@ -263,10 +350,19 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
         return resource
     }
 
-    /// One immediate transaction.
-    private func write<T>(_ body: @escaping (Database) throws -> T) throws(DatastoreError) -> T {
+    /// A read, inside the transaction of `runSteps` when one is open.
+    private func read<T>(_ body: (Database) throws -> T) throws(DatastoreError) -> T {
         try run {
-            try queue.writeWithoutTransaction { db in
+            if let current { return try body(current) }
+            return try queue.read { db in try body(db) }
+        }
+    }
+
+    /// One immediate transaction, or a part of the one `runSteps` has open.
+    private func write<T>(_ body: (Database) throws -> T) throws(DatastoreError) -> T {
+        try run {
+            if let current { return try body(current) }
+            return try queue.writeWithoutTransaction { db in
                 var result: T?
                 try db.inTransaction(.immediate) {
                     result = try body(db)
@@ -280,11 +376,14 @@ public final class SQLiteDatastore: Datastore, @unchecked Sendable {
     private func run<T>(_ body: () throws -> T) throws(DatastoreError) -> T {
         do {
             return try body()
-        } catch let error as DatastoreError {
-            throw error
         } catch {
-            throw .storage("datastore \(path): \(Self.describe(error))")
+            throw Self.storageError(error, path: path)
         }
+    }
+
+    private static func storageError(_ error: any Error, path: String) -> DatastoreError {
+        if let error = error as? DatastoreError { return error }
+        return .storage("datastore \(path): \(describe(error))")
     }
 
     private static func describe(_ error: any Error) -> String {

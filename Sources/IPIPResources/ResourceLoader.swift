@@ -147,12 +147,17 @@ public enum ResourceLoader {
 
     /// Pools whose CIDR overlaps an earlier pool's, reported at the later pool's `spec.cidr`.
     /// Pools sharing a name are reported as duplicates instead (Calico skips same-name pools here).
+    /// The earliest accepted pool that overlaps is named, as a scan of the accepted pools in order
+    /// would find it; the index makes that O(log) per pool instead of a scan.
     private static func overlappingPools(_ pools: [IPPool]) -> [ResourceError] {
         var accepted: [IPPool] = []
+        var acceptedNames: Set<String> = []
+        var index = PrefixOverlapIndex<Int>()
         var errors: [ResourceError] = []
         for pool in pools {
-            if accepted.contains(where: { $0.metadata.name == pool.metadata.name }) { continue }
-            if let other = accepted.first(where: { $0.spec.prefix.overlaps(pool.spec.prefix) }) {
+            if acceptedNames.contains(pool.metadata.name) { continue }
+            if let earliest = index.firstOverlapping(pool.spec.prefix) {
+                let other = accepted[earliest]
                 let position = pool.cidrLocation
                 errors.append(
                     ResourceError(
@@ -162,6 +167,8 @@ public enum ResourceLoader {
                             new: pool.metadata.name, other: other.metadata.name,
                             otherCIDR: other.spec.cidr)))
             } else {
+                index.insert(pool.spec.prefix, key: accepted.count)
+                acceptedNames.insert(pool.metadata.name)
                 accepted.append(pool)
             }
         }

@@ -296,6 +296,31 @@ struct IngressTests {
         #expect(later.verdicts[0].action == .encapsulated)
     }
 
+    @Test("a learned path MTU follows its node's address across a reload that reorders and adds nodes")
+    func pathMTUCarriesOverByAddress() throws {
+        let engine = Engine(topology: try Topology.compile(exampleSpec()))
+        _ = try IngressRun([fragNeeded(mtu: 1400)], engine: engine)
+        let now = Timestamp(seconds: 1000)
+        #expect(engine.learnedPathMTU(toNode: 1, now: now) == 1400)
+        // node-b moves from index 1 to the end, behind node-c and a new node.
+        var spec = exampleSpec()
+        let b = spec.nodes.remove(at: 1)
+        spec.nodes.append(
+            TopologySpec.Node(name: "node-d", address: IPv4Prefix("10.0.0.4/24"), tunnelAddress: nil))
+        spec.nodes.append(b)
+        engine.replaceTopology(try Topology.compile(spec))
+        let moved = try #require(engine.topology.nodes.firstIndex { $0.name == "node-b" })
+        #expect(moved == 3)
+        #expect(engine.learnedPathMTU(toNode: moved, now: now) == 1400)
+        for i in engine.topology.nodes.indices where i != moved {
+            #expect(engine.learnedPathMTU(toNode: i, now: now) == nil)
+        }
+        // node-b gone: nothing carried to whoever takes its index.
+        spec.nodes.removeLast()
+        engine.replaceTopology(try Topology.compile(spec))
+        for i in engine.topology.nodes.indices { #expect(engine.learnedPathMTU(toNode: i, now: now) == nil) }
+    }
+
     @Test("ENC-18 / SEC-T11: forged frag-needed changes nothing; a tiny MTU is raised to the floor")
     func forgedPTB() throws {
         let engine = Engine(topology: try Topology.compile(exampleSpec()))

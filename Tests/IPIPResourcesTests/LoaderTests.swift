@@ -38,6 +38,46 @@ private func pools(_ entries: [(name: String, cidr: String)]) -> String {
             manifest: pools([("a", "10.0.0.0/16"), ("b", "10.1.0.0/16"), ("c", "10.0.0.0/8")]),
             expected: ["t.yaml:20:9: IPPool(c) spec.cidr: IPPool(c) CIDR overlaps with IPPool(a) CIDR 10.0.0.0/16"]),
         SetCase(
+            name: "adjacent pools do not overlap",
+            manifest: pools([("a", "10.0.0.0/24"), ("b", "10.0.1.0/24"), ("c", "10.0.2.0/23")]),
+            expected: []),
+        SetCase(
+            name: "the halves of a range are adjacent, the whole overlaps the first half",
+            manifest: pools([("lo", "10.0.0.0/25"), ("hi", "10.0.0.128/25"), ("all", "10.0.0.0/24")]),
+            expected: ["t.yaml:20:9: IPPool(all) spec.cidr: IPPool(all) CIDR overlaps with IPPool(lo) CIDR 10.0.0.0/25"]
+        ),
+        SetCase(
+            name: "equal IPv4 pools",
+            manifest: pools([("a", "10.9.0.0/16"), ("b", "10.9.0.0/16")]),
+            expected: ["t.yaml:13:9: IPPool(b) spec.cidr: IPPool(b) CIDR overlaps with IPPool(a) CIDR 10.9.0.0/16"]),
+        SetCase(
+            name: "a pool containing several earlier ones names the earliest declared, not the first by name",
+            manifest: pools([("z", "10.5.0.0/16"), ("m", "10.1.0.0/16"), ("a", "10.2.0.0/16"), ("big", "10.0.0.0/8")]),
+            expected: ["t.yaml:27:9: IPPool(big) spec.cidr: IPPool(big) CIDR overlaps with IPPool(z) CIDR 10.5.0.0/16"]),
+        SetCase(
+            name: "a pool nested in an earlier one, deepest last",
+            manifest: pools([("outer", "10.0.0.0/8"), ("inner", "10.1.2.0/24"), ("deep", "10.1.2.64/26")]),
+            expected: [
+                "t.yaml:13:9: IPPool(inner) spec.cidr: IPPool(inner) CIDR overlaps with IPPool(outer) CIDR 10.0.0.0/8",
+                "t.yaml:20:9: IPPool(deep) spec.cidr: IPPool(deep) CIDR overlaps with IPPool(outer) CIDR 10.0.0.0/8",
+            ]),
+        SetCase(
+            name: "a rejected pool is not compared with later ones",
+            manifest: pools([("a", "10.0.0.0/16"), ("wide", "10.0.0.0/8"), ("b", "10.1.0.0/16")]),
+            expected: [
+                "t.yaml:13:9: IPPool(wide) spec.cidr: IPPool(wide) CIDR overlaps with IPPool(a) CIDR 10.0.0.0/16"
+            ]),
+        SetCase(
+            name: "IPv6 pools: nested and adjacent",
+            manifest: pools([("a6", "fd00:0:0:1::/64"), ("b6", "fd00:0:0:2::/64"), ("c6", "fd00::/48")]),
+            expected: [
+                "t.yaml:20:9: IPPool(c6) spec.cidr: IPPool(c6) CIDR overlaps with IPPool(a6) CIDR fd00:0:0:1::/64"
+            ]),
+        SetCase(
+            name: "IPv4 and IPv6 pools never overlap",
+            manifest: pools([("v4", "10.0.0.0/8"), ("v6", "a00::/8")]),
+            expected: []),
+        SetCase(
             name: "duplicate pool name",
             manifest: pools([("a", "10.0.0.0/16"), ("a", "10.1.0.0/16")]),
             expected: ["t.yaml:8:1: IPPool(a) metadata.name: duplicate IPPool name 'a' (first declared at t.yaml:1:1)"]),
