@@ -1,5 +1,6 @@
 import Foundation
 import IPIPCore
+import IPIPEtcdWire
 import IPIPResources
 import Synchronization
 
@@ -302,20 +303,11 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
     }
 
     /// The block's `affinity` (`host:<node>`), if any.
-    static func blockAffinity(_ value: [UInt8]) -> String? {
-        let object = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any]
-        return object?["affinity"] as? String
-    }
+    static func blockAffinity(_ value: [UInt8]) -> String? { EtcdWire.blockAffinity(value) }
 
     /// nil when no ordinal of the block is allocated (it can be deleted); otherwise the block with
     /// `affinity` set to null, its allocations kept.
-    static func blockWithoutAffinity(_ value: [UInt8]) -> [UInt8]? {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any] else { return nil }
-        let allocations = object["allocations"] as? [Any] ?? []
-        if allocations.allSatisfy({ $0 is NSNull }) { return nil }
-        object["affinity"] = NSNull()
-        return EtcdClient.json(object)
-    }
+    static func blockWithoutAffinity(_ value: [UInt8]) -> [UInt8]? { EtcdWire.blockWithoutAffinity(value) }
 
     // MARK: Values
 
@@ -335,14 +327,7 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
             guard let (node, cidr) = Self.parseAffinityKey(kv.key) else {
                 throw .storage("etcd key \(kv.key) is not a block-affinity key")
             }
-            let object = (try? JSONSerialization.jsonObject(with: Data(kv.value))) as? [String: Any] ?? [:]
-            let state = object["state"] as? String ?? "confirmed"
-            let deleted: Bool =
-                switch object["deleted"] {
-                case let flag as Bool: flag
-                case let text as String: text == "true"
-                default: false
-                }
+            let (state, deleted) = EtcdWire.affinityState(kv.value)
             resource = try IPAM.affinityResource(
                 node: node, cidr: cidr, state: state, deleted: deleted,
                 source: "\(description)\(kv.key)")
