@@ -72,11 +72,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // Fuzzing: the program interpreter and invariant checks (shared by ipip-fuzz and the
-        // regression test), the libFuzzer driver declaration, and the fuzz executable.
-        .target(name: "IPIPFuzzSupport", dependencies: ["IPIPCore"]),
+        // Fuzzing: the targets (engine program interpreter and invariants, manifests, captures,
+        // netlink, etcd replies), shared by ipip-fuzz and the regression test, the libFuzzer
+        // driver declaration, and the fuzz executable (docs/fuzzing.md). It links neither NIO nor
+        // GRDB, so its optimised, sanitised build stays short.
+        .target(
+            name: "IPIPFuzzSupport", dependencies: ["IPIPCore", "IPIPResources", "Pcap", "IPIPLinux", "IPIPEtcdWire"]),
         .target(name: "CFuzz"),
-        .executableTarget(name: "ipip-fuzz", dependencies: ["IPIPCore", "IPIPFuzzSupport", "CFuzz"]),
+        .executableTarget(name: "ipip-fuzz", dependencies: ["IPIPFuzzSupport", "CFuzz"]),
         // The CLI: resources and the datastore only (no libpcap, no netlink).
         .executableTarget(
             name: "ipipctl",
@@ -92,7 +95,9 @@ let package = Package(
                 "IPIPCore", "CIPIPLinux", "IPIPLinux", "IPIPDataplane", .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport", "IPIPTestSupport"]),
+        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPTestSupport"]),
+        // Replays every fuzz target's seed corpus and past crashes (Tests/Fixtures/fuzz/<target>/).
+        .testTarget(name: "IPIPFuzzTests", dependencies: ["IPIPFuzzSupport", "IPIPCore", "Pcap", "IPIPEtcdWire"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(
