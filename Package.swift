@@ -32,13 +32,16 @@ let package = Package(
         .target(name: "Pcap", dependencies: ["IPIPCore", "CPcap"]),
         // Calico resources: decoding with file:line:column errors, defaults, validation.
         .target(name: "IPIPResources", dependencies: ["IPIPCore", .product(name: "Yams", package: "Yams")]),
+        // What etcd's JSON gateway sends, decoded (reply objects, key-values, watch messages, IPAM
+        // values): Foundation only, so the `etcd` fuzz target links it without the HTTP stack.
+        .target(name: "IPIPEtcdWire"),
         // The datastore: the store protocol, embedded SQLite (the default), etcd v3 in Calico's key
         // layout (through etcd's JSON gateway), read-only manifests, the --datastore/IPIPD_DATASTORE
         // parser, and calicoctl's verbs over a store.
         .target(
             name: "IPIPDatastore",
             dependencies: [
-                "IPIPResources", "IPIPCore", .product(name: "GRDB", package: "GRDB.swift"),
+                "IPIPResources", "IPIPCore", "IPIPEtcdWire", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -69,11 +72,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // Fuzzing: the program interpreter and invariant checks (shared by ipip-fuzz and the
-        // regression test), the libFuzzer driver declaration, and the fuzz executable.
-        .target(name: "IPIPFuzzSupport", dependencies: ["IPIPCore"]),
+        // Fuzzing: the targets (engine program interpreter and invariants, manifests, captures,
+        // netlink, etcd replies), shared by ipip-fuzz and the regression test, the libFuzzer
+        // driver declaration, and the fuzz executable (docs/fuzzing.md). It links neither NIO nor
+        // GRDB, so its optimised, sanitised build stays short.
+        .target(
+            name: "IPIPFuzzSupport", dependencies: ["IPIPCore", "IPIPResources", "Pcap", "IPIPLinux", "IPIPEtcdWire"]),
         .target(name: "CFuzz"),
-        .executableTarget(name: "ipip-fuzz", dependencies: ["IPIPCore", "IPIPFuzzSupport", "CFuzz"]),
+        .executableTarget(name: "ipip-fuzz", dependencies: ["IPIPFuzzSupport", "CFuzz"]),
         // The CLI: resources and the datastore only (no libpcap, no netlink).
         .executableTarget(
             name: "ipipctl",
@@ -90,11 +96,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPFuzzSupport", "IPIPTestSupport"]),
+        .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPTestSupport"]),
+        // Replays every fuzz target's seed corpus and past crashes (Tests/Fixtures/fuzz/<target>/).
+        .testTarget(name: "IPIPFuzzTests", dependencies: ["IPIPFuzzSupport", "IPIPCore", "Pcap", "IPIPEtcdWire"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPResourcesTests", dependencies: ["IPIPResources", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(
-            name: "IPIPDatastoreTests", dependencies: ["IPIPDatastore", "IPIPResources", "IPIPCore", "IPIPTestSupport"]),
+            name: "IPIPDatastoreTests",
+            dependencies: ["IPIPDatastore", "IPIPEtcdWire", "IPIPResources", "IPIPCore", "IPIPTestSupport"]),
         .testTarget(name: "IPIPLinuxTests", dependencies: ["IPIPLinux", "IPIPCore", "CIPIPLinux", "IPIPTestSupport"]),
         .testTarget(
             name: "IPIPDataplaneTests",

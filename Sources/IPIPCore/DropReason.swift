@@ -47,7 +47,8 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case innerSourceInvalid
     /// Underlay: the inner source does not belong to the sending peer (DEC-10, spoofing).
     case innerSourceNotFromPeer
-    /// Underlay: the inner destination is not a local workload (DEC-09, the open-relay case).
+    /// Underlay: the inner destination is not a local workload (DEC-09, the open-relay case); also
+    /// a reply to a translated flow whose workload address is not (or no longer) local.
     case innerDestinationNotLocal
     /// Underlay: the inner packet carries a loose or strict source route option (DEC-11).
     case sourceRouted

@@ -14,6 +14,8 @@
 /// pseudo-header and port, ICMP over every changed word; a UDP checksum of 0 (none) stays 0, and
 /// a computed 0 is sent as 0xFFFF (RFC 768).
 ///
+/// A reply (or an ICMP error) whose workload address is not local in the current topology is
+/// dropped as `inner_destination_not_local`, as a decapsulated packet would be.
 /// Not translated (dropped as `nat_untranslatable`): fragments (no ports after the first one;
 /// there is no reassembly), protocols other than TCP, UDP and ICMP echo, and ICMP errors about
 /// flows without a session. Table full or ports exhausted: dropped with a counter and a
@@ -270,6 +272,9 @@ extension Engine {
                 layout.proto, externalPort: externalPort, remoteAddress: header.sourceAddress,
                 remotePort: f.remotePort, tcpFlags: f.tcpFlags, now: now)
         else { return drop(.unsolicited, length: totalLength) }
+        guard Self.isLocalWorkload(target.internalAddress, topology: topology) else {
+            return drop(.innerDestinationNotLocal, length: totalLength)
+        }
         var adjustment = ChecksumAdjustment()
         if layout.pseudoHeader {
             adjustment.replace(header.destinationAddress.rawValue, with: target.internalAddress.rawValue)
@@ -279,6 +284,16 @@ extension Engine {
         Self.patchTransportChecksum(l4, layout, adjustment)
         header.setDestinationAddressUpdatingChecksum(target.internalAddress)
         return emitWhole(i, in: batch, side: .tun, action: .untranslated, length: totalLength)
+    }
+
+    /// Whether the TUN may get a packet for `address`: it routes to this node (a local block or
+    /// the tunnel address), as for a decapsulated packet (DEC-09). A mapping's workload address
+    /// may not: its source was in a natOutgoing pool but not local (a workload sending as another
+    /// node's address), or its block moved to another node since the flow started. Found by the
+    /// `engine` fuzz target (Tests/Fixtures/fuzz/engine/crashes/nat-reply-to-remote-workload).
+    @inline(__always)
+    static func isLocalWorkload(_ address: IPv4Address, topology: Topology) -> Bool {
+        topology.route(for: address)?.kind == .local
     }
 
     /// An ICMP error from the outside quoting one of our translated packets (node IP, external
@@ -295,6 +310,9 @@ extension Engine {
                 q.layout.proto, externalPort: q.localPort,
                 remoteAddress: q.quoted.destinationAddress, remotePort: q.remotePort, now: now)
         else { return drop(.unsolicited, length: totalLength) }
+        guard Self.isLocalWorkload(target.internalAddress, topology: topology) else {
+            return drop(.innerDestinationNotLocal, length: totalLength)
+        }
         Self.rewriteQuoted(
             q, icmp: icmp, ourAddress: target.internalAddress, ourPort: target.internalPort,
             ourSideIsSource: true)

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import IPIPEtcdWire
 import NIOCore
 import NIOHTTP1
 import NIOSSL
@@ -18,19 +19,7 @@ import Synchronization
 /// answered is used first from then on. An HTTP error from etcd is not retried elsewhere.
 public final class EtcdClient: @unchecked Sendable {
     /// A key and its value, as `range` returns them.
-    public struct KeyValue: Hashable, Sendable {
-        /// The key.
-        public var key: String
-        /// The value (UTF-8 bytes as stored).
-        public var value: [UInt8]
-        /// The revision of the key's creation.
-        public var createRevision: Int64
-        /// The revision of the key's last modification (Calico's resourceVersion).
-        public var modRevision: Int64
-
-        /// The value as text.
-        public var text: String { String(decoding: value, as: UTF8.self) }
-    }
+    public typealias KeyValue = EtcdKeyValue
 
     /// A comparison in a transaction's guard.
     public enum Compare: Sendable {
@@ -61,14 +50,7 @@ public final class EtcdClient: @unchecked Sendable {
     }
 
     /// One change seen by a watch.
-    public struct Event: Sendable {
-        /// The key that changed.
-        public var key: String
-        /// True for a delete, false for a put.
-        public var isDelete: Bool
-        /// The revision of the change.
-        public var modRevision: Int64
-    }
+    public typealias Event = EtcdEvent
 
     /// TLS material for `https://` endpoints, as calicoctl takes it (`ETCD_CA_CERT_FILE`,
     /// `ETCD_CERT_FILE`, `ETCD_KEY_FILE`): a CA to trust instead of the system's, and a client
@@ -281,14 +263,12 @@ public final class EtcdClient: @unchecked Sendable {
             }
         }
         let reply = try call("/v3/kv/txn", ["compare": compares, "success": ops(success), "failure": ops(failure)])
-        let succeeded = reply["succeeded"] as? Bool ?? false
-        var reads: [[KeyValue]] = []
-        for case let response as [String: Any] in reply["responses"] as? [Any] ?? [] {
-            if let range = response["response_range"] as? [String: Any] {
-                reads.append(try Self.keyValues(range["kvs"]))
-            }
+        do {
+            let (succeeded, reads) = try EtcdWire.transaction(reply)
+            return TxnResult(succeeded: succeeded, revision: Self.headerRevision(reply), reads: reads)
+        } catch {
+            throw .storage(error.message)
         }
-        return TxnResult(succeeded: succeeded, revision: Self.headerRevision(reply), reads: reads)
     }
 
     // MARK: Watch
@@ -430,11 +410,9 @@ public final class EtcdClient: @unchecked Sendable {
         }
         if let index = endpoints.firstIndex(of: endpoint) { preferred.withLock { $0 = index } }
         let bytes = response.body.map { Array($0.readableBytesView) } ?? []
-        let parsed = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        let parsed = EtcdWire.object(bytes)
         guard response.status == .ok, let parsed else {
-            let message =
-                (parsed?["message"] as? String) ?? (parsed?["error"] as? String)
-                ?? String(decoding: bytes.prefix(300), as: UTF8.self)
+            let message = EtcdWire.errorMessage(parsed, body: bytes)
             let text = "etcd \(endpoint)\(path): HTTP \(response.status.code): \(message)"
             if authorized, Self.isAuthenticationError(status: response.status, message: message) {
                 throw .authenticationNeeded(text)
@@ -452,9 +430,7 @@ public final class EtcdClient: @unchecked Sendable {
         return "\(error)"
     }
 
-    static func json(_ object: Any) -> [UInt8] {
-        Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8))
-    }
+    static func json(_ object: Any) -> [UInt8] { EtcdWire.json(object) }
 
     static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
 
@@ -472,29 +448,16 @@ public final class EtcdClient: @unchecked Sendable {
         return "\0"
     }
 
-    static func int64(_ any: Any?) -> Int64 {
-        if let s = any as? String { return Int64(s) ?? 0 }
-        if let n = any as? NSNumber { return n.int64Value }
-        return 0
-    }
+    static func int64(_ any: Any?) -> Int64 { EtcdWire.int64(any) }
 
-    static func headerRevision(_ reply: [String: Any]) -> Int64 {
-        int64((reply["header"] as? [String: Any])?["revision"])
-    }
+    static func headerRevision(_ reply: [String: Any]) -> Int64 { EtcdWire.headerRevision(reply) }
 
     static func keyValues(_ any: Any?) throws(DatastoreError) -> [KeyValue] {
-        var result: [KeyValue] = []
-        for case let kv as [String: Any] in any as? [Any] ?? [] {
-            guard let keyText = kv["key"] as? String, let key = Data(base64Encoded: keyText) else {
-                throw .storage("etcd: a key-value without a key")
-            }
-            let value = (kv["value"] as? String).flatMap { Data(base64Encoded: $0) } ?? Data()
-            result.append(
-                KeyValue(
-                    key: String(decoding: key, as: UTF8.self), value: Array(value),
-                    createRevision: int64(kv["create_revision"]), modRevision: int64(kv["mod_revision"])))
+        do {
+            return try EtcdWire.keyValues(any)
+        } catch {
+            throw .storage(error.message)
         }
-        return result
     }
 }
 
@@ -533,32 +496,13 @@ private final class WatchDelegate: HTTPClientResponseDelegate, @unchecked Sendab
     }
 
     private func handle(_ line: [UInt8]) {
-        guard !line.allSatisfy({ $0 == 32 || $0 == 13 }),
-            let message = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any]
-        else { return }
-        if let error = message["error"] as? [String: Any] {
-            failure.withLock { $0 = .storage("etcd watch: \(error["message"] as? String ?? "\(error)")") }
-            return
+        switch EtcdWire.watchMessage(line) {
+        case nil: return
+        case .failure(let message): failure.withLock { $0 = .storage(message) }
+        case .compacted(let revision): report(.compacted(revision: revision))
+        case .changes(let created, let revision, let events):
+            if created { report(.created(revision: revision)) }
+            if !events.isEmpty { report(.events(events, revision: revision)) }
         }
-        guard let result = message["result"] as? [String: Any] else { return }
-        let revision = EtcdClient.headerRevision(result)
-        let compacted = EtcdClient.int64(result["compact_revision"])
-        if compacted > 0 {
-            report(.compacted(revision: compacted))
-            return
-        }
-        if result["created"] as? Bool == true { report(.created(revision: revision)) }
-        var events: [EtcdClient.Event] = []
-        for case let event as [String: Any] in result["events"] as? [Any] ?? [] {
-            guard let kv = event["kv"] as? [String: Any], let keyText = kv["key"] as? String,
-                let key = Data(base64Encoded: keyText)
-            else { continue }
-            events.append(
-                EtcdClient.Event(
-                    key: String(decoding: key, as: UTF8.self),
-                    isDelete: (event["type"] as? String) == "DELETE",
-                    modRevision: EtcdClient.int64(kv["mod_revision"])))
-        }
-        if !events.isEmpty { report(.events(events, revision: revision)) }
     }
 }

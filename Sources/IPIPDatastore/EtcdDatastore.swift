@@ -1,5 +1,6 @@
 import Foundation
 import IPIPCore
+import IPIPEtcdWire
 import IPIPResources
 import Synchronization
 
@@ -333,20 +334,11 @@ public final class EtcdDatastore: Datastore, @unchecked Sendable {
     }
 
     /// The block's `affinity` (`host:<node>`), if any.
-    static func blockAffinity(_ value: [UInt8]) -> String? {
-        let object = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any]
-        return object?["affinity"] as? String
-    }
+    static func blockAffinity(_ value: [UInt8]) -> String? { EtcdWire.blockAffinity(value) }
 
     /// nil when no ordinal of the block is allocated (it can be deleted); otherwise the block with
     /// `affinity` set to null, its allocations kept.
-    static func blockWithoutAffinity(_ value: [UInt8]) -> [UInt8]? {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any] else { return nil }
-        let allocations = object["allocations"] as? [Any] ?? []
-        if allocations.allSatisfy({ $0 is NSNull }) { return nil }
-        object["affinity"] = NSNull()
-        return EtcdClient.json(object)
-    }
+    static func blockWithoutAffinity(_ value: [UInt8]) -> [UInt8]? { EtcdWire.blockWithoutAffinity(value) }
 
     // MARK: Values
 

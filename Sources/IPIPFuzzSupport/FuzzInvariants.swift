@@ -19,6 +19,7 @@ import Darwin
 ///   fragments of one input cover its payload exactly, in order, with the original bytes, MF on
 ///   every piece but the last (which keeps the original's MF), offsets continuing the original's;
 ///   ICMP errors go to the TUN, come from the ICMP source address, and are ≤ 576 bytes;
+///   a translated (SNAT) packet leaves on the underlay from this node's IP;
 /// - ingress: nothing ever leaves on the underlay, nothing is generated (DEC-12), and a
 ///   decapsulated packet is addressed to a local workload or tunnel address.
 /// Generated slots: origins in `0..<batch.count`, nondecreasing, each with a side.
@@ -47,6 +48,7 @@ public enum FuzzInvariants {
         public static let decapsulatedDestination = "decapsulated-destination"
         public static let generatedSlots = "generated-slots"
         public static let inputBatch = "input-batch"
+        public static let nat = "nat"
     }
 
     public static func check(
@@ -132,6 +134,13 @@ public enum FuzzInvariants {
                     }
                 }
             } else {
+                if v.action == .translated {
+                    if side != .underlay {
+                        fail(i, Kind.nat, "translated packet leaves on \(side), not the underlay")
+                    } else if address(p, 12) != topology.localAddress {
+                        fail(i, Kind.nat, "translated packet from \(address(p, 12)), not \(topology.localAddress)")
+                    }
+                }
                 if side == .underlay && p[9] == IPProtocolNumber.ipInIP {
                     checkEncapsulated(p, slot: i, what: "egress packet", peer: v.peer, topology: topology, fail)
                 }

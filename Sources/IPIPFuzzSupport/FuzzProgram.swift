@@ -2,8 +2,10 @@ import IPIPCore
 
 /// Runs programs one after the other, reusing the packet slabs between them (allocating about
 /// 1 MB per program under ASan cost more than the engine work). Each program still gets a fresh
-/// engine, clock and empty batches, so a result depends on the input alone. Not thread-safe: one
-/// session per thread (`ipip-fuzz` keeps one; `FuzzProgram.run` makes a fresh one per call).
+/// engine, clock and empty batches, so a result depends on the input alone. The engine's tables
+/// are sized by the program (`FuzzProgram.natCapacity`), not for production: a 262,144-session
+/// NAT table (23 MB to allocate and initialise) was most of what an input cost. Not thread-safe:
+/// one session per thread (`ipip-fuzz` keeps one; `FuzzProgram.run` makes a fresh one per call).
 public final class FuzzSession {
     /// Runners by `generated` capacity: [256 slots, 16 slots].
     var runners: [FuzzProgram.Runner?] = [nil, nil]
@@ -19,11 +21,12 @@ public final class FuzzSession {
         guard let options = input.first else { return [] }
         let k = options & 0x20 != 0 ? 1 : 0
         let runner: FuzzProgram.Runner
+        let natCapacity = FuzzProgram.natCapacity(inputByteCount: input.count)
         if let r = runners[k] {
-            r.reset(options: options)
+            r.reset(options: options, natCapacity: natCapacity)
             runner = r
         } else {
-            runner = FuzzProgram.Runner(options: options)
+            runner = FuzzProgram.Runner(options: options, natCapacity: natCapacity)
             runners[k] = runner
         }
         return FuzzProgram.run(input, runner: runner, trace: trace)
@@ -47,10 +50,16 @@ public final class FuzzSession {
 ///   template mode: an 8-byte FuzzDescriptor, then its supplied payload bytes
 /// ```
 /// Packets of one direction collect in a batch of 8, processed when it fills, when the direction
-/// changes, at a control record and at the end. The clock starts at 1000 s.
+/// changes, at a control record and at the end. The clock starts at 1000 s. The NAT table holds
+/// `natCapacity(inputByteCount:)` sessions, so a program with more flows than that reaches the
+/// table-full path.
 public enum FuzzProgram {
     /// Packets per batch.
     public static let batchSize = 8
+
+    /// NAT sessions of the engine for a program of `n` bytes: one per 16 bytes (a template record
+    /// is 9 bytes or more, a raw one 3 or more), between 4 and 1024.
+    public static func natCapacity(inputByteCount n: Int) -> Int { min(1024, max(4, n / 16)) }
 
     /// Runs the program in `input` and returns every invariant violation (empty when all hold).
     public static func run(_ input: UnsafeRawBufferPointer) -> [FuzzInvariants.Violation] {
@@ -132,23 +141,23 @@ public enum FuzzProgram {
         var violations: [FuzzInvariants.Violation] = []
         var trace: ((String) -> Void)?
 
-        init(options: UInt8) {
-            engine = Self.engine(options: options)
+        init(options: UInt8, natCapacity: Int) {
+            engine = Self.engine(options: options, natCapacity: natCapacity)
             generated = PacketBatch(capacity: options & 0x20 != 0 ? 16 : 256, maximumPacketByteCount: 2048)
         }
 
-        static func engine(options: UInt8) -> Engine {
+        static func engine(options: UInt8, natCapacity: Int) -> Engine {
             let configuration = EngineConfiguration(
                 outerTimeToLive: options & 0x40 != 0 ? 0 : 64,
                 icmpRatePerSecond: options & 0x80 != 0 ? 5 : 1000,
-                icmpBurst: options & 0x80 != 0 ? 2 : 50)
+                icmpBurst: options & 0x80 != 0 ? 2 : 50, natCapacity: natCapacity)
             return Engine(topology: FuzzTopologies.compiled[Int(options & 0x0F)], configuration: configuration)
         }
 
         /// Reset for a new program: a fresh engine and clock, empty batches. The slabs are kept:
         /// allocating 1 MB per input (under ASan) cost more than the engine work.
-        func reset(options: UInt8) {
-            engine = Self.engine(options: options)
+        func reset(options: UInt8, natCapacity: Int) {
+            engine = Self.engine(options: options, natCapacity: natCapacity)
             batch.removeAll()
             generated.removeAll()
             ingress = false

@@ -102,20 +102,31 @@ extension NetlinkSocket {
         NeighborMessageHeader().encode(into: &b)
         var entries: [NeighborEntry] = []
         for m in try dump(b, detail: "neighbours") where m.header.type == Self.newNeighbor {
-            guard let h = NeighborMessageHeader(parsing: m.payload), h.family == NL.familyIPv4 else { continue }
-            if let interfaceIndex, h.index != interfaceIndex { continue }
-            var address: IPv4Address?
-            var link: MACAddress?
-            for a in try NetlinkParser.attributes(in: m.payload.dropFirst(NeighborMessageHeader.byteCount)) {
-                switch a.type {
-                case Self.ndaDestination: address = a.ipv4Address
-                case Self.ndaLinkAddress: link = MACAddress(a.payload)
-                default: break
-                }
-            }
-            guard let address else { continue }
-            entries.append(NeighborEntry(address: address, interfaceIndex: h.index, linkAddress: link, state: h.state))
+            guard let entry = try NeighborEntry(parsing: m.payload) else { continue }
+            if let interfaceIndex, entry.interfaceIndex != interfaceIndex { continue }
+            entries.append(entry)
         }
         return entries
+    }
+}
+
+extension NeighborEntry {
+    /// Parses an `RTM_NEWNEIGH` payload (ndmsg + attributes); nil for other families and for an
+    /// entry without a destination (nothing to send to). A payload shorter than ndmsg is skipped
+    /// too, as the dump always skipped it.
+    /// - Throws: `NetlinkError` (`EPROTO`) for malformed attributes.
+    init?(parsing payload: ArraySlice<UInt8>) throws(NetlinkError) {
+        guard let h = NeighborMessageHeader(parsing: payload), h.family == NL.familyIPv4 else { return nil }
+        var address: IPv4Address?
+        var link: MACAddress?
+        for a in try NetlinkParser.attributes(in: payload.dropFirst(NeighborMessageHeader.byteCount)) {
+            switch a.type {
+            case NetlinkSocket.ndaDestination: address = a.ipv4Address
+            case NetlinkSocket.ndaLinkAddress: link = MACAddress(a.payload)
+            default: break
+            }
+        }
+        guard let address else { return nil }
+        self.init(address: address, interfaceIndex: h.index, linkAddress: link, state: h.state)
     }
 }

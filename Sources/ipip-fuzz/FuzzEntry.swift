@@ -1,8 +1,9 @@
 import Glibc
 import IPIPFuzzSupport
 
-/// The session reused across inputs (libFuzzer calls back on one thread).
-nonisolated(unsafe) let session = FuzzSession()
+/// The selected target's per-input function, set up once before libFuzzer starts (libFuzzer calls
+/// back on one thread).
+nonisolated(unsafe) var runOne: ((UnsafeRawBufferPointer) -> [FuzzFinding])?
 
 /// Invariant kinds to ignore (`IPIP_FUZZ_IGNORE=kind,kind`): known, reported bugs the fuzzer
 /// should stop rediscovering so it can look for others. The regression test ignores nothing.
@@ -11,14 +12,19 @@ let ignoredKinds: Set<String> = {
     return Set(String(cString: v).split(separator: ",").map(String.init))
 }()
 
-/// libFuzzer's per-input callback: runs the program, traps on the first broken invariant so
+/// Sets the target up (its process-wide state: compiled topologies, decoders).
+func select(_ target: FuzzTarget) {
+    runOne = target.makeRunner()
+}
+
+/// libFuzzer's per-input callback: runs the target, traps on the first broken invariant so
 /// libFuzzer saves the input.
 func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    var violations = session.run(UnsafeRawBufferPointer(start: data, count: size))
-    if !ignoredKinds.isEmpty { violations.removeAll { ignoredKinds.contains($0.kind) } }
-    if !violations.isEmpty {
-        for v in violations { print("invariant violated: \(v)") }
-        preconditionFailure("invariant violated: \(violations[0])")
+    var findings = runOne!(UnsafeRawBufferPointer(start: data, count: size))
+    if !ignoredKinds.isEmpty { findings.removeAll { ignoredKinds.contains($0.kind) } }
+    if !findings.isEmpty {
+        for f in findings { print("invariant violated: \(f)") }
+        preconditionFailure("invariant violated: \(findings[0])")
     }
     return 0
 }

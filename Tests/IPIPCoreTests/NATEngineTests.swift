@@ -225,6 +225,43 @@ struct NATEngineTests {
         #expect(Array(quoted.prefix(28)) == Array(out.prefix(28)), "the quote is the workload's own packet again")
     }
 
+    @Test(
+        "replies translated back to an address that is not a local workload are dropped, not written to the TUN (fuzz: engine/crashes/nat-reply-to-remote-workload)"
+    )
+    func replyToNonLocalWorkload() throws {
+        // A source in node-b's block, sent on our TUN: its pool is natOutgoing, so it is translated
+        // (Calico's rule is `-s <pool>`), but its reply is not ours to deliver.
+        let e = try engine()
+        let spoofed = try EgressRun(engine: e, [flowPacket(proto: 17, source: "192.168.1.20")])
+        #expect(spoofed.verdicts[0].action == .translated)
+        let t = spoofed.outputs[0].bytes
+        var icmp: [UInt8] = [3, 3, 0, 0, 0, 0, 0, 0] + Array(t.prefix(28))
+        let c = icmp.withUnsafeBytes { InternetChecksum.checksum($0) }
+        icmp[2] = UInt8(c >> 8)
+        icmp[3] = UInt8(c & 0xFF)
+        var err = PacketBuilder()
+        err.source = ip("203.0.113.10")
+        err.destination = node
+        err.protocolNumber = 1
+        err.payload = icmp
+        let back = try IngressRun([mirrored(t), err.bytes()], engine: e)
+        #expect(back.verdicts.map(\.dropReason) == [.innerDestinationNotLocal, .innerDestinationNotLocal])
+        #expect(back.outputs.isEmpty)
+
+        // A local workload whose block moved to node-b after its flow started: the same.
+        let local = try EgressRun(engine: e, [flowPacket(proto: 6, source: "192.168.0.10")]).outputs[0].bytes
+        var moved = exampleSpec()
+        moved.blocks = moved.blocks.map { b in
+            var b = b
+            if b.node == "node-a" { b.node = "node-b" }
+            return b
+        }
+        e.replaceTopology(try Topology.compile(moved))
+        let afterMove = try IngressRun([mirrored(local)], engine: e)
+        #expect(afterMove.verdicts[0].dropReason == .innerDestinationNotLocal)
+        #expect(afterMove.outputs.isEmpty)
+    }
+
     @Test("NAT-14: a workload's ICMP error about a translated reply leaves with the node's endpoint")
     func icmpErrorOutbound() throws {
         let e = try engine()

@@ -227,6 +227,38 @@ struct NetlinkParserTests {
         }
     }
 
+    @Test("a captured RTM_NEWNEIGH payload parses to the entry; one without NDA_DST is skipped")
+    func neighbour() throws {
+        // 192.0.2.1 on ifindex 4, lladdr 02:fc:00:00:00:05, NUD_STALE (a dump on this kernel).
+        let payload = Self.bytes(
+            "02000000040000000400000108000100c00002010a00020002fc000000050000080004000400000014000300"
+                + "fec20100b3c20100eab2010000000000")
+        let entry = try #require(try NeighborEntry(parsing: payload[...]))
+        #expect(entry.address == Self.a("192.0.2.1"))
+        #expect(entry.interfaceIndex == 4)
+        #expect(entry.linkAddress == MACAddress([0x02, 0xFC, 0, 0, 0, 5]))
+        #expect(entry.state == 4)
+        // The same header with no attributes: no destination, no entry.
+        #expect(try NeighborEntry(parsing: payload.prefix(12)) == nil)
+        // An IPv6 entry is not ours.
+        var v6 = payload
+        v6[0] = 10
+        #expect(try NeighborEntry(parsing: v6[...]) == nil)
+    }
+
+    @Test("NetlinkDecoding: each message of a datagram by the socket's parser for its type")
+    func decoding() throws {
+        let route = Self.routeRows[0]
+        var datagram = Self.bytes(route.hex)
+        var done = NetlinkMessageBuilder(type: NL.done, flags: 0)
+        done.append(Int32(0))
+        datagram += done.bytes(sequence: 1)
+        let described = try NetlinkDecoding.describe(datagram: datagram[...])
+        #expect(described == ["route \(route.route)", "done 0"])
+        // Cut inside the second message: the error the socket would throw.
+        #expect(throws: NetlinkError.self) { try NetlinkDecoding.describe(datagram: datagram.dropLast(2)) }
+    }
+
     @Test("arbitrary bytes never trap the parsers (seeded)")
     func fuzz() {
         var rng = SplitMix64(seed: 0x5EED_1234)
