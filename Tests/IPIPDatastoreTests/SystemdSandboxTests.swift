@@ -242,8 +242,15 @@ struct SystemdSandboxTests {
                 ])
             #expect(applied.status == 0, "\(applied.stderr)")
         }
+        // PrivateTmp= covers /tmp, where the checkout and this build may live (a CI clone): the
+        // binary under test goes into the stand-in /var/lib, bound before /tmp is covered, and
+        // ExecStart= runs it from there.
+        let installed = varLib + "/.under-test"
+        try FileManager.default.createDirectory(atPath: installed, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: ipipd, toPath: installed + "/ipipd")
         let result = try sandbox.run(
-            program: ipipd, environment: ["IPIPD_NODE": "node-a", "IPIPD_SOURCE": "--datastore sqlite"],
+            program: "/var/lib/.under-test/ipipd",
+            environment: ["IPIPD_NODE": "node-a", "IPIPD_SOURCE": "--datastore sqlite"],
             extra: ["--check"], varLib: varLib)
         return (result, dir)
     }
