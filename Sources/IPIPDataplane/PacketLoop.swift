@@ -180,8 +180,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                         worked = true
                         if let links { steer(&batch, egress: true, links: links) }
                         if batch.count > 0 {
-                            engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
-                            emit(batch, generated)
+                            process(&batch, egress: true, &generated, &verdicts, coalescer)
                         }
                     }
                 }
@@ -191,9 +190,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                         worked = true
                         if let links { steer(&batch, egress: false, links: links) }
                         if batch.count > 0 {
-                            engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
-                            coalescer?.coalesce(batch)
-                            emit(batch, generated)
+                            process(&batch, egress: false, &generated, &verdicts, coalescer)
                         }
                     }
                 }
@@ -265,8 +262,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                 batch.removeAll()
                 if e.dequeue(into: &batch) > 0 {
                     handoffReceived &+= UInt64(batch.count)
-                    engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
-                    emit(batch, generated)
+                    process(&batch, egress: true, &generated, &verdicts, coalescer)
                 }
             }
             let g = links.ingressFrom[w]!
@@ -274,9 +270,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                 batch.removeAll()
                 if g.dequeue(into: &batch) > 0 {
                     handoffReceived &+= UInt64(batch.count)
-                    engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
-                    coalescer?.coalesce(batch)
-                    emit(batch, generated)
+                    process(&batch, egress: false, &generated, &verdicts, coalescer)
                 }
             }
             let r = links.reportsFrom[w]!
@@ -305,6 +299,24 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                 wakeupsSent &+= 1
             }
         }
+    }
+
+    /// One batch through the engine and out: the one place every packet this loop handles
+    /// passes, read from its own devices or handed over by another worker, so that whatever
+    /// looks at input packets and their verdicts (the monitor, the flight recorder) hooks in
+    /// here, before the engine rewrites the batch in place and after it has decided.
+    @inline(__always)
+    func process(
+        _ batch: inout PacketBatch, egress: Bool, _ generated: inout PacketBatch, _ verdicts: inout VerdictBatch,
+        _ coalescer: TUNCoalescer?
+    ) {
+        if egress {
+            engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
+        } else {
+            engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
+            coalescer?.coalesce(batch)
+        }
+        emit(batch, generated)
     }
 
     @inline(__always)
