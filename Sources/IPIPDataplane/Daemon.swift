@@ -77,6 +77,9 @@ public final class Daemon {
     let stats = ControlStats()
     /// What `/liveness`, `/readiness` and the health metrics judge (docs/health.md).
     public let health = HealthMonitor()
+    /// The health settings the start applied (control thread): the server's address and the
+    /// debug hang are bound at the start, so a reload that changes them says it needs a restart.
+    var appliedHealthSettings: FelixHealthSettings?
 
     /// A daemon on `host`.
     public init(options: DaemonOptions, source: ResourceSource, logger: Logger, host: any DaemonHost) {
@@ -129,6 +132,7 @@ public final class Daemon {
         let loaded = try Self.loadSpec(source: source, options: options)
         var spec = loaded.spec
         let nodePrefix = loaded.node
+        appliedHealthSettings = loaded.health
         if options.health == .fromFelixConfiguration, loaded.health.enabled {
             healthServer = startHealth(
                 host: loaded.health.bindAddress, port: UInt16(loaded.health.port), source: "FelixConfiguration")
@@ -448,6 +452,13 @@ public final class Daemon {
                 )
             }
             for w in next.warnings { logger.warning("\(w)") }
+            let healthSettings = ClusterLoader.healthSettings(from: set, node: options.node)
+            if let applied = appliedHealthSettings, healthSettings != applied {
+                logger.warning(
+                    "FelixConfiguration health settings changed (healthEnabled, healthHost, healthPort, debugSimulateDataplaneHangAfter): restart ipipd to apply them"
+                )
+                appliedHealthSettings = healthSettings
+            }
             if Self.leavesTunnel(from: topology, to: next) {
                 // A prefix the engine encapsulated goes native (Always -> CrossSubnet, say). The
                 // kernel routes it into the TUN until the reconcile below: an engine already on

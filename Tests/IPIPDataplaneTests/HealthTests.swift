@@ -337,6 +337,25 @@ struct DaemonHealthTests {
         #expect(r.body(readiness: false).contains("worker 0 has not turned for 12.0 s"))
     }
 
+    @Test("a reload that changes the health settings applies the rest and says the settings need a restart")
+    func healthSettingsChange() throws {
+        var run: (daemon: Daemon, host: FakeHost, file: URL, example: String, log: RecordingLogHandler.Store)!
+        run = try Self.makeDaemon(script: [
+            { _ in
+                let felix =
+                    "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\n"
+                    + "spec:\n  healthEnabled: true\n  healthPort: 9199\n"
+                try? (run.example + felix).write(to: run.file, atomically: true, encoding: .utf8)
+                return [.hangup]
+            },
+            { _ in [.terminate] },
+        ])
+        #expect(try run.daemon.run() == 0)
+        #expect(run.daemon.controlCounters.topologyReloads == 1)
+        #expect(run.log.contains("FelixConfiguration health settings changed"), "\(run.log.messages)")
+        #expect(run.log.contains("restart ipipd to apply them"))
+    }
+
     @Test("debugSimulateDataplaneHangAfter asks worker 0 to hang and says so at warning level")
     func simulatedHang() throws {
         let felix = """
