@@ -41,6 +41,9 @@ public struct DaemonOptions: Sendable {
     public var spinMicroseconds = 0
     public var engine: EngineConfiguration = EngineConfiguration()
     public var nftTable: String = "ipipd"
+    /// Where `/liveness` and `/readiness` are served (`--health-address`; by default as
+    /// FelixConfiguration says: docs/health.md).
+    public var health: HealthEndpoint = .fromFelixConfiguration
 
     public init(node: String) { self.node = node }
 }
@@ -72,6 +75,11 @@ public final class Daemon {
     let host: any DaemonHost
     let reconciler: RouteReconciler
     let stats = ControlStats()
+    /// What `/liveness`, `/readiness` and the health metrics judge (docs/health.md).
+    public let health = HealthMonitor()
+    /// The health settings the start applied (control thread): the server's address and the
+    /// debug hang are bound at the start, so a reload that changes them says it needs a restart.
+    var appliedHealthSettings: FelixHealthSettings?
 
     /// A daemon on `host`.
     public init(options: DaemonOptions, source: ResourceSource, logger: Logger, host: any DaemonHost) {
@@ -94,6 +102,13 @@ public final class Daemon {
 
     /// Runs until SIGTERM or SIGINT; returns the process exit status.
     public func run() throws -> Int32 {
+        // The health server starts before anything else when its address is given on the
+        // command line: probes then see "not ready" through the whole start, slow source included.
+        var healthServer: HealthServer?
+        if case .listen(let host, let port) = options.health {
+            healthServer = startHealth(host: host, port: port, source: "--health-address")
+        }
+        defer { healthServer?.stop() }
         // 1. Leftovers of a crashed run (routes, rules, our nftables table) stay in force until
         // the first reconcile and firewall pass below replace them: removing them first would
         // open a window in which pool traffic leaves untranslated (past the natOutgoing table's
@@ -117,10 +132,19 @@ public final class Daemon {
         let loaded = try Self.loadSpec(source: source, options: options)
         var spec = loaded.spec
         let nodePrefix = loaded.node
+        appliedHealthSettings = loaded.health
+        if options.health == .fromFelixConfiguration, loaded.health.enabled {
+            healthServer = startHealth(
+                host: loaded.health.bindAddress, port: UInt16(loaded.health.port), source: "FelixConfiguration")
+        }
         let uplink = try host.findUplink(name: options.uplink, nodeAddress: nodePrefix.address)
         if options.underlayMTU == nil { spec.underlayMTU = uplink.mtu }
         var topology = try Topology.compile(spec)
         for w in topology.warnings { logger.warning("\(w)") }
+        health.update {
+            $0.topologyLoaded = true
+            $0.topologyDescription = Self.healthDescription(topology)
+        }
         logger.info(
             "node \(options.node) \(topology.localAddress) on \(uplink.name) (MTU \(uplink.mtu)), tunnel MTU \(topology.tunnelMTU), \(topology.nodes.count) nodes, \(topology.pools.count) pools"
         )
@@ -153,6 +177,16 @@ public final class Daemon {
                 configuration: Self.engineConfiguration(options.engine, worker: w, of: workerCount))
         }
         datapath.start(engines: engines)
+        health.attach(heartbeats: { datapath.heartbeats() })
+        health.update { $0.workersStarted = true }
+        var hangDeadline: Double?
+        if let after = loaded.health.simulateDataplaneHangAfter {
+            logger.warning(
+                "debugSimulateDataplaneHangAfter \(after) s: worker 0's packet loop will hang (block, without moving packets) \(after) s from now, to test the health checks; never set this in production"
+            )
+            datapath.simulateHang(worker: 0, afterSeconds: after)
+            hangDeadline = host.now() + after
+        }
         if workerCount > 1 {
             logger.info(
                 "\(workerCount) packet workers, NAT ports split: \(Self.natSliceDescription(topology.natPortRange, workers: workerCount))"
@@ -188,6 +222,12 @@ public final class Daemon {
                 }
             }
             if stop { break }
+            if let deadline = hangDeadline, host.now() >= deadline {
+                hangDeadline = nil
+                logger.warning(
+                    "simulating a dataplane hang: worker 0's packet loop is blocked now (debugSimulateDataplaneHangAfter)"
+                )
+            }
             if let failure = datapath.failure {
                 logger.critical("packet loop failed: \(failure)")
                 break
@@ -213,6 +253,7 @@ public final class Daemon {
         }
 
         // 6. Shutdown.
+        health.update { $0.stopping = true }
         let failure = datapath.failure
         datapath.stop()
         let line = summary(datapath, fresh: false)
@@ -228,14 +269,14 @@ public final class Daemon {
     /// turned into the compiler's input as this node sees it, with the node's underlay prefix.
     static func loadSpec(
         source: ResourceSource, options: DaemonOptions
-    ) throws -> (spec: TopologySpec, node: IPv4Prefix) {
+    ) throws -> (spec: TopologySpec, node: IPv4Prefix, health: FelixHealthSettings) {
         let set = try source.load()
         let spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? 1500)
         guard let nodePrefix = spec.nodes.first(where: { $0.name == options.node })?.address else {
             throw DaemonError(
                 "node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
         }
-        return (spec, nodePrefix)
+        return (spec, nodePrefix, ClusterLoader.healthSettings(from: set, node: options.node))
     }
 
     /// `ipipd run --check`: what `run` does before it touches the host (open the source, load and
@@ -249,7 +290,7 @@ public final class Daemon {
     func startMetrics(_ datapath: any DaemonDatapath) -> MetricsServer? {
         guard options.metricsPort != 0 else { return nil }
         do {
-            let server = try MetricsServer(host: options.metricsHost, port: options.metricsPort) { [stats] in
+            let server = try MetricsServer(host: options.metricsHost, port: options.metricsPort) { [stats, health] in
                 var s = datapath.snapshot(fresh: false)
                 let control = stats.value.withLock { $0 }
                 s.routesProgrammed = control.routesProgrammed
@@ -258,7 +299,7 @@ public final class Daemon {
                 s.reconcileErrors = control.reconcileErrors
                 s.topologyReloads = control.topologyReloads
                 s.topologyReloadErrors = control.topologyReloadErrors
-                return s.prometheusText()
+                return s.prometheusText() + health.prometheusText(now: MonotonicClock.seconds())
             }
             let t = Thread { server.serve() }
             t.name = "ipipd-metrics"
@@ -269,6 +310,27 @@ public final class Daemon {
             logger.error("metrics disabled: \(error)")
             return nil
         }
+    }
+
+    /// The health server on its own thread; nil (logged) when it cannot bind: the daemon runs on
+    /// without it, as without metrics, and the probes that cannot connect say so.
+    func startHealth(host: String, port: UInt16, source: String) -> HealthServer? {
+        do {
+            let server = try HealthServer(host: host, port: port, monitor: health)
+            let t = Thread { server.serve() }
+            t.name = "ipipd-health"
+            t.start()
+            logger.info("health (\(source)) on http://\(host):\(server.port)/liveness and /readiness")
+            return server
+        } catch {
+            logger.error("health endpoints disabled: \(error)")
+            return nil
+        }
+    }
+
+    /// The topology in a few words, for the health body.
+    static func healthDescription(_ t: Topology) -> String {
+        "\(t.nodes.count) nodes, \(t.pools.count) pools, tunnel MTU \(t.tunnelMTU)"
     }
 
     /// Worker `w` of `n`: its NAT share, and its part of the ICMP error budget (the node as a
@@ -347,9 +409,15 @@ public final class Daemon {
             try host.applyFirewall(
                 table: options.nftTable, uplink: uplink, nodeAddress: topology.localAddress,
                 natPortRange: topology.natPortRange)
+            let at = host.now()
+            health.update { $0.firewall = HealthPass(at: at) }
         } catch {
             logger.error("nftables: \(error)")
             stats.value.withLock { $0.reconcileErrors += 1 }
+            let at = host.now()
+            health.update {
+                $0.firewall = HealthPass(at: at, problems: ["nftables table \(options.nftTable): \(error)"])
+            }
         }
     }
 
@@ -361,6 +429,8 @@ public final class Daemon {
             logger.info(
                 "routes and rules: \(report.added) added, \(report.replaced) replaced, \(report.removed) removed")
         }
+        let at = host.now()
+        health.update { $0.routes = HealthPass(at: at, problems: report.errors.map { "\($0)" }) }
         stats.value.withLock {
             $0.reconciles += 1
             $0.reconcileErrors += UInt64(report.errors.count)
@@ -382,6 +452,13 @@ public final class Daemon {
                 )
             }
             for w in next.warnings { logger.warning("\(w)") }
+            let healthSettings = ClusterLoader.healthSettings(from: set, node: options.node)
+            if let applied = appliedHealthSettings, healthSettings != applied {
+                logger.warning(
+                    "FelixConfiguration health settings changed (healthEnabled, healthHost, healthPort, debugSimulateDataplaneHangAfter): restart ipipd to apply them"
+                )
+                appliedHealthSettings = healthSettings
+            }
             if Self.leavesTunnel(from: topology, to: next) {
                 // A prefix the engine encapsulated goes native (Always -> CrossSubnet, say). The
                 // kernel routes it into the TUN until the reconcile below: an engine already on
@@ -405,6 +482,11 @@ public final class Daemon {
             applyFirewall(uplink: uplink.name, topology: next)
             reconcileRoutes(topology: next, tunIndex: datapath.tunIndex, uplinkIndex: uplink.index)
             stats.value.withLock { $0.topologyReloads += 1 }
+            let at = host.now()
+            health.update {
+                $0.lastReload = HealthReload(at: at)
+                $0.topologyDescription = Self.healthDescription(next)
+            }
             // How long the reload took (read, compile, swap, TUN, nftables, routes): the packet
             // loops run the previous topology until the swap, the kernel its routes until the end.
             let milliseconds = Int(((host.now() - started) * 1000).rounded())
@@ -413,6 +495,8 @@ public final class Daemon {
             )
         } catch {
             stats.value.withLock { $0.topologyReloadErrors += 1 }
+            let at = host.now()
+            health.update { $0.lastReload = HealthReload(at: at, refusal: "\(error)") }
             logger.error("reload refused, the previous topology stays: \(error)")
         }
     }

@@ -93,6 +93,12 @@ public protocol DaemonDatapath: AnyObject, Sendable {
     func snapshot(fresh: Bool) -> MetricsSnapshot
     /// The first worker failure, if one failed.
     var failure: String? { get }
+    /// Each worker's heartbeat: its packet loop's last turn in seconds of the monotonic clock
+    /// (`DaemonHost.now()`), 0 before its first. Any thread may call it once `start` returned.
+    func heartbeats() -> [Double]
+    /// Makes worker `worker`'s packet loop hang `seconds` from now (Felix's
+    /// `debugSimulateDataplaneHangAfter`, for testing liveness); after `start`.
+    func simulateHang(worker: Int, afterSeconds seconds: Double)
     /// Stops the workers (idempotent); `snapshot(fresh: false)` still reports their last counters
     /// afterwards.
     func stop()

@@ -194,6 +194,16 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
 
     var failure: String? { workers?.failure }
 
+    func heartbeats() -> [Double] {
+        (workers?.loops ?? []).map { Double($0.heartbeat.load(ordering: .relaxed)) / 1e9 }
+    }
+
+    func simulateHang(worker: Int, afterSeconds seconds: Double) {
+        guard let loops = workers?.loops, loops.indices.contains(worker) else { return }
+        let now = PacketLoop<LinuxDatapath>.now().totalNanoseconds
+        loops[worker].simulateHang(atNanoseconds: now + Int64(seconds * 1e9))
+    }
+
     func stop() {
         workers?.stop()
     }

@@ -104,10 +104,10 @@ public struct MetricsSnapshot: Sendable {
                 "Device-level counts: super-packets read and written, coalescing, frames per transmit path, next hops.")
             for (k, v) in ioCounters.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_total", [("counter", k)], v) }
         }
-        if !ioDrops.isEmpty {
-            family("ipipd_io_drops_total", "counter", "Packets lost at the device or socket, by cause.")
-            for (k, v) in ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_drops_total", [("cause", k)], v) }
-        }
+        // The family is announced even before the first loss, so that the dashboard's and the
+        // alerts' queries find it on every daemon (scripts/check-deploy, scripts/e2e-health).
+        family("ipipd_io_drops_total", "counter", "Packets lost at the device or socket, by cause.")
+        for (k, v) in ioDrops.sorted(by: { $0.key < $1.key }) { sample("ipipd_io_drops_total", [("cause", k)], v) }
         family(
             "ipipd_workers", "gauge", "Packet workers (threads with an engine, a TUN queue and a capture socket each).")
         sample("ipipd_workers", [], UInt64(max(1, workers.count)))

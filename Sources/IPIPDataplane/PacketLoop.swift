@@ -96,6 +96,16 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     var wakeupsSent: UInt64 = 0
     /// Bit w set: this iteration handed worker w something (wake it if it sleeps).
     var pendingWakes: UInt64 = 0
+    /// The health checks' heartbeat: monotonic nanoseconds of the loop's last turn, stored
+    /// (relaxed) once per iteration, never per packet; 0 before the first. The loop wakes at
+    /// least every 100 ms when idle, so an old value means a stuck loop (docs/health.md).
+    public let heartbeat = Atomic<Int64>(0)
+    /// Debug (FelixConfiguration `debugSimulateDataplaneHangAfter`): once the monotonic clock
+    /// passes this many nanoseconds the loop blocks, without turning, until `stop()`; the
+    /// default never comes. One relaxed load per iteration.
+    let hangAt = Atomic<Int64>(Int64.max)
+    /// Set while the loop blocks in a simulated hang.
+    public let hanging = Atomic<Bool>(false)
 
     public init(io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0) {
         self.io = io
@@ -113,6 +123,13 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     /// Asks the loop to finish its current batch and return.
     public func stop() {
         stopRequested.store(true, ordering: .relaxed)
+        io.wake()
+    }
+
+    /// Makes the loop hang (block without turning, until `stop()`) once the monotonic clock
+    /// passes `nanoseconds`: Felix's `debugSimulateDataplaneHangAfter`, for testing liveness.
+    public func simulateHang(atNanoseconds nanoseconds: Int64) {
+        hangAt.store(nanoseconds, ordering: .relaxed)
         io.wake()
     }
 
@@ -149,6 +166,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         var lastSnapshot: Int64 = 0
         var spinUntil: Int64 = 0
         publishSnapshot()
+        heartbeat.store(Self.now().totalNanoseconds, ordering: .relaxed)
         while !stopRequested.load(ordering: .relaxed) {
             let generation = topologyGeneration.load(ordering: .acquiring)
             if generation != seenGeneration {
@@ -207,12 +225,22 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                 break
             }
             let t = Self.now().totalNanoseconds
+            heartbeat.store(t, ordering: .relaxed)
+            if t >= hangAt.load(ordering: .relaxed) { hang() }
             if t &- lastSnapshot >= 1_000_000_000 || snapshotRequested.exchange(false, ordering: .relaxed) {
                 lastSnapshot = t
                 publishSnapshot()
             }
         }
         publishSnapshot()
+    }
+
+    /// The simulated hang: blocks (sleeps, never spins) without turning, so the heartbeat goes
+    /// stale, until `stop()`, so that shutdown still cleans up.
+    func hang() {
+        hanging.store(true, ordering: .relaxed)
+        while !stopRequested.load(ordering: .relaxed) { MonotonicClock.sleep(seconds: 0.1) }
+        hanging.store(false, ordering: .relaxed)
     }
 
     /// Takes out of `batch` the packets another worker must process and queues them for it

@@ -14,6 +14,32 @@ extension KindDecoder {
             "spec.prometheusMetricsEnabled")
         result.prometheusMetricsHost = nonEmptyString(fields["prometheusMetricsHost"], "spec.prometheusMetricsHost")
         result.prometheusMetricsPort = reader.int(fields["prometheusMetricsPort"], "spec.prometheusMetricsPort")
+        result.healthEnabled = reader.bool(fields["healthEnabled"], "spec.healthEnabled")
+        result.healthHost = nonEmptyString(fields["healthHost"], "spec.healthHost")
+        if let host = result.healthHost, host != "localhost", IPv4Address(host) == nil {
+            // Felix accepts a hostname too and resolves it; this dataplane listens on IPv4
+            // literals only, so anything else would fail at the start, far from its line.
+            reader.fail(
+                "spec.healthHost",
+                "invalid health host '\(host)': expected an IPv4 address or 'localhost' (this dataplane listens on IPv4 only)"
+            )
+        }
+        result.healthPort = reader.int(fields["healthPort"], "spec.healthPort")
+        if let port = result.healthPort, !(0...65535).contains(port) {
+            reader.fail("spec.healthPort", "invalid port \(port): expected 0…65535")
+        }
+        if let text = nonEmptyString(fields["debugSimulateDataplaneHangAfter"], "spec.debugSimulateDataplaneHangAfter")
+        {
+            switch GoDuration.seconds(text) {
+            case .success(let seconds) where seconds >= 0:
+                result.debugSimulateDataplaneHangAfter = seconds
+                result.debugSimulateDataplaneHangAfterText = text
+            case .success:
+                reader.fail("spec.debugSimulateDataplaneHangAfter", "invalid duration '\(text)': must not be negative")
+            case .failure(let problem):
+                reader.fail("spec.debugSimulateDataplaneHangAfter", "invalid duration '\(text)': \(problem.reason)")
+            }
+        }
         if let node = fields["natPortRange"], !ObjectReader.isNull(node) {
             result.natPortRange = decodePortRange(node, "spec.natPortRange")
         }

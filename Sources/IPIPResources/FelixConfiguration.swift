@@ -40,6 +40,19 @@ public struct FelixConfiguration: Hashable, Sendable {
         public var prometheusMetricsHost: String?
         /// `prometheusMetricsPort`.
         public var prometheusMetricsPort: Int?
+        /// `healthEnabled`: serve `/liveness` and `/readiness` (Felix's default: false).
+        public var healthEnabled: Bool?
+        /// `healthHost`: the address the health endpoints listen on, an IPv4 address or
+        /// `localhost` (Felix's default: `localhost`).
+        public var healthHost: String?
+        /// `healthPort`: 0…65535 (Felix's default: 9099).
+        public var healthPort: Int?
+        /// `debugSimulateDataplaneHangAfter` in seconds (a Kubernetes duration such as `30s` when
+        /// written): for testing the health checks, a packet loop blocks this long after the start.
+        /// Never set it in production.
+        public var debugSimulateDataplaneHangAfter: Double?
+        /// `debugSimulateDataplaneHangAfter` as written (kept so that encoding gives it back).
+        public var debugSimulateDataplaneHangAfterText: String?
         /// Every other known key, as written.
         public var other: [String: RawValue]
 
@@ -56,6 +69,11 @@ public struct FelixConfiguration: Hashable, Sendable {
             prometheusMetricsEnabled = nil
             prometheusMetricsHost = nil
             prometheusMetricsPort = nil
+            healthEnabled = nil
+            healthHost = nil
+            healthPort = nil
+            debugSimulateDataplaneHangAfter = nil
+            debugSimulateDataplaneHangAfterText = nil
             other = [:]
         }
     }
@@ -64,7 +82,7 @@ public struct FelixConfiguration: Hashable, Sendable {
     static let typedSpecKeys: Set<String> = [
         "ipipEnabled", "ipipMTU", "natPortRange", "natOutgoingAddress", "iptablesNATOutgoingInterfaceFilter",
         "externalNodesList", "logSeverityScreen", "prometheusMetricsEnabled", "prometheusMetricsHost",
-        "prometheusMetricsPort",
+        "prometheusMetricsPort", "healthEnabled", "healthHost", "healthPort", "debugSimulateDataplaneHangAfter",
     ]
 
     /// Every JSON key of Calico's `FelixConfigurationSpec` (projectcalico/calico

@@ -209,6 +209,10 @@ public enum ResourceEncoder {
         if let v = spec.prometheusMetricsEnabled { fields["prometheusMetricsEnabled"] = .bool(v) }
         if let v = spec.prometheusMetricsHost { fields["prometheusMetricsHost"] = .string(v) }
         if let v = spec.prometheusMetricsPort { fields["prometheusMetricsPort"] = .int(v) }
+        if let v = spec.healthEnabled { fields["healthEnabled"] = .bool(v) }
+        if let v = spec.healthHost { fields["healthHost"] = .string(v) }
+        if let v = spec.healthPort { fields["healthPort"] = .int(v) }
+        if let v = spec.debugSimulateDataplaneHangAfterText { fields["debugSimulateDataplaneHangAfter"] = .string(v) }
         return .object(fields.sorted { $0.key < $1.key }.map { EncodedField($0.key, $0.value) })
     }
 

@@ -33,6 +33,11 @@ public final class FakeHost: DaemonHost {
     public private(set) var datapaths: [FakePacketWorkers] = []
     /// Makes `openDatapath` fail (a missing TUN driver, say).
     public var datapathError: (any Error)?
+    /// Makes `applyFirewall` fail (no nftables in the kernel, say) while set.
+    public var firewallError: (any Error)?
+    /// Called at the start of every `applyFirewall`: a test's way to look at the daemon in the
+    /// middle of its start (after the load, before anything is programmed).
+    public var beforeFirewall: (() -> Void)?
     /// The steps still to play.
     public var script: [Step]
     /// How many times the control loop waited.
@@ -83,7 +88,9 @@ public final class FakeHost: DaemonHost {
 
     public func openDatapath(_ request: DatapathRequest) throws -> any DaemonDatapath {
         if let datapathError { throw datapathError }
-        let d = FakePacketWorkers(workers: request.workers, tunIndex: 40 + Int32(datapaths.count))
+        let d = FakePacketWorkers(workers: request.workers, tunIndex: 40 + Int32(datapaths.count)) { [unowned self] in
+            self.clock
+        }
         datapaths.append(d)
         return d
     }
@@ -102,7 +109,9 @@ public final class FakeHost: DaemonHost {
     public func applyFirewall(
         table: String, uplink: String, nodeAddress: IPv4Address, natPortRange: ClosedRange<UInt16>
     ) throws {
+        beforeFirewall?()
         firewallOperations.append("apply \(table)")
+        if let firewallError { throw firewallError }
         firewall[table] = FirewallTable(uplink: uplink, nodeAddress: nodeAddress, natPortRange: natPortRange)
     }
 
@@ -147,9 +156,13 @@ public final class FakePacketWorkers: DaemonDatapath, @unchecked Sendable {
     /// Whether the devices were closed (on every way out of `Daemon.run`).
     public private(set) var closed = false
 
-    init(workers: Int, tunIndex: Int32) {
+    /// The host's clock (the heartbeats' time base).
+    let clock: () -> Double
+
+    init(workers: Int, tunIndex: Int32, clock: @escaping () -> Double) {
         self.workers = workers
         self.tunIndex = tunIndex
+        self.clock = clock
     }
 
     /// The topology the workers run now: the last published, or the start's.
@@ -167,6 +180,16 @@ public final class FakePacketWorkers: DaemonDatapath, @unchecked Sendable {
     }
 
     public func refreshNextHops(topology: Topology) { nextHopRefreshes += 1 }
+
+    /// What `heartbeats()` reports: one value per worker in the host's clock (set by a test to
+    /// play turning or stuck loops); nil: every worker has just turned, whenever asked.
+    public var heartbeatValues: [Double]?
+    /// The hangs asked for: (worker, seconds from then).
+    public private(set) var hangs: [(worker: Int, after: Double)] = []
+
+    public func heartbeats() -> [Double] { heartbeatValues ?? Array(repeating: clock(), count: workers) }
+
+    public func simulateHang(worker: Int, afterSeconds seconds: Double) { hangs.append((worker, seconds)) }
 
     public func snapshot(fresh: Bool) -> MetricsSnapshot { MetricsSnapshot() }
 

@@ -16,7 +16,7 @@ struct IPIPD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ipipd",
         abstract: "A userspace IP-in-IP dataplane with Calico's IPPool semantics.",
-        subcommands: [Run.self, Replay.self, Bench.self, Gen.self]
+        subcommands: [Run.self, Replay.self, Bench.self, Gen.self, MetricNames.self]
     )
 }
 
@@ -194,6 +194,13 @@ struct Run: ParsableCommand {
         help: ArgumentHelp("Prometheus metrics address host:port; 'off' disables.", valueName: "address"))
     var metricsAddress = "127.0.0.1:9091"
 
+    @Option(
+        name: .customLong("health-address"),
+        help: ArgumentHelp(
+            "Serve /liveness and /readiness on host:port (an IPv4 address), or 'off'; overrides FelixConfiguration healthEnabled, healthHost and healthPort (default: as FelixConfiguration says; Felix's defaults: off, localhost, 9099).",
+            valueName: "address"))
+    var healthAddress: String?
+
     @Option(name: .customLong("resync-interval"), help: "Seconds between reconcile passes.")
     var resyncInterval: Double = 10
 
@@ -288,6 +295,7 @@ struct Run: ParsableCommand {
             throw ValidationError("--uplink-io must be auto, xdp, packet or raw, not '\(uplinkIO)'")
         }
         if let t = natTimeouts { _ = try Self.parseNATTimeouts(t) }
+        if let h = healthAddress { _ = try Self.parseHealthAddress(h) }
         guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
         guard spinMicroseconds >= 0 && spinMicroseconds <= 1_000_000 else {
             throw ValidationError("--spin-us must be 0…1000000")
@@ -305,6 +313,20 @@ struct Run: ParsableCommand {
                 throw ValidationError("--metrics-address must be host:port or off")
             }
         }
+    }
+
+    /// `--health-address`: `off`, or `HOST:PORT` with an IPv4 literal (or `localhost`) and a port.
+    static func parseHealthAddress(_ text: String) throws -> HealthEndpoint {
+        if text == "off" { return .off }
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
+            throw ValidationError("--health-address must be host:port or off, not '\(text)'")
+        }
+        var host = String(text[..<colon])
+        if host == "localhost" { host = "127.0.0.1" }
+        guard IPv4Address(host) != nil else {
+            throw ValidationError("--health-address: '\(host)' is not an IPv4 address (in '\(text)')")
+        }
+        return .listen(host: host, port: port)
     }
 
     /// `udp=S,tcp-established=S,tcp-transitory=S,icmp=S` (any subset) over the defaults.
@@ -366,6 +388,7 @@ struct Run: ParsableCommand {
             outerTimeToLive: outerTTL == "inherit" ? 0 : UInt8(outerTTL)!,
             natTimeouts: try natTimeouts.map(Self.parseNATTimeouts) ?? NATTimeouts(),
             natSeed: seed)
+        if let h = healthAddress { options.health = try Self.parseHealthAddress(h) }
         if metricsAddress == "off" {
             options.metricsPort = 0
         } else {
