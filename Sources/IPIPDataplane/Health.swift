@@ -143,7 +143,7 @@ public enum HealthJudge {
                         name: name, live: fresh, ready: fresh,
                         detail: fresh
                             ? "turned \(seconds(age)) ago"
-                            : "worker \(w) has not turned for \(seconds(age)) (stuck: the limit is \(seconds(staleAfter)))"
+                            : "worker \(w) has not turned for \(seconds(age, decimals: 2)) (stuck: the limit is \(seconds(staleAfter)))"
                     ))
             }
         }
@@ -179,10 +179,10 @@ public enum HealthJudge {
             detail: "last pass failed \(seconds(now - failedAt)) ago: \(shown)")
     }
 
-    /// "3.2 s" (one decimal; two below a tenth).
-    static func seconds(_ s: Double) -> String {
+    /// "3.2 s" (one decimal, or `decimals`; two below a tenth).
+    static func seconds(_ s: Double, decimals: Int = 1) -> String {
         let v = max(0, s)
-        let scale = v < 0.1 ? 100.0 : 10.0
+        let scale = v < 0.1 || decimals >= 2 ? 100.0 : 10.0
         let r = (v * scale).rounded() / scale
         return "\(r) s"
     }

@@ -59,13 +59,13 @@ struct HealthJudgeTests {
         let limit = HealthJudge.defaultStaleAfter
         // At the limit it still counts as turning; past it, it is stuck.
         #expect(HealthJudge.judge(f, heartbeats: [200, 200 - limit], now: 200).live)
-        let r = HealthJudge.judge(f, heartbeats: [200, 196.8 - limit], now: 200)
+        let r = HealthJudge.judge(f, heartbeats: [200, 196.77 - limit], now: 200)
         #expect(!r.live && !r.ready)
         let stuck = r.checks.first { !$0.live }
         #expect(stuck?.name == "worker 1")
-        #expect(stuck?.detail == "worker 1 has not turned for 8.2 s (stuck: the limit is 5.0 s)")
+        #expect(stuck?.detail == "worker 1 has not turned for 8.23 s (stuck: the limit is 5.0 s)")
         #expect(r.body(readiness: false).hasPrefix("not live\n"))
-        #expect(r.body(readiness: false).contains("worker 1 has not turned for 8.2 s"))
+        #expect(r.body(readiness: false).contains("worker 1 has not turned for 8.23 s"))
         // The limit is the monitor's.
         #expect(HealthJudge.judge(f, heartbeats: [190], now: 200, staleAfter: 20).live)
     }
