@@ -96,6 +96,9 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     var wakeupsSent: UInt64 = 0
     /// Bit w set: this iteration handed worker w something (wake it if it sleeps).
     var pendingWakes: UInt64 = 0
+    /// The flight recorder's rings for this loop (`--record-buffer`), set before `run`; nil when
+    /// the recorder is off, which costs `process` one nil check per batch.
+    public var recorder: LoopRecorder?
 
     public init(io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0) {
         self.io = io
@@ -148,6 +151,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         var seenGeneration = 0
         var lastSnapshot: Int64 = 0
         var spinUntil: Int64 = 0
+        recorder?.waker.withLock { $0 = { [weak self] in self?.io.wake() } }
         publishSnapshot()
         while !stopRequested.load(ordering: .relaxed) {
             let generation = topologyGeneration.load(ordering: .acquiring)
@@ -206,6 +210,8 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                 failure.withLock { $0 = "\(error)" }
                 break
             }
+            // A recording asked for: copy the rings between two batches (docs/flight-recorder.md).
+            recorder?.serviceDump(engine)
             let t = Self.now().totalNanoseconds
             if t &- lastSnapshot >= 1_000_000_000 || snapshotRequested.exchange(false, ordering: .relaxed) {
                 lastSnapshot = t
@@ -310,12 +316,16 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         _ batch: inout PacketBatch, egress: Bool, _ generated: inout PacketBatch, _ verdicts: inout VerdictBatch,
         _ coalescer: TUNCoalescer?
     ) {
+        // The flight recorder keeps the input as the engine gets it, then the engine's verdicts.
+        let recorder = self.recorder
+        recorder?.record(batch, egress: egress, scalars: engine.scalarState)
         if egress {
             engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
         } else {
             engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
-            coalescer?.coalesce(batch)
         }
+        recorder?.patch(verdicts, count: batch.count, egress: egress)
+        if !egress { coalescer?.coalesce(batch) }
         emit(batch, generated)
     }
 
