@@ -301,7 +301,7 @@ public final class FlightRecorder: @unchecked Sendable {
                         "ipipd flight recorder, node \(context.node): what the \(pick ? "TUN" : "uplink") delivered, each packet with the live verdict",
                     interfaceName: pick ? "tun" : "uplink")
             } catch {
-                throw DaemonError("recording: \(error)")
+                throw DaemonError("recording into \(path): cannot create \(file): \(error.message)")
             }
             var scratch = [UInt8](repeating: 0, count: 65536 + VirtioNetHeader.byteCount + 16)
             for (w, p) in all {
@@ -326,7 +326,9 @@ public final class FlightRecorder: @unchecked Sendable {
                         comment: comment)
                 }
             }
-            do { try writer.close() } catch { throw DaemonError("recording: \(error)") }
+            do { try writer.close() } catch {
+                throw DaemonError("recording into \(path): \(file): \(error.message); nothing was left behind")
+            }
             // The packets (and the NAT secret beside them) are as private as the secret file.
             chmod(staging + "/" + file, 0o600)
             sides.append((file, all.count))
@@ -359,7 +361,7 @@ public final class FlightRecorder: @unchecked Sendable {
                     natTimeouts: c.natTimeouts, icmpRatePerSecond: c.icmpRatePerSecond, icmpBurst: c.icmpBurst
                 ).yaml(first: w == 0)
         }
-        try Self.writeFile(staging + "/cluster.yaml", yaml)
+        try Self.writeFile(staging + "/cluster.yaml", yaml, shownAs: "recording into \(path): cluster.yaml")
 
         // 3. Into place: one rename of the directory (over an empty one, or a new name).
         let dirFD = open(staging, O_RDONLY | O_DIRECTORY)
@@ -425,11 +427,11 @@ public final class FlightRecorder: @unchecked Sendable {
     }
 
     /// Writes `text` to `path` and syncs it; any failure throws naming the file.
-    static func writeFile(_ path: String, _ text: String) throws(DaemonError) {
+    static func writeFile(_ path: String, _ text: String, shownAs name: String) throws(DaemonError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0, let f = fdopen(fd, "w") else {
             if fd >= 0 { close(fd) }
-            throw DaemonError("recording: cannot create \(path): \(String(cString: strerror(errno)))")
+            throw DaemonError("\(name): cannot create: \(String(cString: strerror(errno)))")
         }
         var bytes = Array(text.utf8)
         let n = fwrite(&bytes, 1, bytes.count, f)
@@ -438,7 +440,7 @@ public final class FlightRecorder: @unchecked Sendable {
         if fsync(fileno(f)) != 0 && failure == 0 { failure = errno }
         if fclose(f) != 0 && failure == 0 { failure = errno }
         if failure != 0 {
-            throw DaemonError("recording: cannot write \(path): \(String(cString: strerror(failure)))")
+            throw DaemonError("\(name): \(String(cString: strerror(failure))); nothing was left behind")
         }
     }
 }

@@ -132,7 +132,7 @@ public struct PcapNGBlockReader {
                 var i = Interface(linkType: Int(u16(body.lowerBound)))
                 for (code, value) in try options(b, from: body.lowerBound + 8, to: body.upperBound, at: at, u16: u16)
                 where code == 9 && value.count == 1 {
-                    i.resolution = value[0]
+                    i.resolution = value[value.startIndex]
                 }
                 interfaces.append(i)
             case 6:
