@@ -139,6 +139,8 @@ public struct RecordedEngineState: Sendable, Equatable {
             ])
         }
         for document in nodes {
+            // An empty document (the marker line alone) holds nothing.
+            if let s = document.scalar, ["", "~", "null"].contains(s.string) { continue }
             var r = Reader(file: file, lineOffset: firstLine - 1, origin: document)
             if let d = r.document(document) { out.append(d) }
             errors += r.errors
