@@ -53,9 +53,11 @@ public final class LoopRecorder: @unchecked Sendable {
     @inline(__always)
     func serviceDump(_ engine: Engine) {
         guard dumpRequested.load(ordering: .relaxed) else { return }
-        let dump = LoopDump(
+        let started = MonotonicSeconds.now()
+        var dump = LoopDump(
             tun: tun.linearized(), underlay: underlay.linearized(), state: engine.exportState(),
             counters: RecorderCounters(tun.state, underlay.state))
+        dump.pauseSeconds = MonotonicSeconds.now() - started
         dumpResult.withLock { $0 = dump }
         dumpRequested.store(false, ordering: .releasing)
     }
@@ -86,6 +88,8 @@ struct LoopDump: Sendable {
     var underlay: [UInt8]
     var state: EngineState
     var counters: RecorderCounters
+    /// How long the loop spent copying (its pause in packet processing).
+    var pauseSeconds: Double = 0
 }
 
 /// A loop's recorder counters: records written, overwritten (dropped to make room) and refused
@@ -382,6 +386,8 @@ public final class FlightRecorder: @unchecked Sendable {
         let span = earliest <= latest ? Double(latest - earliest) / 1e9 : 0
         var line =
             "recording of \(context.node) in \(path): \(sides[0].1) TUN and \(sides[1].1) underlay packets over \(String(format: "%.3f", span)) s, \(sessions) NAT sessions and \(mtus) path MTUs before the window"
+        let pause = dumps.map(\.pauseSeconds).max() ?? 0
+        line += String(format: "; the packet loops paused %.1f ms to copy", pause * 1000)
         if counters.overwritten > 0 { line += "; \(counters.overwritten) older packets no longer held" }
         if counters.oversized > 0 { line += "; \(counters.oversized) packets larger than a ring not recorded" }
         return line

@@ -222,3 +222,40 @@ func builtProgram(_ name: String) -> String? {
     candidates.append(ExampleCluster.repositoryRoot.path + "/.build/debug/" + name)
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
+
+@Suite("flight recorder: the daemon's side")
+struct DaemonRecorderTests {
+    @Test("SIGUSR2 with the recorder off: the log says how to turn it on; the daemon runs on and stops cleanly")
+    func sigusr2WithRecorderOff() throws {
+        var signalled = false
+        let run = try DaemonLifecycleTests.makeRun(script: [
+            { _ in [.user2] },
+            { _ in
+                signalled = true
+                return [.terminate]
+            },
+        ])
+        #expect(run.daemon.recorder == nil)
+        #expect(try run.daemon.run() == 0)
+        #expect(signalled)
+        #expect(
+            run.log.contains(
+                "SIGUSR2: the flight recorder is off: start ipipd run with --record-buffer SIZE (e.g. 64MiB)"))
+    }
+
+    @Test("--record-buffer is split evenly over the workers and, within each, over both sides")
+    func split() throws {
+        var options = DaemonOptions(node: "node-a")
+        options.workers = 2
+        options.recordBufferBytes = 4 << 20
+        let (logger, _) = RecordingLogHandler.logger()
+        let daemon = Daemon(
+            options: options, source: ManifestSource(paths: []), logger: logger,
+            host: FakeHost(uplinkAddress: IPv4Address("10.0.0.1")!))
+        let recorder = try #require(daemon.recorder)
+        #expect(recorder.loops.count == 2)
+        #expect(recorder.bytesPerSide == 1 << 20)
+        #expect(recorder.loops.allSatisfy { $0.tun.capacity == 1 << 20 && $0.underlay.capacity == 1 << 20 })
+        #expect(throws: DaemonError.self) { _ = try daemon.writeRecording(to: "/nonexistent/rec") }
+    }
+}
