@@ -1,5 +1,6 @@
 import Foundation
 import IPIPCore
+import IPIPLinux
 import IPIPResources
 import Pcap
 import Synchronization
@@ -53,11 +54,11 @@ public final class LoopRecorder: @unchecked Sendable {
     @inline(__always)
     func serviceDump(_ engine: Engine) {
         guard dumpRequested.load(ordering: .relaxed) else { return }
-        let started = MonotonicSeconds.now()
+        let started = MonotonicClock.seconds()
         var dump = LoopDump(
             tun: tun.linearized(), underlay: underlay.linearized(), state: engine.exportState(),
             counters: RecorderCounters(tun.state, underlay.state))
-        dump.pauseSeconds = MonotonicSeconds.now() - started
+        dump.pauseSeconds = MonotonicClock.seconds() - started
         dumpResult.withLock { $0 = dump }
         dumpRequested.store(false, ordering: .releasing)
     }
@@ -67,13 +68,13 @@ public final class LoopRecorder: @unchecked Sendable {
         dumpResult.withLock { $0 = nil }
         dumpRequested.store(true, ordering: .releasing)
         waker.withLock { $0 }?()
-        let deadline = MonotonicSeconds.now() + timeout
+        let deadline = MonotonicClock.seconds() + timeout
         while dumpRequested.load(ordering: .acquiring) {
-            if MonotonicSeconds.now() > deadline {
+            if MonotonicClock.seconds() > deadline {
                 dumpRequested.store(false, ordering: .relaxed)
                 return nil
             }
-            usleep(1000)
+            MonotonicClock.sleep(seconds: 0.001)
         }
         return dumpResult.withLock { d -> LoopDump? in
             defer { d = nil }
@@ -103,14 +104,6 @@ public struct RecorderCounters: Sendable, Equatable {
         written = a.written &+ b.written
         overwritten = a.overwritten &+ b.overwritten
         oversized = a.oversized &+ b.oversized
-    }
-}
-
-enum MonotonicSeconds {
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }
 

@@ -99,7 +99,7 @@ public struct RecordingCheck {
         do {
             live[.tun] = try PcapNGBlockReader(path: options.input)
             if let u = options.underlayInput {
-                live[.underlay] = try PcapNGBlockReader(path: options.underlayInput ?? u)
+                live[.underlay] = try PcapNGBlockReader(path: u)
             }
         } catch {
             throw ReplayError("\(error)")

@@ -9,8 +9,8 @@ import IPIPCore
 ///
 /// Handles: sections of either byte order (several sections in one file, too), interface
 /// descriptions with `if_tsresol` (powers of 10 and of 2), enhanced packet blocks (options:
-/// comments; several comments are joined by a newline), simple packet blocks (no time, no
-/// comment); other block types are skipped. Every structural problem is an error naming the file,
+/// comments; several comments are joined by a newline), obsolete packet blocks, simple packet
+/// blocks (no time, no comment); other block types are skipped. Every structural problem is an error naming the file,
 /// the byte offset of the block and, inside a packet block, its packet index.
 ///
 /// Reads the whole file into memory: for recordings and monitor captures (bounded by their
@@ -135,14 +135,17 @@ public struct PcapNGBlockReader {
                     i.resolution = value[value.startIndex]
                 }
                 interfaces.append(i)
-            case 6:
+            case 2, 6:
+                // An enhanced packet block, or the obsolete packet block (type 2: a 16-bit
+                // interface and a drop count where the enhanced one has a 32-bit interface),
+                // which libpcap reads and numbers too.
                 let index = packets.count
                 guard body.count >= 20 else {
                     throw PcapError(
                         .corrupt, path: path, packetIndex: index,
                         message: "block at byte \(at): enhanced packet block too short")
                 }
-                let interface = Int(u32(body.lowerBound))
+                let interface = type == 2 ? Int(u16(body.lowerBound)) : Int(u32(body.lowerBound))
                 guard interface < interfaces.count else {
                     throw PcapError(
                         .corrupt, path: path, packetIndex: index,
@@ -159,7 +162,8 @@ public struct PcapNGBlockReader {
                         message: "block at byte \(at): captured length \(captured) exceeds the block")
                 }
                 var comments: [String] = []
-                for (code, value) in try options(b, from: dataStart + padded, to: body.upperBound, at: at, u16: u16)
+                for (code, value) in try options(
+                    b, from: dataStart + padded, to: body.upperBound, at: at, packetIndex: index, u16: u16)
                 where code == 1 {
                     comments.append(String(decoding: value, as: UTF8.self))
                 }
@@ -195,7 +199,7 @@ public struct PcapNGBlockReader {
 
     /// The options in `from..<to`, up to `opt_endofopt`.
     private func options(
-        _ b: [UInt8], from: Int, to: Int, at: Int, u16: (Int) -> UInt16
+        _ b: [UInt8], from: Int, to: Int, at: Int, packetIndex: Int? = nil, u16: (Int) -> UInt16
     ) throws(PcapError) -> [(UInt16, ArraySlice<UInt8>)] {
         var out: [(UInt16, ArraySlice<UInt8>)] = []
         var o = from
@@ -205,7 +209,8 @@ public struct PcapNGBlockReader {
             if code == 0 { break }
             guard o + 4 + length <= to else {
                 throw PcapError(
-                    .corrupt, path: path, message: "block at byte \(at): option \(code) runs past the block")
+                    .corrupt, path: path, packetIndex: packetIndex,
+                    message: "block at byte \(at): option \(code) runs past the block")
             }
             out.append((code, b[(o + 4)..<(o + 4 + length)]))
             o += 4 + ((length + 3) & ~3)

@@ -99,6 +99,37 @@ import Testing
         #expect(r.packets.count == 3)
     }
 
+    @Test func packetBlockDamageNamesThePacketIndex() throws {
+        func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        func le16(_ v: UInt16) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        func block(_ type: UInt32, _ body: [UInt8]) -> [UInt8] {
+            let n = UInt32(12 + body.count)
+            return le32(type) + le32(n) + body + le32(n)
+        }
+        let shb = block(0x0A0D_0D0A, le32(0x1A2B_3C4D) + le16(1) + le16(0) + [UInt8](repeating: 0xFF, count: 8))
+        let idb = block(1, le16(101) + le16(0) + le32(65535))
+        func epb(interface: UInt32, options: [UInt8]) -> [UInt8] {
+            block(6, le32(interface) + le32(0) + le32(0) + le32(4) + le32(4) + [0x45, 0, 0, 20] + options)
+        }
+        let good = epb(interface: 0, options: [])
+        // Packet 1 names interface 3, which no block described.
+        #expect {
+            try PcapNGBlockReader(bytes: shb + idb + good + epb(interface: 3, options: []), name: "i.pcapng")
+        } throws: { e in
+            (e as? PcapError)?.packetIndex == 1 && "\(e)".contains("interface 3 was not described")
+        }
+        // Packet 0's comment option announces 200 bytes in a block that has 8.
+        #expect {
+            try PcapNGBlockReader(
+                bytes: shb + idb + epb(interface: 0, options: le16(1) + le16(200) + [0x61, 0x62, 0, 0]),
+                name: "o.pcapng")
+        } throws: { e in
+            (e as? PcapError)?.packetIndex == 0 && "\(e)".contains("o.pcapng: packet index 0: block at byte")
+                && "\(e)".contains("option 1 runs past the block")
+        }
+        #expect(try PcapNGBlockReader(bytes: shb + idb + good + good, name: "ok").packets.map(\.index) == [0, 1])
+    }
+
     @Test func big_endianSectionsAndMicrosecondResolution() throws {
         // A hand-made big-endian section: SHB, IDB (link type 101, if_tsresol 6), one EPB with a comment.
         func be32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
