@@ -104,7 +104,7 @@ public final class Daemon {
         self.init(options: options, source: source, logger: logger, host: try LinuxHost(logger: logger))
     }
 
-    /// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread and in every thread it
+    /// Blocks SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 in the calling thread and in every thread it
     /// creates afterwards. Call it first thing in `main`, before any thread exists: the daemon then
     /// takes them synchronously, and no thread can be killed mid-change.
     public static func blockControlSignals() { ControlSignals.block() }

@@ -65,8 +65,12 @@ public struct TUNOffloadSupport: Sendable, Equatable {
 /// long before it blocks in `poll` again, so a packet that follows soon (a round trip, the next
 /// burst) finds it awake.
 ///
+/// Flight recorder (`recorder`, `--record-buffer`): `process` records each input batch as the
+/// engine gets it and patches the engine's verdicts in after, and between iterations the loop
+/// hands a copy of its rings over when a recording asks for one (docs/flight-recorder.md).
+///
 /// Hazards: the engine and batches belong to the loop thread; nothing else may touch them.
-/// `stop()` and `publish(_:)` are the only ways in from outside.
+/// `stop()` and `publish(_:)` are the only ways in from outside (and the recorder's dump request).
 public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     let io: IO
     let engine: Engine

@@ -205,7 +205,8 @@ struct Run: ParsableCommand {
             creates the TUN device, programs routes, policy rules, sysctls and an nftables table, and \
             moves packets until SIGTERM or SIGINT, when it removes everything it added. SIGHUP, or a \
             change of the manifests, reloads the topology without pausing traffic; SIGUSR1 logs a \
-            one-line summary of the counters. Metrics: http://127.0.0.1:9091/metrics.
+            one-line summary of the counters; SIGUSR2 writes a flight recording (--record-buffer) \
+            into a new directory under --record-dir. Metrics: http://127.0.0.1:9091/metrics.
             """
     )
 
