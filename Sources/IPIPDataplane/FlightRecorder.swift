@@ -13,7 +13,7 @@ import Synchronization
 /// nothing allocated. Per batch with the recorder attached: these two calls; without it, the
 /// loop's one nil check.
 ///
-/// A dump (`FlightRecorder.snapshot`) asks the loop, through `dumpRequested`, to copy its rings
+/// A dump (`FlightRecorder.write`) asks the loop, through `dumpRequested`, to copy its rings
 /// and its engine's state between two batches (`serviceDump`): the rings are only ever touched
 /// by the loop thread, so no record is torn, and the copy is as of one instant of that loop.
 ///
