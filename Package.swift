@@ -55,7 +55,7 @@ let package = Package(
         .target(
             name: "IPIPDataplane",
             dependencies: [
-                "IPIPCore", "IPIPResources", "IPIPDatastore", "IPIPLinux",
+                "IPIPCore", "IPIPResources", "IPIPDatastore", "IPIPLinux", "Pcap",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

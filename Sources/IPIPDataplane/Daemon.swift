@@ -44,6 +44,11 @@ public struct DaemonOptions: Sendable {
     /// Where `/liveness` and `/readiness` are served (`--health-address`; by default as
     /// FelixConfiguration says: docs/health.md).
     public var health: HealthEndpoint = .fromFelixConfiguration
+    /// The flight recorder's memory (`--record-buffer`), split over the workers and both sides;
+    /// 0 (the default) turns it off (docs/flight-recorder.md).
+    public var recordBufferBytes = 0
+    /// Where SIGUSR2 writes a recording: a new directory `<node>-<UTC time>` inside this one.
+    public var recordDirectory = "/var/lib/ipipd/recordings"
 
     public init(node: String) { self.node = node }
 }
@@ -59,7 +64,8 @@ public struct DaemonOptions: Sendable {
 /// 4. start the packet workers and the metrics server;
 /// 5. loop: SIGHUP or a changed source → reload (compile, atomic swap into the packet workers,
 ///    re-program); every `resyncSeconds` → reconcile again (a route deleted by hand comes back);
-///    SIGUSR1 → a one-line summary; SIGTERM/SIGINT → stop;
+///    SIGUSR1 → a one-line summary; SIGUSR2 → a flight recording (`--record-buffer`);
+///    SIGTERM/SIGINT → stop;
 /// 6. on the way out remove everything it added and print the summary line.
 ///
 /// Everything it does to the host goes through a `DaemonHost` (`LinuxHost` in production), so the
@@ -80,6 +86,12 @@ public final class Daemon {
     /// The health settings the start applied (control thread): the server's address and the
     /// debug hang are bound at the start, so a reload that changes them says it needs a restart.
     var appliedHealthSettings: FelixHealthSettings?
+    /// The flight recorder, when `recordBufferBytes` > 0.
+    public let recorder: FlightRecorder?
+    /// The resources of the topology in force (the last load that was applied), for recordings.
+    let liveResources = Mutex<ResourceSet?>(nil)
+    /// The underlay MTU in use (the uplink's unless `--underlay-mtu`), for recordings.
+    let liveUnderlayMTU = Mutex<Int>(1500)
 
     /// A daemon on `host`.
     public init(options: DaemonOptions, source: ResourceSource, logger: Logger, host: any DaemonHost) {
@@ -88,6 +100,11 @@ public final class Daemon {
         self.logger = logger
         self.host = host
         reconciler = RouteReconciler(netlink: host.routing)
+        recorder =
+            options.recordBufferBytes > 0
+            ? FlightRecorder(
+                totalBytes: options.recordBufferBytes, workers: max(1, options.workers), batchSize: options.batchSize)
+            : nil
     }
 
     /// A daemon on this Linux host.
@@ -95,7 +112,7 @@ public final class Daemon {
         self.init(options: options, source: source, logger: logger, host: try LinuxHost(logger: logger))
     }
 
-    /// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread and in every thread it
+    /// Blocks SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 in the calling thread and in every thread it
     /// creates afterwards. Call it first thing in `main`, before any thread exists: the daemon then
     /// takes them synchronously, and no thread can be killed mid-change.
     public static func blockControlSignals() { ControlSignals.block() }
@@ -130,6 +147,7 @@ public final class Daemon {
 
         // 2. Topology and devices.
         let loaded = try Self.loadSpec(source: source, options: options)
+        liveResources.withLock { $0 = loaded.set }
         var spec = loaded.spec
         let nodePrefix = loaded.node
         appliedHealthSettings = loaded.health
@@ -139,6 +157,7 @@ public final class Daemon {
         }
         let uplink = try host.findUplink(name: options.uplink, nodeAddress: nodePrefix.address)
         if options.underlayMTU == nil { spec.underlayMTU = uplink.mtu }
+        liveUnderlayMTU.withLock { $0 = spec.underlayMTU }
         var topology = try Topology.compile(spec)
         for w in topology.warnings { logger.warning("\(w)") }
         health.update {
@@ -153,7 +172,7 @@ public final class Daemon {
         let datapath = try host.openDatapath(
             DatapathRequest(
                 uplink: uplink, topology: topology, workers: workerCount,
-                options: options))
+                options: options, recorder: recorder))
         // The devices close on every way out, after the shutdown below has removed the routes
         // (while the TUN still exists, so each route of ours is found and counted).
         defer { datapath.close() }
@@ -193,6 +212,11 @@ public final class Daemon {
             )
         }
         let metrics = startMetrics(datapath)
+        if let recorder {
+            logger.info(
+                "flight recorder: \(recorder.totalBytes) bytes, \(recorder.bytesPerSide) per side of each of \(workerCount) workers; SIGUSR2 writes a recording into \(options.recordDirectory)"
+            )
+        }
 
         // 5. The control loop. The signals were blocked in every thread (`blockControlSignals`),
         // so they queue up here instead of interrupting anyone.
@@ -219,6 +243,14 @@ public final class Daemon {
                     lastNextHops = host.now()
                 case .user1:
                     logger.notice("\(self.summary(datapath, fresh: true))")
+                case .user2:
+                    let directory = Self.recordingDirectory(in: options.recordDirectory, node: options.node, at: Date())
+                    do {
+                        let line = try writeRecording(to: directory)
+                        logger.notice("SIGUSR2: \(line)")
+                    } catch {
+                        logger.error("SIGUSR2: \(error)")
+                    }
                 }
             }
             if stop { break }
@@ -269,14 +301,14 @@ public final class Daemon {
     /// turned into the compiler's input as this node sees it, with the node's underlay prefix.
     static func loadSpec(
         source: ResourceSource, options: DaemonOptions
-    ) throws -> (spec: TopologySpec, node: IPv4Prefix, health: FelixHealthSettings) {
+    ) throws -> (spec: TopologySpec, node: IPv4Prefix, health: FelixHealthSettings, set: ResourceSet) {
         let set = try source.load()
         let spec = ClusterLoader.spec(from: set, node: options.node, underlayMTU: options.underlayMTU ?? 1500)
         guard let nodePrefix = spec.nodes.first(where: { $0.name == options.node })?.address else {
             throw DaemonError(
                 "node '\(options.node)' is not defined or has no spec.bgp.ipv4Address in \(source.description)")
         }
-        return (spec, nodePrefix, ClusterLoader.healthSettings(from: set, node: options.node))
+        return (spec, nodePrefix, ClusterLoader.healthSettings(from: set, node: options.node), set)
     }
 
     /// `ipipd run --check`: what `run` does before it touches the host (open the source, load and
@@ -478,6 +510,7 @@ public final class Daemon {
                 try datapath.publish(next, previous: topology)
             }
             topology = next
+            liveResources.withLock { $0 = set }
             try configureTUN(index: datapath.tunIndex, topology: next)
             applyFirewall(uplink: uplink.name, topology: next)
             reconcileRoutes(topology: next, tunIndex: datapath.tunIndex, uplinkIndex: uplink.index)
@@ -499,6 +532,50 @@ public final class Daemon {
             health.update { $0.lastReload = HealthReload(at: at, refusal: "\(error)") }
             logger.error("reload refused, the previous topology stays: \(error)")
         }
+    }
+}
+
+extension Daemon {
+    /// Writes a flight recording of the last `--record-buffer` bytes of traffic into `directory`
+    /// (created; it must not exist or be empty): `tun.pcapng`, `underlay.pcapng` and
+    /// `cluster.yaml` (docs/flight-recorder.md), and returns a one-line summary. Any thread may
+    /// call it while the daemon runs (the control socket does; SIGUSR2 does on the control thread).
+    /// - Throws: `DaemonError` when the recorder is off, the daemon is not running its workers,
+    ///   or a file cannot be written (then no file is left under a final name).
+    public func writeRecording(to directory: String) throws -> String {
+        guard let recorder else {
+            throw DaemonError("the flight recorder is off: start ipipd run with --record-buffer SIZE (e.g. 64MiB)")
+        }
+        guard let set = liveResources.withLock({ $0 }) else {
+            throw DaemonError("no topology is loaded yet: nothing to record")
+        }
+        let manifests = Self.manifestsYAML(set)
+        let n = recorder.loops.count
+        return try recorder.write(
+            to: directory,
+            context: FlightRecorder.Context(
+                node: options.node, manifests: manifests, natSecret: options.engine.natSeed,
+                underlayMTU: liveUnderlayMTU.withLock { $0 },
+                configurations: (0..<n).map { Self.engineConfiguration(options.engine, worker: $0, of: n) }))
+    }
+
+    /// The resources as a YAML stream, one document per resource, in the loader's kind order.
+    static func manifestsYAML(_ set: ResourceSet) -> String {
+        let resources: [Resource] =
+            set.pools.map { .ipPool($0) } + set.nodes.map { .node($0) }
+            + set.blockAffinities.map { .blockAffinity($0) } + set.felixConfigurations.map { .felixConfiguration($0) }
+        return resources.map { "---\n" + ResourceEncoder.yaml($0) }.joined()
+    }
+
+    /// SIGUSR2's directory: `<parent>/<node>-<UTC time to the millisecond>`, e.g.
+    /// `/var/lib/ipipd/recordings/node-a-20261204T181500.123Z`.
+    public static func recordingDirectory(in parent: String, node: String, at date: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyyMMdd'T'HHmmss.SSS'Z'"
+        let base = parent.hasSuffix("/") ? String(parent.dropLast()) : parent
+        return "\(base)/\(node)-\(f.string(from: date))"
     }
 }
 

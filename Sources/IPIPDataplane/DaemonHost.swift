@@ -9,6 +9,8 @@ public enum ControlSignal: Sendable, Equatable, CustomStringConvertible {
     case hangup
     /// SIGUSR1: log a one-line summary.
     case user1
+    /// SIGUSR2: write a flight recording (`--record-buffer`) into a new directory.
+    case user2
 
     public var description: String {
         switch self {
@@ -16,6 +18,7 @@ public enum ControlSignal: Sendable, Equatable, CustomStringConvertible {
         case .interrupt: "SIGINT"
         case .hangup: "SIGHUP"
         case .user1: "SIGUSR1"
+        case .user2: "SIGUSR2"
         }
     }
 }
@@ -40,6 +43,8 @@ public struct DatapathRequest: Sendable {
     public var topology: Topology
     public var workers: Int
     public var options: DaemonOptions
+    /// The flight recorder whose rings the packet loops fill, when `--record-buffer` is on.
+    public var recorder: FlightRecorder? = nil
 }
 
 /// Everything `Daemon` changes or reads on the host, so that its control loop (start, reload,

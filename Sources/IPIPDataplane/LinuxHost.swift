@@ -52,6 +52,7 @@ public final class LinuxHost: DaemonHost {
             case SIGINT: .interrupt
             case SIGHUP: .hangup
             case SIGUSR1: .user1
+            case SIGUSR2: .user2
             default: nil
             }
         }
@@ -74,6 +75,7 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     let captures: [UplinkCapture]
     let datapaths: [LinuxDatapath]
     let options: DaemonOptions
+    let recorder: FlightRecorder?
     let logger: Logger
     let tunName: String
     let tunIndex: Int32
@@ -93,6 +95,7 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
         let uplink = request.uplink
         let workerCount = request.workers
         self.options = options
+        recorder = request.recorder
         self.logger = logger
         // Every device opened so far is closed again if a later one fails.
         var opened: [() -> Void] = []
@@ -165,7 +168,7 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     func start(engines: [Engine]) {
         let w = PacketWorkers(
             ios: datapaths, engines: engines, batchSize: options.batchSize,
-            spinMicroseconds: options.spinMicroseconds)
+            spinMicroseconds: options.spinMicroseconds, recorders: recorder?.loops)
         workers = w
         w.start()
     }

@@ -65,8 +65,12 @@ public struct TUNOffloadSupport: Sendable, Equatable {
 /// long before it blocks in `poll` again, so a packet that follows soon (a round trip, the next
 /// burst) finds it awake.
 ///
+/// Flight recorder (`recorder`, `--record-buffer`): `process` records each input batch as the
+/// engine gets it and patches the engine's verdicts in after, and between iterations the loop
+/// hands a copy of its rings over when a recording asks for one (docs/flight-recorder.md).
+///
 /// Hazards: the engine and batches belong to the loop thread; nothing else may touch them.
-/// `stop()` and `publish(_:)` are the only ways in from outside.
+/// `stop()` and `publish(_:)` are the only ways in from outside (and the recorder's dump request).
 public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     let io: IO
     let engine: Engine
@@ -106,6 +110,9 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     let hangAt = Atomic<Int64>(Int64.max)
     /// Set while the loop blocks in a simulated hang.
     public let hanging = Atomic<Bool>(false)
+    /// The flight recorder's rings for this loop (`--record-buffer`), set before `run`; nil when
+    /// the recorder is off, which costs `process` one nil check per batch.
+    public var recorder: LoopRecorder?
 
     public init(io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0) {
         self.io = io
@@ -165,6 +172,7 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         var seenGeneration = 0
         var lastSnapshot: Int64 = 0
         var spinUntil: Int64 = 0
+        recorder?.waker.withLock { $0 = { [weak self] in self?.io.wake() } }
         publishSnapshot()
         heartbeat.store(Self.now().totalNanoseconds, ordering: .relaxed)
         while !stopRequested.load(ordering: .relaxed) {
@@ -224,6 +232,8 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
                 failure.withLock { $0 = "\(error)" }
                 break
             }
+            // A recording asked for: copy the rings between two batches (docs/flight-recorder.md).
+            recorder?.serviceDump(engine)
             let t = Self.now().totalNanoseconds
             heartbeat.store(t, ordering: .relaxed)
             if t >= hangAt.load(ordering: .relaxed) { hang() }
@@ -338,12 +348,16 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         _ batch: inout PacketBatch, egress: Bool, _ generated: inout PacketBatch, _ verdicts: inout VerdictBatch,
         _ coalescer: TUNCoalescer?
     ) {
+        // The flight recorder keeps the input as the engine gets it, then the engine's verdicts.
+        let recorder = self.recorder
+        recorder?.record(batch, egress: egress, scalars: engine.scalarState)
         if egress {
             engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
         } else {
             engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
-            coalescer?.coalesce(batch)
         }
+        recorder?.patch(verdicts, count: batch.count, egress: egress)
+        if !egress { coalescer?.coalesce(batch) }
         emit(batch, generated)
     }
 

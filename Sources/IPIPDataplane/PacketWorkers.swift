@@ -75,7 +75,12 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
     /// - Parameters:
     ///   - ios: one device set per worker.
     ///   - engines: one engine per worker, `engines[i].configuration.worker` = worker i of N.
-    public init(ios: [IO], engines: [Engine], batchSize: Int = 64, spinMicroseconds: Int = 0) {
+    ///   - recorders: the flight recorder's rings, one per worker (nil: the recorder is off).
+    public init(
+        ios: [IO], engines: [Engine], batchSize: Int = 64, spinMicroseconds: Int = 0,
+        recorders: [LoopRecorder]? = nil
+    ) {
+        precondition(recorders == nil || recorders!.count == engines.count, "one recorder per worker")
         precondition(ios.count == engines.count && !ios.isEmpty, "one engine per worker")
         for (i, e) in engines.enumerated() {
             precondition(
@@ -84,6 +89,9 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
         }
         loops = zip(ios, engines).map {
             PacketLoop(io: $0, engine: $1, batchSize: batchSize, spinMicroseconds: spinMicroseconds)
+        }
+        if let recorders {
+            for (l, r) in zip(loops, recorders) { l.recorder = r }
         }
         if loops.count > 1 {
             let links = WorkerLinks.mesh(count: loops.count)

@@ -1,11 +1,11 @@
 import Glibc
 
-/// The signals a daemon takes synchronously (SIGTERM, SIGINT, SIGHUP, SIGUSR1): blocked in every
+/// The signals a daemon takes synchronously (SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2): blocked in every
 /// thread, then collected with `sigtimedwait` by the one thread that acts on them, so no thread is
 /// ever interrupted mid-change.
 public enum ControlSignals {
     /// The signal numbers, in the order `wait` reports them.
-    public static let numbers: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1]
+    public static let numbers: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]
 
     static func set() -> sigset_t {
         var set = sigset_t()

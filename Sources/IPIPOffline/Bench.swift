@@ -25,6 +25,10 @@ public struct BenchOptions: Sendable {
     /// the captures: the flows are dealt out by a hash of their ports, so a flow and its replies
     /// stay on one worker, as they do on one worker of the live daemon.
     public var workers = 1
+    /// The flight recorder's memory (`ipipd run --record-buffer`), split over workers and sides
+    /// as the daemon splits it; each batch is recorded and patched with its verdicts, as the
+    /// live loops do (0: off).
+    public var recordBufferBytes = 0
 
     public init(input: String, underlayInput: String? = nil) {
         self.input = input
@@ -392,6 +396,11 @@ public final class Bench {
         let batchSize = max(1, options.batchSize)
         var feeder = EngineFeeder(engine: engine, batchSize: batchSize)
         let stage = OutputStage(offloads: options.offloads, batchSize: batchSize)
+        let recorder =
+            options.recordBufferBytes > 0
+            ? PacketRecorder(
+                bytesPerSide: options.recordBufferBytes / max(1, options.workers) / 2, batchCapacity: batchSize)
+            : nil
         let step = captures.span + 1_000
         let base = captures.first.totalNanoseconds
         let deadline = options.iterations == nil ? UInt64(options.duration * 1e9) : 0
@@ -429,7 +438,7 @@ public final class Bench {
                 let d = directions[i]
                 if feeder.mustProcess(before: d) {
                     Self.process(
-                        &feeder, stage, &loop, start: start, deadline: deadline,
+                        &feeder, stage, &loop, recorder, start: start, deadline: deadline,
                         progressTotal: passLimit &* n, progress: progress)
                     if loop.stop { break }
                 }
@@ -443,7 +452,7 @@ public final class Bench {
                 i &+= 1
                 if feeder.batch.isFull {
                     Self.process(
-                        &feeder, stage, &loop, start: start, deadline: deadline,
+                        &feeder, stage, &loop, recorder, start: start, deadline: deadline,
                         progressTotal: passLimit &* n, progress: progress)
                     if loop.stop { break }
                 }
@@ -451,7 +460,7 @@ public final class Bench {
             // Packets still pending are processed before the pass ends, as at the end of a replay.
             if feeder.batch.count > 0 {
                 Self.process(
-                    &feeder, stage, &loop, start: start, deadline: deadline,
+                    &feeder, stage, &loop, recorder, start: start, deadline: deadline,
                     progressTotal: passLimit &* n, progress: progress)
             }
         }
@@ -498,9 +507,12 @@ public final class Bench {
     @inline(__always)
     static func process(
         _ feeder: inout EngineFeeder, _ stage: borrowing OutputStage, _ c: inout LoopCounters,
-        start: UInt64, deadline: UInt64, progressTotal: Int, progress: ProgressReporter?
+        _ recorder: PacketRecorder?, start: UInt64, deadline: UInt64, progressTotal: Int, progress: ProgressReporter?
     ) {
+        let egress = feeder.direction == .tun
+        recorder?.record(feeder.batch, egress: egress, scalars: feeder.engine.scalarState)
         feeder.process()
+        recorder?.patch(feeder.verdicts, count: feeder.batch.count, egress: egress)
         if stage.offloads {
             // As the devices write them: segments, coalesced super-packets.
             stage.prepare(feeder.batch, direction: feeder.direction)

@@ -239,6 +239,9 @@ public final class Replay {
     let engine: Engine
     let options: ReplayOptions
     let progress: ProgressReporter?
+    /// Called with every IPv4 input's verdict, in processing order: its side, its index in its
+    /// capture, and the verdict (the flight-recording check collects them).
+    public var verdictObserver: ((PacketDirection, Int, PacketVerdict) -> Void)?
 
     public init(engine: Engine, options: ReplayOptions, progress: ProgressReporter? = nil) {
         self.engine = engine
@@ -312,6 +315,7 @@ public final class Replay {
                     s += 1
                 }
                 guard i < feeder.batch.count else { break }
+                verdictObserver?(direction, captureIndex[i], feeder.verdicts[i])
                 let time = feeder.batch.time(of: i)
                 var outputs: [String] = []
                 stage.forEachRecord(of: feeder.batch, i) { record, side in

@@ -1,3 +1,4 @@
+import Foundation
 import IPIPCore
 
 /// From Calico resources to a compiled topology: the control-plane path that `ipipd` and
@@ -19,6 +20,31 @@ public enum ClusterLoader {
             return try ResourceLoader.load(text: ResourceLoader.readStandardInput(), file: "<stdin>")
         }
         return try ResourceLoader.load(paths: paths)
+    }
+
+    /// Reads a flight recording's cluster.yaml (docs/flight-recorder.md): the Calico resources
+    /// before `RecordedEngineState.marker`, loaded and validated as any manifests (errors keep
+    /// their lines), and the recorded engine state after it. Only `ipipd replay` calls this: every
+    /// other reader of manifests refuses the `RecordedEngineState` kind.
+    /// - Returns: nil when `path` is not a file with the marker (ordinary manifests).
+    /// - Throws: `ResourceErrors` for every problem in either part.
+    public static func recording(path: String) throws -> (set: ResourceSet, states: [RecordedEngineState])? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+            let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
+            let parts = RecordedEngineState.split(text)
+        else { return nil }
+        var errors: [ResourceError] = []
+        var set = ResourceSet()
+        do { set = try ResourceLoader.load(text: parts.manifests, file: path) } catch { errors += error.errors }
+        var states: [RecordedEngineState] = []
+        do {
+            states = try RecordedEngineState.decode(parts.state, file: path, firstLine: parts.firstLine)
+        } catch {
+            errors += error.errors
+        }
+        guard errors.isEmpty else { throw ResourceErrors(errors) }
+        return (set, states)
     }
 
     /// Loads, validates and compiles the topology for `node`.

@@ -41,8 +41,18 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object instead of the report.")
     var json = false
 
+    @Option(
+        name: .customLong("record-buffer"),
+        help: ArgumentHelp(
+            "Run the flight recorder as ipipd run --record-buffer SIZE does: every batch recorded and patched with its verdicts.",
+            valueName: "size"))
+    var recordBuffer: String?
+
     func validate() throws {
         guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
+        if let r = recordBuffer {
+            do { _ = try RecordBufferSize.parse(r) } catch { throw ValidationError(error.description) }
+        }
         guard duration == nil || iterations == nil else {
             throw ValidationError("give --duration or --iterations, not both")
         }
@@ -63,6 +73,7 @@ struct Bench: ParsableCommand {
         options.duration = duration ?? 10
         options.offloads = offloads
         options.workers = workers
+        if let r = recordBuffer { options.recordBufferBytes = try RecordBufferSize.parse(r) }
         do {
             let bench = try IPIPOffline.Bench(
                 engine: engine, options: options,

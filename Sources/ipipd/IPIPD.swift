@@ -130,6 +130,16 @@ struct Replay: ParsableCommand {
     var quiet = false
 
     func run() throws {
+        // A flight recording's cluster.yaml carries the live engine's state after the manifests:
+        // preload it, replay, and compare with the live verdicts (docs/flight-recorder.md).
+        let recording: (set: ResourceSet, states: [RecordedEngineState])?
+        do {
+            recording = try topology.manifests.count == 1 ? ClusterLoader.recording(path: topology.manifests[0]) : nil
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+        if let recording { return try runRecording(recording) }
         let topo = try topology.compile()
         let engine = Engine(topology: topo, configuration: topology.engineConfiguration())
         let options = ReplayOptions(
@@ -148,6 +158,45 @@ struct Replay: ParsableCommand {
     }
 }
 
+extension Replay {
+    /// The replay of a flight recording: exit 0 when every live verdict is reproduced, 2 when
+    /// some differ (each listed), 1 on an error.
+    func runRecording(_ recording: (set: ResourceSet, states: [RecordedEngineState])) throws {
+        do {
+            let check = try RecordingCheck(states: recording.states, node: topology.node)
+            let topo = try Topology.compile(
+                ClusterLoader.spec(from: recording.set, node: topology.node, underlayMTU: check.underlayMTU))
+            for w in topo.warnings { printError("warning: \(w)") }
+            let engine = Engine(
+                topology: topo,
+                configuration: check.configuration(outerTimeToLive: topology.engineConfiguration().outerTimeToLive))
+            do { try engine.preload(check.preloadState) } catch {
+                throw ReplayError("\(topology.manifests[0]): the recorded engine state does not fit: \(error)")
+            }
+            let options = ReplayOptions(
+                input: captures.input, underlayInput: captures.underlayInput, output: output,
+                underlayOutput: underlayOutput, tunOutput: tunOutput, verdicts: verdicts, batchSize: captures.batch,
+                offloads: offloads)
+            let (summary, result) = try check.run(
+                engine: engine, options: options, progress: ProgressReporter(label: "replay"))
+            if !quiet {
+                print(summary.report(input: captures.input, node: topology.node, topology: topo))
+                let p = check.preloadState
+                print(
+                    "  recorded state:     \(p.natSessions.count) NAT sessions, \(p.pathMTUs.count) path MTUs preloaded (underlay MTU \(check.underlayMTU))"
+                )
+            }
+            print(result.report(workers: check.states.count))
+            if !result.differences.isEmpty { throw ExitCode(2) }
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the dataplane on this host (root): TUN, uplink capture, raw socket, routes.",
@@ -156,7 +205,8 @@ struct Run: ParsableCommand {
             creates the TUN device, programs routes, policy rules, sysctls and an nftables table, and \
             moves packets until SIGTERM or SIGINT, when it removes everything it added. SIGHUP, or a \
             change of the manifests, reloads the topology without pausing traffic; SIGUSR1 logs a \
-            one-line summary of the counters. Metrics: http://127.0.0.1:9091/metrics.
+            one-line summary of the counters; SIGUSR2 writes a flight recording (--record-buffer) \
+            into a new directory under --record-dir. Metrics: http://127.0.0.1:9091/metrics.
             """
     )
 
@@ -259,6 +309,20 @@ struct Run: ParsableCommand {
             valueName: "µs"))
     var spinMicroseconds = 0
 
+    @Option(
+        name: .customLong("record-buffer"),
+        help: ArgumentHelp(
+            "Flight recorder: keep the last SIZE bytes of both sides' input in memory (K, M, G or KiB, MiB, GiB; e.g. 64MiB), split evenly over workers and sides; SIGUSR2 writes it out (docs/flight-recorder.md). Off by default.",
+            valueName: "size"))
+    var recordBuffer: String?
+
+    @Option(
+        name: .customLong("record-dir"),
+        help: ArgumentHelp(
+            "Where SIGUSR2 writes a recording: a new directory <node>-<UTC time> inside this one.",
+            valueName: "path"))
+    var recordDirectory = "/var/lib/ipipd/recordings"
+
     @Flag(
         name: .long,
         help:
@@ -300,6 +364,17 @@ struct Run: ParsableCommand {
         guard spinMicroseconds >= 0 && spinMicroseconds <= 1_000_000 else {
             throw ValidationError("--spin-us must be 0…1000000")
         }
+        if let r = recordBuffer {
+            let bytes: Int
+            do { bytes = try RecordBufferSize.parse(r) } catch { throw ValidationError(error.description) }
+            let least = RecordBufferSize.minimum(workers: workers)
+            guard bytes >= least else {
+                throw ValidationError(
+                    "--record-buffer: \(r) is less than \(least >> 10)KiB, the least for \(workers) worker(s) (two rings each, each holding a 64 KiB super-packet)"
+                )
+            }
+        }
+        guard !recordDirectory.isEmpty else { throw ValidationError("--record-dir must not be empty") }
         guard uplinkRX == "ring" || uplinkRX == "mmsg" else {
             throw ValidationError("--uplink-rx must be ring or mmsg")
         }
@@ -370,6 +445,8 @@ struct Run: ParsableCommand {
         options.workers = workers
         options.spinMicroseconds = spinMicroseconds
         if uplinkRX == "ring" { options.captureRingFrames = 8192 }
+        if let r = recordBuffer { options.recordBufferBytes = try RecordBufferSize.parse(r) }
+        options.recordDirectory = recordDirectory
         // The seed of SNAT's port choice and hashing: the secret kept in --nat-secret-file, so a
         // restarted ipipd gives each workload endpoint the port it had; made from the system's
         // random generator (getrandom) when the file is created, or at every start with 'off'.

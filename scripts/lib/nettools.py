@@ -18,6 +18,12 @@
                                                wait for its echo; prints "ok wrong flows"
   nettools.py tcp-flows HOST PORT FLOWS SOURCES  the same with FLOWS TCP connections (200 at a time)
   nettools.py ipip-inject SRC DST INNER_SRC INNER_DST    one IP-in-IP packet (raw socket, as root)
+  nettools.py fragneeded-inject SRC DST QUOTED_SRC QUOTED_DST MTU
+                                               one ICMP frag-needed (3/4, next-hop MTU) from SRC to DST
+                                               quoting an IP-in-IP header QUOTED_SRC > QUOTED_DST (raw socket)
+  nettools.py udp-delayed-echo PORT DELAY      answer one datagram DELAY seconds after it came
+  nettools.py udp-request HOST PORT TIMEOUT    send one datagram, print "reply" when it comes back
+                                               within TIMEOUT seconds, else "none"
   nettools.py metric URL NAME [LABELS]         print the value of one Prometheus sample
   nettools.py metric-family URL NAME           print its non-zero samples as labels=value
   nettools.py cluster-manifests MODE [without|only NAME]
@@ -338,6 +344,39 @@ def ipip_inject(src, dst, inner_src, inner_dst):
     s.sendto(pkt, (dst, 0))
 
 
+def fragneeded(src, dst, quoted_src, quoted_dst, mtu):
+    """An ICMP 3/4 packet from src to dst about an IP-in-IP packet quoted_src > quoted_dst."""
+    quoted = ip(quoted_src, quoted_dst, 4, b"\0" * 8)
+    body = struct.pack("!BBHHH", 3, 4, 0, 0, int(mtu)) + quoted
+    body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    return ip(src, dst, 1, body)
+
+
+def fragneeded_inject(src, dst, quoted_src, quoted_dst, mtu):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    s.sendto(fragneeded(src, dst, quoted_src, quoted_dst, mtu), (dst, 0))
+
+
+def udp_delayed_echo(port, delay):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", int(port)))
+    s.settimeout(60)
+    d, peer = s.recvfrom(65536)
+    time.sleep(float(delay))
+    s.sendto(d, peer)
+
+
+def udp_request(host, port, timeout):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(float(timeout))
+    s.sendto(b"flight-recorder request", (host, int(port)))
+    try:
+        d, _ = s.recvfrom(65536)
+        print("reply" if d == b"flight-recorder request" else "wrong")
+    except socket.timeout:
+        print("none")
+
+
 def metric(url, name, labels=""):
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     want = name + ("{" + labels + "}" if labels else "")
@@ -476,6 +515,7 @@ if __name__ == "__main__":
     {"tcp-sink": tcp_sink, "tcp-send": tcp_send,
      "tcp-paced-send": tcp_paced_send, "tcp-serve": tcp_serve, "tcp-fetch": tcp_fetch,
      "udp-echo": udp_echo, "udp-ping": udp_ping, "udp-echo-serve": udp_echo_serve, "tcp-echo-serve": tcp_echo_serve,
-     "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "metric": metric, "metric-family": metric_family,
+     "udp-flows": udp_flows, "tcp-flows": tcp_flows, "ipip-inject": ipip_inject, "fragneeded-inject": fragneeded_inject,
+     "udp-delayed-echo": udp_delayed_echo, "udp-request": udp_request, "metric": metric, "metric-family": metric_family,
      "ipip-phases": ipip_phases, "cluster-manifests": cluster_manifests, "since": since, "at-most": at_most,
      "sleep-until": sleep_until}[cmd](*args)

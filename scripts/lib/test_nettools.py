@@ -121,3 +121,18 @@ class SelectManifests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FragNeeded(unittest.TestCase):
+    def test_layout_and_checksums(self):
+        p = nettools.fragneeded("10.0.0.254", "10.0.0.1", "10.0.0.1", "10.0.1.3", 1300)
+        self.assertEqual(len(p), 20 + 8 + 28)
+        self.assertEqual(nettools.csum(p[:20]), 0)          # outer header checksum valid
+        self.assertEqual(p[9], 1)                           # ICMP
+        self.assertEqual((p[20], p[21]), (3, 4))            # frag-needed
+        self.assertEqual(int.from_bytes(p[26:28], "big"), 1300)
+        self.assertEqual(nettools.csum(p[20:]), 0)          # ICMP checksum valid
+        quoted = p[28:48]
+        self.assertEqual(quoted[9], 4)                      # quotes IP-in-IP
+        self.assertEqual(quoted[12:16], bytes([10, 0, 0, 1]))
+        self.assertEqual(quoted[16:20], bytes([10, 0, 1, 3]))
