@@ -165,7 +165,8 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     func start(engines: [Engine]) {
         let w = PacketWorkers(
             ios: datapaths, engines: engines, batchSize: options.batchSize,
-            spinMicroseconds: options.spinMicroseconds)
+            spinMicroseconds: options.spinMicroseconds,
+            monitorEvents: options.controlSocket == nil ? 0 : options.monitorEvents)
         workers = w
         w.start()
     }
@@ -193,6 +194,8 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     }
 
     var failure: String? { workers?.failure }
+
+    var monitorRings: [MonitorRing] { workers?.monitorRings ?? [] }
 
     func stop() {
         workers?.stop()

@@ -96,6 +96,9 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     var wakeupsSent: UInt64 = 0
     /// Bit w set: this iteration handed worker w something (wake it if it sleeps).
     var pendingWakes: UInt64 = 0
+    /// The monitor's ring (`ipipctl monitor`), set before `run`; nil when nothing can attach
+    /// (no control socket). Unattached, it costs `process` one relaxed load per batch.
+    var monitor: MonitorRing?
 
     public init(io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0) {
         self.io = io
@@ -310,12 +313,17 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         _ batch: inout PacketBatch, egress: Bool, _ generated: inout PacketBatch, _ verdicts: inout VerdictBatch,
         _ coalescer: TUNCoalescer?
     ) {
+        // The monitor: the input's first bytes before the engine rewrites them, the verdicts after.
+        let tap = monitor
+        let watching = tap?.isAttached == true
+        if watching { tap!.stage(batch, egress: egress) }
         if egress {
             engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
         } else {
             engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
-            coalescer?.coalesce(batch)
         }
+        if watching { tap!.commit(verdicts, count: batch.count, mode: tap!.mode) }
+        if !egress { coalescer?.coalesce(batch) }
         emit(batch, generated)
     }
 
@@ -352,7 +360,9 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
             let oversized = links.inbound.reduce(0) { $0 + $1.oversized }
             if oversized > 0 { drops["handoff_oversized"] = oversized }
         }
+        let peerCounters = engine.peerCounterSnapshot(now: Self.now())
         snapshot.withLock {
+            $0.peers = peerCounters
             $0.ioCounters = io
             $0.counters = counters
             $0.natSessions = nat.count

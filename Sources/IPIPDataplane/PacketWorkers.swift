@@ -75,7 +75,11 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
     /// - Parameters:
     ///   - ios: one device set per worker.
     ///   - engines: one engine per worker, `engines[i].configuration.worker` = worker i of N.
-    public init(ios: [IO], engines: [Engine], batchSize: Int = 64, spinMicroseconds: Int = 0) {
+    /// - Parameter monitorEvents: events each worker's monitor ring holds (`MonitorRing`); 0
+    ///   gives the loops no ring, so no monitor can attach.
+    public init(
+        ios: [IO], engines: [Engine], batchSize: Int = 64, spinMicroseconds: Int = 0, monitorEvents: Int = 0
+    ) {
         precondition(ios.count == engines.count && !ios.isEmpty, "one engine per worker")
         for (i, e) in engines.enumerated() {
             precondition(
@@ -84,6 +88,11 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
         }
         loops = zip(ios, engines).map {
             PacketLoop(io: $0, engine: $1, batchSize: batchSize, spinMicroseconds: spinMicroseconds)
+        }
+        if monitorEvents > 0 {
+            for (i, l) in loops.enumerated() {
+                l.monitor = MonitorRing(capacity: monitorEvents, batchCapacity: batchSize, worker: i)
+            }
         }
         if loops.count > 1 {
             let links = WorkerLinks.mesh(count: loops.count)
@@ -95,6 +104,9 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
     }
 
     public var count: Int { loops.count }
+
+    /// The loops' monitor rings, in worker order (empty without them).
+    public var monitorRings: [MonitorRing] { loops.compactMap(\.monitor) }
 
     /// Starts one thread per worker (`ipipd-worker-N`).
     public func start() {
@@ -159,6 +171,7 @@ extension MetricsSnapshot {
             s.natSessions += p.natSessions
             s.natMappings += p.natMappings
             s.natPortsInRange += p.natPortsInRange
+            s.peers = PeerCounters.combining(s.peers, p.peers)
             for (k, v) in p.ioDrops { s.ioDrops[k, default: 0] &+= v }
             for (k, v) in p.ioCounters {
                 if sharedIOCounters.contains(k) {
