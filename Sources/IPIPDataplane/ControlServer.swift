@@ -213,16 +213,17 @@ public final class ControlServer: @unchecked Sendable {
         var lastReport = MonotonicClock.seconds()
         while !stopped.load(ordering: .relaxed) {
             var fds = [pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)]
-            for c in clients {
+            let polled = clients
+            for c in polled {
                 fds.append(
                     pollfd(fd: c.fd, events: Int16(POLLIN) | (c.output.isEmpty ? 0 : Int16(POLLOUT)), revents: 0))
             }
             let r = poll(&fds, nfds_t(fds.count), mode == .off ? 200 : 20)
             if r < 0 && errno != EINTR { break }
-            if fds[0].revents & Int16(POLLIN) != 0 { accept() }
-            for (i, c) in clients.enumerated() where fds[i + 1].revents != 0 {
-                if fds[i + 1].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { receive(c) }
+            for (i, c) in polled.enumerated() where fds[i + 1].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                receive(c)
             }
+            if fds[0].revents & Int16(POLLIN) != 0 { accept() }
             if mode != .off { drainRings() }
             let now = MonotonicClock.seconds()
             if now - lastReport >= 1 {
