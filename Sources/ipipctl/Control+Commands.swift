@@ -200,7 +200,9 @@ struct MonitorCommand: ParsableCommand {
                 if let e = o["event"] as? [String: Any], let event = MonitorEvent(json: e) {
                     let text: String
                     if output == "json" {
-                        let data = (try? JSONSerialization.data(withJSONObject: e, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+                        let data =
+                            (try? JSONSerialization.data(
+                                withJSONObject: e, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
                         text = String(decoding: data, as: UTF8.self)
                     } else {
                         text = event.line
