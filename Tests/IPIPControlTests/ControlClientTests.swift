@@ -31,9 +31,9 @@ final class FakeSocketServer: @unchecked Sendable {
             return
         }
         listen(fd, 1)
-        let fd = self.fd
+        let listening = fd
         let t = Thread {
-            let c = accept(fd, nil, nil)
+            let c = accept(listening, nil, nil)
             guard c >= 0 else { return }
             if let says { _ = says.withCString { write(c, $0, strlen($0)) } }
             var b = [UInt8](repeating: 0, count: 64)
