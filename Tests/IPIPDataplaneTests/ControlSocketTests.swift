@@ -1,0 +1,143 @@
+import Foundation
+import IPIPControl
+import IPIPCore
+import IPIPTestSupport
+import Testing
+
+@testable import IPIPDataplane
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The control socket of `Daemon.run()` on a `FakeHost` (no root): its mode, the status through
+/// a refused reload, the command dispatch (`record` with and without a handler, unknown
+/// commands, `monitor` without packet loops), a second daemon refused on a live socket, a stale
+/// one replaced, and the socket gone after SIGTERM.
+@Suite("Control socket on a fake host (no root)")
+struct ControlSocketTests {
+    func daemon(_ dir: TempDir, socket: String, script: [FakeHost.Step]) throws -> Daemon {
+        let manifests = dir.write("cluster.yaml", try ExampleCluster.manifests())
+        let host = FakeHost(uplinkAddress: IPv4Address("10.0.0.1")!, script: script)
+        var options = DaemonOptions(node: "node-a")
+        options.metricsPort = 0
+        options.controlSocket = socket
+        let (logger, _) = RecordingLogHandler.logger()
+        return Daemon(options: options, source: ManifestSource(paths: [manifests]), logger: logger, host: host)
+    }
+
+    func status(_ socket: String) throws -> NodeStatus {
+        let c = try ControlClient(path: socket)
+        let result = try c.request(["command": "status"])
+        return try JSONDecoder().decode(NodeStatus.self, from: JSONSerialization.data(withJSONObject: result))
+    }
+
+    func answer(_ socket: String, _ request: [String: Any]) -> String {
+        do {
+            let c = try ControlClient(path: socket)
+            return "ok: \(try c.request(request))"
+        } catch {
+            return "error: \(error.message)"
+        }
+    }
+
+    @Test(
+        "status through a refused reload; record, unknown commands and monitor answered; the socket 0600 and gone at exit"
+    )
+    func lifecycle() throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        // A directory that does not exist yet: created 0755.
+        let socket = dir.file("run/ipipd.sock")
+        var first: NodeStatus?
+        var second: NodeStatus?
+        var answers: [String] = []
+        var mode: (socket: UInt32, directory: UInt32) = (0, 0)
+        var d: Daemon!
+        d = try daemon(
+            dir, socket: socket,
+            script: [
+                { _ in
+                    var st = stat()
+                    stat(socket, &st)
+                    var dst = stat()
+                    stat(dir.file("run"), &dst)
+                    mode = (st.st_mode & 0o7777, dst.st_mode & 0o7777)
+                    first = try? status(socket)
+                    _ = dir.write(
+                        "cluster.yaml", "apiVersion: projectcalico.org/v3\nkind: IPPool\nspec: {cidr: nope}\n")
+                    return [.hangup]
+                },
+                { _ in
+                    second = try? status(socket)
+                    answers.append(answer(socket, ["command": "record", "out": "/tmp/x"]))
+                    answers.append(answer(socket, ["command": "record", "out": "relative"]))
+                    d.recordHandler.withLock { $0 = { dir in "wrote \(dir)" } }
+                    answers.append(answer(socket, ["command": "record", "out": "/tmp/x"]))
+                    answers.append(answer(socket, ["command": "frobnicate"]))
+                    answers.append(answer(socket, ["command": "monitor"]))
+                    return [.terminate]
+                },
+            ])
+        #expect(try d.run() == 0)
+        #expect(mode.socket == 0o600 && mode.directory == 0o755, "modes \(mode)")
+        let s = try #require(first)
+        #expect(s.node == "node-a" && s.nodeIP == "10.0.0.1/24" && s.tunnel.mtu == 1480)
+        #expect(s.topology.generation == 1 && s.topology.reloadErrors == 0)
+        #expect(s.pools.map(\.ipipMode) == ["Always"] && s.pools[0].encapsulatedPeers == ["node-b", "node-c"])
+        #expect(s.peers.map(\.name) == ["node-b", "node-c"] && s.peers.allSatisfy { $0.route == "ipip" })
+        #expect(s.peers.first?.blocks == ["192.168.1.0/26"])
+        let t = try #require(second)
+        #expect(t.topology.reloadErrors == 1 && t.topology.generation == 1)
+        #expect(t.topology.lastReloadError?.contains("cluster.yaml") == true, "\(t.topology)")
+        #expect(
+            answers == [
+                "error: the flight recorder is off (start ipipd with --record-buffer SIZE)",
+                "error: record: 'out' must be an absolute directory path",
+                "ok: wrote /tmp/x",
+                "error: unknown command 'frobnicate' (one of: monitor, record, status)",
+                "error: this ipipd has no packet loops to monitor",
+            ])
+        #expect(access(socket, F_OK) != 0, "the socket is removed at exit")
+    }
+
+    @Test("a live socket is a start error (nothing on the host touched); a stale one is replaced; a file is left alone")
+    func liveAndStale() throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let socket = dir.file("ipipd.sock")
+        var refused = ""
+        let d = try daemon(
+            dir, socket: socket,
+            script: [
+                { _ in
+                    do {
+                        _ = try ControlSocket(path: socket)
+                        refused = "bound twice"
+                    } catch {
+                        refused = "\(error)"
+                    }
+                    return [.terminate]
+                }
+            ])
+        #expect(try d.run() == 0)
+        #expect(refused.contains("a running ipipd (node node-a, pid \(getpid())) answers there"), "\(refused)")
+        // A stale socket (bound, never listened on, left behind): replaced.
+        let s = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var a = sockaddr_un()
+        a.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &a.sun_path) { raw in for (i, b) in socket.utf8.enumerated() { raw[i] = b } }
+        _ = withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        close(s)
+        let replaced = try ControlSocket(path: socket)
+        replaced.close()
+        // A regular file under the name: refused, kept.
+        let file = dir.write("not-a-socket", "keep me\n")
+        #expect(throws: DaemonError.self) { _ = try ControlSocket(path: file) }
+        #expect((try? String(contentsOfFile: file, encoding: .utf8)) == "keep me\n")
+    }
+}
