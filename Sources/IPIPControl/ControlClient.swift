@@ -86,6 +86,10 @@ public final class ControlClient {
         case .closed:
             throw ControlError("\(path) is not ipipd's control socket: it closed the connection without a greeting")
         }
+        if let o = ControlProtocol.object(line), o["ok"] as? Bool == false, let e = o["error"] as? String {
+            // ipipd's refusal instead of its greeting (it serves a handful of clients at once).
+            throw ControlError("ipipd on \(path) refused the connection: \(e)")
+        }
         guard let o = ControlProtocol.object(line),
             o[ControlProtocol.greetingKey] as? String == ControlProtocol.greetingValue
         else {

@@ -107,6 +107,8 @@ struct ControlSocketTests {
         defer { dir.cleanup() }
         let socket = dir.file("ipipd.sock")
         var refused = ""
+        var tooMany = ""
+        var heldCount = 0
         let d = try daemon(
             dir, socket: socket,
             script: [
@@ -117,11 +119,24 @@ struct ControlSocketTests {
                     } catch {
                         refused = "\(error)"
                     }
+                    // Bounded: with the maximum connected, one more is refused, in words.
+                    let held = (0..<ControlServer.maximumClients).compactMap { _ in try? ControlClient(path: socket) }
+                    do {
+                        _ = try ControlClient(path: socket)
+                        tooMany = "connected"
+                    } catch {
+                        tooMany = "\(error)"
+                    }
+                    heldCount = held.count
                     return [.terminate]
                 }
             ])
         #expect(try d.run() == 0)
         #expect(refused.contains("a running ipipd (node node-a, pid \(getpid())) answers there"), "\(refused)")
+        #expect(heldCount == ControlServer.maximumClients)
+        #expect(
+            tooMany.hasSuffix("refused the connection: ipipd serves at most 8 control clients at once; try again"),
+            "\(tooMany)")
         // A stale socket (bound, never listened on, left behind): replaced.
         let s = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var a = sockaddr_un()
