@@ -96,11 +96,15 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     var wakeupsSent: UInt64 = 0
     /// Bit w set: this iteration handed worker w something (wake it if it sleeps).
     var pendingWakes: UInt64 = 0
-    /// The monitor's ring (`ipipctl monitor`), set before `run`; nil when nothing can attach
-    /// (no control socket). Unattached, it costs `process` one relaxed load per batch.
-    var monitor: MonitorRing?
+    /// The monitor's ring (`ipipctl monitor`); nil when nothing can attach (no control socket).
+    /// Unattached, it costs `process` one relaxed load per batch. A `let`, so that reading it
+    /// per batch needs no retain.
+    let monitor: MonitorRing?
 
-    public init(io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0) {
+    public init(
+        io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0, monitor: MonitorRing? = nil
+    ) {
+        self.monitor = monitor
         self.io = io
         self.engine = engine
         self.batchSize = batchSize
@@ -314,15 +318,14 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         _ coalescer: TUNCoalescer?
     ) {
         // The monitor: the input's first bytes before the engine rewrites them, the verdicts after.
-        let tap = monitor
-        let watching = tap?.isAttached == true
-        if watching { tap!.stage(batch, egress: egress) }
+        let watching = monitor?.isAttached == true
+        if watching { monitor!.stage(batch, egress: egress) }
         if egress {
             engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
         } else {
             engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
         }
-        if watching { tap!.commit(verdicts, count: batch.count, mode: tap!.mode) }
+        if watching { monitor!.commit(verdicts, count: batch.count, mode: monitor!.mode) }
         if !egress { coalescer?.coalesce(batch) }
         emit(batch, generated)
     }

@@ -86,13 +86,11 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
                 e.configuration.worker == WorkerShare(index: i, count: engines.count),
                 "engine \(i) has \(e.configuration.worker)")
         }
-        loops = zip(ios, engines).map {
-            PacketLoop(io: $0, engine: $1, batchSize: batchSize, spinMicroseconds: spinMicroseconds)
-        }
-        if monitorEvents > 0 {
-            for (i, l) in loops.enumerated() {
-                l.monitor = MonitorRing(capacity: monitorEvents, batchCapacity: batchSize, worker: i)
-            }
+        loops = zip(ios, engines).enumerated().map { i, pair in
+            PacketLoop(
+                io: pair.0, engine: pair.1, batchSize: batchSize, spinMicroseconds: spinMicroseconds,
+                monitor: monitorEvents > 0
+                    ? MonitorRing(capacity: monitorEvents, batchCapacity: batchSize, worker: i) : nil)
         }
         if loops.count > 1 {
             let links = WorkerLinks.mesh(count: loops.count)
