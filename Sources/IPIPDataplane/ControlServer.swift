@@ -309,7 +309,9 @@ public final class ControlServer: @unchecked Sendable {
             return
         }
         guard let name = request["command"] as? String else {
-            append(ControlProtocol.error("the request has no \"command\""), to: c)
+            append(
+                ControlProtocol.error("the request has no \"command\" string (such as {\"command\":\"status\"})"), to: c
+            )
             return
         }
         if name == "monitor" {

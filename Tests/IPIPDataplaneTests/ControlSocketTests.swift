@@ -76,6 +76,8 @@ struct ControlSocketTests {
                     answers.append(answer(socket, ["command": "record", "out": "/tmp/x"]))
                     answers.append(answer(socket, ["command": "frobnicate"]))
                     answers.append(answer(socket, ["command": "monitor"]))
+                    answers.append(answer(socket, ["verb": "status"]))
+                    answers.append(answer(socket, ["command": 7]))
                     return [.terminate]
                 },
             ])
@@ -97,6 +99,8 @@ struct ControlSocketTests {
                 "ok: wrote /tmp/x",
                 "error: unknown command 'frobnicate' (one of: monitor, record, status)",
                 "error: this ipipd has no packet loops to monitor",
+                "error: the request has no \"command\" string (such as {\"command\":\"status\"})",
+                "error: the request has no \"command\" string (such as {\"command\":\"status\"})",
             ])
         #expect(access(socket, F_OK) != 0, "the socket is removed at exit")
     }
