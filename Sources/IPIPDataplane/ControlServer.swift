@@ -159,6 +159,8 @@ public final class ControlServer: @unchecked Sendable {
         var input: [UInt8] = []
         var output: [UInt8] = []
         var closeAfterFlush = false
+        /// The client shut its sending side (`socat` at the end of its input): no more reads.
+        var readClosed = false
         var monitor: Subscription?
         init(fd: Int32) { self.fd = fd }
     }
@@ -215,13 +217,15 @@ public final class ControlServer: @unchecked Sendable {
             var fds = [pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)]
             let polled = clients
             for c in polled {
-                fds.append(
-                    pollfd(fd: c.fd, events: Int16(POLLIN) | (c.output.isEmpty ? 0 : Int16(POLLOUT)), revents: 0))
+                // A half-closed client is not read again (its end of input would be reported
+                // readable forever); its hang-up still is (POLLHUP is always reported).
+                let events = (c.readClosed ? 0 : Int16(POLLIN)) | (c.output.isEmpty ? 0 : Int16(POLLOUT))
+                fds.append(pollfd(fd: c.fd, events: events, revents: 0))
             }
             let r = poll(&fds, nfds_t(fds.count), mode == .off ? 200 : 20)
             if r < 0 && errno != EINTR { break }
             for (i, c) in polled.enumerated() where fds[i + 1].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-                receive(c)
+                receive(c, hangUp: fds[i + 1].revents & Int16(POLLHUP | POLLERR) != 0)
             }
             if fds[0].revents & Int16(POLLIN) != 0 { accept() }
             if mode != .off { drainRings() }
@@ -271,10 +275,18 @@ public final class ControlServer: @unchecked Sendable {
         }
     }
 
-    func receive(_ c: Client) {
+    /// Reads what `c` sent and answers its complete lines. `hangUp`: the peer is gone (poll
+    /// said POLLHUP), as opposed to having only shut its sending side.
+    func receive(_ c: Client, hangUp: Bool) {
         var chunk = [UInt8](repeating: 0, count: 16384)
-        while true {
+        while !c.readClosed || hangUp {
             let n = chunk.withUnsafeMutableBytes { Glibc.recv(c.fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 && !hangUp {
+                // Half-closed: answer what it asked, then close (a monitor streams on until
+                // the client goes away).
+                c.readClosed = true
+                break
+            }
             if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
                 // The client went away (a monitor's Ctrl-C): forget it at once.
                 c.output = []
@@ -299,6 +311,7 @@ public final class ControlServer: @unchecked Sendable {
             if line.allSatisfy({ $0 == " " || $0 == "\r" }) { continue }
             handle(line, from: c)
         }
+        if c.readClosed && c.monitor == nil { c.closeAfterFlush = true }
     }
 
     func handle(_ line: String, from c: Client) {

@@ -1,6 +1,7 @@
 import Foundation
 import IPIPControl
 import IPIPCore
+import IPIPLinux
 import IPIPTestSupport
 import Testing
 
@@ -105,6 +106,32 @@ struct ControlSocketTests {
         #expect(access(socket, F_OK) != 0, "the socket is removed at exit")
     }
 
+    /// What a one-shot client such as `socat` gets: connect, send `request`, shut the sending
+    /// side, read to the end.
+    func halfClosed(_ socket: String, _ request: String) -> String {
+        let s = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(s) }
+        var a = sockaddr_un()
+        a.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &a.sun_path) { raw in for (i, b) in socket.utf8.enumerated() { raw[i] = b } }
+        let r = withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard r == 0 else { return "connect failed" }
+        _ = request.withCString { write(s, $0, strlen($0)) }
+        shutdown(s, Int32(SHUT_WR))
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(s, &buffer, buffer.count)
+            if n <= 0 { break }
+            out += buffer[..<n]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     @Test("a live socket is a start error (nothing on the host touched); a stale one is replaced; a file is left alone")
     func liveAndStale() throws {
         let dir = TempDir()
@@ -113,6 +140,7 @@ struct ControlSocketTests {
         var refused = ""
         var tooMany = ""
         var heldCount = 0
+        var oneShot = ""
         let d = try daemon(
             dir, socket: socket,
             script: [
@@ -123,6 +151,7 @@ struct ControlSocketTests {
                     } catch {
                         refused = "\(error)"
                     }
+                    oneShot = halfClosed(socket, "{\"command\":\"status\"}\n")
                     // Bounded: with the maximum connected, one more is refused, in words.
                     let held = (0..<ControlServer.maximumClients).compactMap { _ in try? ControlClient(path: socket) }
                     do {
@@ -138,6 +167,10 @@ struct ControlSocketTests {
         #expect(try d.run() == 0)
         #expect(refused.contains("a running ipipd (node node-a, pid \(getpid())) answers there"), "\(refused)")
         #expect(heldCount == ControlServer.maximumClients)
+        // socat's way: the request, end of input, and the answer still comes (then the end).
+        let lines = oneShot.split(separator: "\n")
+        #expect(lines.count == 2 && lines[0].hasPrefix("{\"ipipd\":\"control\""), "\(oneShot)")
+        #expect(lines.last?.contains("\"ok\":true") == true && lines.last?.contains("\"node\":\"node-a\"") == true)
         #expect(
             tooMany.hasSuffix("refused the connection: ipipd serves at most 8 control clients at once; try again"),
             "\(tooMany)")
@@ -158,5 +191,55 @@ struct ControlSocketTests {
         let file = dir.write("not-a-socket", "keep me\n")
         #expect(throws: DaemonError.self) { _ = try ControlSocket(path: file) }
         #expect((try? String(contentsOfFile: file, encoding: .utf8)) == "keep me\n")
+    }
+}
+
+/// The server's monitor path without a daemon: a ring it drains, a client that attaches, gets
+/// the events its filter selects, and detaches by going away (the ring stops recording).
+@Suite("Control server: monitor streams from a ring")
+struct ControlServerMonitorTests {
+    /// Waits (polling) until `condition` holds or 10 s pass; returns whether it held.
+    func eventually(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<1000 {
+            if condition() { return true }
+            MonotonicClock.sleep(seconds: 0.01)
+        }
+        return condition()
+    }
+
+    @Test("attach sets the ring's mode from the filter; events arrive filtered; a closed client detaches")
+    func stream() throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let ring = MonitorRing(capacity: 64, batchCapacity: 4)
+        let server = ControlServer(
+            socket: try ControlSocket(path: dir.file("s")), node: "node-a", rings: [ring], commands: [:],
+            localAddress: IPv4Address("10.0.0.1")!)
+        server.start()
+        defer { server.stop() }
+        var client: ControlClient? = try ControlClient(path: dir.file("s"))
+        let filter = try MonitorFilter.parse(drops: true)
+        _ = try client!.request(["command": "monitor", "filter": filter.wire])
+        #expect(eventually { ring.mode == .dropsOnly })
+        // Two packets, one dropped: only the drop is recorded and sent.
+        var batch = PacketBatch(capacity: 4)
+        for source in ["192.168.0.10", "192.168.0.11"] {
+            let p = PacketBuilder(source: IPv4Address(source)!, destination: IPv4Address("192.168.1.20")!).bytes()
+            _ = p.withUnsafeBytes { batch.append(copying: $0, time: Timestamp(seconds: 5)) }
+        }
+        let verdicts = VerdictBatch(capacity: 4)
+        verdicts[0] = PacketVerdict(action: .encapsulated, peer: IPv4Address("10.0.0.2")!)
+        verdicts[1] = PacketVerdict(action: .dropped, dropReason: .noRoute)
+        ring.stage(batch, egress: true)
+        ring.commit(verdicts, count: 2, mode: ring.mode)
+        guard case .line(let line) = try client!.readLine(timeout: 10) else {
+            Issue.record("no event")
+            return
+        }
+        let event = try #require(ControlProtocol.object(line)?["event"] as? [String: Any])
+        #expect(event["reason"] as? String == "no_route")
+        #expect((event["summary"] as? String)?.hasPrefix("192.168.0.11 > 192.168.1.20 udp") == true)
+        client = nil  // the monitor goes away
+        #expect(eventually { ring.mode == .off }, "the ring still records for a client that left")
     }
 }
