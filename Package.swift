@@ -50,12 +50,15 @@ let package = Package(
         // Every kernel call: TUN, raw and packet sockets, batch I/O, rtnetlink, nftables, sysctl.
         .target(name: "CIPIPLinux"),
         .target(name: "IPIPLinux", dependencies: ["IPIPCore", "CIPIPLinux"]),
+        // The control socket's language, shared by ipipd and ipipctl: the greeting and request
+        // lines, the client, monitor filters and events, the node status and its renderings.
+        .target(name: "IPIPControl", dependencies: ["IPIPCore", .product(name: "Yams", package: "Yams")]),
         // The live daemon: control loop, packet workers, the Linux datapath, resource sources,
-        // metrics.
+        // metrics, the control socket's server.
         .target(
             name: "IPIPDataplane",
             dependencies: [
-                "IPIPCore", "IPIPResources", "IPIPDatastore", "IPIPLinux", "Pcap",
+                "IPIPCore", "IPIPResources", "IPIPDatastore", "IPIPLinux", "IPIPControl", "Pcap",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -80,11 +83,12 @@ let package = Package(
             name: "IPIPFuzzSupport", dependencies: ["IPIPCore", "IPIPResources", "Pcap", "IPIPLinux", "IPIPEtcdWire"]),
         .target(name: "CFuzz"),
         .executableTarget(name: "ipip-fuzz", dependencies: ["IPIPFuzzSupport", "CFuzz"]),
-        // The CLI: resources and the datastore only (no libpcap, no netlink).
+        // The CLI: resources, the datastore, the daemon's control socket (no netlink); Pcap for
+        // `monitor -w` (its pcapng writer is Swift, but the module links libpcap).
         .executableTarget(
             name: "ipipctl",
             dependencies: [
-                "IPIPCore", "IPIPResources", "IPIPDatastore",
+                "IPIPCore", "IPIPResources", "IPIPDatastore", "IPIPControl", "Pcap",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -97,6 +101,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "IPIPCoreTests", dependencies: ["IPIPCore", "IPIPTestSupport"]),
+        .testTarget(name: "IPIPControlTests", dependencies: ["IPIPControl", "IPIPCore", "IPIPTestSupport"]),
         // Replays every fuzz target's seed corpus and past crashes (Tests/Fixtures/fuzz/<target>/).
         .testTarget(name: "IPIPFuzzTests", dependencies: ["IPIPFuzzSupport", "IPIPCore", "Pcap", "IPIPEtcdWire"]),
         .testTarget(name: "PcapTests", dependencies: ["Pcap", "IPIPCore", "IPIPTestSupport"]),

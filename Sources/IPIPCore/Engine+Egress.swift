@@ -168,6 +168,7 @@ extension Engine {
             countAction(.encapsulated, bytes: totalLength)
             count(.underlayPacketsOut, segments)
             count(.underlayBytesOut, segmentedBytes(totalLength &+ 20, headers: state.pointee.segmentHeaderBytes &+ 20))
+            countPeer(nodeIndex, egress: true, bytes: totalLength)
             return PacketVerdict(
                 action: .encapsulated, peer: template.destination,
                 outputCount: UInt16(truncatingIfNeeded: segments))
@@ -184,9 +185,11 @@ extension Engine {
                 .fragmentationNeeded, length: totalLength,
                 icmp: sent ? (ICMPType.destinationUnreachable, ICMPUnreachableCode.fragmentationNeeded) : nil)
         }
-        return fragmentAndEncapsulate(
+        let verdict = fragmentAndEncapsulate(
             header: header, totalLength: totalLength, mtu: mtu, origin: i,
             template: template, into: &generated, now: now)
+        if verdict.action == .encapsulated { countPeer(nodeIndex, egress: true, bytes: totalLength) }
+        return verdict
     }
 
     @inline(__always)

@@ -207,6 +207,7 @@ extension Engine {
         let segments = state.pointee.segments
         count(.tunPacketsOut, segments)
         count(.tunBytesOut, segmentedBytes(innerLength, headers: state.pointee.segmentHeaderBytes &- outerLength))
+        if peer != Topology.externalPeer { countPeer(Int(peer), egress: false, bytes: totalLength) }
         return PacketVerdict(
             action: .decapsulated, peer: outerSource, outputCount: UInt16(truncatingIfNeeded: segments))
     }

@@ -81,6 +81,11 @@ public final class Engine {
     /// Scratch for the batched route lookup: destinations in, route indices out.
     let lookupAddresses: UnsafeMutablePointer<IPv4Address>
     let lookupRoutes: UnsafeMutablePointer<UInt32>
+    /// Per-peer traffic, indexed like `topology.nodes`: `PeerCounterSlot.count` counters per
+    /// node (packets and bytes sent to it encapsulated, received from it decapsulated).
+    /// Reallocated by `replaceTopology` (carried over by peer IP), never per packet.
+    @usableFromInline var peerCounts: UnsafeMutablePointer<UInt64>
+    var peerCountNodes: Int
     /// How many packets one batched lookup covers; larger batches are processed in chunks.
     static let lookupChunk = 256
     /// The route index meaning "no route" in `lookupRoutes`.
@@ -136,9 +141,13 @@ public final class Engine {
         lookupAddresses.initialize(repeating: .any, count: Self.lookupChunk)
         lookupRoutes = .allocate(capacity: Self.lookupChunk)
         lookupRoutes.initialize(repeating: Self.noRoute, count: Self.lookupChunk)
+        peerCountNodes = max(1, topology.nodes.count)
+        peerCounts = .allocate(capacity: peerCountNodes * PeerCounterSlot.count)
+        peerCounts.initialize(repeating: 0, count: peerCountNodes * PeerCounterSlot.count)
     }
 
     deinit {
+        peerCounts.deallocate()
         counters.deallocate()
         state.deinitialize(count: 1)
         state.deallocate()
@@ -173,7 +182,55 @@ public final class Engine {
             }
         }
         pathMTUs = table
+        carryPeerCounters(from: old, to: topology)
         self.topology = topology
+    }
+
+    /// Moves the per-peer counters to a table sized for `next`, each to the node with the same
+    /// IP (a peer renamed or re-indexed keeps its counts; a peer that left takes its counts
+    /// with it, as Prometheus expects of a series that disappears).
+    func carryPeerCounters(from old: Topology, to next: Topology) {
+        let nodes = max(1, next.nodes.count)
+        let fresh = UnsafeMutablePointer<UInt64>.allocate(capacity: nodes * PeerCounterSlot.count)
+        fresh.initialize(repeating: 0, count: nodes * PeerCounterSlot.count)
+        var byAddress: [IPv4Address: Int] = [:]
+        for (j, n) in old.nodes.enumerated() where j < peerCountNodes {
+            if let a = n.address, byAddress[a] == nil { byAddress[a] = j }
+        }
+        for (i, n) in next.nodes.enumerated() {
+            guard let a = n.address, let j = byAddress[a] else { continue }
+            (fresh + i * PeerCounterSlot.count).update(
+                from: peerCounts + j * PeerCounterSlot.count, count: PeerCounterSlot.count)
+        }
+        peerCounts.deallocate()
+        peerCounts = fresh
+        peerCountNodes = nodes
+    }
+
+    /// Counts the current packet (its segments, its bytes as they arrived) against peer node
+    /// `node`: two adds at a computed address, no check beyond the index.
+    @inline(__always)
+    func countPeer(_ node: Int, egress: Bool, bytes: Int) {
+        guard node >= 0 && node < peerCountNodes else { return }
+        let base = node &* PeerCounterSlot.count &+ (egress ? 0 : 2)
+        peerCounts[base] &+= UInt64(truncatingIfNeeded: state.pointee.segments)
+        peerCounts[base &+ 1] &+= UInt64(
+            truncatingIfNeeded: segmentedBytes(bytes, headers: state.pointee.segmentHeaderBytes))
+    }
+
+    /// Every other node's traffic counters so far, in `topology.nodes` order (the local node
+    /// and nodes without an IP left out). Control-plane code: allocates.
+    public func peerCounterSnapshot(now: Timestamp) -> [PeerCounters] {
+        var out: [PeerCounters] = []
+        for (i, n) in topology.nodes.enumerated() where i != topology.localNodeIndex && i < peerCountNodes {
+            guard let a = n.address else { continue }
+            let c = peerCounts + i * PeerCounterSlot.count
+            out.append(
+                PeerCounters(
+                    name: n.name, address: a, egressPackets: c[0], egressBytes: c[1], ingressPackets: c[2],
+                    ingressBytes: c[3], pathMTU: learnedPathMTU(toNode: i, now: now)))
+        }
+        return out
     }
 
     /// The learned path MTU to node `index` (outer packet size), if one holds at `now`.

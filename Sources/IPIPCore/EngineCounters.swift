@@ -148,3 +148,46 @@ public struct VerdictBatch: ~Copyable {
         }
     }
 }
+
+/// The layout of an engine's per-peer counters: four per node.
+enum PeerCounterSlot {
+    /// Egress packets, egress bytes, ingress packets, ingress bytes.
+    static let count = 4
+}
+
+/// One peer node's traffic as an engine counted it: what it encapsulated toward the peer
+/// (egress) and what it decapsulated from it (ingress), super-packets counted as their
+/// segments, bytes as the packets arrived (inner bytes out, outer bytes in), the same
+/// convention as `ipipd_bytes_total`.
+public struct PeerCounters: Sendable, Equatable {
+    public var name: String
+    public var address: IPv4Address
+    public var egressPackets: UInt64
+    public var egressBytes: UInt64
+    public var ingressPackets: UInt64
+    public var ingressBytes: UInt64
+    /// The learned path MTU (outer packet size) toward the peer, if one holds.
+    public var pathMTU: Int?
+
+    public init(
+        name: String, address: IPv4Address, egressPackets: UInt64 = 0, egressBytes: UInt64 = 0,
+        ingressPackets: UInt64 = 0, ingressBytes: UInt64 = 0, pathMTU: Int? = nil
+    ) {
+        self.name = name
+        self.address = address
+        self.egressPackets = egressPackets
+        self.egressBytes = egressBytes
+        self.ingressPackets = ingressPackets
+        self.ingressBytes = ingressBytes
+        self.pathMTU = pathMTU
+    }
+
+    /// Adds another worker's counts of the same peer (the smaller learned path MTU wins).
+    public mutating func add(_ o: PeerCounters) {
+        egressPackets &+= o.egressPackets
+        egressBytes &+= o.egressBytes
+        ingressPackets &+= o.ingressPackets
+        ingressBytes &+= o.ingressBytes
+        if let m = o.pathMTU { pathMTU = min(pathMTU ?? m, m) }
+    }
+}

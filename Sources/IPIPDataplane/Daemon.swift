@@ -49,6 +49,12 @@ public struct DaemonOptions: Sendable {
     public var recordBufferBytes = 0
     /// Where SIGUSR2 writes a recording: a new directory `<node>-<UTC time>` inside this one.
     public var recordDirectory = "/var/lib/ipipd/recordings"
+    /// The control socket (`ipipctl node status`, `monitor`, `node record`); nil: none.
+    public var controlSocket: String?
+    /// Events each packet worker's monitor ring holds (about 150 bytes each).
+    public var monitorEvents = 4096
+    /// `ipipd run`'s control socket unless told otherwise (`--control-socket`, `IPIPD_SOCKET`).
+    public static let defaultControlSocket = "/run/ipipd/ipipd.sock"
 
     public init(node: String) { self.node = node }
 }
@@ -92,6 +98,11 @@ public final class Daemon {
     let liveResources = Mutex<ResourceSet?>(nil)
     /// The underlay MTU in use (the uplink's unless `--underlay-mtu`), for recordings.
     let liveUnderlayMTU = Mutex<Int>(1500)
+    /// What `ipipctl node status` reads besides the counters (control thread writes).
+    let observed = Mutex<ObservedState>(ObservedState())
+    /// Writes the flight recorder's capture into a directory (`ipipctl node record --out DIR`,
+    /// an absolute path) and returns what to tell the operator; nil while there is no recorder.
+    public let recordHandler = Mutex<(@Sendable (String) throws -> String)?>(nil)
 
     /// A daemon on `host`.
     public init(options: DaemonOptions, source: ResourceSource, logger: Logger, host: any DaemonHost) {
@@ -126,6 +137,13 @@ public final class Daemon {
             healthServer = startHealth(host: host, port: port, source: "--health-address")
         }
         defer { healthServer?.stop() }
+        // 0. The control socket first: a second ipipd for this node (its socket answers) stops
+        // here, before it touches the first one's routes.
+        let control = try options.controlSocket.map { try ControlSocket(path: $0) }
+        var server: ControlServer?
+        defer {
+            if let server { server.stop() } else { control?.close() }
+        }
         // 1. Leftovers of a crashed run (routes, rules, our nftables table) stay in force until
         // the first reconcile and firewall pass below replace them: removing them first would
         // open a window in which pool traffic leaves untranslated (past the natOutgoing table's
@@ -216,7 +234,26 @@ public final class Daemon {
             logger.info(
                 "flight recorder: \(recorder.totalBytes) bytes, \(recorder.bytesPerSide) per side of each of \(workerCount) workers; SIGUSR2 writes a recording into \(options.recordDirectory)"
             )
+            // `ipipctl node record --out DIR` writes one from the control socket's thread
+            // (`writeRecording` reads only what is shared under locks and the loops' rings).
+            nonisolated(unsafe) let daemon = self
+            recordHandler.withLock { $0 = { directory in try daemon.writeRecording(to: directory) } }
         }
+        observed.withLock {
+            $0.topology = topology
+            $0.generation = 1
+            $0.changedAt = Date()
+            $0.uplink = uplink
+            $0.tunName = datapath.tunName
+            $0.tunOffloads = datapath.tunOffloadDescription
+            $0.transmit = datapath.uplinkIO
+            $0.receive =
+                "AF_PACKET with virtio headers (GRO/TSO super-packets taken whole), "
+                + (options.captureRingFrames > 0 ? "TPACKET_V2 ring" : "recvmmsg")
+                + "; ethtool settings left as the host has them"
+            $0.workers = workerCount
+        }
+        if let control { server = startControl(control, datapath: datapath) }
 
         // 5. The control loop. The signals were blocked in every thread (`blockControlSignals`),
         // so they queue up here instead of interrupting anyone.
@@ -511,6 +548,11 @@ public final class Daemon {
             }
             topology = next
             liveResources.withLock { $0 = set }
+            observed.withLock {
+                $0.topology = next
+                $0.generation += 1
+                $0.changedAt = Date()
+            }
             try configureTUN(index: datapath.tunIndex, topology: next)
             applyFirewall(uplink: uplink.name, topology: next)
             reconcileRoutes(topology: next, tunIndex: datapath.tunIndex, uplinkIndex: uplink.index)
@@ -530,6 +572,10 @@ public final class Daemon {
             stats.value.withLock { $0.topologyReloadErrors += 1 }
             let at = host.now()
             health.update { $0.lastReload = HealthReload(at: at, refusal: "\(error)") }
+            observed.withLock {
+                $0.lastReloadError = "\(error)"
+                $0.lastReloadErrorAt = Date()
+            }
             logger.error("reload refused, the previous topology stays: \(error)")
         }
     }

@@ -109,4 +109,11 @@ public protocol DaemonDatapath: AnyObject, Sendable {
     func stop()
     /// Stops the workers if they run and closes every device (the TUN last goes with its routes).
     func close()
+    /// The workers' monitor rings once started (`ipipctl monitor`), in worker order; empty when
+    /// the datapath has none.
+    var monitorRings: [MonitorRing] { get }
+}
+
+extension DaemonDatapath {
+    public var monitorRings: [MonitorRing] { [] }
 }

@@ -168,7 +168,8 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
     func start(engines: [Engine]) {
         let w = PacketWorkers(
             ios: datapaths, engines: engines, batchSize: options.batchSize,
-            spinMicroseconds: options.spinMicroseconds, recorders: recorder?.loops)
+            spinMicroseconds: options.spinMicroseconds, recorders: recorder?.loops,
+            monitorEvents: options.controlSocket == nil ? 0 : options.monitorEvents)
         workers = w
         w.start()
     }
@@ -206,6 +207,8 @@ final class LinuxDaemonDatapath: DaemonDatapath, @unchecked Sendable {
         let now = PacketLoop<LinuxDatapath>.now().totalNanoseconds
         loops[worker].simulateHang(atNanoseconds: now + Int64(seconds * 1e9))
     }
+
+    var monitorRings: [MonitorRing] { workers?.monitorRings ?? [] }
 
     func stop() {
         workers?.stop()

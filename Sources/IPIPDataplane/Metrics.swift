@@ -22,6 +22,9 @@ public struct MetricsSnapshot: Sendable {
     public var uplinkIO: String?
     /// With several workers, each worker's own snapshot (the fields above are their sum).
     public var workers: [MetricsSnapshot] = []
+    /// Per peer node: packets and bytes encapsulated toward it and decapsulated from it, its
+    /// learned path MTU (`Engine.peerCounterSnapshot`; workers' counts summed by peer IP).
+    public var peers: [PeerCounters] = []
 
     public init() {}
 
@@ -73,6 +76,26 @@ public struct MetricsSnapshot: Sendable {
             family(
                 "ipipd_path_mtu_updates_total", "counter", "Valid frag-needed messages that lowered a peer's path MTU.")
             sample("ipipd_path_mtu_updates_total", [], c.pathMTUUpdates)
+        }
+        if peers.contains(where: { $0.egressPackets > 0 || $0.ingressPackets > 0 }) {
+            // Peers with traffic only: a cluster of thousands of nodes would otherwise export
+            // four zero series per node; a peer appears once something was counted.
+            family(
+                "ipipd_peer_packets_total", "counter",
+                "Packets encapsulated toward (egress) or decapsulated from (ingress) each peer node, by node IP.")
+            for p in peers where p.egressPackets > 0 || p.ingressPackets > 0 {
+                sample(
+                    "ipipd_peer_packets_total", [("peer", "\(p.address)"), ("direction", "egress")], p.egressPackets)
+                sample(
+                    "ipipd_peer_packets_total", [("peer", "\(p.address)"), ("direction", "ingress")], p.ingressPackets)
+            }
+            family(
+                "ipipd_peer_bytes_total", "counter",
+                "Bytes as they arrived (inner out, outer in) of the packets in ipipd_peer_packets_total.")
+            for p in peers where p.egressPackets > 0 || p.ingressPackets > 0 {
+                sample("ipipd_peer_bytes_total", [("peer", "\(p.address)"), ("direction", "egress")], p.egressBytes)
+                sample("ipipd_peer_bytes_total", [("peer", "\(p.address)"), ("direction", "ingress")], p.ingressBytes)
+            }
         }
         family("ipipd_nat_sessions", "gauge", "Live SNAT sessions.")
         sample("ipipd_nat_sessions", [], UInt64(natSessions))
@@ -231,5 +254,24 @@ public final class MetricsServer: @unchecked Sendable {
         let body = "only GET /metrics is served here\n"
         return "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
             + "Connection: close\r\n\r\n" + body
+    }
+}
+
+extension PeerCounters {
+    /// Two workers' peer lists added up by peer IP, in the first list's order, then the second's.
+    static func combining(_ a: [PeerCounters], _ b: [PeerCounters]) -> [PeerCounters] {
+        if a.isEmpty { return b }
+        var out = a
+        var index: [IPv4Address: Int] = [:]
+        for (i, p) in out.enumerated() { index[p.address] = i }
+        for p in b {
+            if let i = index[p.address] {
+                out[i].add(p)
+            } else {
+                index[p.address] = out.count
+                out.append(p)
+            }
+        }
+        return out
     }
 }

@@ -113,8 +113,15 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
     /// The flight recorder's rings for this loop (`--record-buffer`), set before `run`; nil when
     /// the recorder is off, which costs `process` one nil check per batch.
     public var recorder: LoopRecorder?
+    /// The monitor's ring (`ipipctl monitor`); nil when nothing can attach (no control socket).
+    /// Unattached, it costs `process` one relaxed load per batch. A `let`, so that reading it
+    /// per batch needs no retain.
+    let monitor: MonitorRing?
 
-    public init(io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0) {
+    public init(
+        io: IO, engine: Engine, batchSize: Int = 64, spinMicroseconds: Int = 0, monitor: MonitorRing? = nil
+    ) {
+        self.monitor = monitor
         self.io = io
         self.engine = engine
         self.batchSize = batchSize
@@ -351,12 +358,16 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
         // The flight recorder keeps the input as the engine gets it, then the engine's verdicts.
         let recorder = self.recorder
         recorder?.record(batch, egress: egress, scalars: engine.scalarState)
+        // The monitor: the input's first bytes before the engine rewrites them, the verdicts after.
+        let watching = monitor?.isAttached == true
+        if watching { monitor!.stage(batch, egress: egress) }
         if egress {
             engine.processEgress(&batch, generated: &generated, verdicts: &verdicts)
         } else {
             engine.processIngress(&batch, generated: &generated, verdicts: &verdicts)
         }
         recorder?.patch(verdicts, count: batch.count, egress: egress)
+        if watching { monitor!.commit(verdicts, count: batch.count, mode: monitor!.mode) }
         if !egress { coalescer?.coalesce(batch) }
         emit(batch, generated)
     }
@@ -394,7 +405,9 @@ public final class PacketLoop<IO: DatapathIO>: @unchecked Sendable {
             let oversized = links.inbound.reduce(0) { $0 + $1.oversized }
             if oversized > 0 { drops["handoff_oversized"] = oversized }
         }
+        let peerCounters = engine.peerCounterSnapshot(now: Self.now())
         snapshot.withLock {
+            $0.peers = peerCounters
             $0.ioCounters = io
             $0.counters = counters
             $0.natSessions = nat.count

@@ -76,9 +76,11 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
     ///   - ios: one device set per worker.
     ///   - engines: one engine per worker, `engines[i].configuration.worker` = worker i of N.
     ///   - recorders: the flight recorder's rings, one per worker (nil: the recorder is off).
+    ///   - monitorEvents: events each worker's monitor ring holds (`MonitorRing`); 0 gives the
+    ///     loops no ring, so no monitor can attach.
     public init(
         ios: [IO], engines: [Engine], batchSize: Int = 64, spinMicroseconds: Int = 0,
-        recorders: [LoopRecorder]? = nil
+        recorders: [LoopRecorder]? = nil, monitorEvents: Int = 0
     ) {
         precondition(recorders == nil || recorders!.count == engines.count, "one recorder per worker")
         precondition(ios.count == engines.count && !ios.isEmpty, "one engine per worker")
@@ -87,8 +89,11 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
                 e.configuration.worker == WorkerShare(index: i, count: engines.count),
                 "engine \(i) has \(e.configuration.worker)")
         }
-        loops = zip(ios, engines).map {
-            PacketLoop(io: $0, engine: $1, batchSize: batchSize, spinMicroseconds: spinMicroseconds)
+        loops = zip(ios, engines).enumerated().map { i, pair in
+            PacketLoop(
+                io: pair.0, engine: pair.1, batchSize: batchSize, spinMicroseconds: spinMicroseconds,
+                monitor: monitorEvents > 0
+                    ? MonitorRing(capacity: monitorEvents, batchCapacity: batchSize, worker: i) : nil)
         }
         if let recorders {
             for (l, r) in zip(loops, recorders) { l.recorder = r }
@@ -103,6 +108,9 @@ public final class PacketWorkers<IO: DatapathIO>: @unchecked Sendable {
     }
 
     public var count: Int { loops.count }
+
+    /// The loops' monitor rings, in worker order (empty without them).
+    public var monitorRings: [MonitorRing] { loops.compactMap(\.monitor) }
 
     /// Starts one thread per worker (`ipipd-worker-N`).
     public func start() {
@@ -167,6 +175,7 @@ extension MetricsSnapshot {
             s.natSessions += p.natSessions
             s.natMappings += p.natMappings
             s.natPortsInRange += p.natPortsInRange
+            s.peers = PeerCounters.combining(s.peers, p.peers)
             for (k, v) in p.ioDrops { s.ioDrops[k, default: 0] &+= v }
             for (k, v) in p.ioCounters {
                 if sharedIOCounters.contains(k) {

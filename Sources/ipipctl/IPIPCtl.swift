@@ -11,7 +11,11 @@ struct IPIPCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ipipctl",
         abstract: "Manage swift-ipip's Calico resources (projectcalico.org/v3).",
-        subcommands: [Create.self, Apply.self, Replace.self, Delete.self, Get.self, IPAMCommand.self, Validate.self]
+        subcommands: [
+            Create.self, Apply.self, Replace.self, Delete.self, Get.self, IPAMCommand.self, Validate.self,
+            NodeCommand.self,
+            MonitorCommand.self,
+        ]
     )
 }
 

@@ -303,6 +303,13 @@ struct Run: ParsableCommand {
     var natSecretFile = NATSecretFile.defaultPath
 
     @Option(
+        name: .customLong("control-socket"),
+        help: ArgumentHelp(
+            "The unix socket of ipipctl node status, monitor and node record (root's, mode 0600; its directory is created 0755); 'off' disables. Default: $IPIPD_SOCKET, else /run/ipipd/ipipd.sock. Give each ipipd on a host its own.",
+            valueName: "path"))
+    var controlSocket: String?
+
+    @Option(
         name: .customLong("spin-us"),
         help: ArgumentHelp(
             "After a batch, poll without sleeping for this many microseconds before blocking again (0: never spin).",
@@ -381,6 +388,9 @@ struct Run: ParsableCommand {
         guard tunOffloads == "on" || tunOffloads == "off" else {
             throw ValidationError("--tun-offloads must be on or off")
         }
+        if let c = controlSocket, c != "off", !c.hasPrefix("/") {
+            throw ValidationError("--control-socket must be an absolute path or off, not '\(c)'")
+        }
         if metricsAddress != "off" {
             guard let colon = metricsAddress.lastIndex(of: ":"),
                 UInt16(metricsAddress[metricsAddress.index(after: colon)...]) != nil
@@ -447,6 +457,9 @@ struct Run: ParsableCommand {
         if uplinkRX == "ring" { options.captureRingFrames = 8192 }
         if let r = recordBuffer { options.recordBufferBytes = try RecordBufferSize.parse(r) }
         options.recordDirectory = recordDirectory
+        let socket =
+            controlSocket ?? ProcessInfo.processInfo.environment["IPIPD_SOCKET"] ?? DaemonOptions.defaultControlSocket
+        options.controlSocket = socket == "off" ? nil : socket
         // The seed of SNAT's port choice and hashing: the secret kept in --nat-secret-file, so a
         // restarted ipipd gives each workload endpoint the port it had; made from the system's
         // random generator (getrandom) when the file is created, or at every start with 'off'.

@@ -123,8 +123,10 @@ start_ipipd() {
     # The log is emptied here, before the fork: wait_ipipd must not find an earlier run's
     # "running:" in it (and then signal a process that has not yet blocked its signals).
     : > "$logdir/ipipd-$node.log"
-    # exec, so that $! is ipipd itself (signals must reach it, not a subshell).
-    (exec ip netns exec "${P}-$node" "$IPIPD" run --node "node-$node" --manifests "$manifests" --resync-interval 2 "$@" $(workers_args) \
+    # exec, so that $! is ipipd itself (signals must reach it, not a subshell). Each node its
+    # own control socket (IPIPD_SOCKET, which builds without one ignore): the namespaces share
+    # one filesystem, and the default /run/ipipd/ipipd.sock would be taken by the first.
+    (IPIPD_SOCKET="$logdir/ipipd-$node.sock" exec ip netns exec "${P}-$node" "$IPIPD" run --node "node-$node" --manifests "$manifests" --resync-interval 2 "$@" $(workers_args) \
         > "$logdir/ipipd-$node.log" 2>&1) &
     echo $! > "$logdir/ipipd-$node.pid"
 }
