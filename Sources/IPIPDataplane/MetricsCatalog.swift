@@ -9,7 +9,8 @@ import IPIPCore
 /// is a snapshot in which every one of them is present.
 public enum MetricsCatalog {
     /// A `/metrics` page as the daemon would render it with every family present: two workers
-    /// with counters, drops, NAT state, device counters and drops, the uplink method, and the
+    /// with counters, drops, a peer with traffic, NAT state, device counters and drops, the uplink
+    /// method, and the
     /// health families with turning loops and a refused reload.
     public static func exampleExposition() -> String {
         var workers: [MetricsSnapshot] = []
@@ -23,6 +24,12 @@ public enum MetricsCatalog {
             s.natPortsInRange = 100
             s.ioDrops = ["handoff_full": 1, "uplink_capture_overrun": 1]
             s.ioCounters = ["handoff_sent": 1, "tun_super_packet_reads": 1]
+            // A peer with traffic (the per-peer families appear once one has some).
+            s.peers = [
+                PeerCounters(
+                    name: "peer", address: IPv4Address(10, 0, 0, 2), egressPackets: 1, egressBytes: 1,
+                    ingressPackets: 1, ingressBytes: 1)
+            ]
             workers.append(s)
         }
         var total = MetricsSnapshot.combining(workers)

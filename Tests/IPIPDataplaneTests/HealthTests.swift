@@ -432,6 +432,7 @@ struct MetricsCatalogTests {
             "ipipd_packets_total", "ipipd_drops_total", "ipipd_nat_ports_in_use", "ipipd_nat_ports_available",
             "ipipd_io_drops_total", "ipipd_uplink_io_info", "ipipd_worker_drops_total",
             "ipipd_worker_heartbeat_age_seconds", "ipipd_health_ready", "ipipd_topology_last_reload_refused",
+            "ipipd_peer_packets_total", "ipipd_peer_bytes_total",
         ] {
             #expect(all.contains(name), "\(name) missing from \(all)")
         }
