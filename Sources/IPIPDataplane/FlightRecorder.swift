@@ -378,7 +378,7 @@ public final class FlightRecorder: @unchecked Sendable {
         }
         let span = earliest <= latest ? Double(latest - earliest) / 1e9 : 0
         var line =
-            "recording of \(context.node) in \(path): \(sides[0].1) TUN and \(sides[1].1) underlay packets over \(String(format: "%.3f", span)) s, \(sessions) NAT sessions and \(mtus) path MTUs before the window"
+            "recording of \(context.node) in \(path): \(sides[0].1) TUN and \(sides[1].1) underlay packets over \(String(format: "%.3f", span)) s, \(sessions) NAT sessions (those held at the dump) and \(mtus) path MTUs from before the window"
         let pause = dumps.map(\.pauseSeconds).max() ?? 0
         line += String(format: "; the packet loops paused %.1f ms to copy", pause * 1000)
         if counters.overwritten > 0 { line += "; \(counters.overwritten) older packets no longer held" }
