@@ -166,7 +166,7 @@ struct StoreCorruptionTests {
                 "/usr/sbin/ip",
                 [
                     "netns", "exec", namespace.name, ipipd, "run", "--node", "node-a", "--datastore", "sqlite:" + store,
-                    "--metrics-address", "off",
+                    "--metrics-address", "off", "--control-socket", "off",
                 ], timeout: 20, removing: inheritedDatastoreVariables)
         }
         // The pristine store gets the daemon past its store to the host: no interface of the empty
