@@ -92,13 +92,13 @@ public struct PacketHeaders: Sendable, Equatable {
         case IPProtocolNumber.tcp:
             s += "tcp"
             if let a = ports.0, let b = ports.1 { s += " \(a) > \(b)" }
-            if let f = flags { s += " [\(tcpFlagNames(f))]" }
+            if let f = flags { s += " [\(HeaderNames.tcpFlags(f))]" }
         case IPProtocolNumber.udp:
             s += "udp"
             if let a = ports.0, let b = ports.1 { s += " \(a) > \(b)" }
         case IPProtocolNumber.icmp:
             s += "icmp"
-            if let i = icmp { s += " " + icmpName(i.type, i.code) }
+            if let i = icmp { s += " " + HeaderNames.icmp(type: i.type, code: i.code) }
         case IPProtocolNumber.ipInIP: s += "ipip"
         default: s += "proto \(ip.protocolNumber)"
         }
@@ -122,30 +122,6 @@ public struct PacketHeaders: Sendable, Equatable {
             if let t = tunnel { s = "\(t.0) > \(t.1) ipip | " + s }
         }
         return s + " len \(length)"
-    }
-
-    static func icmpName(_ type: UInt8, _ code: UInt8) -> String {
-        switch (type, code) {
-        case (0, _): "echo reply"
-        case (8, _): "echo request"
-        case (3, 0): "net unreachable"
-        case (3, 1): "host unreachable"
-        case (3, 3): "port unreachable"
-        case (3, 4): "frag needed"
-        case (3, 13): "admin prohibited"
-        case (11, _): "time exceeded"
-        default: "type \(type) code \(code)"
-        }
-    }
-
-    static func tcpFlagNames(_ f: UInt8) -> String {
-        var s = ""
-        if f & 0x02 != 0 { s += "S" }
-        if f & 0x01 != 0 { s += "F" }
-        if f & 0x04 != 0 { s += "R" }
-        if f & 0x08 != 0 { s += "P" }
-        if f & 0x10 != 0 { s += "." }
-        return s.isEmpty ? "none" : s
     }
 }
 

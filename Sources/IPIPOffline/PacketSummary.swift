@@ -23,7 +23,7 @@ public enum PacketSummary {
         case IPProtocolNumber.icmp where !fragmentTail && payload.count >= 4:
             let type = payload[0]
             let code = payload[1]
-            s += " icmp " + icmpName(type: type, code: code)
+            s += " icmp " + HeaderNames.icmp(type: type, code: code, separator: "-")
             if type == ICMPType.destinationUnreachable && code == ICMPUnreachableCode.fragmentationNeeded
                 && payload.count >= 8
             {
@@ -32,7 +32,7 @@ public enum PacketSummary {
         case IPProtocolNumber.udp where !fragmentTail && payload.count >= 8:
             s += " udp \(u16(payload, 0)) > \(u16(payload, 2))"
         case IPProtocolNumber.tcp where !fragmentTail && payload.count >= 14:
-            s += " tcp \(u16(payload, 0)) > \(u16(payload, 2)) [\(tcpFlags(payload[13]))]"
+            s += " tcp \(u16(payload, 0)) > \(u16(payload, 2)) [\(HeaderNames.tcpFlags(payload[13]))]"
         default:
             s += " proto \(h.protocolNumber)"
         }
@@ -42,30 +42,6 @@ public enum PacketSummary {
     }
 
     static func u16(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt16 { UInt16(b[o]) << 8 | UInt16(b[o + 1]) }
-
-    static func icmpName(type: UInt8, code: UInt8) -> String {
-        switch (type, code) {
-        case (0, _): "echo-reply"
-        case (8, _): "echo-request"
-        case (3, 0): "net-unreachable"
-        case (3, 1): "host-unreachable"
-        case (3, 3): "port-unreachable"
-        case (3, 4): "frag-needed"
-        case (3, 13): "admin-prohibited"
-        case (11, _): "time-exceeded"
-        default: "type \(type) code \(code)"
-        }
-    }
-
-    static func tcpFlags(_ f: UInt8) -> String {
-        var s = ""
-        if f & 0x02 != 0 { s += "S" }
-        if f & 0x01 != 0 { s += "F" }
-        if f & 0x04 != 0 { s += "R" }
-        if f & 0x08 != 0 { s += "P" }
-        if f & 0x10 != 0 { s += "." }
-        return s.isEmpty ? "none" : s
-    }
 }
 
 /// Minimal JSON string escaping for the verdict files.
